@@ -1,0 +1,6 @@
+// Compiled entry points of the scripts that run inside L1.
+import { fileURLToPath } from 'node:url';
+
+export function rigReportScript(): string {
+  return fileURLToPath(new URL('./report.js', import.meta.url));
+}

@@ -1,0 +1,44 @@
+// Prints what L1 offers for device assignment: KVM, iommufd, the VFIO
+// container and who serves it, IOMMU groups and the igb NICs. `--json` for tests.
+import { existsSync } from 'node:fs';
+import { containerServedBy } from './container.js';
+import { igbDevices, iommuGroups, kernelConfig, vfioDeviceNodes } from './sysfs.js';
+
+export function l1Report() {
+  const cfg = kernelConfig();
+  return {
+    kernel: process.env.PINION_RIG_KERNEL ?? null,
+    devKvm: existsSync('/dev/kvm'),
+    devIommu: existsSync('/dev/iommu'),
+    devVfioVfio: existsSync('/dev/vfio/vfio'),
+    containerServedBy: existsSync('/dev/vfio/vfio') ? containerServedBy('/dev/vfio/vfio') : null,
+    config: {
+      VFIO_CONTAINER: cfg.get('CONFIG_VFIO_CONTAINER') ?? 'n',
+      IOMMUFD_VFIO_CONTAINER: cfg.get('CONFIG_IOMMUFD_VFIO_CONTAINER') ?? 'n',
+      IOMMUFD_TEST: cfg.get('CONFIG_IOMMUFD_TEST') ?? 'n',
+    },
+    iommuGroups: Object.fromEntries(iommuGroups()),
+    vfioDevices: vfioDeviceNodes(),
+    igb: igbDevices(),
+  };
+}
+
+function main(): void {
+  const r = l1Report();
+  if (process.argv.includes('--json')) {
+    process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  const yes = (b: boolean) => (b ? 'yes' : 'MISSING');
+  console.log(`L1 kernel variant:   ${r.kernel ?? 'unknown'}`);
+  console.log(`/dev/kvm:            ${yes(r.devKvm)}`);
+  console.log(`/dev/iommu:          ${yes(r.devIommu)}`);
+  console.log(`/dev/vfio/vfio:      ${yes(r.devVfioVfio)}${r.containerServedBy ? ` (served by ${r.containerServedBy})` : ''}`);
+  console.log(`IOMMU groups:        ${Object.keys(r.iommuGroups).length}`);
+  for (const d of r.igb) {
+    console.log(`igb ${d.bdf}: ${d.device === '0x10c9' ? 'PF' : 'VF'}, driver ${d.driver ?? 'none'}, IOMMU group ${d.iommuGroup ?? 'none'}${d.sriovTotalVfs ? `, SR-IOV up to ${d.sriovTotalVfs} VFs` : ''}`);
+  }
+  console.log(`VFIO cdevs:          ${r.vfioDevices.join(' ') || 'none (no device bound to vfio-pci)'}`);
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\/dist\//, '/dist/'))) main();

@@ -1,0 +1,43 @@
+// The L1 machine: q35 under TCG, nested SVM (-cpu EPYC), an emulated Intel
+// IOMMU with interrupt remapping, an SR-IOV capable igb behind a PCIe root
+// port and a peer igb on the same QEMU-internal hub. No netdev reaches
+// anything outside the QEMU process.
+
+export interface L1Machine {
+  kernel: string;
+  initramfs: string;
+  runDir: string; // holds cmd.sh and the sockets; readable in L1 at the same path
+  rwDir?: string; // exported writable at the same path
+  memoryMiB: number;
+  cpus: number;
+}
+
+export const PORTS = ['pinion.ctl', 'pinion.out', 'pinion.err'] as const;
+
+export function socketPath(runDir: string, port: string): string {
+  return `${runDir}/${port}.sock`;
+}
+
+export function qemuArgs(m: L1Machine): string[] {
+  const append = ['console=ttyS0', 'intel_iommu=on', 'iommu=nopt', 'quiet', 'panic=-1', `pinion.run=${m.runDir}`];
+  if (m.rwDir) append.push(`pinion.rw=${m.rwDir}`);
+  const args = [
+    '-M', 'q35', '-accel', 'tcg', '-cpu', 'EPYC', '-smp', String(m.cpus), '-m', `${m.memoryMiB}M`,
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-device', 'intel-iommu,intremap=on',
+    '-kernel', m.kernel, '-initrd', m.initramfs, '-append', append.join(' '),
+    '-chardev', `file,id=con,path=${m.runDir}/console.log`, '-serial', 'chardev:con',
+    '-virtfs', 'local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap',
+    '-device', 'virtio-rng-pci',
+    '-device', 'pcie-root-port,id=rp0,slot=1', '-device', 'igb,bus=rp0,netdev=n0',
+    '-netdev', 'hubport,id=n0,hubid=0',
+    '-device', 'igb,netdev=n1', '-netdev', 'hubport,id=n1,hubid=0',
+    '-device', 'virtio-serial-pci,id=vser',
+  ];
+  if (m.rwDir) args.push('-virtfs', `local,path=${m.rwDir},mount_tag=rw,security_model=none,multidevs=remap`);
+  PORTS.forEach((name, i) => {
+    args.push('-chardev', `socket,id=p${i},path=${socketPath(m.runDir, name)},server=on,wait=on`);
+    args.push('-device', `virtserialport,bus=vser.0,nr=${i + 1},chardev=p${i},name=${name}`);
+  });
+  return args;
+}

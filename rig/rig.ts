@@ -1,0 +1,197 @@
+// Boots L1 under QEMU, runs one command there (in a chroot of the host's /,
+// same cwd) and streams its stdout/stderr back; resolves with its exit code.
+// QEMU is always killed by pid on timeout, signal or error.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { ensureHost, QEMU } from './host.js';
+import { ensureInitramfs } from './initramfs.js';
+import { ensureKernel, type KernelVariant } from './kernel.js';
+import { cacheDir, RigError } from './paths.js';
+import { PORTS, qemuArgs, socketPath } from './qemu.js';
+
+export interface RigOptions {
+  kernel: KernelVariant;
+  command: string[];
+  uid?: number;
+  memlockKiB?: number; // RLIMIT_MEMLOCK (soft and hard) for the command
+  timeoutSec: number; // for the command, from the end of boot
+  bootTimeoutSec?: number;
+  memoryMiB?: number;
+  cpus?: number;
+  cwd?: string;
+  rwDir?: string; // a host folder L1 may write (e.g. bench/results)
+  env?: Record<string, string>;
+  stdout?: (chunk: Buffer) => void;
+  stderr?: (chunk: Buffer) => void;
+}
+
+export interface RigResult {
+  exitCode: number;
+  bootMs: number; // QEMU start to the command starting in L1
+  totalMs: number;
+}
+
+const EXIT_NOT_FOUND = 127;
+const ENV_PASSED = /^(PINION_|CI$|TAP_|NODE_OPTIONS$|TERM$|LANG$)/;
+
+function shQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The script L1's init runs in the chroot: environment, limits, uid, then the command. */
+export function commandScript(o: RigOptions, cwd: string): string {
+  const env: Record<string, string> = { HOME: '/tmp', PATH: `${dirname(process.execPath)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` };
+  for (const [k, v] of Object.entries(process.env)) if (ENV_PASSED.test(k) && v !== undefined) env[k] = v;
+  Object.assign(env, o.env ?? {});
+  const lines = ['set -e'];
+  for (const [k, v] of Object.entries(env)) lines.push(`export ${k}=${shQuote(v)}`);
+  lines.push(`cd ${shQuote(cwd)}`);
+  if (o.memlockKiB !== undefined) lines.push(`ulimit -l ${o.memlockKiB}`);
+  lines.push('set +e');
+  const argv = o.command.map(shQuote).join(' ');
+  const [cmd] = o.command;
+  // A missing command gets its own status line so the host can say so plainly.
+  lines.push(`if ! command -v ${shQuote(cmd ?? '')} >/dev/null 2>&1; then echo "pinion-rig: command not found in L1: ${cmd?.replace(/["$`\\]/g, '')}" >&2; exit ${EXIT_NOT_FOUND}; fi`);
+  if (o.uid !== undefined) {
+    lines.push(`exec setpriv --reuid=${o.uid} --regid=${o.uid} --clear-groups -- ${argv}`);
+  } else {
+    lines.push(`exec ${argv}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function tail(path: string, lines = 20): string {
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no console output)';
+  }
+}
+
+async function connectWhenListening(path: string, qemu: ChildProcess, deadline: number): Promise<Socket> {
+  for (;;) {
+    if (qemu.exitCode !== null || qemu.signalCode !== null) throw new RigError('QEMU exited before the guest started');
+    if (Date.now() > deadline) throw new RigError(`QEMU did not open ${path} in time`);
+    if (existsSync(path)) {
+      try {
+        return await new Promise<Socket>((res, rej) => {
+          const s = connect(path, () => res(s));
+          s.once('error', rej);
+        });
+      } catch {
+        /* not listening yet */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export async function runInRig(o: RigOptions): Promise<RigResult> {
+  if (o.command.length === 0) throw new RigError('no command given: pinion rig [options] -- <command...>', undefined, 2);
+  if (o.uid !== undefined && (!Number.isInteger(o.uid) || o.uid < 0)) throw new RigError(`--uid must be a non-negative integer, got ${o.uid}`, undefined, 2);
+  if (!(o.timeoutSec > 0)) throw new RigError(`--timeout must be a positive number of seconds, got ${o.timeoutSec}`, undefined, 2);
+  const cwd = o.cwd ?? process.cwd();
+  if (o.rwDir !== undefined && !statSync(o.rwDir, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new RigError(`--rw ${o.rwDir} is not a directory: create it first (mkdir -p ${o.rwDir})`, undefined, 2);
+  }
+  ensureHost();
+  const cache = cacheDir();
+  const kernel = ensureKernel(o.kernel);
+  const initramfs = ensureInitramfs(cache);
+  const runDir = mkdtempSync(join(tmpdir(), 'pinion-rig-'));
+  writeFileSync(join(runDir, 'cmd.sh'), commandScript(o, cwd));
+
+  const t0 = Date.now();
+  const args = qemuArgs({ kernel, initramfs, runDir, rwDir: o.rwDir, memoryMiB: o.memoryMiB ?? 2048, cpus: o.cpus ?? 2 });
+  const qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
+  let qemuStderr = '';
+  qemu.stderr?.on('data', (d: Buffer) => {
+    qemuStderr = (qemuStderr + d.toString()).slice(-4000);
+  });
+  const kill = () => {
+    if (qemu.exitCode === null && qemu.signalCode === null && qemu.pid) {
+      try {
+        process.kill(qemu.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    kill();
+    rmSync(runDir, { recursive: true, force: true });
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.on('exit', kill);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const qemuExit = new Promise<void>((res) => qemu.once('exit', () => res()));
+  const bootMsLimit = (o.bootTimeoutSec ?? Number(process.env.PINION_RIG_BOOT_TIMEOUT ?? 120)) * 1000;
+
+  try {
+    const deadline = Date.now() + 30_000;
+    const sockets: Socket[] = [];
+    for (const port of PORTS) sockets.push(await connectWhenListening(socketPath(runDir, port), qemu, deadline));
+    const [ctl, out, err] = sockets as [Socket, Socket, Socket];
+    const outDone = new Promise<void>((r) => out.once('close', () => r()));
+    const errDone = new Promise<void>((r) => err.once('close', () => r()));
+    out.on('data', (d: Buffer) => (o.stdout ?? ((c) => process.stdout.write(c)))(d));
+    err.on('data', (d: Buffer) => (o.stderr ?? ((c) => process.stderr.write(c)))(d));
+
+    let ctlText = '';
+    let bootMs = -1;
+    let exitCode: number | undefined;
+    let failure: RigError | undefined;
+    await new Promise<void>((resolve) => {
+      let timer = setTimeout(() => {
+        failure = new RigError(`L1 did not boot within ${bootMsLimit / 1000} s; last console lines:\n${tail(join(runDir, 'console.log'))}`);
+        resolve();
+      }, bootMsLimit);
+      ctl.on('data', (d: Buffer) => {
+        ctlText += d.toString();
+        if (bootMs < 0 && /^booted$/m.test(ctlText)) {
+          bootMs = Date.now() - t0;
+          clearTimeout(timer);
+          timer = setTimeout(() => {
+            failure = new RigError(`command timed out after ${o.timeoutSec} s in L1: ${o.command.join(' ')} (raise --timeout)`, undefined, 124);
+            resolve();
+          }, o.timeoutSec * 1000);
+        }
+        const m = /^exit (\d+)$/m.exec(ctlText);
+        const l1err = /^l1: (.*)$/m.exec(ctlText);
+        if (m) {
+          exitCode = Number(m[1]);
+          clearTimeout(timer);
+          resolve();
+        } else if (l1err) {
+          failure = new RigError(`L1 init failed: ${l1err[1]}`);
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      void qemuExit.then(() => {
+        clearTimeout(timer);
+        if (exitCode === undefined && !failure) {
+          failure = new RigError(`QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing'}; last console lines:\n${tail(join(runDir, 'console.log'))}`);
+        }
+        resolve();
+      });
+    });
+    if (failure) throw failure;
+    // init syncs and reboots (QEMU exits on -no-reboot); the sockets then drain and close.
+    const graceful = await Promise.race([qemuExit.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+    if (!graceful) kill();
+    await Promise.race([Promise.all([outDone, errDone]), new Promise((r) => setTimeout(r, 2000))]);
+    return { exitCode: exitCode ?? 1, bootMs, totalMs: Date.now() - t0 };
+  } finally {
+    kill();
+    await Promise.race([qemuExit, new Promise((r) => setTimeout(r, 2000))]);
+    process.off('exit', kill);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    rmSync(runDir, { recursive: true, force: true });
+  }
+}

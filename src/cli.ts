@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// pinion: the command line. Subcommands parse their own flags; every failure
+// ends in one line on stderr and a non-zero exit.
+import { rigCommand } from './cli/rig.js';
+import { demoCommand } from './cli/demo.js';
+
+const USAGE = `usage: pinion <command> [options]
+  rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR] -- <command...>
+        boot the test rig (QEMU TCG, nested KVM, emulated Intel IOMMU, igb NICs)
+        and run <command> inside it with this checkout at the same path
+  demo  the main job: boot the rig and show what Pinion can assign there`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'rig':
+      return rigCommand(rest);
+    case 'demo':
+      return demoCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+      console.log(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      console.error(`pinion: unknown command '${cmd}'; run pinion --help for the list`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    const err = e as { message?: string; exitCode?: number; name?: string };
+    console.error(`pinion: ${err.message ?? String(e)}`);
+    process.exit(err.exitCode ?? 1);
+  },
+);

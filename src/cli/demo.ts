@@ -1,0 +1,20 @@
+// pinion demo: the main job. Boots the rig on both kernels and reports what
+// L1 offers for device assignment (KVM, IOMMU, VFIO, iommufd, the igb NICs).
+import { existsSync } from 'node:fs';
+import { runInRig } from '../../rig/rig.js';
+import { KERNEL_VARIANTS } from '../../rig/kernel.js';
+import { rigReportScript } from '../../rig/l1/paths.js';
+
+export async function demoCommand(_argv: string[]): Promise<number> {
+  if (existsSync('/dev/kvm') && existsSync('/dev/iommu')) {
+    console.log('pinion: this host has KVM and iommufd; the rig is not needed here.');
+  }
+  let worst = 0;
+  for (const kernel of KERNEL_VARIANTS) {
+    console.log(`\n== rig, ${kernel} kernel`);
+    const r = await runInRig({ kernel, command: [process.execPath, rigReportScript()], timeoutSec: 120, env: { PINION_RIG_KERNEL: kernel } });
+    console.log(`(L1 booted in ${(r.bootMs / 1000).toFixed(1)} s, whole run ${(r.totalMs / 1000).toFixed(1)} s)`);
+    worst = Math.max(worst, r.exitCode);
+  }
+  return worst;
+}
