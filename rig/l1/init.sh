@@ -27,20 +27,20 @@ mkdir -p /host /rw /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host || die "9p mount of the host's / failed"
 mount -t tmpfs -o size=75% rw /rw
 mkdir -p /rw/upper /rw/work
-if ! mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot 2>/dev/null; then
-  # Without an overlay, writes only work in the tmpfs dirs mounted below.
-  mount --bind /host /newroot
-fi
+# The overlay makes the whole host tree writable in L1 (writes stay in L1's
+# RAM), so a checkout anywhere, /tmp included, works at the same path.
+mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot || die "overlay over the 9p root failed"
 for d in dev proc sys; do mount --rbind /$d /newroot/$d; done
-for d in tmp run dev/shm; do mount -t tmpfs tmpfs /newroot/$d; done
-chmod 1777 /newroot/tmp /newroot/dev/shm
+for d in run dev/shm; do mount -t tmpfs tmpfs /newroot/$d; done
+chmod 1777 /newroot/dev/shm
+cp "/host$run/cmd.sh" /newroot/run/pinion-cmd.sh || die "cannot read $run/cmd.sh over 9p"
 if [ -n "$rw" ]; then
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 rw /newroot$rw || die "9p mount of $rw failed"
 fi
 ip link set lo up 2>/dev/null
 
 echo booted > "$ctl"
-chroot /newroot /bin/sh "$run/cmd.sh" > "$out" 2> "$err" < /dev/null
+chroot /newroot /bin/sh /run/pinion-cmd.sh > "$out" 2> "$err" < /dev/null
 echo "exit $?" > "$ctl"
 sync
 reboot -f

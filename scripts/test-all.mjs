@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// Runs every test runner (cargo test for pin-core, tap for unit and rig tests),
+// streams their output, and ends with one line: `N passed, N failed, N skipped`.
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const totals = { passed: 0, failed: 0, skipped: 0 };
+
+function run(cmd, args, opts = {}) {
+  return new Promise((resolve) => {
+    let out = '';
+    const p = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], ...opts });
+    p.stdout.on('data', (d) => {
+      out += d;
+      process.stdout.write(d);
+    });
+    p.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+function files(dir) {
+  const full = join(root, dir);
+  try {
+    return readdirSync(full, { recursive: true })
+      .map(String)
+      .filter((f) => f.endsWith('.test.js') && statSync(join(full, f)).isFile())
+      .map((f) => join(dir, f))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+async function cargo() {
+  const { code, out } = await run('cargo', ['test', '--offline', '--quiet'], { cwd: join(root, 'crates/pin-core') });
+  let seen = false;
+  for (const m of out.matchAll(/test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored/g)) {
+    seen = true;
+    totals.passed += Number(m[1]);
+    totals.failed += Number(m[2]);
+    totals.skipped += Number(m[3]);
+  }
+  if (!seen || code !== 0) totals.failed += seen ? 0 : 1;
+}
+
+async function tap(label, list, extra) {
+  if (list.length === 0) {
+    console.log(`# ${label}: no test files found`);
+    totals.failed += 1;
+    return;
+  }
+  const { code, out } = await run(process.execPath, [join(root, 'node_modules/tap/dist/esm/run.mjs'), '--reporter=tap', ...extra, ...list]);
+  const m = /^# \{ ([^}]*) \}$/m.exec(out);
+  if (!m) {
+    console.log(`# ${label}: tap printed no summary (exit ${code})`);
+    totals.failed += 1;
+    return;
+  }
+  const counts = Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')).map(([k, v]) => [k, Number(v)]));
+  totals.passed += counts.pass ?? 0;
+  totals.failed += counts.fail ?? 0;
+  totals.skipped += (counts.skip ?? 0) + (counts.todo ?? 0);
+  if (code !== 0 && !counts.fail) totals.failed += 1;
+}
+
+const only = process.argv[2]; // unit | rig | cargo, or all
+if (!only || only === 'cargo') await cargo();
+if (!only || only === 'unit') await tap('unit tests', files('dist/test/unit'), []);
+// Rig tests boot QEMU under TCG: one file at a time on a 2-core machine.
+if (!only || only === 'rig') await tap('rig tests', files('dist/test/rig'), ['--jobs=1', '--timeout=1800']);
+
+console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+process.exit(totals.failed > 0 ? 1 : 0);

@@ -1,0 +1,64 @@
+// Test helpers: run a command or an L1 script inside the rig and collect its
+// output, or run the built CLI. One boot per call.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { runInRig, type RigOptions } from '../../rig/rig.js';
+import type { KernelVariant } from '../../rig/kernel.js';
+
+export interface Captured {
+  exitCode: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  bootMs: number;
+}
+
+export async function inRig(kernel: KernelVariant, command: string[], opts: Partial<RigOptions> = {}): Promise<Captured> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const r = await runInRig({
+    kernel,
+    command,
+    timeoutSec: 300,
+    env: { PINION_RIG_KERNEL: kernel },
+    ...opts,
+    stdout: (c) => out.push(c),
+    stderr: (c) => err.push(c),
+  });
+  return { exitCode: r.exitCode, stdout: Buffer.concat(out), stderr: Buffer.concat(err), bootMs: r.bootMs };
+}
+
+/** Path of a compiled script under test/l1/, to run with node inside L1. */
+export function l1Script(name: string): string {
+  return fileURLToPath(new URL(`../l1/${name}.js`, import.meta.url));
+}
+
+/** Runs a script from test/l1/ in L1 and parses the JSON it prints last. */
+export async function l1Json<T>(kernel: KernelVariant, name: string, args: string[] = [], opts: Partial<RigOptions> = {}): Promise<{ result: T; run: Captured }> {
+  const run = await inRig(kernel, [process.execPath, l1Script(name), ...args], opts);
+  const lines = run.stdout.toString().trim().split('\n');
+  let result: T;
+  try {
+    result = JSON.parse(lines[lines.length - 1] ?? '') as T;
+  } catch {
+    throw new Error(`${name} in L1 (exit ${run.exitCode}) printed no JSON; stderr: ${run.stderr.toString().slice(-2000)}`);
+  }
+  return { result, run };
+}
+
+export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+
+/** Runs the built `pinion` CLI as a user would. */
+export function runCli(args: string[], timeoutMs = 300_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
