@@ -37,11 +37,17 @@ start=$(date +%s)
   make -C "$src" O="$build" olddefconfig
 } >"$log" 2>&1 || { echo "rig: kernel config failed; last lines of $log:" >&2; tail -n 30 "$log" >&2; exit 1; }
 
-# Every fragment line must survive olddefconfig; a silent drop means a missing dependency.
-missing=$(cat "$here/kernel/base.config" "$here/kernel/pinion.config" "$frag" | grep -E '^CONFIG_' | while IFS= read -r line; do
+# Every fragment line (the last word on each symbol) must survive
+# olddefconfig; a silent drop means a missing dependency.
+missing=$(cat "$here/kernel/base.config" "$here/kernel/pinion.config" "$frag" | grep -E '^CONFIG_' \
+  | awk -F= '{ last[$1] = $0 } END { for (s in last) print last[s] }' | while IFS= read -r line; do
   sym=${line%%=*}; val=${line#*=}
-  if [ "$val" = n ]; then if grep -q "^$sym=" "$build/.config"; then echo "$line"; fi; else grep -qx "$line" "$build/.config" || echo "$line"; fi
-done | sort -u || true)
+  if [ "$val" = n ]; then
+    if grep -q "^$sym=" "$build/.config"; then echo "$line"; fi
+  else
+    grep -qx "$line" "$build/.config" || echo "$line"
+  fi
+done | sort || true)
 if [ -n "$missing" ]; then
   echo "rig: kernel config dropped requested options (missing dependencies?):" >&2
   echo "$missing" | sed 's/^/  /' >&2

@@ -2,7 +2,7 @@
 // container and who serves it, IOMMU groups and the igb NICs. `--json` for tests.
 import { existsSync } from 'node:fs';
 import { containerServedBy } from './container.js';
-import { igbDevices, iommuGroups, kernelConfig, vfioDeviceNodes } from './sysfs.js';
+import { assignablePf, bindVfio, createVfs, igbDevices, iommuGroups, kernelConfig, vfioDeviceNodes } from './sysfs.js';
 
 export function l1Report() {
   const cfg = kernelConfig();
@@ -24,6 +24,10 @@ export function l1Report() {
 }
 
 function main(): void {
+  if (process.argv.includes('--bind-vf')) {
+    // Show the assignable end state: one VF of the SR-IOV igb bound to vfio-pci.
+    for (const vf of createVfs(assignablePf().bdf, 1)) bindVfio(vf);
+  }
   const r = l1Report();
   if (process.argv.includes('--json')) {
     process.stdout.write(JSON.stringify(r) + '\n');
@@ -36,7 +40,8 @@ function main(): void {
   console.log(`/dev/vfio/vfio:      ${yes(r.devVfioVfio)}${r.containerServedBy ? ` (served by ${r.containerServedBy})` : ''}`);
   console.log(`IOMMU groups:        ${Object.keys(r.iommuGroups).length}`);
   for (const d of r.igb) {
-    console.log(`igb ${d.bdf}: ${d.device === '0x10c9' ? 'PF' : 'VF'}, driver ${d.driver ?? 'none'}, IOMMU group ${d.iommuGroup ?? 'none'}${d.sriovTotalVfs ? `, SR-IOV up to ${d.sriovTotalVfs} VFs` : ''}`);
+    const role = d.device === '0x10ca' ? 'VF' : d.bdf.startsWith('0000:00:') ? 'PF (peer, on the QEMU hub)' : 'PF (assignable, behind a root port)';
+    console.log(`igb ${d.bdf}: ${role}, driver ${d.driver ?? 'none'}, IOMMU group ${d.iommuGroup ?? 'none'}${d.sriovTotalVfs ? `, SR-IOV up to ${d.sriovTotalVfs} VFs` : ''}`);
   }
   console.log(`VFIO cdevs:          ${r.vfioDevices.join(' ') || 'none (no device bound to vfio-pci)'}`);
 }

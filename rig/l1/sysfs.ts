@@ -47,6 +47,20 @@ export function igbDevices(): PciDevice[] {
   return pciDevices().filter((d) => d.vendor === '0x8086' && (d.device === '0x10c9' || d.device === '0x10ca'));
 }
 
+/** The igb PF Pinion assigns from: the one behind the PCIe root port (bus 01). */
+export function assignablePf(): PciDevice {
+  const pf = igbDevices().find((d) => d.device === '0x10c9' && !d.bdf.startsWith('0000:00:'));
+  if (!pf) throw new Error('no igb PF behind a PCIe root port in L1 (is this the rig?)');
+  return pf;
+}
+
+/** The peer igb on the root bus, left to L1's igb driver; it shares the QEMU hub with the assigned one. */
+export function peerPf(): PciDevice {
+  const pf = igbDevices().find((d) => d.device === '0x10c9' && d.bdf.startsWith('0000:00:'));
+  if (!pf) throw new Error('no peer igb on the root bus in L1 (is this the rig?)');
+  return pf;
+}
+
 export function iommuGroups(): Map<string, string[]> {
   const root = '/sys/kernel/iommu_groups';
   const groups = new Map<string, string[]>();

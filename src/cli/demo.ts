@@ -12,7 +12,7 @@ export async function demoCommand(_argv: string[]): Promise<number> {
   let worst = 0;
   for (const kernel of KERNEL_VARIANTS) {
     console.log(`\n== rig, ${kernel} kernel`);
-    const r = await runInRig({ kernel, command: [process.execPath, rigReportScript()], timeoutSec: 120, env: { PINION_RIG_KERNEL: kernel } });
+    const r = await runInRig({ kernel, command: [process.execPath, rigReportScript(), '--bind-vf'], timeoutSec: 120, env: { PINION_RIG_KERNEL: kernel } });
     console.log(`(L1 booted in ${(r.bootMs / 1000).toFixed(1)} s, whole run ${(r.totalMs / 1000).toFixed(1)} s)`);
     worst = Math.max(worst, r.exitCode);
   }

@@ -2,11 +2,10 @@
 // SR-IOV igb, binds them to vfio-pci and reports their VFIO nodes.
 import { existsSync } from 'node:fs';
 import { l1Report } from '../../rig/l1/report.js';
-import { bindVfio, createVfs, igbDevices, vfioDeviceNodes } from '../../rig/l1/sysfs.js';
+import { assignablePf, bindVfio, createVfs, vfioDeviceNodes } from '../../rig/l1/sysfs.js';
 
 const before = l1Report();
-const pf = igbDevices().find((d) => d.sriovTotalVfs > 0);
-let vfs: ReturnType<typeof bindVfio>[] = [];
-if (pf) vfs = createVfs(pf.bdf, 2).map((bdf) => bindVfio(bdf));
+const pf = assignablePf();
+const vfs = createVfs(pf.bdf, 2).map((bdf) => bindVfio(bdf));
 const groupNodes = vfs.map((v) => (v.iommuGroup ? existsSync(`/dev/vfio/${v.iommuGroup}`) : false));
-console.log(JSON.stringify({ before, pf: pf ?? null, vfs, groupNodes, vfioDevices: vfioDeviceNodes() }));
+console.log(JSON.stringify({ before, pf, vfs, groupNodes, vfioDevices: vfioDeviceNodes() }));
