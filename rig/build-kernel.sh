@@ -4,21 +4,18 @@
 # Cache: $PINION_CACHE (default ~/.cache/pinion), keyed by the source package
 # version and a hash of every config fragment, so a warm run never rebuilds.
 set -euo pipefail
-variant=${1:?usage: build-kernel.sh type1|compat}
+# `build-kernel.sh headers` installs the same source's uAPI headers instead
+# (linux/vfio.h, linux/iommufd.h, linux/kvm.h for the C reference programs)
+# and prints the include directory.
+variant=${1:?usage: build-kernel.sh type1|compat|headers}
 here=$(cd "$(dirname "$0")" && pwd)
 frag="$here/kernel/$variant.config"
-[ -f "$frag" ] || { echo "rig: unknown kernel variant '$variant' (use type1 or compat)" >&2; exit 2; }
+[ "$variant" = headers ] || [ -f "$frag" ] || { echo "rig: unknown kernel variant '$variant' (use type1 or compat)" >&2; exit 2; }
 cache=${PINION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pinion}
 mkdir -p "$cache/kernels"
-exec 9>"$cache/kernel-build.lock"
-flock 9
 
 tarball=$("$here/fetch-kernel-source.sh" "$cache/src")
 deb=$(basename "$(ls "$cache"/src/linux-source-*.deb | head -n1)")
-key=$( { echo "$deb"; cat "$here/kernel/base.config" "$here/kernel/pinion.config" "$frag" "$0"; } | sha256sum | cut -c1-16)
-out="$cache/kernels/$variant-$key"
-if [ -f "$out/bzImage" ]; then echo "$out/bzImage"; exit 0; fi
-
 src="$cache/linux-${deb%.deb}"
 if [ ! -f "$src/.pinion-extracted" ]; then
   echo "rig: unpacking $(basename "$tarball") ..." >&2
@@ -26,6 +23,21 @@ if [ ! -f "$src/.pinion-extracted" ]; then
   tar -xf "$tarball" -C "$src" --strip-components=1
   touch "$src/.pinion-extracted"
 fi
+if [ "$variant" = headers ]; then
+  hdr="$cache/headers-${deb%.deb}"
+  if [ ! -f "$hdr/include/linux/iommufd.h" ]; then
+    make -C "$src" O="$cache/headers-build" INSTALL_HDR_PATH="$hdr.tmp" headers_install >"$cache/headers.log" 2>&1 \
+      || { echo "rig: headers_install failed; last lines of $cache/headers.log:" >&2; tail -n 20 "$cache/headers.log" >&2; exit 1; }
+    rm -rf "$hdr" "$cache/headers-build"; mv "$hdr.tmp" "$hdr"
+  fi
+  echo "$hdr/include"; exit 0
+fi
+exec 9>"$cache/kernel-build.lock"
+flock 9
+key=$( { echo "$deb"; cat "$here/kernel/base.config" "$here/kernel/pinion.config" "$frag"; } | sha256sum | cut -c1-16)
+out="$cache/kernels/$variant-$key"
+if [ -f "$out/bzImage" ]; then echo "$out/bzImage"; exit 0; fi
+
 build="$cache/build-${deb%.deb}"
 log="$cache/kernel-build-$variant.log"
 mkdir -p "$build"

@@ -5,7 +5,7 @@ use crate::napi::{self, napi_callback_info, napi_env, napi_value, JsError, JsRes
 use crate::sys;
 
 fn os_error(op: &str, e: std::io::Error) -> JsError {
-    JsError { code: crate::errno::name(e.raw_os_error().unwrap_or(0)).into(), message: format!("{op}: {e}") }
+    JsError::new(crate::errno::name(e.raw_os_error().unwrap_or(0)), format!("{op}: {e}"))
 }
 
 unsafe extern "C" fn version(env: napi_env, _info: napi_callback_info) -> napi_value {

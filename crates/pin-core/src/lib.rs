@@ -4,4 +4,6 @@
 mod addon;
 pub mod errno;
 mod napi;
+pub mod planner;
 pub mod sys;
+pub mod table;

@@ -1,0 +1,200 @@
+/*
+ * C reference for Pinion's map/unmap benchmarks: the same ioctls on the same
+ * kernel, timed with CLOCK_MONOTONIC, so Pinion's figures can be given as a
+ * ratio measured in one rig run.
+ *
+ *   mapbench type1   GROUP_PATH    BACKING SIZE ITERS
+ *   mapbench iommufd VFIO_CDEV     BACKING SIZE ITERS
+ *   mapbench small   type1|iommufd DEV     ITERS      (4 KiB map+unmap pairs)
+ *
+ * BACKING: anon | thp | memfd | hugetlb. Prints one JSON object per line:
+ * {"op":"map","ns":...} and {"op":"unmap","ns":...}, one per iteration.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IOVA_BASE 0x100000000ull
+
+static void die(const char *what)
+{
+	fprintf(stderr, "mapbench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+struct backing {
+	void *va;
+	int memfd; /* -1 unless memfd */
+};
+
+static struct backing alloc_backing(const char *kind, size_t size)
+{
+	struct backing b = { .memfd = -1 };
+	int flags = MAP_SHARED | MAP_ANONYMOUS;
+
+	if (!strcmp(kind, "memfd")) {
+		b.memfd = memfd_create("mapbench", MFD_CLOEXEC);
+		if (b.memfd < 0 || ftruncate(b.memfd, size))
+			die("memfd");
+		b.va = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, b.memfd, 0);
+	} else {
+		if (!strcmp(kind, "hugetlb"))
+			flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
+		else
+			flags = MAP_PRIVATE | MAP_ANONYMOUS;
+		b.va = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+	}
+	if (b.va == MAP_FAILED)
+		die("mmap");
+	if (!strcmp(kind, "thp"))
+		madvise(b.va, size, MADV_HUGEPAGE);
+	else if (!strcmp(kind, "anon"))
+		madvise(b.va, size, MADV_NOHUGEPAGE);
+	/* Populate first: the benchmark measures pinning and mapping, not faults. */
+	if (madvise(b.va, size, MADV_POPULATE_WRITE))
+		die("MADV_POPULATE_WRITE");
+	return b;
+}
+
+struct path {
+	int fd;
+	int ioas; /* iommufd only */
+	int type1;
+};
+
+static struct path open_type1(const char *group_path)
+{
+	struct path p = { .type1 = 1 };
+	int group;
+
+	p.fd = open("/dev/vfio/vfio", O_RDWR);
+	group = open(group_path, O_RDWR);
+	if (p.fd < 0 || group < 0)
+		die("open container/group");
+	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &p.fd))
+		die("VFIO_GROUP_SET_CONTAINER");
+	if (ioctl(p.fd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		die("VFIO_SET_IOMMU");
+	return p;
+}
+
+static struct path open_iommufd(const char *cdev)
+{
+	struct path p = { 0 };
+	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
+	struct vfio_device_attach_iommufd_pt attach = { .argsz = sizeof(attach) };
+	int dev;
+
+	p.fd = open("/dev/iommu", O_RDWR);
+	dev = open(cdev, O_RDWR);
+	if (p.fd < 0 || dev < 0)
+		die("open /dev/iommu or cdev");
+	if (ioctl(p.fd, IOMMU_IOAS_ALLOC, &alloc))
+		die("IOMMU_IOAS_ALLOC");
+	p.ioas = alloc.out_ioas_id;
+	bind.iommufd = p.fd;
+	if (ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, &bind))
+		die("VFIO_DEVICE_BIND_IOMMUFD");
+	attach.pt_id = p.ioas;
+	if (ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach))
+		die("VFIO_DEVICE_ATTACH_IOMMUFD_PT");
+	return p;
+}
+
+static void map(struct path *p, struct backing *b, void *va, uint64_t iova, uint64_t size)
+{
+	if (p->type1) {
+		struct vfio_iommu_type1_dma_map m = {
+			.argsz = sizeof(m),
+			.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+			.vaddr = (uintptr_t)va, .iova = iova, .size = size,
+		};
+		if (ioctl(p->fd, VFIO_IOMMU_MAP_DMA, &m))
+			die("VFIO_IOMMU_MAP_DMA");
+	} else if (b && b->memfd >= 0) {
+		struct iommu_ioas_map_file m = {
+			.size = sizeof(m), .ioas_id = p->ioas, .fd = b->memfd,
+			.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+			.start = (uint64_t)((char *)va - (char *)b->va), .length = size, .iova = iova,
+		};
+		if (ioctl(p->fd, IOMMU_IOAS_MAP_FILE, &m))
+			die("IOMMU_IOAS_MAP_FILE");
+	} else {
+		struct iommu_ioas_map m = {
+			.size = sizeof(m), .ioas_id = p->ioas,
+			.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+			.user_va = (uintptr_t)va, .length = size, .iova = iova,
+		};
+		if (ioctl(p->fd, IOMMU_IOAS_MAP, &m))
+			die("IOMMU_IOAS_MAP");
+	}
+}
+
+static void unmap(struct path *p, uint64_t iova, uint64_t size)
+{
+	if (p->type1) {
+		struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = size };
+		if (ioctl(p->fd, VFIO_IOMMU_UNMAP_DMA, &u))
+			die("VFIO_IOMMU_UNMAP_DMA");
+	} else {
+		struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = p->ioas, .iova = iova, .length = size };
+		if (ioctl(p->fd, IOMMU_IOAS_UNMAP, &u))
+			die("IOMMU_IOAS_UNMAP");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 5 && !strcmp(argv[1], "small")) {
+		struct path p = !strcmp(argv[2], "type1") ? open_type1(argv[3]) : open_iommufd(argv[3]);
+		int iters = atoi(argv[4]);
+		struct backing b = alloc_backing("anon", 4096);
+		uint64_t t0 = now_ns();
+
+		for (int i = 0; i < iters; i++) {
+			map(&p, NULL, b.va, IOVA_BASE, 4096);
+			unmap(&p, IOVA_BASE, 4096);
+		}
+		printf("{\"op\":\"map+unmap 4K\",\"ns\":%llu}\n", (unsigned long long)((now_ns() - t0) / iters));
+		return 0;
+	}
+	if (argc != 6) {
+		fprintf(stderr, "usage: mapbench type1|iommufd GROUP|CDEV anon|thp|memfd|hugetlb SIZE ITERS\n"
+				"       mapbench small type1|iommufd GROUP|CDEV ITERS\n");
+		return 2;
+	}
+	struct path p = !strcmp(argv[1], "type1") ? open_type1(argv[2]) : open_iommufd(argv[2]);
+	size_t size = strtoull(argv[4], NULL, 0);
+	int iters = atoi(argv[5]);
+	struct backing b = alloc_backing(argv[3], size);
+
+	for (int i = 0; i < iters; i++) {
+		uint64_t t0 = now_ns(), t1, t2;
+
+		map(&p, &b, b.va, IOVA_BASE, size);
+		t1 = now_ns();
+		unmap(&p, IOVA_BASE, size);
+		t2 = now_ns();
+		printf("{\"op\":\"map\",\"ns\":%llu}\n{\"op\":\"unmap\",\"ns\":%llu}\n",
+		       (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+	}
+	return 0;
+}
