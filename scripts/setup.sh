@@ -15,6 +15,9 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  # tap compiles its plugin set at install; package.json drops its TypeScript
+  # loader (tests run from tsc's output), which takes a rebuild to apply.
+  npx tap build >/dev/null
 fi
 npm run --silent build:native >/dev/null 2>&1 || { say "pin-core build failed:"; npm run build:native; exit 1; }
 npx tsc -p tsconfig.json || { say "TypeScript build failed (errors above)"; exit 1; }
