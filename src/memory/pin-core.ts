@@ -1,14 +1,97 @@
 // The one door into the Rust core (crates/pin-core): every native function
 // TypeScript calls is typed here, so the surface is visible in one file.
+// Kernel failures come back as PinCoreError with errno name, op, IOVA, size, path.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+/** Opaque handle of a backend object (container or IOAS) held by pin-core. */
+export type BackendHandle = number & { readonly __backend: unique symbol };
+
+export type MemoryKind = 'anon' | 'thp' | 'memfd' | 'hugetlb';
+export type Backing = { vaddr: bigint } | { fd: number; offset: bigint };
+export interface Prot {
+  read: boolean;
+  write: boolean;
+}
+
+export interface Caps {
+  kind: 'type1' | 'type1v2' | 'iommufd';
+  servedByIommufd: boolean;
+  canCopy: boolean;
+  canMapFile: boolean;
+  unmapAll: boolean;
+  updateVaddr: boolean;
+  maxEntries: number | null;
+  pgsizeBitmap: bigint;
+}
+
+export interface Region {
+  iova: bigint;
+  size: bigint;
+  backing: Backing;
+  prot: Prot;
+}
+
+export type PlannedOp =
+  | { op: 'unmap'; iova: bigint; size: bigint }
+  | { op: 'map'; iova: bigint; size: bigint }
+  | { op: 'copy'; srcIova: bigint; dstIova: bigint; size: bigint };
+
+export interface SyncResult {
+  ops: PlannedOp[];
+  peakCharged: bigint;
+  finalCharged: bigint;
+}
+
 export interface PinCore {
-  /** Crate version of the loaded addon. */
   version(): string;
-  /** sysconf(_SC_PAGESIZE), the granule of every pin and IOVA mapping. */
   pageSize(): number;
+
+  /** Guest-RAM-like memory: returns its address (and memfd, else -1). Populated when asked. */
+  memAlloc(kind: MemoryKind, size: bigint): { vaddr: bigint; fd: number };
+  memFree(vaddr: bigint, size: bigint, fd: number): void;
+  /** MADV_POPULATE_WRITE over [vaddr, vaddr+size), split across `threads` threads. */
+  memPopulate(vaddr: bigint, size: bigint, threads: number): void;
+
+  /** Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. */
+  type1Open(path: string, fd: number): BackendHandle;
+  type1AttachGroup(h: BackendHandle, groupFd: number): void;
+  /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`. */
+  type1SetIommu(h: BackendHandle, v1only: boolean): void;
+  type1UpdateVaddr(h: BackendHandle, iova: bigint, size: bigint, vaddr: bigint | null): void;
+
+  /** iommufd: opens `path` (or adopts fd >= 0) and allocates an IOAS. */
+  iommufdOpen(path: string, fd: number): BackendHandle;
+  iommufdIoasId(h: BackendHandle): number;
+  iommufdOption(h: BackendHandle, option: 'rlimit_mode' | 'huge_pages', value: bigint | null): bigint;
+  iommufdChangeProcess(h: BackendHandle): void;
+  /** IOMMUFD_TEST mock domain attached to the IOAS; returns its stdev id. */
+  iommufdMockDomain(h: BackendHandle): number;
+  iommufdDestroy(h: BackendHandle, id: number): void;
+
+  backendFd(h: BackendHandle): number;
+  caps(h: BackendHandle): Caps;
+  iovaRanges(h: BackendHandle): [bigint, bigint][];
+  map(h: BackendHandle, iova: bigint, size: bigint, backing: Backing, prot: Prot): void;
+  unmap(h: BackendHandle, iova: bigint, size: bigint): bigint;
+  unmapAll(h: BackendHandle): bigint;
+  copy(h: BackendHandle, srcIova: bigint, dstIova: bigint, size: bigint): void;
+  close(h: BackendHandle): void;
+
+  /** The mapping table over a backend: brings the IOMMU to exactly `regions`. */
+  sync(h: BackendHandle, regions: Region[], budgetBytes: bigint | null): SyncResult;
+  table(h: BackendHandle): Region[];
+}
+
+/** A failure inside pin-core: the kernel's errno name plus what was being done. */
+export interface PinCoreError extends Error {
+  code: string;
+  errno?: number;
+  op?: string;
+  iova?: bigint;
+  size?: bigint;
+  path?: string;
 }
 
 function addonPath(): string {

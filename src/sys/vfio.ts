@@ -24,3 +24,50 @@ export const VFIO_SPAPR_TCE_v2_IOMMU = 7;
 export const VFIO_NOIOMMU_IOMMU = 8;
 export const VFIO_UNMAP_ALL = 9;
 export const VFIO_UPDATE_VADDR = 10;
+
+export const VFIO_DEVICE_RESET = IO(VFIO_TYPE, VFIO_BASE + 11);
+export const VFIO_DEVICE_BIND_IOMMUFD = IO(VFIO_TYPE, VFIO_BASE + 18);
+export const VFIO_DEVICE_ATTACH_IOMMUFD_PT = IO(VFIO_TYPE, VFIO_BASE + 19);
+export const VFIO_DEVICE_DETACH_IOMMUFD_PT = IO(VFIO_TYPE, VFIO_BASE + 20);
+
+/** struct vfio_group_status { __u32 argsz; __u32 flags; } */
+export const VFIO_GROUP_FLAGS_VIABLE = 1 << 0;
+export const VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1;
+export const vfio_group_status = {
+  make(): Buffer {
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(8, 0);
+    return b;
+  },
+  flags: (b: Buffer): number => b.readUInt32LE(4),
+};
+
+/** struct vfio_device_bind_iommufd { __u32 argsz; __u32 flags; __s32 iommufd; __u32 out_devid; __aligned_u64 token_uuid_ptr; }
+ * argsz 16 stops before token_uuid_ptr: the kernel's minimum, no VF token. */
+export const vfio_device_bind_iommufd = {
+  make(iommufd: number): Buffer {
+    const b = Buffer.alloc(16);
+    b.writeUInt32LE(16, 0);
+    b.writeInt32LE(iommufd, 8);
+    return b;
+  },
+  out_devid: (b: Buffer): number => b.readUInt32LE(12),
+};
+
+/** struct vfio_device_attach_iommufd_pt { __u32 argsz; __u32 flags; __u32 pt_id; __u32 pasid; } */
+export const vfio_device_attach_iommufd_pt = {
+  make(pt_id: number): Buffer {
+    const b = Buffer.alloc(16);
+    b.writeUInt32LE(16, 0);
+    b.writeUInt32LE(pt_id, 8);
+    return b;
+  },
+  pt_id: (b: Buffer): number => b.readUInt32LE(8),
+};
+
+/** struct vfio_device_detach_iommufd_pt { __u32 argsz; __u32 flags; __u32 pasid; } */
+export function vfio_device_detach_iommufd_pt(): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt32LE(12, 0);
+  return b;
+}

@@ -1,29 +1,298 @@
 //! The N-API surface of pin-core: every function JS can call, in one place.
 //! Each callback converts arguments, calls plain Rust, and converts back.
+//! Backends live in a handle table; a handle is an index into it.
 
-use crate::napi::{self, napi_callback_info, napi_env, napi_value, JsError, JsResult};
-use crate::sys;
+use crate::backend::{AnyBackend, KernelError};
+use crate::iommufd::Iommufd;
+use crate::mapper::{Mapper, SyncError};
+use crate::napi::{self, napi_callback_info as Info, napi_env as Env, napi_value as Value, JsError, JsResult, Prop};
+use crate::planner::{Op, Region};
+use crate::table::{Backing, Prot};
+use crate::type1::Type1Container;
+use crate::uapi::{IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_RLIMIT_MODE};
+use crate::{memory, sys};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
-fn os_error(op: &str, e: std::io::Error) -> JsError {
-    JsError::new(crate::errno::name(e.raw_os_error().unwrap_or(0)), format!("{op}: {e}"))
+struct Entry {
+    backend: AnyBackend,
+    mapper: Option<Mapper>,
 }
 
-unsafe extern "C" fn version(env: napi_env, _info: napi_callback_info) -> napi_value {
-    napi::finish(env, napi::string(env, env!("CARGO_PKG_VERSION")))
+static HANDLES: Mutex<Vec<Option<Entry>>> = Mutex::new(Vec::new());
+
+fn kernel_error(e: KernelError) -> JsError {
+    let mut j = JsError::new(crate::errno::name(e.errno), e.to_string());
+    j.props.push(("errno", Prop::Num(e.errno as f64)));
+    j.props.push(("op", Prop::Str(e.op.to_string())));
+    if let Some(i) = e.iova {
+        j.props.push(("iova", Prop::Big(i)));
+    }
+    if let Some(s) = e.size {
+        j.props.push(("size", Prop::Big(s)));
+    }
+    if let Some(p) = e.path {
+        j.props.push(("path", Prop::Str(p)));
+    }
+    j
 }
 
-unsafe extern "C" fn page_size(env: napi_env, _info: napi_callback_info) -> napi_value {
-    let r: JsResult = sys::page_size().map_err(|e| os_error("sysconf(_SC_PAGESIZE)", e)).and_then(|p| napi::number(env, p as f64));
-    napi::finish(env, r)
+fn io_error(op: &'static str, e: std::io::Error) -> JsError {
+    kernel_error(KernelError::new(op, e))
+}
+
+fn insert(backend: AnyBackend) -> JsResult<f64> {
+    let mut t = HANDLES.lock().unwrap();
+    t.push(Some(Entry { backend, mapper: None }));
+    Ok((t.len() - 1) as f64)
+}
+
+fn with<T>(env: Env, h: Value, f: impl FnOnce(&mut Entry) -> JsResult<T>) -> JsResult<T> {
+    let i = napi::get_number(env, h, "handle")? as usize;
+    let mut t = HANDLES.lock().unwrap();
+    let e = t.get_mut(i).and_then(|e| e.as_mut()).ok_or_else(|| JsError::new("EBADF", format!("pin-core handle {i} is not open")))?;
+    f(e)
+}
+
+fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<OwnedFd>)> {
+    let path = napi::get_string(env, path, "path")?;
+    let fd = napi::get_i32(env, fd, "fd")?;
+    // SAFETY: JS hands over an fd it opened and no longer uses (documented in pin-core.ts).
+    Ok((path, (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })))
+}
+
+fn backing(env: Env, v: Value) -> JsResult<Backing> {
+    let vaddr = napi::get(env, v, "vaddr")?;
+    if !napi::is_nullish(env, vaddr)? {
+        return Ok(Backing::Vaddr(napi::get_u64(env, vaddr, "backing.vaddr")?));
+    }
+    let fd = napi::get_i32(env, napi::get(env, v, "fd")?, "backing.fd")?;
+    let offset = napi::get_u64(env, napi::get(env, v, "offset")?, "backing.offset")?;
+    Ok(Backing::File { fd, offset })
+}
+
+fn prot(env: Env, v: Value) -> JsResult<Prot> {
+    Ok(Prot { read: napi::get_bool(env, napi::get(env, v, "read")?, "prot.read")?, write: napi::get_bool(env, napi::get(env, v, "write")?, "prot.write")? })
+}
+
+fn region_in(env: Env, v: Value) -> JsResult<Region> {
+    Ok(Region {
+        iova: napi::get_u64(env, napi::get(env, v, "iova")?, "region.iova")?,
+        size: napi::get_u64(env, napi::get(env, v, "size")?, "region.size")?,
+        backing: backing(env, napi::get(env, v, "backing")?)?,
+        prot: prot(env, napi::get(env, v, "prot")?)?,
+    })
+}
+
+fn obj(env: Env, fields: &[(&str, Value)]) -> JsResult {
+    let o = napi::object(env)?;
+    for (k, v) in fields {
+        napi::set(env, o, k, *v)?;
+    }
+    Ok(o)
+}
+
+fn region_out(env: Env, r: &Region) -> JsResult {
+    let b = match r.backing {
+        Backing::Vaddr(v) => obj(env, &[("vaddr", napi::bigint(env, v)?)])?,
+        Backing::File { fd, offset } => obj(env, &[("fd", napi::number(env, fd as f64)?), ("offset", napi::bigint(env, offset)?)])?,
+    };
+    let p = obj(env, &[("read", napi::boolean(env, r.prot.read)?), ("write", napi::boolean(env, r.prot.write)?)])?;
+    obj(env, &[("iova", napi::bigint(env, r.iova)?), ("size", napi::bigint(env, r.size)?), ("backing", b), ("prot", p)])
+}
+
+fn op_out(env: Env, op: &Op) -> JsResult {
+    match op {
+        Op::Unmap { iova, size } => obj(env, &[("op", napi::string(env, "unmap")?), ("iova", napi::bigint(env, *iova)?), ("size", napi::bigint(env, *size)?)]),
+        Op::Map(r) => obj(env, &[("op", napi::string(env, "map")?), ("iova", napi::bigint(env, r.iova)?), ("size", napi::bigint(env, r.size)?)]),
+        Op::Copy { src_iova, dst_iova, size } => obj(
+            env,
+            &[("op", napi::string(env, "copy")?), ("srcIova", napi::bigint(env, *src_iova)?), ("dstIova", napi::bigint(env, *dst_iova)?), ("size", napi::bigint(env, *size)?)],
+        ),
+    }
+}
+
+fn page() -> u64 {
+    sys::page_size().unwrap_or(4096) as u64
+}
+
+/// Declares an exported callback: `fn_name(env, args) -> JsResult` with N arguments.
+macro_rules! export_fns {
+    ($($js:literal => $name:ident($n:literal) $body:expr;)*) => {
+        $(
+            unsafe extern "C" fn $name(env: Env, info: Info) -> Value {
+                let r: JsResult = (|| {
+                    let a = napi::args::<$n>(env, info)?;
+                    #[allow(clippy::redundant_closure_call)]
+                    ($body)(env, a)
+                })();
+                napi::finish(env, r)
+            }
+        )*
+        const EXPORTS: &[(&str, napi::napi_callback)] = &[$(($js, $name)),*];
+    };
+}
+
+export_fns! {
+    "version" => version(0) |env, _a: [Value; 0]| napi::string(env, env!("CARGO_PKG_VERSION"));
+    "pageSize" => page_size(0) |env, _a: [Value; 0]| sys::page_size().map_err(|e| io_error("sysconf(_SC_PAGESIZE)", e)).and_then(|p| napi::number(env, p as f64));
+
+    "memAlloc" => mem_alloc(2) |env, a: [Value; 2]| {
+        let kind_s = napi::get_string(env, a[0], "kind")?;
+        let kind = memory::Kind::parse(&kind_s).ok_or_else(|| JsError::arg(format!("unknown memory kind '{kind_s}' (anon, thp, memfd, hugetlb)")))?;
+        let size = napi::get_u64(env, a[1], "size")? as usize;
+        let (addr, fd) = memory::alloc(kind, size).map_err(|e| io_error("mmap", e))?;
+        obj(env, &[("vaddr", napi::bigint(env, addr as u64)?), ("fd", napi::number(env, fd as f64)?)])
+    };
+    "memFree" => mem_free(3) |env, a: [Value; 3]| {
+        memory::free(napi::get_u64(env, a[0], "vaddr")? as usize, napi::get_u64(env, a[1], "size")? as usize, napi::get_i32(env, a[2], "fd")?).map_err(|e| io_error("munmap", e))?;
+        napi::undefined(env)
+    };
+    "memPopulate" => mem_populate(3) |env, a: [Value; 3]| {
+        let (addr, size) = (napi::get_u64(env, a[0], "vaddr")?, napi::get_u64(env, a[1], "size")?);
+        memory::populate(addr as usize, size as usize, napi::get_i32(env, a[2], "threads")?.max(1) as usize, page() as usize)
+            .map_err(|e| kernel_error(KernelError::new("MADV_POPULATE_WRITE", e).at(addr, size)))?;
+        napi::undefined(env)
+    };
+
+    "type1Open" => type1_open(2) |env, a: [Value; 2]| {
+        let (path, fd) = adopt_or_open(env, a[0], a[1])?;
+        let c = match fd { Some(fd) => Type1Container::adopt(fd, &path), None => Type1Container::open(&path) }.map_err(kernel_error)?;
+        napi::number(env, insert(AnyBackend::Type1(c))?)
+    };
+    "type1AttachGroup" => type1_attach_group(2) |env, a: [Value; 2]| {
+        let gfd = napi::get_i32(env, a[1], "groupFd")?;
+        with(env, a[0], |e| match &mut e.backend {
+            AnyBackend::Type1(c) => c.attach_group(gfd).map_err(kernel_error),
+            AnyBackend::Iommufd(_) => Err(JsError::arg("type1AttachGroup needs a legacy container handle")),
+        })?;
+        napi::undefined(env)
+    };
+    "type1SetIommu" => type1_set_iommu(2) |env, a: [Value; 2]| {
+        let v1 = napi::get_bool(env, a[1], "v1only")?;
+        with(env, a[0], |e| match &mut e.backend {
+            AnyBackend::Type1(c) => c.set_iommu(v1).map_err(kernel_error),
+            AnyBackend::Iommufd(_) => Err(JsError::arg("type1SetIommu needs a legacy container handle")),
+        })?;
+        napi::undefined(env)
+    };
+    "type1UpdateVaddr" => type1_update_vaddr(4) |env, a: [Value; 4]| {
+        let (iova, size) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?);
+        let vaddr = if napi::is_nullish(env, a[3])? { None } else { Some(napi::get_u64(env, a[3], "vaddr")?) };
+        with(env, a[0], |e| match &mut e.backend {
+            AnyBackend::Type1(c) => c.update_vaddr(iova, size, vaddr).map_err(kernel_error),
+            AnyBackend::Iommufd(_) => Err(kernel_error(KernelError::errno("VFIO_IOMMU_MAP_DMA(VADDR)", crate::backend::EOPNOTSUPP).at(iova, size))),
+        })?;
+        napi::undefined(env)
+    };
+
+    "iommufdOpen" => iommufd_open(2) |env, a: [Value; 2]| {
+        let (path, fd) = adopt_or_open(env, a[0], a[1])?;
+        let i = match fd { Some(fd) => Iommufd::adopt(fd, &path), None => Iommufd::open(&path) }.map_err(kernel_error)?;
+        napi::number(env, insert(AnyBackend::Iommufd(i))?)
+    };
+    "iommufdIoasId" => iommufd_ioas_id(1) |env, a: [Value; 1]| {
+        let id = with(env, a[0], |e| match &e.backend { AnyBackend::Iommufd(i) => Ok(i.ioas_id()), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        napi::number(env, id as f64)
+    };
+    "iommufdOption" => iommufd_option(3) |env, a: [Value; 3]| {
+        let name = napi::get_string(env, a[1], "option")?;
+        let id = match name.as_str() { "rlimit_mode" => IOMMU_OPTION_RLIMIT_MODE, "huge_pages" => IOMMU_OPTION_HUGE_PAGES, _ => return Err(JsError::arg(format!("unknown iommufd option '{name}' (rlimit_mode, huge_pages)"))) };
+        let val = if napi::is_nullish(env, a[2])? { None } else { Some(napi::get_u64(env, a[2], "value")?) };
+        let v = with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.option(id, val).map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        napi::bigint(env, v)
+    };
+    "iommufdChangeProcess" => iommufd_change_process(1) |env, a: [Value; 1]| {
+        with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.change_process().map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        napi::undefined(env)
+    };
+    "iommufdMockDomain" => iommufd_mock_domain(1) |env, a: [Value; 1]| {
+        let (stdev, _, _) = with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.mock_domain().map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        napi::number(env, stdev as f64)
+    };
+    "iommufdDestroy" => iommufd_destroy(2) |env, a: [Value; 2]| {
+        let id = napi::get_i32(env, a[1], "id")? as u32;
+        with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.destroy(id).map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        napi::undefined(env)
+    };
+
+    "backendFd" => backend_fd(1) |env, a: [Value; 1]| {
+        let fd = with(env, a[0], |e| Ok(e.backend.dma().fd()))?;
+        napi::number(env, fd as f64)
+    };
+    "caps" => caps(1) |env, a: [Value; 1]| {
+        let c = with(env, a[0], |e| Ok(e.backend.dma().caps().clone()))?;
+        let kind = match c.kind { crate::backend::BackendKind::Type1 => "type1", crate::backend::BackendKind::Type1v2 => "type1v2", crate::backend::BackendKind::Iommufd => "iommufd" };
+        let max = match c.max_entries { Some(n) => napi::number(env, n as f64)?, None => napi::null(env)? };
+        obj(env, &[
+            ("kind", napi::string(env, kind)?), ("servedByIommufd", napi::boolean(env, c.served_by_iommufd)?),
+            ("canCopy", napi::boolean(env, c.can_copy)?), ("canMapFile", napi::boolean(env, c.can_map_file)?),
+            ("unmapAll", napi::boolean(env, c.unmap_all)?), ("updateVaddr", napi::boolean(env, c.update_vaddr)?),
+            ("maxEntries", max), ("pgsizeBitmap", napi::bigint(env, c.pgsize_bitmap)?),
+        ])
+    };
+    "iovaRanges" => iova_ranges(1) |env, a: [Value; 1]| {
+        let rs = with(env, a[0], |e| e.backend.dma().iova_ranges().map_err(kernel_error))?;
+        let items = rs.iter().map(|(s, l)| napi::array(env, &[napi::bigint(env, *s)?, napi::bigint(env, *l)?])).collect::<JsResult<Vec<_>>>()?;
+        napi::array(env, &items)
+    };
+    "map" => map(5) |env, a: [Value; 5]| {
+        let (iova, size, b, p) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?, backing(env, a[3])?, prot(env, a[4])?);
+        with(env, a[0], |e| e.backend.dma().map(iova, size, &b, p).map_err(kernel_error))?;
+        napi::undefined(env)
+    };
+    "unmap" => unmap(3) |env, a: [Value; 3]| {
+        let (iova, size) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?);
+        let n = with(env, a[0], |e| e.backend.dma().unmap(iova, size).map_err(kernel_error))?;
+        napi::bigint(env, n)
+    };
+    "unmapAll" => unmap_all(1) |env, a: [Value; 1]| {
+        let n = with(env, a[0], |e| e.backend.dma().unmap_all().map_err(kernel_error))?;
+        napi::bigint(env, n)
+    };
+    "copy" => copy(4) |env, a: [Value; 4]| {
+        let (s, d, n) = (napi::get_u64(env, a[1], "srcIova")?, napi::get_u64(env, a[2], "dstIova")?, napi::get_u64(env, a[3], "size")?);
+        with(env, a[0], |e| e.backend.dma().copy(s, d, n).map_err(kernel_error))?;
+        napi::undefined(env)
+    };
+    "close" => close(1) |env, a: [Value; 1]| {
+        let i = napi::get_number(env, a[0], "handle")? as usize;
+        let entry = HANDLES.lock().unwrap().get_mut(i).and_then(|e| e.take());
+        // Dropping the backend closes its fd: the kernel unmaps and unpins everything.
+        entry.ok_or_else(|| JsError::new("EBADF", format!("pin-core handle {i} is not open")))?;
+        napi::undefined(env)
+    };
+
+    "sync" => sync(3) |env, a: [Value; 3]| {
+        let regions = napi::get_array(env, a[1], "regions")?.into_iter().map(|v| region_in(env, v)).collect::<JsResult<Vec<_>>>()?;
+        let budget = if napi::is_nullish(env, a[2])? { None } else { Some(napi::get_u64(env, a[2], "budgetBytes")?) };
+        let plan = with(env, a[0], |e| {
+            if e.mapper.is_none() {
+                e.mapper = Some(Mapper::new(e.backend.dma(), page()).map_err(kernel_error)?);
+            }
+            let m = e.mapper.as_mut().expect("just set");
+            m.sync(e.backend.dma(), &regions, budget).map_err(|err| match err {
+                SyncError::Plan(p) => JsError::new(crate::errno::name(p.errno()), format!("DMA plan refused: {p}")),
+                SyncError::Kernel { err, .. } => kernel_error(err),
+            })
+        })?;
+        let ops = plan.ops.iter().map(|o| op_out(env, o)).collect::<JsResult<Vec<_>>>()?;
+        obj(env, &[("ops", napi::array(env, &ops)?), ("peakCharged", napi::bigint(env, plan.peak_charged)?), ("finalCharged", napi::bigint(env, plan.final_charged)?)])
+    };
+    "table" => table(1) |env, a: [Value; 1]| {
+        let rs: Vec<Region> = with(env, a[0], |e| Ok(e.mapper.as_ref().map(|m| m.table().iter().map(Region::from).collect()).unwrap_or_default()))?;
+        let items = rs.iter().map(|r| region_out(env, r)).collect::<JsResult<Vec<_>>>()?;
+        napi::array(env, &items)
+    };
 }
 
 /// Called by node when the addon is loaded.
 #[no_mangle]
-pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
-    let r = napi::export(env, exports, "version", version)
-        .and_then(|_| napi::export(env, exports, "pageSize", page_size));
-    match r {
-        Ok(()) => exports,
-        Err(e) => napi::finish(env, Err(e)),
+pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Value {
+    for (name, cb) in EXPORTS {
+        if let Err(e) = napi::export(env, exports, name, *cb) {
+            return napi::finish(env, Err(e));
+        }
     }
+    exports
 }

@@ -24,6 +24,7 @@ extern "C" {
     fn napi_get_cb_info(env: napi_env, info: napi_callback_info, argc: *mut usize, argv: *mut napi_value, this: *mut napi_value, data: *mut *mut c_void) -> napi_status;
     fn napi_typeof(env: napi_env, v: napi_value, out: *mut i32) -> napi_status;
     fn napi_get_undefined(env: napi_env, out: *mut napi_value) -> napi_status;
+    fn napi_get_null(env: napi_env, out: *mut napi_value) -> napi_status;
     fn napi_get_boolean(env: napi_env, v: bool, out: *mut napi_value) -> napi_status;
     fn napi_get_value_bool(env: napi_env, v: napi_value, out: *mut bool) -> napi_status;
     fn napi_create_string_utf8(env: napi_env, s: *const c_char, len: usize, out: *mut napi_value) -> napi_status;
@@ -115,6 +116,11 @@ pub fn is_nullish(env: napi_env, v: napi_value) -> JsResult<bool> {
 pub fn undefined(env: napi_env) -> JsResult {
     // SAFETY: plain out-pointer.
     unsafe { out!(napi_get_undefined(env)) }
+}
+
+pub fn null(env: napi_env) -> JsResult {
+    // SAFETY: plain out-pointer.
+    unsafe { out!(napi_get_null(env)) }
 }
 
 pub fn boolean(env: napi_env, v: bool) -> JsResult {

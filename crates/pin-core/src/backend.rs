@@ -1,0 +1,124 @@
+//! One small interface over the two IOMMU backends (VFIO's legacy container
+//! and iommufd), chosen once when the VMM opens its DMA space. Both implement
+//! every method; what one path cannot do is a typed EOPNOTSUPP, never a panic.
+//!
+//! Contract: memory handed to `map` is pinned and may be written by devices at
+//! any time, so no Rust reference may alias memory mapped for DMA; pin-core
+//! only passes its addresses to the kernel.
+
+use crate::table::{Backing, Prot};
+use std::fmt;
+use std::io;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Type1,
+    Type1v2,
+    Iommufd,
+}
+
+/// What a backend can do, as the kernel answered (not guessed from versions).
+#[derive(Clone, Debug)]
+pub struct Caps {
+    pub kind: BackendKind,
+    /// /dev/vfio/vfio served by iommufd's compatibility layer.
+    pub served_by_iommufd: bool,
+    pub can_copy: bool,
+    pub can_map_file: bool,
+    pub unmap_all: bool,
+    pub update_vaddr: bool,
+    /// DMA mappings still available (type1's dma_entry_limit), when reported.
+    pub max_entries: Option<u32>,
+    pub pgsize_bitmap: u64,
+}
+
+/// A failed kernel call with what it was doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelError {
+    pub errno: i32,
+    pub op: &'static str,
+    pub iova: Option<u64>,
+    pub size: Option<u64>,
+    pub path: Option<String>,
+}
+
+impl KernelError {
+    pub fn new(op: &'static str, e: io::Error) -> Self {
+        KernelError { errno: e.raw_os_error().unwrap_or(0), op, iova: None, size: None, path: None }
+    }
+    pub fn errno(op: &'static str, errno: i32) -> Self {
+        KernelError { errno, op, iova: None, size: None, path: None }
+    }
+    pub fn at(mut self, iova: u64, size: u64) -> Self {
+        self.iova = Some(iova);
+        self.size = Some(size);
+        self
+    }
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = Some(path.to_string());
+        self
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.op, crate::errno::name(self.errno))?;
+        let mut parts = Vec::new();
+        if let Some(i) = self.iova {
+            parts.push(format!("iova 0x{i:x}"));
+        }
+        if let Some(s) = self.size {
+            parts.push(format!("size 0x{s:x}"));
+        }
+        if let Some(p) = &self.path {
+            parts.push(format!("path {p}"));
+        }
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+pub type KResult<T> = Result<T, KernelError>;
+
+pub const EOPNOTSUPP: i32 = 95;
+
+pub trait DmaBackend: Send {
+    fn caps(&self) -> &Caps;
+    fn fd(&self) -> i32;
+    fn map(&mut self, iova: u64, size: u64, backing: &Backing, prot: Prot) -> KResult<()>;
+    /// Returns the bytes the kernel reports unmapped.
+    fn unmap(&mut self, iova: u64, size: u64) -> KResult<u64>;
+    fn unmap_all(&mut self) -> KResult<u64>;
+    fn copy(&mut self, src_iova: u64, dst_iova: u64, size: u64) -> KResult<()>;
+    /// Usable IOVA ranges, inclusive.
+    fn iova_ranges(&mut self) -> KResult<Vec<(u64, u64)>>;
+}
+
+/// The backend a VMM chose, as a closed set: path-specific calls (VADDR
+/// update, IOMMU options) match on it instead of downcasting.
+pub enum AnyBackend {
+    Type1(crate::type1::Type1Container),
+    Iommufd(crate::iommufd::Iommufd),
+}
+
+impl AnyBackend {
+    pub fn dma(&mut self) -> &mut dyn DmaBackend {
+        match self {
+            AnyBackend::Type1(c) => c,
+            AnyBackend::Iommufd(i) => i,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_keeps_errno_name_and_context() {
+        let e = KernelError::errno("VFIO_IOMMU_MAP_DMA", 12).at(0x100000, 0x200000).path("/dev/vfio/vfio");
+        assert_eq!(e.to_string(), "VFIO_IOMMU_MAP_DMA failed: ENOMEM (iova 0x100000, size 0x200000, path /dev/vfio/vfio)");
+    }
+}

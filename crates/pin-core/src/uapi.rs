@@ -1,0 +1,233 @@
+//! Kernel ABI used by pin-core, written once: ioctl numbers and `#[repr(C)]`
+//! structs from linux/vfio.h, linux/iommufd.h and the iommufd selftest header
+//! (drivers/iommu/iommufd/iommufd_test.h), with the kernel's names kept.
+#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case)]
+
+const fn _IO(ty: u8, nr: u8) -> u64 {
+    ((ty as u64) << 8) | nr as u64
+}
+
+// ---- linux/vfio.h ----
+pub const VFIO_TYPE: u8 = b';';
+pub const VFIO_BASE: u8 = 100;
+pub const VFIO_API_VERSION: i32 = 0;
+pub const VFIO_GET_API_VERSION: u64 = _IO(VFIO_TYPE, VFIO_BASE);
+pub const VFIO_CHECK_EXTENSION: u64 = _IO(VFIO_TYPE, VFIO_BASE + 1);
+pub const VFIO_SET_IOMMU: u64 = _IO(VFIO_TYPE, VFIO_BASE + 2);
+pub const VFIO_GROUP_SET_CONTAINER: u64 = _IO(VFIO_TYPE, VFIO_BASE + 4);
+pub const VFIO_IOMMU_GET_INFO: u64 = _IO(VFIO_TYPE, VFIO_BASE + 12);
+pub const VFIO_IOMMU_MAP_DMA: u64 = _IO(VFIO_TYPE, VFIO_BASE + 13);
+pub const VFIO_IOMMU_UNMAP_DMA: u64 = _IO(VFIO_TYPE, VFIO_BASE + 14);
+
+pub const VFIO_TYPE1_IOMMU: u64 = 1;
+pub const VFIO_TYPE1v2_IOMMU: u64 = 3;
+pub const VFIO_UNMAP_ALL: u64 = 9;
+pub const VFIO_UPDATE_VADDR: u64 = 10;
+
+pub const VFIO_IOMMU_INFO_PGSIZES: u32 = 1 << 0;
+pub const VFIO_IOMMU_INFO_CAPS: u32 = 1 << 1;
+pub const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: u16 = 1;
+pub const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: u16 = 3;
+
+pub const VFIO_DMA_MAP_FLAG_READ: u32 = 1 << 0;
+pub const VFIO_DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
+pub const VFIO_DMA_MAP_FLAG_VADDR: u32 = 1 << 2;
+pub const VFIO_DMA_UNMAP_FLAG_ALL: u32 = 1 << 1;
+pub const VFIO_DMA_UNMAP_FLAG_VADDR: u32 = 1 << 2;
+
+#[repr(C)]
+#[derive(Default)]
+pub struct vfio_iommu_type1_info {
+    pub argsz: u32,
+    pub flags: u32,
+    pub iova_pgsizes: u64,
+    pub cap_offset: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct vfio_iommu_type1_dma_map {
+    pub argsz: u32,
+    pub flags: u32,
+    pub vaddr: u64,
+    pub iova: u64,
+    pub size: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct vfio_iommu_type1_dma_unmap {
+    pub argsz: u32,
+    pub flags: u32,
+    pub iova: u64,
+    pub size: u64,
+}
+
+// ---- linux/iommufd.h ----
+pub const IOMMUFD_TYPE: u8 = b';';
+pub const IOMMU_DESTROY: u64 = _IO(IOMMUFD_TYPE, 0x80);
+pub const IOMMU_IOAS_ALLOC: u64 = _IO(IOMMUFD_TYPE, 0x81);
+pub const IOMMU_IOAS_COPY: u64 = _IO(IOMMUFD_TYPE, 0x83);
+pub const IOMMU_IOAS_IOVA_RANGES: u64 = _IO(IOMMUFD_TYPE, 0x84);
+pub const IOMMU_IOAS_MAP: u64 = _IO(IOMMUFD_TYPE, 0x85);
+pub const IOMMU_IOAS_UNMAP: u64 = _IO(IOMMUFD_TYPE, 0x86);
+pub const IOMMU_OPTION: u64 = _IO(IOMMUFD_TYPE, 0x87);
+pub const IOMMU_IOAS_MAP_FILE: u64 = _IO(IOMMUFD_TYPE, 0x8f);
+pub const IOMMU_IOAS_CHANGE_PROCESS: u64 = _IO(IOMMUFD_TYPE, 0x92);
+
+pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
+pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
+pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
+pub const IOMMU_OPTION_RLIMIT_MODE: u32 = 0;
+pub const IOMMU_OPTION_HUGE_PAGES: u32 = 1;
+pub const IOMMU_OPTION_OP_SET: u16 = 0;
+pub const IOMMU_OPTION_OP_GET: u16 = 1;
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_destroy {
+    pub size: u32,
+    pub id: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_alloc {
+    pub size: u32,
+    pub flags: u32,
+    pub out_ioas_id: u32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct iommu_iova_range {
+    pub start: u64,
+    pub last: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_iova_ranges {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub num_iovas: u32,
+    pub __reserved: u32,
+    pub allowed_iovas: u64,
+    pub out_iova_alignment: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_map {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub __reserved: u32,
+    pub user_va: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_map_file {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub fd: i32,
+    pub start: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_copy {
+    pub size: u32,
+    pub flags: u32,
+    pub dst_ioas_id: u32,
+    pub src_ioas_id: u32,
+    pub length: u64,
+    pub dst_iova: u64,
+    pub src_iova: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_unmap {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub iova: u64,
+    pub length: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_option {
+    pub size: u32,
+    pub option_id: u32,
+    pub op: u16,
+    pub __reserved: u16,
+    pub object_id: u32,
+    pub val64: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_ioas_change_process {
+    pub size: u32,
+    pub __reserved: u32,
+}
+
+// ---- drivers/iommu/iommufd/iommufd_test.h (CONFIG_IOMMUFD_TEST) ----
+pub const IOMMU_TEST_CMD: u64 = _IO(IOMMUFD_TYPE, 0x80 + 32);
+pub const IOMMU_TEST_OP_MOCK_DOMAIN: u32 = 2;
+
+/// struct iommu_test_cmd with its union as raw words; mock_domain's
+/// out_stdev_id, out_hwpt_id, out_idev_id are the first three.
+#[repr(C)]
+#[derive(Default)]
+pub struct iommu_test_cmd {
+    pub size: u32,
+    pub op: u32,
+    pub id: u32,
+    pub __reserved: u32,
+    pub union_words: [u32; 12],
+    pub last: u32,
+    pub __pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    #[test]
+    fn ioctl_numbers_match_the_headers() {
+        assert_eq!(VFIO_GET_API_VERSION, 15204);
+        assert_eq!(VFIO_CHECK_EXTENSION, 15205);
+        assert_eq!(VFIO_IOMMU_GET_INFO, 15216);
+        assert_eq!(VFIO_IOMMU_MAP_DMA, 15217);
+        assert_eq!(VFIO_IOMMU_UNMAP_DMA, 15218);
+        assert_eq!(IOMMU_IOAS_MAP, 15237);
+        assert_eq!(IOMMU_IOAS_MAP_FILE, 15247);
+        assert_eq!(IOMMU_IOAS_CHANGE_PROCESS, 15250);
+        assert_eq!(IOMMU_TEST_CMD, 15264);
+    }
+
+    #[test]
+    fn struct_sizes_match_the_headers() {
+        assert_eq!(size_of::<vfio_iommu_type1_info>(), 24);
+        assert_eq!(size_of::<vfio_iommu_type1_dma_map>(), 32);
+        assert_eq!(size_of::<vfio_iommu_type1_dma_unmap>(), 24);
+        assert_eq!(size_of::<iommu_ioas_iova_ranges>(), 32);
+        assert_eq!(size_of::<iommu_ioas_map>(), 40);
+        assert_eq!(size_of::<iommu_ioas_map_file>(), 40);
+        assert_eq!(size_of::<iommu_ioas_copy>(), 40);
+        assert_eq!(size_of::<iommu_ioas_unmap>(), 24);
+        assert_eq!(size_of::<iommu_option>(), 24);
+        assert_eq!(size_of::<iommu_test_cmd>(), 72);
+        assert_eq!(std::mem::offset_of!(iommu_test_cmd, last), 64);
+    }
+}

@@ -1,0 +1,50 @@
+// A VFIO group (/dev/vfio/N): the legacy path's unit of ownership. A group
+// can join a container only when viable (every device in it bound to a VFIO
+// driver or none); the container then owns the group's DMA mappings.
+import { closeFd, ioctl, openPath } from '../../sys/libc.js';
+import {
+  VFIO_GROUP_FLAGS_CONTAINER_SET,
+  VFIO_GROUP_FLAGS_VIABLE,
+  VFIO_GROUP_GET_STATUS,
+  VFIO_GROUP_SET_CONTAINER,
+  VFIO_GROUP_UNSET_CONTAINER,
+  vfio_group_status,
+} from '../../sys/vfio.js';
+
+export interface GroupStatus {
+  viable: boolean;
+  containerSet: boolean;
+}
+
+export class VfioGroup {
+  private constructor(
+    readonly path: string,
+    readonly fd: number,
+  ) {}
+
+  static open(path: string): VfioGroup {
+    return new VfioGroup(path, openPath(path));
+  }
+
+  status(): GroupStatus {
+    const b = vfio_group_status.make();
+    ioctl(this.fd, VFIO_GROUP_GET_STATUS, b, 'VFIO_GROUP_GET_STATUS', { path: this.path });
+    const f = vfio_group_status.flags(b);
+    return { viable: (f & VFIO_GROUP_FLAGS_VIABLE) !== 0, containerSet: (f & VFIO_GROUP_FLAGS_CONTAINER_SET) !== 0 };
+  }
+
+  /** VFIO_GROUP_SET_CONTAINER takes a pointer to the container fd. */
+  setContainer(containerFd: number): void {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(containerFd, 0);
+    ioctl(this.fd, VFIO_GROUP_SET_CONTAINER, b, 'VFIO_GROUP_SET_CONTAINER', { path: this.path });
+  }
+
+  unsetContainer(): void {
+    ioctl(this.fd, VFIO_GROUP_UNSET_CONTAINER, 0, 'VFIO_GROUP_UNSET_CONTAINER', { path: this.path });
+  }
+
+  close(): void {
+    closeFd(this.fd);
+  }
+}
