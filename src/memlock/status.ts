@@ -24,7 +24,7 @@ function limitKiB(v: string): number | null {
 export function processCharge(pid: number | 'self' = 'self'): ProcessCharge {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const limits = readFileSync(`/proc/${pid}/limits`, 'utf8');
-  const m = /^Max locked memory\s+(\S+)\s+(\S+)\s+bytes$/m.exec(limits);
+  const m = /^Max locked memory\s+(\S+)\s+(\S+)\s+bytes\s*$/m.exec(limits);
   if (!m) throw new Error(`/proc/${pid}/limits has no "Max locked memory" line`);
   return {
     pid: pid === 'self' ? process.pid : pid,

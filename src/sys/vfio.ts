@@ -71,3 +71,8 @@ export function vfio_device_detach_iommufd_pt(): Buffer {
   b.writeUInt32LE(12, 0);
   return b;
 }
+
+/** VFIO_GROUP_GET_DEVICE_FD takes the device name (the BDF) as a C string. */
+export function deviceName(bdf: string): Buffer {
+  return Buffer.from(`${bdf}\0`, 'utf8');
+}

@@ -1,18 +1,30 @@
-// Runs in L1 as root: the DMA conformance cases on one path, each recording
-// the kernel's exact answer ({ ok } or { errno }) plus the counters it moved.
-// The rig test asserts these answers per path. Usage: conformance.js PATH
-import { existsSync, writeFileSync } from 'node:fs';
+// Runs in L1: the DMA conformance cases on one path, each recording the
+// kernel's exact answer ({ ok } or { errno }) plus the counters it moved.
+// As root it prepares the devices (VF bound to vfio-pci, nodes opened up,
+// type1's dma_entry_limit lowered) and reruns itself as uid 1000 with an
+// 8 MiB RLIMIT_MEMLOCK, the way an unprivileged VMM runs.
+// Usage: conformance.js PATH...   (one JSON line per path; the rig test asserts them)
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { pinCore, type BackendHandle, type PinCoreError } from '../../src/memory/pin-core.js';
 import { processCharge } from '../../src/memlock/status.js';
 import { VfioGroup } from '../../src/devices/vfio/group.js';
 import { VfioCdev } from '../../src/devices/vfio/cdev.js';
-import { assignablePf, bindVfio, createVfs, pciDevice } from '../../rig/l1/sysfs.js';
+import { closeFd, ioctl, openPath } from '../../src/sys/libc.js';
+import { VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd } from '../../src/sys/vfio.js';
+import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
 
 export type PathName = 'type1' | 'type1v2' | 'compat-type1v2' | 'iommufd' | 'mock';
 type Answer = { ok: true; value?: unknown } | { ok: false; errno: string; op?: string };
 
 const MiB = 1n << 20n;
-const IOVA = 0x100000000n; // 4 GiB: above the 32-bit MSI window on every IOMMU here
+// 16 MiB: inside the first usable range on every path here (the mock
+// domain's aperture starts there; Intel's first range starts at 0).
+const IOVA = 0x1000000n;
+const ENTRY_LIMIT = 100;
+const MEMLOCK_BYTES = 8 * 1024 * 1024;
+const TYPE1_LIMIT_PARAM = '/sys/module/vfio_iommu_type1/parameters/dma_entry_limit';
 const rw = { read: true, write: true };
 
 interface Ctx {
@@ -32,33 +44,80 @@ function answer(f: () => unknown): Answer {
   }
 }
 
-function open(path: PathName): Ctx {
+interface Prepared {
+  bdf: string;
+  cdev: string;
+  group: string;
+}
+
+function open(path: PathName, dev: Prepared): Ctx {
   const cleanup: (() => void)[] = [];
-  if (path === 'mock') {
+  if (path === 'mock' || path === 'iommufd') {
     const h = pinCore.iommufdOpen('/dev/iommu', -1);
-    pinCore.iommufdMockDomain(h);
-    return { h, path, cleanup };
-  }
-  const [vf] = createVfs(assignablePf().bdf, 1);
-  const dev = bindVfio(vf!);
-  if (path === 'iommufd') {
-    const h = pinCore.iommufdOpen('/dev/iommu', -1);
-    const cdev = VfioCdev.bind(dev.vfioCdev!, pinCore.backendFd(h));
-    cdev.attach(pinCore.iommufdIoasId(h));
-    cleanup.push(() => cdev.close());
+    // iommufd pins when a domain is attached: map first, attach, and watch the charge move.
+    const m = anon(2n * MiB);
+    pinCore.map(h, IOVA, 2n * MiB, { vaddr: m.vaddr }, rw);
+    const before = processCharge();
+    if (path === 'mock') {
+      pinCore.iommufdMockDomain(h);
+    } else {
+      record('cdev attach before bind', answer(() => {
+        const fd = openPath(dev.cdev);
+        try {
+          ioctl(fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, vfio_device_attach_iommufd_pt.make(pinCore.iommufdIoasId(h)), 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', { path: dev.cdev });
+        } finally {
+          closeFd(fd);
+        }
+      }));
+      const cdev = VfioCdev.bind(dev.cdev, pinCore.backendFd(h));
+      record('cdev bind twice', answer(() => ioctl(cdev.fd, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_bind_iommufd.make(pinCore.backendFd(h)), 'VFIO_DEVICE_BIND_IOMMUFD', { path: dev.cdev })));
+      record('group open while cdev bound', answer(() => closeFd(openPath(dev.group))));
+      cdev.attach(pinCore.iommufdIoasId(h));
+      cleanup.push(() => cdev.close());
+    }
+    const after = processCharge();
+    record('charge at attach', { ok: true, value: { vmLckKiB: after.vmLckKiB - before.vmLckKiB, vmPinKiB: after.vmPinKiB - before.vmPinKiB } });
+    pinCore.unmap(h, IOVA, 2n * MiB);
     return { h, path, cleanup };
   }
   const h = pinCore.type1Open('/dev/vfio/vfio', -1);
-  const group = VfioGroup.open(`/dev/vfio/${dev.iommuGroup}`);
+  const group = VfioGroup.open(dev.group);
+  record('group status', answer(() => group.status()));
+  record('map before SET_IOMMU', answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: anon(0x1000n).vaddr }, rw)));
   pinCore.type1AttachGroup(h, group.fd);
   pinCore.type1SetIommu(h, path === 'type1');
-  cleanup.push(() => group.close());
+  // type1 pins at map time; iommufd's compat container only once the device
+  // is opened and gets a domain. Map first, open the device, watch the charge.
+  const m = anon(2n * MiB);
+  const c0 = processCharge();
+  pinCore.map(h, IOVA, 2n * MiB, { vaddr: m.vaddr }, rw);
+  const c1 = processCharge();
+  const devFd = group.deviceFd(dev.bdf);
+  const c2 = processCharge();
+  record('charge at map', { ok: true, value: { vmLckKiB: c1.vmLckKiB - c0.vmLckKiB, vmPinKiB: c1.vmPinKiB - c0.vmPinKiB } });
+  record('charge at device open', { ok: true, value: { vmLckKiB: c2.vmLckKiB - c1.vmLckKiB, vmPinKiB: c2.vmPinKiB - c1.vmPinKiB } });
+  pinCore.unmap(h, IOVA, 2n * MiB);
+  record('cdev open while group in a container', answer(() => closeFd(openPath(dev.cdev))));
+  cleanup.push(() => closeFd(devFd), () => group.close());
   return { h, path, cleanup };
 }
 
 const results: Record<string, Answer | Record<string, unknown>> = {};
 function record(name: string, a: Answer | Record<string, unknown>): void {
   results[name] = a;
+  clean();
+}
+
+let currentHandle: BackendHandle | null = null;
+
+/** Each case starts from an empty IOAS/container whatever the last one left. */
+function clean(): void {
+  if (currentHandle === null) return;
+  try {
+    pinCore.unmapAll(currentHandle);
+  } catch {
+    /* nothing mapped */
+  }
 }
 
 function anon(size: bigint) {
@@ -67,6 +126,7 @@ function anon(size: bigint) {
 
 function runCases(c: Ctx): void {
   const { h } = c;
+  currentHandle = h;
   const m = anon(4n * MiB);
   const va = m.vaddr;
   const lck = () => processCharge().vmLckKiB;
@@ -75,12 +135,15 @@ function runCases(c: Ctx): void {
   record('caps', { ok: true, value: pinCore.caps(h) as unknown });
   record('iova ranges', answer(() => pinCore.iovaRanges(h).map(([s, l]) => [`0x${s.toString(16)}`, `0x${l.toString(16)}`])));
   const before = { lck: lck(), pin: pin() };
-  record('map exact', answer(() => pinCore.map(h, IOVA, 2n * MiB, { vaddr: va }, rw)));
-  record('charge after map', { ok: true, value: { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin } });
-  record('map same range again', answer(() => pinCore.map(h, IOVA, 2n * MiB, { vaddr: va }, rw)));
-  record('map overlapping tail', answer(() => pinCore.map(h, IOVA + MiB, 2n * MiB, { vaddr: va }, rw)));
-  record('unmap bisecting', answer(() => pinCore.unmap(h, IOVA, MiB)));
-  record('unmap exact', answer(() => pinCore.unmap(h, IOVA, 2n * MiB)));
+  const map2M = () => pinCore.map(h, IOVA, 2n * MiB, { vaddr: va }, rw);
+  record('map exact', answer(() => {
+    map2M();
+    return { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin };
+  }));
+  record('map same range again', answer(() => (map2M(), map2M())));
+  record('map overlapping tail', answer(() => (map2M(), pinCore.map(h, IOVA + MiB, 2n * MiB, { vaddr: va }, rw))));
+  record('unmap bisecting', answer(() => (map2M(), pinCore.unmap(h, IOVA, MiB))));
+  record('unmap exact', answer(() => (map2M(), pinCore.unmap(h, IOVA, 2n * MiB))));
   record('charge after unmap', { ok: true, value: { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin } });
   record('unmap empty range', answer(() => pinCore.unmap(h, IOVA, 2n * MiB)));
   record('map unaligned iova', answer(() => pinCore.map(h, IOVA + 0x800n, 0x1000n, { vaddr: va }, rw)));
@@ -124,11 +187,86 @@ function runCases(c: Ctx): void {
     pinCore.unmap(h, IOVA, MiB);
   }));
   pinCore.unmapAll(h);
+  record('change process, memfd mapping', answer(() => {
+    pinCore.map(h, IOVA, MiB, { fd: mf.fd, offset: 0n }, rw);
+    try {
+      pinCore.iommufdChangeProcess(h);
+    } finally {
+      pinCore.unmap(h, IOVA, MiB);
+    }
+  }));
+  record('change process, anonymous mapping', answer(() => {
+    pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
+    try {
+      pinCore.iommufdChangeProcess(h);
+    } finally {
+      pinCore.unmap(h, IOVA, MiB);
+    }
+  }));
+  record('rlimit mode get', answer(() => pinCore.iommufdOption(h, 'rlimit_mode', null)));
+  record('rlimit mode set unprivileged', answer(() => pinCore.iommufdOption(h, 'rlimit_mode', 1n)));
+  const lim0 = lck() + pin();
+  const big = anon(16n * MiB);
+  record('map beyond RLIMIT_MEMLOCK', answer(() => pinCore.map(h, IOVA, 16n * MiB, { vaddr: big.vaddr }, rw)));
+  record('charge after ENOMEM', { ok: true, value: { deltaKiB: lck() + pin() - lim0 } });
+  record('entry limit', answer(() => {
+    let n = 0;
+    try {
+      for (; n <= ENTRY_LIMIT; n++) pinCore.map(h, IOVA + BigInt(n) * 0x2000n, 0x1000n, { vaddr: va }, rw);
+      return { mapped: n };
+    } finally {
+      pinCore.unmapAll(h);
+    }
+  }));
+  // The mapper: a transient remap of one region through the planner.
+  const A = { iova: IOVA, size: MiB, backing: { vaddr: va }, prot: rw };
+  const B = { iova: IOVA + MiB, size: MiB, backing: { vaddr: va + MiB }, prot: rw };
+  const Bmoved = { ...B, iova: IOVA + 8n * MiB };
+  // The mapper keeps its own table, so these run without the per-case unmap-all.
+  const syncCases = {
+    initial: answer(() => pinCore.sync(h, [A, B], null).ops.map((o) => o.op)),
+    moves: answer(() => {
+      const l0 = lck() + pin();
+      const r = pinCore.sync(h, [A, Bmoved], null);
+      return { ops: r.ops.map((o) => o.op), extraKiB: lck() + pin() - l0 };
+    }),
+    table: answer(() => pinCore.table(h).map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`)),
+    empty: answer(() => pinCore.sync(h, [], null).ops.map((o) => o.op)),
+  };
+  record('sync initial', syncCases.initial);
+  record('sync moves a region', syncCases.moves);
+  record('sync leaves the table exact', syncCases.table);
+  record('sync to nothing', syncCases.empty);
+  pinCore.unmapAll(h);
+}
+
+function prepare(): Prepared {
+  const [vf] = createVfs(assignablePf().bdf, 1);
+  const dev = bindVfio(vf!);
+  const group = `/dev/vfio/${dev.iommuGroup}`;
+  for (const node of [group, dev.vfioCdev!, '/dev/vfio/vfio', '/dev/iommu']) chmodSync(node, 0o666);
+  if (existsSync(TYPE1_LIMIT_PARAM)) writeFileSync(TYPE1_LIMIT_PARAM, String(ENTRY_LIMIT));
+  return { bdf: dev.bdf, cdev: dev.vfioCdev!, group };
+}
+
+function asUser(path: PathName, dev: Prepared): string {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync('prlimit', [`--memlock=${MEMLOCK_BYTES}:${MEMLOCK_BYTES}`, 'setpriv', '--reuid=1000', '--regid=1000', '--clear-groups', '--', process.execPath, self, '--as-user', path, JSON.stringify(dev)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (r.status !== 0) throw new Error(`conformance run as uid 1000 exited ${r.status}`);
+  return r.stdout;
 }
 
 function main(): void {
-  const path = process.argv[2] as PathName;
-  const c = open(path);
+  if (process.argv[2] !== '--as-user') {
+    for (const path of process.argv.slice(2) as PathName[]) process.stdout.write(asUser(path, prepare()));
+    return;
+  }
+  const path = process.argv[3] as PathName;
+  const dev = JSON.parse(process.argv[4]!) as Prepared;
+  const c = open(path, dev);
   try {
     runCases(c);
   } finally {
@@ -137,10 +275,7 @@ function main(): void {
   }
   const after = processCharge();
   record('counters after close', { ok: true, value: { vmLckKiB: after.vmLckKiB, vmPinKiB: after.vmPinKiB } });
-  const out = JSON.stringify({ path, results });
-  if (process.env.PINION_CONFORMANCE_OUT) writeFileSync(process.env.PINION_CONFORMANCE_OUT, out);
-  console.log(out);
+  console.log(JSON.stringify({ path, uid: process.getuid?.(), results }, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v)));
 }
 
-if (existsSync('/dev/iommu')) main();
-void pciDevice;
+main();

@@ -5,9 +5,11 @@ import { closeFd, ioctl, openPath } from '../../sys/libc.js';
 import {
   VFIO_GROUP_FLAGS_CONTAINER_SET,
   VFIO_GROUP_FLAGS_VIABLE,
+  VFIO_GROUP_GET_DEVICE_FD,
   VFIO_GROUP_GET_STATUS,
   VFIO_GROUP_SET_CONTAINER,
   VFIO_GROUP_UNSET_CONTAINER,
+  deviceName,
   vfio_group_status,
 } from '../../sys/vfio.js';
 
@@ -42,6 +44,12 @@ export class VfioGroup {
 
   unsetContainer(): void {
     ioctl(this.fd, VFIO_GROUP_UNSET_CONTAINER, 0, 'VFIO_GROUP_UNSET_CONTAINER', { path: this.path });
+  }
+
+  /** Opens a device of the group (needs the group in a container with an IOMMU set).
+   * Under iommufd's compat container this is when the device gets a domain. */
+  deviceFd(bdf: string): number {
+    return ioctl(this.fd, VFIO_GROUP_GET_DEVICE_FD, deviceName(bdf), 'VFIO_GROUP_GET_DEVICE_FD', { path: this.path });
   }
 
   close(): void {
