@@ -54,6 +54,22 @@ fn with<T>(env: Env, h: Value, f: impl FnOnce(&mut Entry) -> JsResult<T>) -> JsR
     f(e)
 }
 
+/// Runs a legacy-container-only call; any other handle is a usage error.
+fn with_type1<T>(env: Env, h: Value, what: &str, f: impl FnOnce(&mut Type1Container) -> Result<T, KernelError>) -> JsResult<T> {
+    with(env, h, |e| match &mut e.backend {
+        AnyBackend::Type1(c) => f(c).map_err(kernel_error),
+        AnyBackend::Iommufd(_) => Err(JsError::arg(format!("{what} needs a legacy container handle"))),
+    })
+}
+
+/// Runs an iommufd-only call; any other handle is a usage error.
+fn with_iommufd<T>(env: Env, h: Value, what: &str, f: impl FnOnce(&mut Iommufd) -> Result<T, KernelError>) -> JsResult<T> {
+    with(env, h, |e| match &mut e.backend {
+        AnyBackend::Iommufd(i) => f(i).map_err(kernel_error),
+        AnyBackend::Type1(_) => Err(JsError::arg(format!("{what} needs an iommufd handle"))),
+    })
+}
+
 fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<OwnedFd>)> {
     let path = napi::get_string(env, path, "path")?;
     let fd = napi::get_i32(env, fd, "fd")?;
@@ -162,18 +178,12 @@ export_fns! {
     };
     "type1AttachGroup" => type1_attach_group(2) |env, a: [Value; 2]| {
         let gfd = napi::get_i32(env, a[1], "groupFd")?;
-        with(env, a[0], |e| match &mut e.backend {
-            AnyBackend::Type1(c) => c.attach_group(gfd).map_err(kernel_error),
-            AnyBackend::Iommufd(_) => Err(JsError::arg("type1AttachGroup needs a legacy container handle")),
-        })?;
+        with_type1(env, a[0], "type1AttachGroup", |c| c.attach_group(gfd))?;
         napi::undefined(env)
     };
     "type1SetIommu" => type1_set_iommu(2) |env, a: [Value; 2]| {
         let v1 = napi::get_bool(env, a[1], "v1only")?;
-        with(env, a[0], |e| match &mut e.backend {
-            AnyBackend::Type1(c) => c.set_iommu(v1).map_err(kernel_error),
-            AnyBackend::Iommufd(_) => Err(JsError::arg("type1SetIommu needs a legacy container handle")),
-        })?;
+        with_type1(env, a[0], "type1SetIommu", |c| c.set_iommu(v1))?;
         napi::undefined(env)
     };
     "type1UpdateVaddr" => type1_update_vaddr(4) |env, a: [Value; 4]| {
@@ -192,27 +202,27 @@ export_fns! {
         napi::number(env, insert(AnyBackend::Iommufd(i))?)
     };
     "iommufdIoasId" => iommufd_ioas_id(1) |env, a: [Value; 1]| {
-        let id = with(env, a[0], |e| match &e.backend { AnyBackend::Iommufd(i) => Ok(i.ioas_id()), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        let id = with_iommufd(env, a[0], "iommufdIoasId", |i| Ok(i.ioas_id()))?;
         napi::number(env, id as f64)
     };
     "iommufdOption" => iommufd_option(3) |env, a: [Value; 3]| {
         let name = napi::get_string(env, a[1], "option")?;
         let id = match name.as_str() { "rlimit_mode" => IOMMU_OPTION_RLIMIT_MODE, "huge_pages" => IOMMU_OPTION_HUGE_PAGES, _ => return Err(JsError::arg(format!("unknown iommufd option '{name}' (rlimit_mode, huge_pages)"))) };
         let val = if napi::is_nullish(env, a[2])? { None } else { Some(napi::get_u64(env, a[2], "value")?) };
-        let v = with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.option(id, val).map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        let v = with_iommufd(env, a[0], "iommufdOption", |i| i.option(id, val))?;
         napi::bigint(env, v)
     };
     "iommufdChangeProcess" => iommufd_change_process(1) |env, a: [Value; 1]| {
-        with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.change_process().map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        with_iommufd(env, a[0], "iommufdChangeProcess", |i| i.change_process())?;
         napi::undefined(env)
     };
     "iommufdMockDomain" => iommufd_mock_domain(1) |env, a: [Value; 1]| {
-        let (stdev, _, _) = with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.mock_domain().map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        let (stdev, _, _) = with_iommufd(env, a[0], "iommufdMockDomain", |i| i.mock_domain())?;
         napi::number(env, stdev as f64)
     };
     "iommufdDestroy" => iommufd_destroy(2) |env, a: [Value; 2]| {
         let id = napi::get_i32(env, a[1], "id")? as u32;
-        with(env, a[0], |e| match &mut e.backend { AnyBackend::Iommufd(i) => i.destroy(id).map_err(kernel_error), _ => Err(JsError::arg("not an iommufd handle")) })?;
+        with_iommufd(env, a[0], "iommufdDestroy", |i| i.destroy(id))?;
         napi::undefined(env)
     };
 
