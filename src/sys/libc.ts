@@ -31,3 +31,41 @@ export function ioctl(fd: number, request: number, arg: Buffer | number, op: str
   if (r < 0) throw SysError.fromErrno(koffi.errno(), op, ctx);
   return r;
 }
+
+const c_pread = lib.func('long pread(int fd, _Out_ void *buf, size_t count, int64_t offset)');
+const c_pwrite = lib.func('long pwrite(int fd, const void *buf, size_t count, int64_t offset)');
+const c_mmap = lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)');
+const c_munmap = lib.func('int munmap(void *addr, size_t length)');
+
+// sys/mman.h (x86_64)
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+
+/** pread/pwrite of exactly buf.length bytes at `offset` (device regions: one access each). */
+export function preadExact(fd: number, buf: Buffer, offset: bigint, op: string, path?: string): void {
+  const n = Number(c_pread(fd, buf, buf.length, offset));
+  if (n !== buf.length) throw SysError.fromErrno(n < 0 ? koffi.errno() : 5, op, { path });
+}
+
+export function pwriteExact(fd: number, buf: Buffer, offset: bigint, op: string, path?: string): void {
+  const n = Number(c_pwrite(fd, buf, buf.length, offset));
+  if (n !== buf.length) throw SysError.fromErrno(n < 0 ? koffi.errno() : 5, op, { path });
+}
+
+/** Anonymous memory TypeScript can see: its address (for the IOMMU) and an ArrayBuffer over it. */
+export interface MappedMemory {
+  vaddr: bigint;
+  bytes: Uint8Array;
+  unmap(): void;
+}
+
+export function mmapAnon(length: number): MappedMemory {
+  const p = c_mmap(null, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const vaddr = BigInt(koffi.address(p));
+  if (vaddr === 0xffffffffffffffffn) throw SysError.fromErrno(koffi.errno(), 'mmap', { size: BigInt(length) });
+  const bytes = new Uint8Array(koffi.view(p, length));
+  return { vaddr, bytes, unmap: () => void c_munmap(p, length) };
+}

@@ -76,3 +76,21 @@ export function vfio_device_detach_iommufd_pt(): Buffer {
 export function deviceName(bdf: string): Buffer {
   return Buffer.from(`${bdf}\0`, 'utf8');
 }
+
+export const VFIO_DEVICE_GET_REGION_INFO = IO(VFIO_TYPE, VFIO_BASE + 8);
+export const VFIO_PCI_BAR0_REGION_INDEX = 0;
+export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
+export const VFIO_REGION_INFO_FLAG_MMAP = 1 << 2;
+
+/** struct vfio_region_info { __u32 argsz; __u32 flags; __u32 index; __u32 cap_offset; __aligned_u64 size; __aligned_u64 offset; } */
+export const vfio_region_info = {
+  make(index: number): Buffer {
+    const b = Buffer.alloc(32);
+    b.writeUInt32LE(32, 0);
+    b.writeUInt32LE(index, 8);
+    return b;
+  },
+  flags: (b: Buffer): number => b.readUInt32LE(4),
+  size: (b: Buffer): bigint => b.readBigUInt64LE(16),
+  offset: (b: Buffer): bigint => b.readBigUInt64LE(24),
+};
