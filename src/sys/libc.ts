@@ -63,9 +63,14 @@ export interface MappedMemory {
 }
 
 export function mmapAnon(length: number): MappedMemory {
-  const p = c_mmap(null, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return mmapFd(length, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n);
+}
+
+/** A shared mapping of a file or device region (e.g. a VFIO BAR at its region offset). */
+export function mmapFd(length: number, flags: number, fd: number, offset: bigint, path?: string): MappedMemory {
+  const p = c_mmap(null, length, PROT_READ | PROT_WRITE, flags, fd, offset);
   const vaddr = BigInt(koffi.address(p));
-  if (vaddr === 0xffffffffffffffffn) throw SysError.fromErrno(koffi.errno(), 'mmap', { size: BigInt(length) });
+  if (vaddr === 0xffffffffffffffffn) throw SysError.fromErrno(koffi.errno(), 'mmap', { size: BigInt(length), path });
   const bytes = new Uint8Array(koffi.view(p, length));
   return { vaddr, bytes, unmap: () => void c_munmap(p, length) };
 }

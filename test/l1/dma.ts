@@ -7,7 +7,10 @@ import { spawnSync } from 'node:child_process';
 import { pinCore, type BackendHandle } from '../../src/memory/pin-core.js';
 import { VfioGroup } from '../../src/devices/vfio/group.js';
 import { VfioCdev } from '../../src/devices/vfio/cdev.js';
-import { closeFd, mmapAnon } from '../../src/sys/libc.js';
+import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeFd, MAP_SHARED, mmapAnon, mmapFd } from '../../src/sys/libc.js';
+import { VFIO_PCI_BAR0_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP } from '../../src/sys/vfio.js';
+import type { PinCoreError } from '../../src/memory/pin-core.js';
 import { assignablePf, bindVfio } from '../../rig/l1/sysfs.js';
 import { IgbLoopback, RING_ENTRIES, type DmaPage } from '../support/igb.js';
 
@@ -47,6 +50,45 @@ function frame(seq: number): Uint8Array {
   return f;
 }
 
+/** The physical frame behind a virtual address of this process (/proc/self/pagemap, root only). */
+function physFrame(vaddr: bigint): bigint {
+  const b = Buffer.alloc(8);
+  const fd = openSync('/proc/self/pagemap', 'r');
+  try {
+    readSync(fd, b, 0, 8, Number((vaddr >> 12n) * 8n));
+  } finally {
+    closeSync(fd);
+  }
+  return b.readBigUInt64LE(0) & ((1n << 55n) - 1n);
+}
+
+/** The frame the Intel IOMMU's page table gives for an IOVA (CONFIG_INTEL_IOMMU_DEBUGFS), or null. */
+function debugfsFrame(bdf: string, iova: bigint): bigint | null {
+  const f = `/sys/kernel/debug/iommu/intel/${bdf}/domain_translation_struct`;
+  if (!existsSync(f)) return null;
+  const pfn = (iova >> 12n).toString(16);
+  // Rows: "0x<IOVA_PFN> | <PML5E> <PML4E> <PDPE> <PDE> <PTE>"; the PTE holds the frame.
+  const row = readFileSync(f, 'utf8').split('\n').find((l) => new RegExp(`^0x0*${pfn}\\b`).test(l.trim()));
+  const pte = row?.trim().split(/\s+/).pop();
+  return pte ? (BigInt(pte) & 0x000ffffffffff000n) >> 12n : null;
+}
+
+/** Maps the device's own BAR0 (a PFNMAP VMA) for DMA: peer-to-peer style, answered per path. */
+function mapBar(d: Device, nic: IgbLoopback): string {
+  const bar = nic.regionInfo(VFIO_PCI_BAR0_REGION_INDEX);
+  if ((bar.flags & VFIO_REGION_INFO_FLAG_MMAP) === 0) return 'not mmap-able';
+  const m = mmapFd(PAGE * 4, MAP_SHARED, d.fd, bar.offset);
+  try {
+    pinCore.map(d.h, IOVA + 0x100000n, BigInt(PAGE * 4), { vaddr: m.vaddr }, rw);
+    pinCore.unmap(d.h, IOVA + 0x100000n, BigInt(PAGE * 4));
+    return 'ok';
+  } catch (e) {
+    return (e as PinCoreError).code ?? String(e);
+  } finally {
+    m.unmap();
+  }
+}
+
 function dmarFaults(): number {
   const r = spawnSync('dmesg', { encoding: 'utf8' });
   return (r.stdout.match(/DMAR: \[DMA (Write|Read)/g) ?? []).length;
@@ -70,6 +112,9 @@ async function run(path: string): Promise<Record<string, unknown>> {
     out.received = r1.dd;
     out.receivedLength = r1.length;
     out.payloadMatches = r1.dd && Buffer.compare(Buffer.from(rxA.bytes.subarray(0, FRAME_LEN)), Buffer.from(f1)) === 0;
+    const iommuFrame = debugfsFrame(assignablePf().bdf, rxA.iova);
+    out.iommuFrameMatchesPage = iommuFrame === null ? null : iommuFrame === physFrame(mem.vaddr + (rxA.iova - IOVA));
+    out.barMap = mapBar(d, nic);
 
     const faultsBefore = dmarFaults();
     pinCore.unmap(d.h, rxB.iova, BigInt(PAGE));

@@ -44,9 +44,13 @@ export class IgbLoopback {
   }
 
   private region(index: number): bigint {
+    return this.regionInfo(index).offset;
+  }
+
+  regionInfo(index: number): { offset: bigint; size: bigint; flags: number } {
     const b = vfio_region_info.make(index);
     ioctl(this.fd, VFIO_DEVICE_GET_REGION_INFO, b, 'VFIO_DEVICE_GET_REGION_INFO', { path: this.path });
-    return vfio_region_info.offset(b);
+    return { offset: vfio_region_info.offset(b), size: vfio_region_info.size(b), flags: vfio_region_info.flags(b) };
   }
 
   read(reg: number): number {
