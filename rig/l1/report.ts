@@ -1,8 +1,18 @@
 // Prints what L1 offers for device assignment: KVM, iommufd, the VFIO
 // container and who serves it, IOMMU groups and the igb NICs. `--json` for tests.
 import { existsSync } from 'node:fs';
-import { containerServedBy } from './container.js';
+import { pinCore } from '../../src/memory/pin-core.js';
 import { assignablePf, bindVfio, createVfs, igbDevices, iommuGroups, kernelConfig, vfioDeviceNodes } from './sysfs.js';
+
+/** Who serves /dev/vfio/vfio, as pin-core tells from the fd's own answers. */
+function containerServedBy(path: string): 'iommufd' | 'vfio-type1' {
+  const h = pinCore.type1Open(path, -1);
+  try {
+    return pinCore.caps(h).servedByIommufd ? 'iommufd' : 'vfio-type1';
+  } finally {
+    pinCore.close(h);
+  }
+}
 
 export function l1Report() {
   const cfg = kernelConfig();

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { pinCore, type BackendHandle, type PinCoreError } from '../../src/memory/pin-core.js';
 import { processCharge } from '../../src/memlock/status.js';
+import { DmaMapper } from '../../src/memory/dma-mapper.js';
 import { VfioGroup } from '../../src/devices/vfio/group.js';
 import { VfioCdev } from '../../src/devices/vfio/cdev.js';
 import { closeFd, ioctl, openPath } from '../../src/sys/libc.js';
@@ -29,6 +30,7 @@ const rw = { read: true, write: true };
 
 interface Ctx {
   h: BackendHandle;
+  mapper: DmaMapper;
   path: PathName;
   cleanup: (() => void)[];
 }
@@ -78,7 +80,7 @@ function open(path: PathName, dev: Prepared): Ctx {
     const after = processCharge();
     record('charge at attach', { ok: true, value: { vmLckKiB: after.vmLckKiB - before.vmLckKiB, vmPinKiB: after.vmPinKiB - before.vmPinKiB } });
     pinCore.unmap(h, IOVA, 2n * MiB);
-    return { h, path, cleanup };
+    return { h, mapper: DmaMapper.fromHandle(h), path, cleanup };
   }
   const h = pinCore.type1Open('/dev/vfio/vfio', -1);
   const group = VfioGroup.open(dev.group);
@@ -99,7 +101,7 @@ function open(path: PathName, dev: Prepared): Ctx {
   pinCore.unmap(h, IOVA, 2n * MiB);
   record('cdev open while group in a container', answer(() => closeFd(openPath(dev.cdev))));
   cleanup.push(() => closeFd(devFd), () => group.close());
-  return { h, path, cleanup };
+  return { h, mapper: DmaMapper.fromHandle(h), path, cleanup };
 }
 
 const results: Record<string, Answer | Record<string, unknown>> = {};
@@ -223,15 +225,16 @@ function runCases(c: Ctx): void {
   const B = { iova: IOVA + MiB, size: MiB, backing: { vaddr: va + MiB }, prot: rw };
   const Bmoved = { ...B, iova: IOVA + 8n * MiB };
   // The mapper keeps its own table, so these run without the per-case unmap-all.
+  const mapper = c.mapper;
   const syncCases = {
-    initial: answer(() => pinCore.sync(h, [A, B], null).ops.map((o) => o.op)),
+    initial: answer(() => mapper.sync([A, B]).ops.map((o) => o.op)),
     moves: answer(() => {
       const l0 = lck() + pin();
-      const r = pinCore.sync(h, [A, Bmoved], null);
+      const r = mapper.sync([A, Bmoved]);
       return { ops: r.ops.map((o) => o.op), extraKiB: lck() + pin() - l0 };
     }),
-    table: answer(() => pinCore.table(h).map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`)),
-    empty: answer(() => pinCore.sync(h, [], null).ops.map((o) => o.op)),
+    table: answer(() => mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`)),
+    empty: answer(() => mapper.sync([]).ops.map((o) => o.op)),
   };
   record('sync initial', syncCases.initial);
   record('sync moves a region', syncCases.moves);

@@ -34,8 +34,8 @@ for (const kernel of ['type1', 'compat'] as const) {
     t.same(p.groupNodes, [true, true], 'each VF has its /dev/vfio/<group> node');
     t.not(p.vfs[0]?.iommuGroup, p.vfs[1]?.iommuGroup, 'each VF has its own group');
 
-    // Who serves /dev/vfio/vfio is asked of the fd (IOMMU_IOAS_ALLOC works only on
-    // an iommufd), and cross-checked against the running kernel's config.
+    // Who serves /dev/vfio/vfio is asked of the fd (only an iommufd answers
+    // IOMMU_OPTION), and cross-checked against the running kernel's config.
     if (kernel === 'compat') {
       t.equal(p.before.containerServedBy, 'iommufd', 'compat: /dev/vfio/vfio is an iommufd');
       t.same([p.before.config.VFIO_CONTAINER, p.before.config.IOMMUFD_VFIO_CONTAINER], ['n', 'y']);

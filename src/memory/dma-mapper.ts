@@ -1,0 +1,87 @@
+// The VMM's view of one DMA address space (a legacy container or an iommufd
+// IOAS, shared by all of a VM's devices): bring it to exactly the guest's
+// DMA-able regions with `sync`, read back what is mapped, close it.
+// Device code never asks which backend this is; `caps` says what it can do.
+import { pinCore, type BackendHandle, type Caps, type PinCoreError, type Region, type SyncResult } from './pin-core.js';
+
+/** A failed DMA operation: errno name, the kernel operation, and the IOVA range it was working on. */
+export class DmaError extends Error {
+  override readonly name = 'DmaError';
+  constructor(
+    readonly code: string,
+    readonly op: string | undefined,
+    readonly iova: bigint | undefined,
+    readonly size: bigint | undefined,
+    readonly path: string | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+
+  static from(e: unknown): unknown {
+    const p = e as PinCoreError;
+    return typeof p?.code === 'string' ? new DmaError(p.code, p.op, p.iova, p.size, p.path, p.message) : e;
+  }
+}
+
+function call<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw DmaError.from(e);
+  }
+}
+
+export class DmaMapper {
+  private constructor(readonly handle: BackendHandle) {}
+
+  /** The legacy path: a container with these groups (fds of /dev/vfio/N) attached. */
+  static legacy(groupFds: number[], opts: { containerPath?: string; containerFd?: number; v1only?: boolean } = {}): DmaMapper {
+    const h = call(() => pinCore.type1Open(opts.containerPath ?? '/dev/vfio/vfio', opts.containerFd ?? -1));
+    try {
+      for (const g of groupFds) call(() => pinCore.type1AttachGroup(h, g));
+      call(() => pinCore.type1SetIommu(h, opts.v1only ?? false));
+    } catch (e) {
+      pinCore.close(h);
+      throw e;
+    }
+    return new DmaMapper(h);
+  }
+
+  /** Wraps a backend set up step by step through pin-core (as the conformance suite does). */
+  static fromHandle(h: BackendHandle): DmaMapper {
+    return new DmaMapper(h);
+  }
+
+  /** The iommufd path: one IOAS; devices bind to `fd` and attach to `ioasId`. */
+  static iommufd(opts: { path?: string; fd?: number } = {}): DmaMapper {
+    return new DmaMapper(call(() => pinCore.iommufdOpen(opts.path ?? '/dev/iommu', opts.fd ?? -1)));
+  }
+
+  get caps(): Caps {
+    return call(() => pinCore.caps(this.handle));
+  }
+
+  /** The fd devices bind to (iommufd) or the container fd (legacy). */
+  get fd(): number {
+    return call(() => pinCore.backendFd(this.handle));
+  }
+
+  get ioasId(): number {
+    return call(() => pinCore.iommufdIoasId(this.handle));
+  }
+
+  /** Makes the IOMMU map exactly `regions`; `budgetBytes` caps extra locked memory during the change. */
+  sync(regions: Region[], budgetBytes: bigint | null = null): SyncResult {
+    return call(() => pinCore.sync(this.handle, regions, budgetBytes));
+  }
+
+  mapped(): Region[] {
+    return call(() => pinCore.table(this.handle));
+  }
+
+  /** Closing the fd makes the kernel unmap and unpin everything. */
+  close(): void {
+    call(() => pinCore.close(this.handle));
+  }
+}
