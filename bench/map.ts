@@ -18,7 +18,14 @@ const IOVA = 0x100000000n; // the C reference maps at the same IOVA
 const rw = { read: true, write: true };
 const SIZES = [256n * MiB, 1024n * MiB];
 const KINDS: MemoryKind[] = ['anon', 'thp', 'memfd', 'hugetlb'];
-const BIG = { min_samples: 3, max_samples: 6, min_cpu_time: 300e6, warmup_samples: 1, batch_samples: 1 } as const;
+const BIG = { min_samples: 3, max_samples: 5, min_cpu_time: 200e6, warmup_samples: 1, batch_samples: 1 } as const;
+const ROUNDS = 3;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
 
 const [vf] = createVfs(assignablePf().bdf, 1);
 const dev = bindVfio(vf!);
@@ -62,7 +69,7 @@ function reserveHugepages(n: number): boolean {
   }
 }
 
-/** The C reference's mean ns per map+unmap pair over `iters` runs. */
+/** The C reference's median ns per map+unmap pair over `iters` runs. */
 function cPair(args: string[]): number {
   const r = spawnSync(cRef, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`mapbench ${args.join(' ')}: ${r.stderr.trim()}`);
@@ -70,7 +77,7 @@ function cPair(args: string[]): number {
   if (rows[0]?.op === 'map+unmap 4K') return rows[0].ns;
   const maps = rows.filter((x) => x.op === 'map').map((x) => x.ns);
   const unmaps = rows.filter((x) => x.op === 'unmap').map((x) => x.ns);
-  return (maps.reduce((a, b) => a + b, 0) + unmaps.reduce((a, b) => a + b, 0)) / maps.length;
+  return median(maps.map((m, i) => m + unmaps[i]!));
 }
 
 async function main(): Promise<void> {
@@ -80,20 +87,27 @@ async function main(): Promise<void> {
     for (const kind of KINDS) {
       if (kind === 'hugetlb' && !hugetlb) continue;
       for (const size of SIZES) {
-        const mem = pinCore.memAlloc(kind, size);
-        // One thread, like the C reference: both sides map memory populated the same way.
-        pinCore.memPopulate(mem.vaddr, size, 1);
-        // iommufd maps memfd RAM by fd (IOAS_MAP_FILE), as the VMM does; type1 by address.
-        const backing = kind === 'memfd' && path === 'iommufd' ? { fd: mem.fd, offset: 0n } : { vaddr: mem.vaddr };
-        const o = p.open();
-        const stats = await measure(() => {
-          pinCore.map(o.h, IOVA, size, backing, rw);
-          pinCore.unmap(o.h, IOVA, size);
-        }, BIG);
-        o.close();
-        pinCore.memFree(mem.vaddr, size, mem.fd);
-        const c = cPair([...p.cArgs, kind, `0x${size.toString(16)}`, '4']);
-        const row = { path, kind, sizeMiB: Number(size / MiB), pinionNsPerPair: Math.round(stats.avg), cNsPerPair: Math.round(c), ratio: +(c / stats.avg).toFixed(3) };
+        // Rounds alternate Pinion and C so drift in the emulated machine hits both; medians compared.
+        const ours: number[] = [];
+        const ref: number[] = [];
+        for (let round = 0; round < ROUNDS; round++) {
+          const mem = pinCore.memAlloc(kind, size);
+          // One thread, like the C reference: both sides map memory populated the same way.
+          pinCore.memPopulate(mem.vaddr, size, 1);
+          // iommufd maps memfd RAM by fd (IOAS_MAP_FILE), as the VMM does; type1 by address.
+          const backing = kind === 'memfd' && path === 'iommufd' ? { fd: mem.fd, offset: 0n } : { vaddr: mem.vaddr };
+          const o = p.open();
+          const stats = await measure(() => {
+            pinCore.map(o.h, IOVA, size, backing, rw);
+            pinCore.unmap(o.h, IOVA, size);
+          }, BIG);
+          o.close();
+          pinCore.memFree(mem.vaddr, size, mem.fd);
+          ours.push(stats.p50);
+          ref.push(cPair([...p.cArgs, kind, `0x${size.toString(16)}`, '3']));
+        }
+        const [pn, cn] = [median(ours), median(ref)];
+        const row = { path, kind, sizeMiB: Number(size / MiB), pinionNsPerPair: Math.round(pn), cNsPerPair: Math.round(cn), ratio: +(cn / pn).toFixed(3), rounds: ROUNDS };
         results.push(row);
         console.log(JSON.stringify(row));
       }
@@ -111,7 +125,7 @@ async function main(): Promise<void> {
     results.push(row);
     console.log(JSON.stringify(row));
   }
-  const out = { kernel, hugetlb, date: new Date().toISOString(), note: 'ratio = C ns / Pinion ns per map+unmap pair, same boot; >= 1 means Pinion is as fast', results };
+  const out = { kernel, hugetlb, date: new Date().toISOString(), note: 'ratio = C ns / Pinion ns per map+unmap pair (medians over alternating rounds, same boot); >= 1 means Pinion is as fast', results };
   if (outFile) writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
 }
 
