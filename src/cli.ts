@@ -3,11 +3,15 @@
 // ends in one line on stderr and a non-zero exit.
 import { rigCommand } from './cli/rig.js';
 import { demoCommand } from './cli/demo.js';
+import { runCommand } from './cli/run.js';
 
 const USAGE = `usage: pinion <command> [options]
   rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR] -- <command...>
         boot the test rig (QEMU TCG, nested KVM, emulated Intel IOMMU, igb NICs)
         and run <command> inside it with this checkout at the same path
+  run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE]
+        boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) in a KVM VM,
+        guest console on stdout; exits with the guest's exit status
   demo  the main job: boot the rig and show what Pinion can assign there`;
 
 async function main(argv: string[]): Promise<number> {
@@ -15,6 +19,8 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'rig':
       return rigCommand(rest);
+    case 'run':
+      return runCommand(rest);
     case 'demo':
       return demoCommand(rest);
     case undefined:

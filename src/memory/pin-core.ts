@@ -48,6 +48,12 @@ export interface PinCore {
   version(): string;
   pageSize(): number;
 
+  /** Installs the no-op SIGRTMIN handler that makes a kicked thread's KVM_RUN return EINTR; returns the signal. */
+  kickInit(): number;
+  /** pthread_self() of the calling thread, for threadKick. */
+  threadSelf(): bigint;
+  threadKick(thread: bigint): void;
+
   /** Guest-RAM-like memory: returns its address (and memfd, else -1). Populated when asked. */
   memAlloc(kind: MemoryKind, size: bigint): { vaddr: bigint; fd: number };
   memFree(vaddr: bigint, size: bigint, fd: number): void;

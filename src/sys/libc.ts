@@ -32,6 +32,32 @@ export function ioctl(fd: number, request: number, arg: Buffer | number, op: str
   return r;
 }
 
+const c_memfd_create = lib.func('int memfd_create(const char *name, unsigned int flags)');
+const c_ftruncate = lib.func('int ftruncate(int fd, int64_t length)');
+// The vCPU loop's KVM_RUN: a fixed prototype, no per-call argument parsing.
+const c_ioctl_ulong = lib.func('int ioctl(int fd, unsigned long request, unsigned long arg)');
+
+// sys/mman.h memfd flags
+export const MFD_CLOEXEC = 1;
+export const MFD_HUGETLB = 4;
+export const MFD_HUGE_2MB = 21 << 26;
+
+export function memfdCreate(name: string, flags: number): number {
+  const fd = c_memfd_create(name, flags) as number;
+  if (fd < 0) throw SysError.fromErrno(koffi.errno(), 'memfd_create', { path: `memfd:${name}` });
+  return fd;
+}
+
+export function ftruncateFd(fd: number, size: bigint, path?: string): void {
+  if ((c_ftruncate(fd, size) as number) < 0) throw SysError.fromErrno(koffi.errno(), 'ftruncate', { size, path });
+}
+
+/** ioctl(fd, request, arg) returning -errno instead of throwing: for the vCPU loop's hot path. */
+export function ioctlFast(fd: number, request: number, arg: number): number {
+  const r = c_ioctl_ulong(fd, request, arg) as number;
+  return r < 0 ? -koffi.errno() : r;
+}
+
 const c_pread = lib.func('long pread(int fd, _Out_ void *buf, size_t count, int64_t offset)');
 const c_pwrite = lib.func('long pwrite(int fd, const void *buf, size_t count, int64_t offset)');
 const c_mmap = lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)');
@@ -43,6 +69,7 @@ export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
 
 /** pread/pwrite of exactly buf.length bytes at `offset` (device regions: one access each). */
 export function preadExact(fd: number, buf: Buffer, offset: bigint, op: string, path?: string): void {

@@ -10,7 +10,7 @@ use crate::planner::{Op, Region};
 use crate::table::{Backing, Prot};
 use crate::type1::Type1Container;
 use crate::uapi::{IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_RLIMIT_MODE};
-use crate::{memory, sys};
+use crate::{kick, memory, sys};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
@@ -152,6 +152,13 @@ macro_rules! export_fns {
 export_fns! {
     "version" => version(0) |env, _a: [Value; 0]| napi::string(env, env!("CARGO_PKG_VERSION"));
     "pageSize" => page_size(0) |env, _a: [Value; 0]| sys::page_size().map_err(|e| io_error("sysconf(_SC_PAGESIZE)", e)).and_then(|p| napi::number(env, p as f64));
+
+    "kickInit" => kick_init(0) |env, _a: [Value; 0]| kick::init().map_err(|e| io_error("signal(SIGRTMIN)", e)).and_then(|s| napi::number(env, s as f64));
+    "threadSelf" => thread_self(0) |env, _a: [Value; 0]| napi::bigint(env, kick::thread_self());
+    "threadKick" => thread_kick(1) |env, a: [Value; 1]| {
+        kick::kick(napi::get_u64(env, a[0], "thread")?).map_err(|e| io_error("pthread_kill", e))?;
+        napi::undefined(env)
+    };
 
     "memAlloc" => mem_alloc(2) |env, a: [Value; 2]| {
         let kind_s = napi::get_string(env, a[0], "kind")?;

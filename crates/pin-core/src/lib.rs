@@ -5,6 +5,7 @@ mod addon;
 pub mod backend;
 pub mod errno;
 pub mod iommufd;
+pub mod kick;
 pub mod mapper;
 pub mod memory;
 mod napi;

@@ -1,0 +1,59 @@
+// pinion run: boot a payload in a KVM VM; the guest console goes to stdout
+// (or --console FILE) and Pinion exits with the guest's exit status.
+import { closeSync, openSync } from 'node:fs';
+import { relative } from 'node:path';
+import { Machine } from '../machine/machine.js';
+import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
+import { parseSize } from '../memory/layout.js';
+import { intFlag, parseFlags, UsageError } from './args.js';
+
+const FLAGS = ['payload', 'memory', 'cpus', 'memory-backend', 'cmdline', 'console'] as const;
+export const MAX_VCPUS = 8;
+
+/** The same command, run in the rig: what to tell a user on a machine without KVM. */
+function rigHint(argv: string[]): string {
+  const self = `node ${relative(process.cwd(), process.argv[1] ?? 'dist/src/cli.js') || 'dist/src/cli.js'}`;
+  return `${self} rig -- ${self} run ${argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
+}
+
+export async function runCommand(argv: string[]): Promise<number> {
+  const p = parseFlags(argv, FLAGS);
+  if (p.rest.length) throw new UsageError(`unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE]`);
+  const payload = p.flags.get('payload');
+  if (!payload) throw new UsageError('no payload given: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf)');
+  const memoryArg = p.flags.get('memory') ?? '64M';
+  let memory: bigint;
+  try {
+    memory = parseSize(memoryArg, '--memory');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const cpus = intFlag(p, 'cpus') ?? 1;
+  if (cpus < 1 || cpus > MAX_VCPUS) throw new UsageError(`--cpus ${cpus} is out of range; 1 to ${MAX_VCPUS}`);
+  const backend = (p.flags.get('memory-backend') ?? 'memfd') as RamBackend;
+  if (!RAM_BACKENDS.includes(backend)) throw new UsageError(`--memory-backend '${backend}' is not one of ${RAM_BACKENDS.join(', ')}`);
+
+  const consolePath = p.flags.get('console');
+  const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
+  let machine: Machine | undefined;
+  try {
+    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv) });
+    const m = machine;
+    const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
+    process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+    const r = await m.run();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    if (r.kind === 'exit') return r.status;
+    if (r.kind === 'fault') {
+      console.error(`pinion: guest stopped: ${r.report}`);
+      return 1;
+    }
+    console.error(`pinion: VM stopped: ${r.why}`);
+    return r.why.startsWith('signal SIGINT') ? 130 : 143;
+  } finally {
+    machine?.close();
+    if (consolePath) closeSync(consoleFd);
+  }
+}
+
+

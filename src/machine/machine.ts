@@ -1,0 +1,204 @@
+// One VM assembled from a config: guest RAM and its map, the KVM VM and
+// memslots, the payload and boot structures, vCPU threads and devices. Owns
+// start and stop order; every failure undoes what was done before it.
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { pinCore } from '../memory/pin-core.js';
+import { GuestRam, type RamBackend } from '../memory/guest-ram.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { ramRanges } from '../memory/layout.js';
+import type { MemoryRegion } from '../memory/listener.js';
+import { Kvm } from '../vmm/kvm.js';
+import { Vm } from '../vmm/vm.js';
+import { Vcpu } from '../vmm/vcpu.js';
+import { vcpuCpuid } from '../vmm/cpuid.js';
+import { bootWrites, entryRegs, longModeSregs } from '../vmm/boot.js';
+import { checkFits, parseElf, PayloadError, type Payload } from '../vmm/loader.js';
+import { CONTROL, STOP_REASON, VcpuRunner } from '../vmm/run-loop.js';
+import { buildBuses, standardDevices, type DeviceSpec } from './devices.js';
+import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
+
+export interface MachineConfig {
+  payload: string;
+  memory: bigint;
+  /** How the user wrote --memory, for messages. */
+  memoryArg?: string;
+  cpus: number;
+  backend: RamBackend;
+  cmdline: string;
+  /** Where the guest console goes. */
+  consoleFd: number;
+  /** The command to suggest when this machine has no KVM. */
+  kvmHint?: string;
+}
+
+export type MachineResult =
+  | { kind: 'exit'; status: number; vcpu: number; exits: number }
+  | { kind: 'fault'; report: string; exits: number }
+  | { kind: 'stopped'; why: string; exits: number };
+
+export class Machine {
+  readonly memory = new GuestMemory();
+  private readonly undo: (() => void)[] = [];
+  private readonly control: SharedArrayBuffer;
+  private readonly ctl: Int32Array;
+  private readonly threads: (bigint | undefined)[] = [];
+  private stopWhy = '';
+  ram!: GuestRam;
+  vm!: Vm;
+  vcpus: Vcpu[] = [];
+  devices: DeviceSpec[] = [];
+
+  private constructor(readonly config: MachineConfig) {
+    // The stop block, then one "released" word per vCPU (see vcpu-thread.ts).
+    this.control = new SharedArrayBuffer((CONTROL.length + config.cpus) * 4);
+    this.ctl = new Int32Array(this.control);
+  }
+
+  static create(config: MachineConfig): Machine {
+    const m = new Machine(config);
+    try {
+      m.build();
+    } catch (e) {
+      m.close();
+      throw e;
+    }
+    return m;
+  }
+
+  private build(): void {
+    const c = this.config;
+    let file: Buffer;
+    try {
+      file = readFileSync(c.payload);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new PayloadError(code === 'ENOENT' ? `payload ${c.payload} does not exist; the test guest is built by npm run build (dist/guest/pinion-guest.elf)` : `cannot read payload ${c.payload}: ${code}`);
+    }
+    const payload = parseElf(file, c.payload);
+    const ranges = ramRanges(c.memory);
+    checkFits(payload, ranges[0]!.size, c.payload, c.memoryArg ?? `${c.memory}`);
+
+    const kvm = Kvm.open('/dev/kvm', c.kvmHint);
+    this.undo.push(() => kvm.close());
+    this.ram = GuestRam.allocate(c.memory, c.backend, BigInt(pinCore.pageSize()));
+    this.undo.push(() => this.ram.free());
+    this.vm = Vm.create(kvm);
+    this.undo.push(() => this.vm.close());
+    this.memory.addListener(this.vm.memslots);
+    this.memory.update((u) => {
+      for (const [i, r] of ranges.entries()) {
+        const region: MemoryRegion = {
+          name: i ? 'ram-high' : 'ram-low',
+          gpa: r.gpa,
+          size: r.size,
+          hva: this.ram.vaddr + r.offset,
+          file: this.ram.fd >= 0 ? { fd: this.ram.fd, offset: r.offset } : undefined,
+          kind: 'ram',
+        };
+        this.memory.setView(region, this.ram.view(r.offset, Number(r.size)));
+        u.add(region);
+      }
+    });
+    this.load(payload);
+
+    const cpuid = kvm.supportedCpuid();
+    for (let i = 0; i < c.cpus; i++) {
+      const v = Vcpu.create(this.vm, i);
+      this.vcpus.push(v);
+      this.undo.push(() => v.close());
+      v.setCpuid(vcpuCpuid(cpuid, i, c.cpus));
+      v.setSregs(longModeSregs(v.getSregs()));
+      v.setRegs(entryRegs(payload.entry, i, c.cpus, c.memory));
+      if (i > 0) v.setRunnable();
+    }
+    this.devices = standardDevices(c.consoleFd);
+  }
+
+  private load(p: Payload): void {
+    for (const [gpa, bytes] of bootWrites(this.config.cmdline)) this.memory.write(gpa, bytes);
+    for (const s of p.segments) {
+      this.memory.write(s.gpa, s.data);
+      const rest = s.memsz - BigInt(s.data.length);
+      if (rest > 0n) this.memory.bytes(s.gpa + BigInt(s.data.length), Number(rest)).fill(0);
+    }
+  }
+
+  /** Runs every vCPU on its own thread until the guest exits, faults, or stop() is called. */
+  async run(): Promise<MachineResult> {
+    pinCore.kickInit();
+    const ends: (VcpuMessage & { type: 'done' })[] = [];
+    const errors: string[] = [];
+    await Promise.all(
+      this.vcpus.map(
+        (v) =>
+          new Promise<void>((resolve) => {
+            const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize: this.vm.kvm.vcpuMmapSize, control: this.control, devices: this.devices };
+            const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
+            w.on('message', (m: VcpuMessage) => {
+              if (m.type === 'ready') {
+                this.threads[v.index] = m.thread;
+                if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
+              } else if (m.type === 'stop') this.kickAll();
+              else {
+                // The thread waits for this before it ends, so a kick never targets a dead thread.
+                ends.push(m);
+                this.threads[v.index] = undefined;
+                Atomics.store(this.ctl, CONTROL.length + v.index, 1);
+                Atomics.notify(this.ctl, CONTROL.length + v.index);
+              }
+            });
+            w.on('error', (e) => {
+              errors.push(`vCPU ${v.index} thread: ${e.message}`);
+              this.threads[v.index] = undefined;
+              this.stop('a vCPU thread failed');
+            });
+            w.on('exit', () => {
+              this.threads[v.index] = undefined;
+              resolve();
+            });
+          }),
+      ),
+    );
+    const exits = ends.reduce((n, e) => n + e.exits, 0);
+    const fault = ends.find((e) => e.end.kind === 'fault');
+    const reason = Atomics.load(this.ctl, CONTROL.reason);
+    if (errors.length) return { kind: 'fault', report: errors.join('; '), exits };
+    if (reason === STOP_REASON.guestExit) return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
+    if (fault && fault.end.kind === 'fault') return { kind: 'fault', report: fault.end.report, exits };
+    return { kind: 'stopped', why: this.stopWhy || 'stopped', exits };
+  }
+
+  /** vCPU `i`'s loop on the calling thread, with the buses its thread would build (for benchmarks). */
+  inlineRunner(i: number): { runner: VcpuRunner; flush(): void } {
+    const buses = buildBuses(this.devices, (status) => runner.requestStop(STOP_REASON.guestExit, status));
+    const runner: VcpuRunner = new VcpuRunner(this.vcpus[i]!.fd, i, this.vm.kvm.vcpuMmapSize, buses.pio, buses.mmio, this.ctl);
+    this.undo.push(() => runner.close());
+    return { runner, flush: buses.flush };
+  }
+
+  /** Stops every vCPU (from a signal handler, a timeout, or an error). */
+  stop(why: string): void {
+    if (Atomics.compareExchange(this.ctl, CONTROL.stop, 0, 1) === 0) {
+      Atomics.store(this.ctl, CONTROL.reason, STOP_REASON.host);
+      this.stopWhy = why;
+    }
+    this.kickAll();
+  }
+
+  private kickAll(): void {
+    for (const v of this.vcpus) this.kick(v.index);
+  }
+
+  private kick(i: number): void {
+    this.vcpus[i]!.requestImmediateExit();
+    const t = this.threads[i];
+    if (t !== undefined) pinCore.threadKick(t);
+  }
+
+  /** Releases everything: vCPUs, VM, RAM, /dev/kvm. Safe after a partial create. */
+  close(): void {
+    while (this.undo.length) this.undo.pop()!();
+    this.vcpus = [];
+  }
+}

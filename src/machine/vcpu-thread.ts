@@ -1,0 +1,45 @@
+// A vCPU's thread: builds its buses, reports its thread id (so the VMM can
+// kick it out of KVM_RUN), runs the loop, and reports how it ended.
+import { parentPort, workerData } from 'node:worker_threads';
+import { pinCore } from '../memory/pin-core.js';
+import { CONTROL, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
+import { buildBuses, type DeviceSpec } from './devices.js';
+
+export interface VcpuThreadData {
+  fd: number;
+  index: number;
+  mmapSize: number;
+  control: SharedArrayBuffer;
+  devices: DeviceSpec[];
+}
+
+export type VcpuMessage =
+  | { type: 'ready'; thread: bigint }
+  | { type: 'stop' }
+  | { type: 'done'; end: RunEnd; exits: number };
+
+const d = workerData as VcpuThreadData;
+const post = (m: VcpuMessage): void => parentPort!.postMessage(m);
+
+pinCore.kickInit();
+let runner: VcpuRunner | undefined;
+const buses = buildBuses(d.devices, (status) => {
+  if (runner?.requestStop(STOP_REASON.guestExit, status)) post({ type: 'stop' });
+});
+runner = new VcpuRunner(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
+post({ type: 'ready', thread: pinCore.threadSelf() });
+let end: RunEnd;
+try {
+  end = runner.loop();
+} catch (e) {
+  end = { kind: 'fault', report: `vCPU ${d.index}: ${(e as Error).message}` };
+  runner.requestStop(STOP_REASON.guestFault);
+}
+if (end.kind === 'fault') post({ type: 'stop' });
+buses.flush();
+runner.close();
+post({ type: 'done', end, exits: runner.exits });
+// Stay alive until the VMM has forgotten this thread's id: pthread_kill on an ended thread is undefined.
+const released = CONTROL.length + d.index;
+const ctl = new Int32Array(d.control);
+while (Atomics.load(ctl, released) === 0) Atomics.wait(ctl, released, 0, 1000);

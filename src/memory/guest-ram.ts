@@ -1,0 +1,72 @@
+// Guest RAM: one allocation backed by a memfd (default: it can be mapped by
+// fd and handed over for live update), anonymous memory, or hugetlbfs pages.
+import { readFileSync } from 'node:fs';
+import * as libc from '../sys/libc.js';
+import { hex, MiB } from './layout.js';
+
+export type RamBackend = 'memfd' | 'anon' | 'hugetlb';
+export const RAM_BACKENDS: readonly RamBackend[] = ['memfd', 'anon', 'hugetlb'];
+
+const HUGE_2M = 2n * MiB;
+
+export class RamError extends Error {
+  override readonly name = 'RamError';
+}
+
+export class GuestRam {
+  private constructor(
+    readonly backend: RamBackend,
+    readonly size: bigint,
+    readonly vaddr: bigint,
+    readonly bytes: Uint8Array,
+    /** The memfd behind the RAM, or -1 for anonymous memory. */
+    readonly fd: number,
+    private readonly mapping: libc.MappedMemory,
+  ) {}
+
+  static allocate(size: bigint, backend: RamBackend, pageSize: bigint): GuestRam {
+    const align = backend === 'hugetlb' ? HUGE_2M : pageSize;
+    if (size <= 0n || size % align !== 0n)
+      throw new RamError(`memory size ${size} bytes is not a multiple of the ${backend === 'hugetlb' ? '2 MiB huge' : `${pageSize}-byte`} page size; use e.g. --memory ${sizeArg(size <= 0n ? align : ((size + align - 1n) / align) * align)}`);
+    if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new RamError(`memory size ${size} is too large`);
+    if (backend === 'hugetlb') {
+      const free = hugePagesFree();
+      const need = size / HUGE_2M;
+      if (free < need)
+        throw new RamError(`hugetlb guest RAM needs ${need} free 2 MiB huge pages, ${free} are free; reserve them with: echo ${need} | sudo tee /proc/sys/vm/nr_hugepages`);
+    }
+    let fd = -1;
+    try {
+      if (backend !== 'anon') {
+        fd = libc.memfdCreate('pinion-guest-ram', libc.MFD_CLOEXEC | (backend === 'hugetlb' ? libc.MFD_HUGETLB | libc.MFD_HUGE_2MB : 0));
+        libc.ftruncateFd(fd, size, 'memfd:pinion-guest-ram');
+      }
+      const flags = fd < 0 ? libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE : libc.MAP_SHARED;
+      const m = libc.mmapFd(Number(size), flags, fd, 0n, fd < 0 ? 'anonymous guest RAM' : 'memfd:pinion-guest-ram');
+      return new GuestRam(backend, size, m.vaddr, m.bytes, fd, m);
+    } catch (e) {
+      if (fd >= 0) libc.closeFd(fd);
+      throw e;
+    }
+  }
+
+  /** A view of [offset, offset+len) of the allocation, bounds-checked. */
+  view(offset: bigint, len: number): Uint8Array {
+    if (offset < 0n || offset + BigInt(len) > this.size) throw new RangeError(`guest RAM access ${hex(offset)}+${hex(len)} is outside the ${hex(this.size)}-byte RAM`);
+    return this.bytes.subarray(Number(offset), Number(offset) + len);
+  }
+
+  free(): void {
+    this.mapping.unmap();
+    if (this.fd >= 0) libc.closeFd(this.fd);
+  }
+}
+
+export function hugePagesFree(): bigint {
+  const m = /^HugePages_Free:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? BigInt(m[1]!) : 0n;
+}
+
+function sizeArg(n: bigint): string {
+  return n % MiB === 0n ? `${n / MiB}M` : `${n / 1024n}K`;
+}

@@ -1,0 +1,32 @@
+// Per-vCPU CPUID from KVM_GET_SUPPORTED_CPUID: the same features on every
+// vCPU, each with its own initial APIC ID. Pure (works on the kvm_cpuid2 buffer).
+import { kvm_cpuid_entry2 as E } from '../sys/kvm.js';
+
+export function vcpuCpuid(supported: Buffer, index: number, count: number): Buffer {
+  const b = Buffer.from(supported);
+  const nent = b.readUInt32LE(0);
+  for (let i = 0; i < nent; i++) {
+    const at = 8 + i * E.size;
+    const fn = b.readUInt32LE(at + E.function);
+    if (fn === 1) {
+      // EBX[31:24] initial APIC ID, [23:16] logical processors per package; EDX bit 28 HTT with more than one.
+      const ebx = b.readUInt32LE(at + E.ebx);
+      b.writeUInt32LE(((ebx & 0x0000ffff) | (index << 24) | (count << 16)) >>> 0, at + E.ebx);
+      const edx = b.readUInt32LE(at + E.edx);
+      b.writeUInt32LE((count > 1 ? edx | (1 << 28) : edx & ~(1 << 28)) >>> 0, at + E.edx);
+    } else if (fn === 0xb || fn === 0x1f) {
+      b.writeUInt32LE(index, at + E.edx); // x2APIC ID
+    }
+  }
+  return b;
+}
+
+/** The value of one CPUID leaf's register in a kvm_cpuid2 buffer (for tests and reports). */
+export function cpuidReg(buf: Buffer, fn: number, index: number, reg: 'eax' | 'ebx' | 'ecx' | 'edx'): number | undefined {
+  const nent = buf.readUInt32LE(0);
+  for (let i = 0; i < nent; i++) {
+    const at = 8 + i * E.size;
+    if (buf.readUInt32LE(at + E.function) === fn && buf.readUInt32LE(at + E.index) === index) return buf.readUInt32LE(at + E[reg]);
+  }
+  return undefined;
+}

@@ -1,0 +1,74 @@
+// /dev/kvm: the API version and the capabilities Pinion needs, checked once
+// with a message that names what is missing.
+import { existsSync } from 'node:fs';
+import { closeFd, ioctl, openPath } from '../sys/libc.js';
+import { SysError } from '../sys/errors.js';
+import * as K from '../sys/kvm.js';
+
+export class KvmUnavailable extends Error {
+  override readonly name = 'KvmUnavailable';
+}
+
+const REQUIRED: [number, string][] = [
+  [K.KVM_CAP_USER_MEMORY, 'KVM_CAP_USER_MEMORY'],
+  [K.KVM_CAP_IRQCHIP, 'KVM_CAP_IRQCHIP'],
+  [K.KVM_CAP_IRQFD, 'KVM_CAP_IRQFD'],
+  [K.KVM_CAP_IOEVENTFD, 'KVM_CAP_IOEVENTFD'],
+  [K.KVM_CAP_IRQ_ROUTING, 'KVM_CAP_IRQ_ROUTING'],
+  [K.KVM_CAP_SIGNAL_MSI, 'KVM_CAP_SIGNAL_MSI'],
+  [K.KVM_CAP_SET_TSS_ADDR, 'KVM_CAP_SET_TSS_ADDR'],
+  [K.KVM_CAP_SET_IDENTITY_MAP_ADDR, 'KVM_CAP_SET_IDENTITY_MAP_ADDR'],
+  [K.KVM_CAP_PIT2, 'KVM_CAP_PIT2'],
+  [K.KVM_CAP_IMMEDIATE_EXIT, 'KVM_CAP_IMMEDIATE_EXIT'],
+];
+
+export class Kvm {
+  private constructor(
+    readonly fd: number,
+    readonly path: string,
+    /** KVM_SET_USER_MEMORY_REGION2 is there (else v1). */
+    readonly memory2: boolean,
+    readonly vcpuMmapSize: number,
+  ) {}
+
+  /** Opens /dev/kvm; KvmUnavailable when there is none or it lacks what Pinion needs. */
+  static open(path = '/dev/kvm', hint = 'pinion rig -- pinion run ...'): Kvm {
+    if (!existsSync(path)) throw new KvmUnavailable(`no ${path} on this machine (KVM is not available here); run Pinion inside the test rig: ${hint}`);
+    let fd: number;
+    try {
+      fd = openPath(path);
+    } catch (e) {
+      if (e instanceof SysError && (e.code === 'EACCES' || e.code === 'EPERM'))
+        throw new KvmUnavailable(`cannot open ${path}: ${e.code}; add this user to the kvm group (sudo usermod -aG kvm $USER) or run as root`);
+      throw e;
+    }
+    try {
+      const version = ioctl(fd, K.KVM_GET_API_VERSION, 0, 'KVM_GET_API_VERSION', { path });
+      if (version !== K.KVM_API_VERSION) throw new KvmUnavailable(`${path} speaks KVM API ${version}, Pinion needs ${K.KVM_API_VERSION}`);
+      const missing = REQUIRED.filter(([cap]) => ioctl(fd, K.KVM_CHECK_EXTENSION, cap, 'KVM_CHECK_EXTENSION', { path }) <= 0).map(([, n]) => n);
+      if (missing.length) throw new KvmUnavailable(`${path} lacks ${missing.join(', ')}, which Pinion needs; use a kernel with KVM built with these (the rig kernel has them: pinion rig)`);
+      const memory2 = ioctl(fd, K.KVM_CHECK_EXTENSION, K.KVM_CAP_USER_MEMORY2, 'KVM_CHECK_EXTENSION', { path }) > 0;
+      const mmapSize = ioctl(fd, K.KVM_GET_VCPU_MMAP_SIZE, 0, 'KVM_GET_VCPU_MMAP_SIZE', { path });
+      return new Kvm(fd, path, memory2, mmapSize);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+  }
+
+  checkExtension(cap: number): number {
+    return ioctl(this.fd, K.KVM_CHECK_EXTENSION, cap, 'KVM_CHECK_EXTENSION', { path: this.path });
+  }
+
+  /** KVM_GET_SUPPORTED_CPUID: the raw kvm_cpuid2 buffer (header + entries). */
+  supportedCpuid(): Buffer {
+    const b = Buffer.alloc(8 + K.KVM_MAX_CPUID_ENTRIES * K.kvm_cpuid_entry2.size);
+    b.writeUInt32LE(K.KVM_MAX_CPUID_ENTRIES, 0);
+    ioctl(this.fd, K.KVM_GET_SUPPORTED_CPUID, b, 'KVM_GET_SUPPORTED_CPUID', { path: this.path });
+    return b.subarray(0, 8 + b.readUInt32LE(0) * K.kvm_cpuid_entry2.size);
+  }
+
+  close(): void {
+    closeFd(this.fd);
+  }
+}

@@ -1,0 +1,63 @@
+// A vCPU: its fd, configured from the VMM thread (CPUID, registers, MP
+// state), then run by exactly one thread with VcpuRunner.
+import { closeFd, ioctl, mmapFd, MAP_SHARED, type MappedMemory } from '../sys/libc.js';
+import * as K from '../sys/kvm.js';
+import type { Vm } from './vm.js';
+
+export class Vcpu {
+  /** This thread's view of kvm_run, to set immediate_exit when stopping. */
+  private readonly run: MappedMemory;
+
+  private constructor(
+    readonly vm: Vm,
+    readonly index: number,
+    readonly fd: number,
+  ) {
+    this.run = mmapFd(vm.kvm.vcpuMmapSize, MAP_SHARED, fd, 0n, `vcpu${index} kvm_run`);
+  }
+
+  static create(vm: Vm, index: number): Vcpu {
+    const fd = ioctl(vm.fd, K.KVM_CREATE_VCPU, index, `KVM_CREATE_VCPU(${index})`);
+    try {
+      return new Vcpu(vm, index, fd);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+  }
+
+  setCpuid(cpuid: Buffer): void {
+    ioctl(this.fd, K.KVM_SET_CPUID2, cpuid, 'KVM_SET_CPUID2');
+  }
+
+  getSregs(): Buffer {
+    const b = Buffer.alloc(K.kvm_sregs.size);
+    ioctl(this.fd, K.KVM_GET_SREGS, b, 'KVM_GET_SREGS');
+    return b;
+  }
+
+  setSregs(b: Buffer): void {
+    ioctl(this.fd, K.KVM_SET_SREGS, b, 'KVM_SET_SREGS');
+  }
+
+  setRegs(r: Partial<K.KvmRegs>): void {
+    ioctl(this.fd, K.KVM_SET_REGS, K.encodeRegs(r), 'KVM_SET_REGS');
+  }
+
+  /** With the in-kernel irqchip only the BSP starts runnable; the others wait for INIT/SIPI unless told. */
+  setRunnable(): void {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(K.KVM_MP_STATE_RUNNABLE);
+    ioctl(this.fd, K.KVM_SET_MP_STATE, b, 'KVM_SET_MP_STATE');
+  }
+
+  /** Makes the next (or current, once kicked) KVM_RUN return at once. */
+  requestImmediateExit(): void {
+    this.run.bytes[K.kvm_run.immediate_exit] = 1;
+  }
+
+  close(): void {
+    this.run.unmap();
+    closeFd(this.fd);
+  }
+}

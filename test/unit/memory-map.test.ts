@@ -1,0 +1,86 @@
+import t from 'tap';
+import { GiB, MiB, parseSize, ramRanges, PCI_MMIO32, KVM_TSS_ADDR } from '../../src/memory/layout.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+import type { MemoryListener, MemoryRegion } from '../../src/memory/listener.js';
+
+t.test('RAM below 3 GiB stays low; the rest moves above 4 GiB', async (t) => {
+  t.same(ramRanges(64n * MiB), [{ gpa: 0n, size: 64n * MiB, offset: 0n }]);
+  t.same(ramRanges(3n * GiB), [{ gpa: 0n, size: 3n * GiB, offset: 0n }]);
+  t.same(ramRanges(5n * GiB), [
+    { gpa: 0n, size: 3n * GiB, offset: 0n },
+    { gpa: 4n * GiB, size: 2n * GiB, offset: 3n * GiB },
+  ]);
+  t.ok(PCI_MMIO32.end <= KVM_TSS_ADDR - 0x1000n, 'the PCI window stays clear of KVM pages');
+});
+
+t.test('sizes parse with K/M/G and reject anything else', async (t) => {
+  t.equal(parseSize('64M', 'm'), 64n * MiB);
+  t.equal(parseSize('1g', 'm'), GiB);
+  t.equal(parseSize('4096', 'm'), 4096n);
+  t.throws(() => parseSize('64MB', '--memory'), /--memory '64MB' is not a size; write it like 64M/);
+  t.throws(() => parseSize('-1M', '--memory'), /not a size/);
+});
+
+function region(name: string, gpa: bigint, size: bigint): MemoryRegion {
+  return { name, gpa, size, hva: 0x7f0000000000n + gpa, kind: 'ram' };
+}
+
+class Recorder implements MemoryListener {
+  log: string[] = [];
+  regionAdd(r: MemoryRegion): void {
+    this.log.push(`add ${r.name}`);
+  }
+  regionRemove(r: MemoryRegion): void {
+    this.log.push(`remove ${r.name}`);
+  }
+  commit(): void {
+    this.log.push('commit');
+  }
+}
+
+t.test('listeners get a replay, then removals before additions, then commit', async (t) => {
+  const m = new GuestMemory();
+  m.update((u) => u.add(region('a', 0n, 0x1000n)));
+  const rec = new Recorder();
+  m.addListener(rec);
+  t.same(rec.log, ['add a', 'commit'], 'late listener sees the current map');
+  rec.log = [];
+  m.update((u) => {
+    u.add(region('b', 0x1000n, 0x1000n));
+    u.remove(0n);
+    u.add(region('a2', 0n, 0x800n));
+  });
+  t.same(rec.log, ['remove a', 'add b', 'add a2', 'commit']);
+  t.same(m.list().map((r) => r.name), ['a2', 'b']);
+});
+
+t.test('an overlapping update is refused whole and listeners hear nothing', async (t) => {
+  const m = new GuestMemory();
+  const rec = new Recorder();
+  m.addListener(rec);
+  m.update((u) => u.add(region('a', 0n, 0x2000n)));
+  rec.log = [];
+  t.throws(
+    () =>
+      m.update((u) => {
+        u.add(region('c', 0x4000n, 0x1000n));
+        u.add(region('b', 0x1000n, 0x1000n));
+      }),
+    /region b at 0x1000 overlaps a \[0x0, 0x2000\)/,
+  );
+  t.same(rec.log, []);
+  t.same(m.list().map((r) => r.name), ['a']);
+  t.throws(() => m.update((u) => u.remove(0x9000n)), /no guest memory region starts at 0x9000/);
+});
+
+t.test('VMM reads and writes go through region views and stay inside RAM', async (t) => {
+  const m = new GuestMemory();
+  const r = region('ram', 0n, 0x2000n);
+  m.update((u) => u.add(r));
+  const backing = new Uint8Array(0x2000);
+  m.setView(r, backing);
+  m.write(0x1ffen, Uint8Array.of(1, 2));
+  t.same([...backing.subarray(0x1ffe)], [1, 2]);
+  t.throws(() => m.write(0x1fffn, Uint8Array.of(1, 2)), /guest range \[0x1fff, 0x2001\) is not inside guest RAM/);
+  t.equal(m.ramEnd(4n * GiB), 0x2000n);
+});
