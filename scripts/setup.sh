@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings a fresh checkout to a runnable state, and is cheap when nothing
 # changed: host packages (QEMU, kernel build tools), npm packages, the
-# pin-core addon, the TypeScript build, and both rig kernels (cached).
+# pin-core addon, the TypeScript build, the test guest, and both rig kernels
+# (cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -21,6 +22,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 npm run --silent build:native >/dev/null 2>&1 || { say "pin-core build failed:"; npm run build:native; exit 1; }
 npx tsc -p tsconfig.json || { say "TypeScript build failed (errors above)"; exit 1; }
+bash scripts/build-guest.sh || { say "test guest build failed (errors above)"; exit 1; }
 if [ -z "${PINION_SKIP_KERNELS:-}" ]; then
   for k in type1 compat; do bash rig/build-kernel.sh "$k" >/dev/null; done
 fi

@@ -1,8 +1,10 @@
-// The devices every vCPU thread puts on its buses. A spec is plain data
+// The devices every vCPU thread puts on its own buses (the hot, nearly
+// stateless ones: console, debug exit, port 0x80). A spec is plain data
 // (structured-cloneable) so each vCPU thread builds its own handlers over
 // the same shared state; the VMM thread builds the specs.
 import { writeSync } from 'node:fs';
 import { Bus } from '../vmm/bus.js';
+import type { RpcClient } from '../vmm/bus-rpc.js';
 import { COM1, Serial16550, SERIAL_LEN } from '../devices/serial.js';
 import { DEBUG_EXIT_LEN, DEBUG_EXIT_PORT, DebugExit } from '../devices/debug-exit.js';
 import { PORT80, Port80 } from '../devices/port80.js';
@@ -27,9 +29,14 @@ export interface Buses {
   flush(): void;
 }
 
-export function buildBuses(specs: DeviceSpec[], onGuestExit: (status: number) => void): Buses {
+/** The vCPU thread's buses: its own copies of the fast devices; everything else goes to the VMM thread through `rpc`. */
+export function buildBuses(specs: DeviceSpec[], onGuestExit: (status: number) => void, rpc?: RpcClient): Buses {
   const pio = new Bus('pio');
   const mmio = new Bus('mmio');
+  if (rpc) {
+    pio.setFallback(rpc.device('pio'));
+    mmio.setFallback(rpc.device('mmio'));
+  }
   const flushers: (() => void)[] = [];
   for (const s of specs) {
     switch (s.kind) {

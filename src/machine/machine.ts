@@ -16,6 +16,8 @@ import { bootWrites, entryRegs, longModeSregs } from '../vmm/boot.js';
 import { checkFits, parseElf, PayloadError, type Payload } from '../vmm/loader.js';
 import { CONTROL, STOP_REASON, VcpuRunner } from '../vmm/run-loop.js';
 import { buildBuses, standardDevices, type DeviceSpec } from './devices.js';
+import { Bus, type BusDevice } from '../vmm/bus.js';
+import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
 
 export interface MachineConfig {
@@ -48,6 +50,9 @@ export class Machine {
   vm!: Vm;
   vcpus: Vcpu[] = [];
   devices: DeviceSpec[] = [];
+  /** Buses on this (the VMM) thread: devices with state, reached from vCPU threads through bus-rpc. */
+  readonly pio = new Bus('pio');
+  readonly mmio = new Bus('mmio');
 
   private constructor(readonly config: MachineConfig) {
     // The stop block, then one "released" word per vCPU (see vcpu-thread.ts).
@@ -133,13 +138,15 @@ export class Machine {
       this.vcpus.map(
         (v) =>
           new Promise<void>((resolve) => {
-            const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize: this.vm.kvm.vcpuMmapSize, control: this.control, devices: this.devices };
+            const rpc = newRpcSlot();
+            const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize: this.vm.kvm.vcpuMmapSize, control: this.control, devices: this.devices, rpc };
             const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
             w.on('message', (m: VcpuMessage) => {
               if (m.type === 'ready') {
                 this.threads[v.index] = m.thread;
                 if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
-              } else if (m.type === 'stop') this.kickAll();
+              } else if (m.type === 'io') serveRpc(rpc, this.pio, this.mmio);
+              else if (m.type === 'stop') this.kickAll();
               else {
                 // The thread waits for this before it ends, so a kick never targets a dead thread.
                 ends.push(m);
@@ -172,6 +179,8 @@ export class Machine {
   /** vCPU `i`'s loop on the calling thread, with the buses its thread would build (for benchmarks). */
   inlineRunner(i: number): { runner: VcpuRunner; flush(): void } {
     const buses = buildBuses(this.devices, (status) => runner.requestStop(STOP_REASON.guestExit, status));
+    buses.pio.setFallback(directTo(this.pio));
+    buses.mmio.setFallback(directTo(this.mmio));
     const runner: VcpuRunner = new VcpuRunner(this.vcpus[i]!.fd, i, this.vm.kvm.vcpuMmapSize, buses.pio, buses.mmio, this.ctl);
     this.undo.push(() => runner.close());
     return { runner, flush: buses.flush };
@@ -201,4 +210,9 @@ export class Machine {
     while (this.undo.length) this.undo.pop()!();
     this.vcpus = [];
   }
+}
+
+/** On the VMM thread itself no forwarding is needed: the fallback is the VMM bus. */
+function directTo(bus: Bus): BusDevice {
+  return { read: (addr, data) => void bus.read(addr, data), write: (addr, data) => void bus.write(addr, data) };
 }

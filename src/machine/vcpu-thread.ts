@@ -4,6 +4,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
 import { CONTROL, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
 import { buildBuses, type DeviceSpec } from './devices.js';
+import { RpcClient } from '../vmm/bus-rpc.js';
 
 export interface VcpuThreadData {
   fd: number;
@@ -11,11 +12,14 @@ export interface VcpuThreadData {
   mmapSize: number;
   control: SharedArrayBuffer;
   devices: DeviceSpec[];
+  /** This vCPU's slot for accesses served on the VMM thread. */
+  rpc: SharedArrayBuffer;
 }
 
 export type VcpuMessage =
   | { type: 'ready'; thread: bigint }
   | { type: 'stop' }
+  | { type: 'io' }
   | { type: 'done'; end: RunEnd; exits: number };
 
 const d = workerData as VcpuThreadData;
@@ -23,9 +27,14 @@ const post = (m: VcpuMessage): void => parentPort!.postMessage(m);
 
 pinCore.kickInit();
 let runner: VcpuRunner | undefined;
-const buses = buildBuses(d.devices, (status) => {
-  if (runner?.requestStop(STOP_REASON.guestExit, status)) post({ type: 'stop' });
-});
+const rpc = new RpcClient(d.rpc, () => post({ type: 'io' }));
+const buses = buildBuses(
+  d.devices,
+  (status) => {
+    if (runner?.requestStop(STOP_REASON.guestExit, status)) post({ type: 'stop' });
+  },
+  rpc,
+);
 runner = new VcpuRunner(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
 post({ type: 'ready', thread: pinCore.threadSelf() });
 let end: RunEnd;

@@ -17,6 +17,8 @@ interface Range {
 export class Bus {
   private ranges: Range[] = [];
   private last: Range | undefined;
+  /** Takes what no range claims (offset = absolute address); without it, reads are all ones. */
+  private fallback: BusDevice | undefined;
 
   constructor(readonly name: 'pio' | 'mmio') {}
 
@@ -26,6 +28,10 @@ export class Bus {
     if (clash) throw new RangeError(`${name} at ${this.name} ${fmt(base)}+${fmt(len)} overlaps ${clash.name} at ${fmt(clash.base)}`);
     this.ranges.push({ base, end, name, dev });
     this.ranges.sort((a, b) => a.base - b.base);
+  }
+
+  setFallback(dev: BusDevice): void {
+    this.fallback = dev;
   }
 
   unregister(base: number): void {
@@ -45,7 +51,8 @@ export class Bus {
   read(addr: number, data: Uint8Array): boolean {
     const r = this.find(addr);
     if (!r) {
-      data.fill(0xff);
+      if (this.fallback) this.fallback.read(addr, data);
+      else data.fill(0xff);
       return false;
     }
     r.dev.read(addr - r.base, data);
@@ -54,7 +61,10 @@ export class Bus {
 
   write(addr: number, data: Uint8Array): boolean {
     const r = this.find(addr);
-    if (!r) return false;
+    if (!r) {
+      this.fallback?.write(addr, data);
+      return false;
+    }
     r.dev.write(addr - r.base, data);
     return true;
   }
