@@ -84,13 +84,89 @@ export const VFIO_REGION_INFO_FLAG_MMAP = 1 << 2;
 
 /** struct vfio_region_info { __u32 argsz; __u32 flags; __u32 index; __u32 cap_offset; __aligned_u64 size; __aligned_u64 offset; } */
 export const vfio_region_info = {
-  make(index: number): Buffer {
-    const b = Buffer.alloc(32);
-    b.writeUInt32LE(32, 0);
+  /** argsz above 32 leaves room for capabilities (VFIO_REGION_INFO_FLAG_CAPS); the kernel says how much it needs in argsz. */
+  make(index: number, argsz = 32): Buffer {
+    const b = Buffer.alloc(argsz);
+    b.writeUInt32LE(argsz, 0);
     b.writeUInt32LE(index, 8);
     return b;
   },
+  argsz: (b: Buffer): number => b.readUInt32LE(0),
   flags: (b: Buffer): number => b.readUInt32LE(4),
   size: (b: Buffer): bigint => b.readBigUInt64LE(16),
   offset: (b: Buffer): bigint => b.readBigUInt64LE(24),
 };
+
+export const VFIO_DEVICE_GET_INFO = IO(VFIO_TYPE, VFIO_BASE + 7);
+export const VFIO_DEVICE_GET_IRQ_INFO = IO(VFIO_TYPE, VFIO_BASE + 9);
+export const VFIO_DEVICE_SET_IRQS = IO(VFIO_TYPE, VFIO_BASE + 10);
+
+export const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
+export const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
+export const VFIO_PCI_ROM_REGION_INDEX = 6;
+export const VFIO_REGION_INFO_FLAG_READ = 1 << 0;
+export const VFIO_REGION_INFO_FLAG_WRITE = 1 << 1;
+export const VFIO_REGION_INFO_FLAG_CAPS = 1 << 3;
+export const VFIO_REGION_INFO_CAP_SPARSE_MMAP = 1;
+export const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE = 3;
+
+export const VFIO_PCI_INTX_IRQ_INDEX = 0;
+export const VFIO_PCI_MSI_IRQ_INDEX = 1;
+export const VFIO_PCI_MSIX_IRQ_INDEX = 2;
+export const VFIO_IRQ_SET_DATA_NONE = 1 << 0;
+export const VFIO_IRQ_SET_DATA_BOOL = 1 << 1;
+export const VFIO_IRQ_SET_DATA_EVENTFD = 1 << 2;
+export const VFIO_IRQ_SET_ACTION_MASK = 1 << 3;
+export const VFIO_IRQ_SET_ACTION_UNMASK = 1 << 4;
+export const VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5;
+
+/** struct vfio_device_info { __u32 argsz; __u32 flags; __u32 num_regions; __u32 num_irqs; __u32 cap_offset; __u32 pad; } */
+export const vfio_device_info = {
+  make(): Buffer {
+    const b = Buffer.alloc(24);
+    b.writeUInt32LE(24, 0);
+    return b;
+  },
+  flags: (b: Buffer): number => b.readUInt32LE(4),
+  num_regions: (b: Buffer): number => b.readUInt32LE(8),
+  num_irqs: (b: Buffer): number => b.readUInt32LE(12),
+};
+
+/** struct vfio_irq_info { __u32 argsz; __u32 flags; __u32 index; __u32 count; } */
+export const vfio_irq_info = {
+  make(index: number): Buffer {
+    const b = Buffer.alloc(16);
+    b.writeUInt32LE(16, 0);
+    b.writeUInt32LE(index, 8);
+    return b;
+  },
+  count: (b: Buffer): number => b.readUInt32LE(12),
+};
+
+/** struct vfio_irq_set { __u32 argsz; __u32 flags; __u32 index; __u32 start; __u32 count; __u8 data[]; } with eventfds (s32) as data. */
+export function vfio_irq_set(flags: number, index: number, start: number, fds: number[]): Buffer {
+  const b = Buffer.alloc(20 + fds.length * 4);
+  b.writeUInt32LE(b.length, 0);
+  b.writeUInt32LE(flags, 4);
+  b.writeUInt32LE(index, 8);
+  b.writeUInt32LE(start, 12);
+  b.writeUInt32LE(fds.length, 16);
+  fds.forEach((fd, i) => b.writeInt32LE(fd, 20 + i * 4));
+  return b;
+}
+
+/** struct vfio_info_cap_header { __u16 id; __u16 version; __u32 next; }; sparse mmap: nr_areas, reserved, areas[] { __u64 offset; __u64 size; }. */
+export function regionCaps(info: Buffer): { id: number; at: number }[] {
+  const caps: { id: number; at: number }[] = [];
+  let at = info.readUInt32LE(12); // cap_offset
+  while (at && at + 8 <= info.length && caps.length < 16) {
+    caps.push({ id: info.readUInt16LE(at), at });
+    at = info.readUInt32LE(at + 4);
+  }
+  return caps;
+}
+
+export function sparseMmapAreas(info: Buffer, at: number): { offset: bigint; size: bigint }[] {
+  const n = info.readUInt32LE(at + 8);
+  return Array.from({ length: n }, (_, i) => ({ offset: info.readBigUInt64LE(at + 16 + i * 16), size: info.readBigUInt64LE(at + 24 + i * 16) }));
+}

@@ -4,7 +4,8 @@
 // bench/ref/piobench.c:
 //   GDT 0x500 (null, code 0x08, data 0x10, TSS 0x18); no IDT, so a guest
 //   exception ends as a triple fault; PML4 0x9000, PDPT 0xa000, PDs
-//   0xb000-0xefff mapping [0, 4 GiB) with 2 MiB pages; command line 0x20000.
+//   0xb000-0xefff mapping [0, 4 GiB) with 2 MiB pages, and [4 GiB, 512 GiB)
+//   with 1 GiB pages (RAM above the hole, 64-bit BARs); command line 0x20000.
 //   RDI = vCPU index, RSI = command line GPA, RDX = vCPU count, RCX = RAM size.
 import { kvm_sregs as S, writeDtable, writeSegment, type KvmRegs, type KvmSegment } from '../sys/kvm.js';
 
@@ -33,6 +34,7 @@ export function bootWrites(cmdline: string): [bigint, Uint8Array][] {
   pml4.writeBigUInt64LE(BOOT.pdpt | 3n, 0);
   const pdpt = Buffer.alloc(0x1000);
   for (let i = 0n; i < 4n; i++) pdpt.writeBigUInt64LE((BOOT.pd + i * 0x1000n) | 3n, Number(i) * 8);
+  for (let i = 4n; i < 512n; i++) pdpt.writeBigUInt64LE((i << 30n) | 0x83n, Number(i) * 8); // present, rw, 1 GiB
   const pds = Buffer.alloc(4 * 0x1000);
   for (let i = 0n; i < 2048n; i++) pds.writeBigUInt64LE((i << 21n) | 0x83n, Number(i) * 8); // present, rw, 2 MiB
   const cl = Buffer.from(cmdline + '\0', 'utf8');

@@ -149,7 +149,7 @@ export class VcpuRunner {
       const h = (x: bigint): string => `0x${x.toString(16)}`;
       // AMD SVM re-initialises a vCPU on shutdown (svm.c shutdown_interception): paging is then off.
       if (reason === K.KVM_EXIT_SHUTDOWN && !(s.readBigUInt64LE(K.kvm_sregs.cr0) & 0x80000000n))
-        return '(the CPU re-initialised the vCPU on shutdown, as AMD SVM does, so the faulting RIP is lost; run with one vCPU and bisect with serial output)';
+        return '(AMD SVM re-initialises a vCPU on shutdown, so the faulting RIP is lost)';
       return `at RIP ${h(r.rip)} RSP ${h(r.rsp)} RFLAGS ${h(r.rflags)} CR0 ${h(s.readBigUInt64LE(K.kvm_sregs.cr0))} CR2 ${h(s.readBigUInt64LE(K.kvm_sregs.cr2))} CR3 ${h(s.readBigUInt64LE(K.kvm_sregs.cr3))}`;
     } catch (e) {
       return `(registers unreadable: ${(e as Error).message})`;

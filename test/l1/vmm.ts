@@ -60,7 +60,7 @@ function holdings(): { fds: string[]; maps: number } {
         return '';
       }
     })
-    .filter((l) => /kvm|memfd|anon_inode/.test(l))
+    .filter((l) => /kvm|memfd|iommufd|vfio/.test(l))
     .sort();
   const maps = readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => /pinion-guest-ram|kvm-vcpu/.test(l)).length;
   return { fds, maps };
@@ -80,12 +80,12 @@ async function apiRun(cfg: Partial<MachineConfig>): Promise<Record<string, unkno
       bad = i;
       break;
     }
-  const pageAfter = m.memory.bytes(0x810000n, 16);
+  const untouchedAfter = [...m.memory.bytes(0x810000n, 16)].every((b) => b === 0);
   const slots = m.memory.list().map((x) => ({ name: x.name, gpa: `0x${x.gpa.toString(16)}`, size: `0x${x.size.toString(16)}`, file: !!x.file }));
-  m.close();
+  m.close(); // guest memory views are invalid from here
   const after = holdings();
   (await import('node:fs')).closeSync(fd);
-  return { result: r, firstBadByte: bad, untouchedAfter: [...pageAfter].every((b) => b === 0), slots, console: readFileSync(console, 'utf8'), before, after };
+  return { result: r, firstBadByte: bad, untouchedAfter, slots, console: readFileSync(console, 'utf8'), before, after };
 }
 
 /** Machine.create with bad input: what it threw and what it left behind. */
@@ -101,27 +101,34 @@ function apiRefusal(cfg: Partial<MachineConfig>): Record<string, unknown> {
 }
 
 const out: Record<string, unknown> = {};
-out.default1 = cli(['run', '--payload', GUEST, '--cmdline', 'exit=7']);
-out.default2 = cli(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'exit=0']);
-out.anon = cli(['run', '--payload', GUEST, '--memory-backend', 'anon', '--cmdline', 'exit=3']);
-out.fault = cli(['run', '--payload', GUEST, '--cmdline', 'fault']);
-out.ud = cli(['run', '--payload', GUEST, '--cmdline', 'ud']);
-out.hangTerm = await cliSignalled(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'hang'], 'all 2 vCPUs up', 'SIGTERM');
-out.noPayloadFlag = cli(['run']);
-out.missingPayload = cli(['run', '--payload', '/nonexistent/guest.elf']);
-out.notElf = cli(['run', '--payload', '/etc/hostname']);
-out.tooSmall = cli(['run', '--payload', GUEST, '--memory', '1M']);
-out.unaligned = cli(['run', '--payload', GUEST, '--memory', '65537K']);
+// PINION_VMM_ONLY=a,b runs only those scenarios (for debugging one).
+const only = process.env.PINION_VMM_ONLY?.split(',');
+const step = (name: string): boolean => {
+  if (only && !only.includes(name)) return false;
+  process.stderr.write(`vmm: ${name}\n`);
+  return true;
+};
+if (step('default1')) out.default1 = cli(['run', '--payload', GUEST, '--cmdline', 'exit=7']);
+if (step('default2')) out.default2 = cli(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'exit=0']);
+if (step('anon')) out.anon = cli(['run', '--payload', GUEST, '--memory-backend', 'anon', '--cmdline', 'exit=3']);
+if (step('fault')) out.fault = cli(['run', '--payload', GUEST, '--cmdline', 'fault']);
+if (step('ud')) out.ud = cli(['run', '--payload', GUEST, '--cmdline', 'ud']);
+if (step('hangTerm')) out.hangTerm = await cliSignalled(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'hang'], 'cmdline "hang"', 'SIGTERM');
+if (step('noPayloadFlag')) out.noPayloadFlag = cli(['run']);
+if (step('missingPayload')) out.missingPayload = cli(['run', '--payload', '/nonexistent/guest.elf']);
+if (step('notElf')) out.notElf = cli(['run', '--payload', '/etc/hostname']);
+if (step('tooSmall')) out.tooSmall = cli(['run', '--payload', GUEST, '--memory', '1M']);
+if (step('unaligned')) out.unaligned = cli(['run', '--payload', GUEST, '--memory', '65537K']);
 writeFileSync('/proc/sys/vm/nr_hugepages', '0');
-out.hugetlbNone = cli(['run', '--payload', GUEST, '--memory-backend', 'hugetlb']);
-out.hugetlbNoneApi = apiRefusal({ backend: 'hugetlb' });
-out.tooSmallApi = apiRefusal({ memory: 1n * MiB });
+if (step('hugetlbNone')) out.hugetlbNone = cli(['run', '--payload', GUEST, '--memory-backend', 'hugetlb']);
+if (step('hugetlbNoneApi')) out.hugetlbNoneApi = apiRefusal({ backend: 'hugetlb' });
+if (step('tooSmallApi')) out.tooSmallApi = apiRefusal({ memory: 1n * MiB });
 writeFileSync('/proc/sys/vm/nr_hugepages', '40');
 const hugeFreeBefore = hugePagesFree();
-out.hugetlb = cli(['run', '--payload', GUEST, '--memory-backend', 'hugetlb', '--cmdline', 'exit=5']);
-out.hugeFree = { before: hugeFreeBefore.toString(), after: hugePagesFree().toString() };
-out.apiMemfd = await apiRun({ cpus: 2 });
-out.apiAnon = await apiRun({ backend: 'anon' });
-out.apiHugetlb = await apiRun({ backend: 'hugetlb' });
-out.apiHigh = await apiRun({ memory: 3n * 1024n * MiB + 64n * MiB, backend: 'anon' });
+if (step('hugetlb')) out.hugetlb = cli(['run', '--payload', GUEST, '--memory-backend', 'hugetlb', '--cmdline', 'exit=5']);
+if (step('hugeFree')) out.hugeFree = { before: hugeFreeBefore.toString(), after: hugePagesFree().toString() };
+if (step('apiMemfd')) out.apiMemfd = await apiRun({ cpus: 2 });
+if (step('apiAnon')) out.apiAnon = await apiRun({ backend: 'anon' });
+if (step('apiHugetlb')) out.apiHugetlb = await apiRun({ backend: 'hugetlb' });
+if (step('apiHigh')) out.apiHigh = await apiRun({ memory: 3n * 1024n * MiB + 64n * MiB, backend: 'anon' });
 console.log(JSON.stringify(out));

@@ -58,10 +58,12 @@ t.test('non-ELF, wrong machine, low segments and truncation are refused by name'
   t.throws(() => parseElf(cut, 'cut.elf'), /segment 0 runs past the end of the file/);
 });
 
-t.test('boot structures: identity map of 4 GiB in 2 MiB pages, GDT, command line', async (t) => {
+t.test('boot structures: identity map of 512 GiB (2 MiB pages below 4 GiB), GDT, command line', async (t) => {
   const w = new Map(bootWrites('exit=7').map(([gpa, b]) => [gpa, Buffer.from(b)]));
   t.equal(w.get(BOOT.pml4)!.readBigUInt64LE(0), BOOT.pdpt | 3n);
   t.equal(w.get(BOOT.pdpt)!.readBigUInt64LE(3 * 8), (BOOT.pd + 0x3000n) | 3n);
+  t.equal(w.get(BOOT.pdpt)!.readBigUInt64LE(4 * 8), (4n << 30n) | 0x83n, '4 GiB and up: 1 GiB pages');
+  t.equal(w.get(BOOT.pdpt)!.readBigUInt64LE(511 * 8), (511n << 30n) | 0x83n);
   const pds = w.get(BOOT.pd)!;
   t.equal(pds.readBigUInt64LE(0), 0x83n);
   t.equal(pds.readBigUInt64LE(2047 * 8), (2047n << 21n) | 0x83n, 'last PDE maps 0xffe00000');
