@@ -110,6 +110,10 @@ const step = (name: string): boolean => {
 };
 if (step('default1')) out.default1 = cli(['run', '--payload', GUEST, '--cmdline', 'exit=7']);
 if (step('default2')) out.default2 = cli(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'exit=0']);
+if (step('consoleFile')) {
+  const r = cli(['run', '--payload', GUEST, '--console', '/tmp/pinion-console.txt', '--cmdline', 'exit=9']);
+  out.consoleFile = { ...r, file: readFileSync('/tmp/pinion-console.txt', 'utf8') };
+}
 if (step('anon')) out.anon = cli(['run', '--payload', GUEST, '--memory-backend', 'anon', '--cmdline', 'exit=3']);
 if (step('fault')) out.fault = cli(['run', '--payload', GUEST, '--cmdline', 'fault']);
 if (step('ud')) out.ud = cli(['run', '--payload', GUEST, '--cmdline', 'ud']);

@@ -33,6 +33,7 @@ interface Refusal {
 }
 type Out = Record<string, CliRun> & {
   hangTerm: CliRun & { signalledAfterMs: number };
+  consoleFile: CliRun & { file: string };
   hugeFree: { before: string; after: string };
   hugetlbNoneApi: Refusal;
   tooSmallApi: Refusal;
@@ -66,6 +67,12 @@ t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
     t.ok(guestLine(r.stdout, 'exit 7'));
     t.equal(r.stderr, '', 'nothing on stderr');
     t.comment(`L2 run: ${r.ms} ms`);
+  });
+
+  t.test('--console FILE takes the guest console instead of stdout', async (t) => {
+    t.equal(o.consoleFile.status, 9);
+    t.equal(o.consoleFile.stdout, '');
+    t.ok(guestLine(o.consoleFile.file, 'exit 9'));
   });
 
   t.test('two vCPUs: the AP runs and checks in', async (t) => {
