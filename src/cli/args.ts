@@ -6,12 +6,16 @@ export class UsageError extends Error {
 }
 
 export interface Parsed {
+  /** The last value of each flag. */
   flags: Map<string, string>;
+  /** Every value of each flag, for repeatable ones (--device A --device B). */
+  all: Map<string, string[]>;
   rest: string[];
 }
 
 export function parseFlags(argv: string[], known: readonly string[]): Parsed {
   const flags = new Map<string, string>();
+  const all = new Map<string, string[]>();
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i]!;
@@ -26,8 +30,9 @@ export function parseFlags(argv: string[], known: readonly string[]): Parsed {
     const value = eq < 0 ? argv[++i] : a.slice(eq + 1);
     if (value === undefined) throw new UsageError(`--${name} needs a value`);
     flags.set(name, value);
+    all.set(name, [...(all.get(name) ?? []), value]);
   }
-  return { flags, rest: argv.slice(i) };
+  return { flags, all, rest: argv.slice(i) };
 }
 
 export function intFlag(p: Parsed, name: string): number | undefined {

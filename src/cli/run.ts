@@ -5,9 +5,11 @@ import { relative } from 'node:path';
 import { Machine } from '../machine/machine.js';
 import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
 import { parseSize } from '../memory/layout.js';
+import { processCharge } from '../memlock/status.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 
-const FLAGS = ['payload', 'memory', 'cpus', 'memory-backend', 'cmdline', 'console'] as const;
+const FLAGS = ['payload', 'memory', 'cpus', 'memory-backend', 'cmdline', 'console', 'device', 'iommu'] as const;
+const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
 
 /** The same command, run in the rig: what to tell a user on a machine without KVM. */
@@ -18,7 +20,7 @@ function rigHint(argv: string[]): string {
 
 export async function runCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
-  if (p.rest.length) throw new UsageError(`unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE]`);
+  if (p.rest.length) throw new UsageError(`unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`);
   const payload = p.flags.get('payload');
   if (!payload) throw new UsageError('no payload given: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf)');
   const memoryArg = p.flags.get('memory') ?? '64M';
@@ -33,11 +35,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   const backend = (p.flags.get('memory-backend') ?? 'memfd') as RamBackend;
   if (!RAM_BACKENDS.includes(backend)) throw new UsageError(`--memory-backend '${backend}' is not one of ${RAM_BACKENDS.join(', ')}`);
 
+  const iommu = (p.flags.get('iommu') ?? 'auto') as (typeof IOMMUS)[number];
+  if (!IOMMUS.includes(iommu)) throw new UsageError(`--iommu '${iommu}' is not one of ${IOMMUS.join(', ')}`);
+  const devices = p.all.get('device') ?? [];
+
   const consolePath = p.flags.get('console');
   const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
   let machine: Machine | undefined;
   try {
-    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv) });
+    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv), devices, iommu });
+    if (devices.length) console.error(assignmentSummary(machine));
     const m = machine;
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
@@ -57,3 +64,19 @@ export async function runCommand(argv: string[]): Promise<number> {
 }
 
 
+
+/** What was assigned, through which path, and what the kernel charged for it (one line per device, one for memory). */
+function assignmentSummary(m: Machine): string {
+  const mib = (b: bigint): string => `${Number(b) / 1048576} MiB`;
+  const kib = (b: bigint): string => (b < 1024n ? `${b} B` : `${Number(b) / 1024} KiB`);
+  const lines = m.assigned.map((d) => {
+    const bars = d.describe().map((b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`);
+    return `pinion: assigned ${d.host.bdf} via ${m.iommu!.kind === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.host.group + ')'}: ${bars.join(', ')}`;
+  });
+  const mapped = m.dma?.mapper.mapped() ?? [];
+  const bytes = mapped.reduce((n, r) => n + r.size, 0n);
+  const c = processCharge();
+  const caps = m.iommu!.dma.caps;
+  lines.push(`pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${caps.kind}${caps.servedByIommufd && caps.kind !== 'iommufd' ? ' served by iommufd' : ''}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`);
+  return lines.join('\n');
+}

@@ -16,6 +16,17 @@ import { bootWrites, entryRegs, longModeSregs } from '../vmm/boot.js';
 import { checkFits, parseElf, PayloadError, type Payload } from '../vmm/loader.js';
 import { CONTROL, STOP_REASON, VcpuRunner } from '../vmm/run-loop.js';
 import { buildBuses, standardDevices, type DeviceSpec } from './devices.js';
+import { PciConfigIo, PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN } from '../devices/pci/config-io.js';
+import { hostBridge } from '../devices/pci/host-bridge.js';
+import { BarAllocator } from '../devices/pci/bar-allocator.js';
+import { AssignError, checkAssignable, hostDevice, type HostDevice } from '../devices/vfio/host-device.js';
+import type { IommuKind, VfioIommu } from '../devices/vfio/iommu.js';
+import { IommufdIommu } from '../devices/vfio/iommufd-iommu.js';
+import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
+import { VfioPciDevice } from '../devices/vfio/pci-device.js';
+import { DmaListener } from '../memory/dma-listener.js';
+import { IrqRouting } from '../vmm/irq.js';
+import { existsSync } from 'node:fs';
 import { Bus, type BusDevice } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
@@ -32,6 +43,10 @@ export interface MachineConfig {
   consoleFd: number;
   /** The command to suggest when this machine has no KVM. */
   kvmHint?: string;
+  /** Host PCI devices (BDFs) to assign, bound to vfio-pci. */
+  devices?: string[];
+  /** Which VFIO IOMMU path: auto prefers iommufd cdevs when the kernel has them. */
+  iommu?: 'auto' | IommuKind;
 }
 
 export type MachineResult =
@@ -47,6 +62,9 @@ export class Machine {
   private readonly threads: (bigint | undefined)[] = [];
   private stopWhy = '';
   ram!: GuestRam;
+  iommu: VfioIommu | undefined;
+  assigned: VfioPciDevice[] = [];
+  dma: DmaListener | undefined;
   vm!: Vm;
   vcpus: Vcpu[] = [];
   devices: DeviceSpec[] = [];
@@ -84,6 +102,12 @@ export class Machine {
     const ranges = ramRanges(c.memory);
     checkFits(payload, ranges[0]!.size, c.payload, c.memoryArg ?? `${c.memory}`);
 
+    // Device problems are found before anything is opened or pinned.
+    const hosts = (c.devices ?? []).map((bdf) => hostDevice(bdf));
+    hosts.forEach(checkAssignable);
+    const dupe = hosts.find((h, i) => hosts.findIndex((x) => x.bdf === h.bdf) !== i);
+    if (dupe) throw new AssignError(`${dupe.bdf} is given twice; each --device is one device`);
+
     const kvm = Kvm.open('/dev/kvm', c.kvmHint);
     this.undo.push(() => kvm.close());
     this.ram = GuestRam.allocate(c.memory, c.backend, BigInt(pinCore.pageSize()));
@@ -107,6 +131,11 @@ export class Machine {
     });
     this.load(payload);
 
+    const pci = new PciConfigIo();
+    pci.add(0, hostBridge());
+    this.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
+    if (hosts.length) this.assign(hosts, pci);
+
     const cpuid = kvm.supportedCpuid();
     for (let i = 0; i < c.cpus; i++) {
       const v = Vcpu.create(this.vm, i);
@@ -118,6 +147,25 @@ export class Machine {
       if (i > 0) v.setRunnable();
     }
     this.devices = standardDevices(c.consoleFd);
+  }
+
+  /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
+  private assign(hosts: HostDevice[], pci: PciConfigIo): void {
+    const kind = chooseIommu(this.config.iommu ?? 'auto', hosts);
+    const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu() : new LegacyIommu();
+    this.iommu = iommu;
+    this.undo.push(() => iommu.close());
+    const env = { memory: this.memory, pio: this.pio, mmio: this.mmio, routing: new IrqRouting(this.vm.fd), vmFd: this.vm.fd, bars: new BarAllocator() };
+    for (const h of hosts) {
+      const dev = VfioPciDevice.open(h, iommu, env);
+      this.undo.push(() => dev.close());
+      this.assigned.push(dev);
+      pci.add(pci.freeSlot() << 3, dev);
+    }
+    const dma = new DmaListener(iommu.dma);
+    this.memory.addListener(dma);
+    this.dma = dma;
+    this.undo.push(() => this.memory.removeListener(dma));
   }
 
   private load(p: Payload): void {
@@ -215,4 +263,11 @@ export class Machine {
 /** On the VMM thread itself no forwarding is needed: the fallback is the VMM bus. */
 function directTo(bus: Bus): BusDevice {
   return { read: (addr, data) => void bus.read(addr, data), write: (addr, data) => void bus.write(addr, data) };
+}
+
+function chooseIommu(want: 'auto' | IommuKind, hosts: HostDevice[]): IommuKind {
+  if (want === 'iommufd' && !existsSync('/dev/iommu')) throw new AssignError('--iommu iommufd: this kernel has no /dev/iommu (CONFIG_IOMMUFD); use --iommu legacy');
+  if (want === 'legacy' && !existsSync('/dev/vfio/vfio')) throw new AssignError('--iommu legacy: this kernel has no /dev/vfio/vfio (neither VFIO_CONTAINER nor IOMMUFD_VFIO_CONTAINER); use --iommu iommufd');
+  if (want !== 'auto') return want;
+  return existsSync('/dev/iommu') && hosts.every((h) => h.cdev) ? 'iommufd' : 'legacy';
 }

@@ -175,3 +175,45 @@ export function kvm_pit_config(flags: number): Buffer {
   return b;
 }
 export const KVM_PIT_SPEAKER_DUMMY = 1;
+
+/** struct kvm_irqfd { __u32 fd; __u32 gsi; __u32 flags; __u32 resamplefd; __u8 pad[16]; } */
+export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
+export const KVM_IRQFD_FLAG_RESAMPLE = 1 << 1;
+export function kvm_irqfd(fd: number, gsi: number, flags: number, resamplefd = 0): Buffer {
+  const b = Buffer.alloc(32);
+  b.writeUInt32LE(fd, 0);
+  b.writeUInt32LE(gsi, 4);
+  b.writeUInt32LE(flags, 8);
+  b.writeUInt32LE(resamplefd, 12);
+  return b;
+}
+
+/** struct kvm_irq_routing { __u32 nr; __u32 flags; struct kvm_irq_routing_entry entries[]; }, entries of 48 bytes:
+ * gsi, type, flags, pad, then the union (irqchip: irqchip, pin; msi: address_lo, address_hi, data, pad). */
+export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+export const KVM_IRQ_ROUTING_MSI = 2;
+export const KVM_IRQCHIP_PIC_MASTER = 0;
+export const KVM_IRQCHIP_PIC_SLAVE = 1;
+export const KVM_IRQCHIP_IOAPIC = 2;
+export type RoutingEntry =
+  | { gsi: number; type: 'irqchip'; irqchip: number; pin: number }
+  | { gsi: number; type: 'msi'; addressLo: number; addressHi: number; data: number };
+export function kvm_irq_routing(entries: RoutingEntry[]): Buffer {
+  const b = Buffer.alloc(8 + entries.length * 48);
+  b.writeUInt32LE(entries.length, 0);
+  entries.forEach((e, i) => {
+    const at = 8 + i * 48;
+    b.writeUInt32LE(e.gsi, at);
+    if (e.type === 'irqchip') {
+      b.writeUInt32LE(KVM_IRQ_ROUTING_IRQCHIP, at + 4);
+      b.writeUInt32LE(e.irqchip, at + 16);
+      b.writeUInt32LE(e.pin, at + 20);
+    } else {
+      b.writeUInt32LE(KVM_IRQ_ROUTING_MSI, at + 4);
+      b.writeUInt32LE(e.addressLo >>> 0, at + 16);
+      b.writeUInt32LE(e.addressHi >>> 0, at + 20);
+      b.writeUInt32LE(e.data >>> 0, at + 24);
+    }
+  });
+  return b;
+}

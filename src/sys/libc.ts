@@ -37,6 +37,15 @@ const c_ftruncate = lib.func('int ftruncate(int fd, int64_t length)');
 // The vCPU loop's KVM_RUN: a fixed prototype, no per-call argument parsing.
 const c_ioctl_ulong = lib.func('int ioctl(int fd, unsigned long request, unsigned long arg)');
 
+const c_eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
+export const EFD_CLOEXEC = 0o2000000;
+
+export function eventFd(): number {
+  const fd = c_eventfd(0, EFD_CLOEXEC) as number;
+  if (fd < 0) throw SysError.fromErrno(koffi.errno(), 'eventfd');
+  return fd;
+}
+
 // sys/mman.h memfd flags
 export const MFD_CLOEXEC = 1;
 export const MFD_HUGETLB = 4;

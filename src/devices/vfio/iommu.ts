@@ -1,0 +1,23 @@
+// The IOMMU side of VFIO, one per VM and shared by all its devices: the
+// legacy container (groups -> container -> device fd) or iommufd (cdev ->
+// BIND_IOMMUFD -> ATTACH to the VM's one IOAS). Device code sees only this.
+import type { DmaMapper } from '../../memory/dma-mapper.js';
+import type { HostDevice } from './host-device.js';
+
+export type IommuKind = 'legacy' | 'iommufd';
+
+export interface OpenedDevice {
+  /** The VFIO device fd (region, IRQ and reset ioctls). */
+  fd: number;
+  /** Where it came from, for messages. */
+  path: string;
+  close(): void;
+}
+
+export interface VfioIommu {
+  readonly kind: IommuKind;
+  /** The DMA space every device of the VM shares; guest RAM is mapped here once. */
+  readonly dma: DmaMapper;
+  openDevice(d: HostDevice): OpenedDevice;
+  close(): void;
+}

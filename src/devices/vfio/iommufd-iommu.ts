@@ -1,0 +1,39 @@
+// The iommufd path: one iommufd and one IOAS per VM; each device's cdev binds
+// to the iommufd and attaches to the IOAS (the kernel picks the hw pagetable).
+import { DmaMapper } from '../../memory/dma-mapper.js';
+import { SysError } from '../../sys/errors.js';
+import { VfioCdev } from './cdev.js';
+import { AssignError, type HostDevice } from './host-device.js';
+import type { OpenedDevice, VfioIommu } from './iommu.js';
+import { holders } from './holders.js';
+
+export class IommufdIommu implements VfioIommu {
+  readonly kind = 'iommufd' as const;
+  readonly dma: DmaMapper;
+
+  constructor(opts: { path?: string; fd?: number } = {}) {
+    this.dma = DmaMapper.iommufd(opts);
+  }
+
+  openDevice(d: HostDevice): OpenedDevice {
+    if (!d.cdev) throw new AssignError(`${d.bdf} has no VFIO cdev (/dev/vfio/devices/vfioN): this kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --iommu legacy`);
+    let c: VfioCdev;
+    try {
+      c = VfioCdev.bind(d.cdev, this.dma.fd);
+    } catch (e) {
+      if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use by another process${holders(d.cdev, `/dev/vfio/${d.group}`)}`);
+      throw e;
+    }
+    try {
+      c.attach(this.dma.ioasId);
+    } catch (e) {
+      c.close();
+      throw e;
+    }
+    return { fd: c.fd, path: d.cdev, close: () => c.close() };
+  }
+
+  close(): void {
+    this.dma.close();
+  }
+}

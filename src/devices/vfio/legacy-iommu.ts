@@ -1,0 +1,58 @@
+// The legacy path: one container (/dev/vfio/vfio) per VM; each device's group
+// joins it, the first one lets the container take an IOMMU type (type1v2,
+// else type1), and the device fd comes from its group.
+import { DmaMapper } from '../../memory/dma-mapper.js';
+import { pinCore } from '../../memory/pin-core.js';
+import { SysError } from '../../sys/errors.js';
+import { closeFd } from '../../sys/libc.js';
+import { VfioGroup } from './group.js';
+import { AssignError, type HostDevice } from './host-device.js';
+import type { OpenedDevice, VfioIommu } from './iommu.js';
+import { holders } from './holders.js';
+
+export class LegacyIommu implements VfioIommu {
+  readonly kind = 'legacy' as const;
+  private mapper: DmaMapper | undefined;
+  /** Groups stay in the container until it closes: the last one leaving would drop its IOMMU type. */
+  private readonly groups = new Map<string, VfioGroup>();
+
+  constructor(private readonly containerPath = '/dev/vfio/vfio') {}
+
+  get dma(): DmaMapper {
+    if (!this.mapper) throw new Error('the container has no group yet: open a device first');
+    return this.mapper;
+  }
+
+  openDevice(d: HostDevice): OpenedDevice {
+    const path = `/dev/vfio/${d.group}`;
+    let g = this.groups.get(path);
+    if (!g) {
+      let group: VfioGroup;
+      try {
+        group = VfioGroup.open(path);
+      } catch (e) {
+        if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use: its group ${path} is open in another process${holders(path)}`);
+        throw e;
+      }
+      try {
+        if (!group.status().viable) throw new AssignError(`IOMMU group ${d.group} of ${d.bdf} is not viable: every device in it must be bound to vfio-pci (members: ${d.groupMembers.map((m) => `${m.bdf} (${m.driver ?? 'no driver'})`).join(', ')})`);
+        if (!this.mapper) this.mapper = DmaMapper.legacy([group.fd], { containerPath: this.containerPath });
+        else pinCore.type1AttachGroup(this.mapper.handle, group.fd);
+      } catch (e) {
+        group.close();
+        throw e;
+      }
+      g = group;
+      this.groups.set(path, g);
+    }
+    const fd = g.deviceFd(d.bdf);
+    return { fd, path, close: () => closeFd(fd) };
+  }
+
+  close(): void {
+    this.mapper?.close();
+    this.mapper = undefined;
+    for (const group of this.groups.values()) group.close();
+    this.groups.clear();
+  }
+}

@@ -1,0 +1,289 @@
+// An assigned PCI function: VFIO device fd from either IOMMU path, its config
+// space with BARs, ROM and MSI-X virtualised and the rest passed through, its
+// BARs mmap'd into the guest as memslots where VFIO allows, and the MSI-X
+// table and PBA pages trapped. Reset at attach and at teardown.
+import { ioctl, mmapFd, MAP_SHARED, type MappedMemory } from '../../sys/libc.js';
+import * as V from '../../sys/vfio.js';
+import type { Bus, BusDevice } from '../../vmm/bus.js';
+import type { IrqRouting } from '../../vmm/irq.js';
+import type { GuestMemory } from '../../memory/guest-memory.js';
+import type { MemoryRegion } from '../../memory/listener.js';
+import type { BarAllocator, BarSpace } from '../pci/bar-allocator.js';
+import * as P from '../pci/function.js';
+import type { PciFunction } from '../pci/function.js';
+import { Msix, parseMsixCap, PCI_MSIX_ENTRY_SIZE } from './msix.js';
+import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.js';
+import type { HostDevice } from './host-device.js';
+import type { OpenedDevice, VfioIommu } from './iommu.js';
+
+const PAGE = 0x1000;
+
+export interface DeviceHost {
+  memory: GuestMemory;
+  pio: Bus;
+  mmio: Bus;
+  routing: IrqRouting;
+  vmFd: number;
+  bars: BarAllocator;
+}
+
+interface Bar {
+  index: number;
+  region: RegionInfo;
+  space: BarSpace;
+  /** Low flag bits of the BAR register (I/O, 64-bit, prefetchable). */
+  flags: number;
+  address: bigint;
+  maps: { region: MemoryRegion; mem: MappedMemory }[];
+}
+
+export class VfioPciDevice implements PciFunction {
+  readonly name: string;
+  private readonly bars: Bar[] = [];
+  private readonly config: RegionInfo;
+  private msix: Msix | undefined;
+  /** Config-space bytes the guest sees instead of the device's (capability chain without MSI). */
+  private readonly overlay = new Map<number, number>();
+  private msixControl = 0;
+  private closed = false;
+
+  private constructor(
+    readonly host: HostDevice,
+    private readonly opened: OpenedDevice,
+    private readonly env: DeviceHost,
+  ) {
+    this.name = `vfio ${host.bdf}`;
+    const info = V.vfio_device_info.make();
+    ioctl(opened.fd, V.VFIO_DEVICE_GET_INFO, info, 'VFIO_DEVICE_GET_INFO', { path: opened.path });
+    if (!(V.vfio_device_info.flags(info) & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
+    this.reset();
+    this.config = regionInfo(opened.fd, V.VFIO_PCI_CONFIG_REGION_INDEX, opened.path);
+    this.buildCapabilities();
+    for (let i = 0; i < 6; i++) {
+      const bar = this.probeBar(i);
+      if (!bar) continue;
+      this.bars.push(bar);
+      if (bar.space === 'mem64') i++; // the upper half is the next register
+    }
+    for (const bar of this.bars) this.place(bar);
+  }
+
+  static open(host: HostDevice, iommu: VfioIommu, env: DeviceHost): VfioPciDevice {
+    const opened = iommu.openDevice(host);
+    try {
+      return new VfioPciDevice(host, opened, env);
+    } catch (e) {
+      opened.close();
+      throw e;
+    }
+  }
+
+  /** VFIO_DEVICE_RESET (function-level or bus reset, whatever vfio-pci can do for it). */
+  reset(): void {
+    ioctl(this.opened.fd, V.VFIO_DEVICE_RESET, 0, 'VFIO_DEVICE_RESET', { path: this.opened.path });
+  }
+
+  private rawRead(offset: number, size: number): number {
+    const d = new Uint8Array(size);
+    regionRead(this.opened.fd, this.config, offset, d, this.opened.path);
+    return P.readLe(d, 0, size);
+  }
+
+  private rawWrite(offset: number, size: number, value: number): void {
+    const d = new Uint8Array(size);
+    P.writeLe(d, 0, size, value);
+    regionWrite(this.opened.fd, this.config, offset, d, this.opened.path);
+  }
+
+  /** Walks the capability list: MSI-X is virtualised, MSI is hidden (the guest uses MSI-X). */
+  private buildCapabilities(): void {
+    if (!(this.rawRead(P.PCI_STATUS, 2) & P.PCI_STATUS_CAP_LIST)) return;
+    const caps: { at: number; id: number }[] = [];
+    for (let at = this.rawRead(P.PCI_CAPABILITY_LIST, 1) & 0xfc; at && caps.length < 48; at = this.rawRead(at + 1, 1) & 0xfc) caps.push({ at, id: this.rawRead(at, 1) });
+    const kept = caps.filter((c) => c.id !== P.PCI_CAP_ID_MSI);
+    this.overlay.set(P.PCI_CAPABILITY_LIST, kept[0]?.at ?? 0);
+    kept.forEach((c, i) => this.overlay.set(c.at + 1, kept[i + 1]?.at ?? 0));
+    const msix = kept.find((c) => c.id === P.PCI_CAP_ID_MSIX);
+    if (msix) this.msix = new Msix(parseMsixCap((o, s) => this.rawRead(o, s), msix.at), this.opened.fd, this.opened.path, this.env.routing, this.env.vmFd);
+  }
+
+  private probeBar(i: number): Bar | undefined {
+    const region = regionInfo(this.opened.fd, V.VFIO_PCI_BAR0_REGION_INDEX + i, this.opened.path);
+    if (region.size === 0n) return undefined;
+    const raw = this.rawRead(P.PCI_BASE_ADDRESS_0 + 4 * i, 4);
+    const io = (raw & P.PCI_BASE_ADDRESS_SPACE_IO) !== 0;
+    const flags = io ? raw & 0x3 : raw & 0xf;
+    const space: BarSpace = io ? 'io' : flags & P.PCI_BASE_ADDRESS_MEM_TYPE_64 ? 'mem64' : 'mem32';
+    const address = this.env.bars.allocate(space, region.size, `${this.host.bdf} BAR${i}`);
+    return { index: i, region, space, flags, address, maps: [] };
+  }
+
+  /** Maps what VFIO lets us mmap as memslots and traps the rest (always the MSI-X table and PBA pages). */
+  private place(bar: Bar): void {
+    const trapped = this.trappedPages(bar);
+    const size = Number(bar.region.size);
+    const handler: BusDevice = {
+      read: (off, data) => this.barRead(bar, off, data),
+      write: (off, data) => this.barWrite(bar, off, data),
+    };
+    if (bar.space === 'io') {
+      this.env.pio.register(Number(bar.address), size, handler, `${this.name} BAR${bar.index}`);
+      return;
+    }
+    this.env.mmio.register(Number(bar.address), size, handler, `${this.name} BAR${bar.index}`);
+    for (const area of bar.region.mmapAreas) {
+      // Each mmap-able area, minus the trapped pages inside it.
+      let start = Number(area.offset);
+      const end = Number(area.offset + area.size);
+      for (const [ts, te] of trapped) {
+        if (te <= start || ts >= end) continue;
+        if (ts > start) this.mapArea(bar, start, ts - start);
+        start = Math.max(start, te);
+      }
+      if (end > start) this.mapArea(bar, start, end - start);
+    }
+  }
+
+  private trappedPages(bar: Bar): [number, number][] {
+    const m = this.msix?.cap;
+    const out: [number, number][] = [];
+    if (!m) return out;
+    const pageSpan = (off: number, len: number): [number, number] => [off & ~(PAGE - 1), (off + len + PAGE - 1) & ~(PAGE - 1)];
+    if (m.tableBar === bar.index) out.push(pageSpan(m.tableOffset, m.size * PCI_MSIX_ENTRY_SIZE));
+    if (m.pbaBar === bar.index) out.push(pageSpan(m.pbaOffset, Math.ceil(m.size / 64) * 8));
+    return out.sort((a, b) => a[0] - b[0]);
+  }
+
+  private mapArea(bar: Bar, offset: number, len: number): void {
+    if (offset % PAGE || len % PAGE) return; // a memslot needs whole pages; the rest stays trapped
+    const mem = mmapFd(len, MAP_SHARED, this.opened.fd, bar.region.offset + BigInt(offset), this.opened.path);
+    const region: MemoryRegion = { name: `${this.host.bdf} BAR${bar.index}+0x${offset.toString(16)}`, gpa: bar.address + BigInt(offset), size: BigInt(len), hva: mem.vaddr, kind: 'device' };
+    try {
+      this.env.memory.update((u) => u.add(region));
+    } catch (e) {
+      mem.unmap();
+      throw e;
+    }
+    bar.maps.push({ region, mem });
+  }
+
+  private barRead(bar: Bar, off: number, data: Uint8Array): void {
+    const m = this.msix;
+    if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.readTable(off - m.cap.tableOffset, data);
+    regionRead(this.opened.fd, bar.region, off, data, this.opened.path);
+  }
+
+  private barWrite(bar: Bar, off: number, data: Uint8Array): void {
+    const m = this.msix;
+    if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.writeTable(off - m.cap.tableOffset, data);
+    regionWrite(this.opened.fd, bar.region, off, data, this.opened.path);
+  }
+
+  // --- configuration space as the guest sees it ---
+
+  configRead(offset: number, size: number): number {
+    const bar = this.barAt(offset);
+    if (bar) return this.barRegister(bar.bar, bar.high) >>> (8 * (offset & 3)) & (size === 4 ? 0xffffffff : (1 << (8 * size)) - 1);
+    if (offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_0 + 24) return 0; // unimplemented BAR slots
+    if (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4) return 0; // no option ROM for the guest
+    const bytes = new Uint8Array(size);
+    P.writeLe(bytes, 0, size, this.rawRead(offset, size));
+    for (let i = 0; i < size; i++) {
+      const o = this.overlay.get(offset + i);
+      if (o !== undefined) bytes[i] = o;
+      const m = this.msix?.cap;
+      if (m && offset + i === m.cap + 3) bytes[i] = (bytes[i]! & 0x3f) | (this.msixControl & 0xc0); // enable and function mask
+    }
+    return P.readLe(bytes, 0, size);
+  }
+
+  configWrite(offset: number, size: number, value: number): void {
+    const bar = this.barAt(offset);
+    if (bar) return this.writeBar(bar.bar, bar.high, offset, size, value);
+    if ((offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_0 + 24) || (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4)) return;
+    const m = this.msix?.cap;
+    if (m && offset <= m.cap + 3 && offset + size > m.cap + 3) {
+      this.msixControl = (value >>> (8 * (m.cap + 3 - offset))) & 0xc0;
+      if (this.msixControl & 0x80) this.msix!.enable();
+      else this.msix!.disable();
+      return;
+    }
+    this.rawWrite(offset, size, value);
+  }
+
+  private barAt(offset: number): { bar: Bar; high: boolean } | undefined {
+    const reg = (offset - P.PCI_BASE_ADDRESS_0) >> 2;
+    for (const bar of this.bars) {
+      if (reg === bar.index) return { bar, high: false };
+      if (bar.space === 'mem64' && reg === bar.index + 1) return { bar, high: true };
+    }
+    return undefined;
+  }
+
+  private sizing = new Set<string>();
+
+  /** The register value: the address (or, after the guest wrote all ones, the size mask) with the type bits. */
+  private barRegister(bar: Bar, high: boolean): number {
+    const mask = ~(bar.region.size - 1n) & 0xffff_ffff_ffff_ffffn;
+    const v = this.sizing.has(`${bar.index}${high}`) ? mask : bar.address;
+    return high ? Number((v >> 32n) & 0xffffffffn) : Number(v & 0xffffffffn & ~0xfn) | bar.flags;
+  }
+
+  private writeBar(bar: Bar, high: boolean, offset: number, size: number, value: number): void {
+    if (size !== 4 || offset & 3) return;
+    const key = `${bar.index}${high}`;
+    if (value >>> 0 === 0xffffffff || (!high && (value | 0xf) >>> 0 === 0xffffffff)) {
+      this.sizing.add(key);
+      return;
+    }
+    this.sizing.delete(key);
+    const cur = bar.address;
+    const next = high ? (BigInt(value >>> 0) << 32n) | (cur & 0xffffffffn) : (cur & ~0xffffffffn) | BigInt((value & ~0xf) >>> 0);
+    const aligned = next & ~(bar.region.size - 1n);
+    if (aligned !== cur) this.move(bar, aligned);
+  }
+
+  /** The guest moved a BAR: memslots and trapped ranges follow. */
+  private move(bar: Bar, to: bigint): void {
+    const bus = bar.space === 'io' ? this.env.pio : this.env.mmio;
+    bus.unregister(Number(bar.address));
+    this.unmapBar(bar);
+    bar.address = to;
+    this.place(bar);
+  }
+
+  private unmapBar(bar: Bar): void {
+    if (bar.maps.length) this.env.memory.update((u) => bar.maps.forEach((m) => u.remove(m.region.gpa)));
+    for (const m of bar.maps) m.mem.unmap();
+    bar.maps = [];
+  }
+
+  /** What the guest sees, for reports: BAR addresses and sizes. */
+  describe(): { bar: number; space: BarSpace; address: bigint; size: bigint; mapped: bigint }[] {
+    return this.bars.map((b) => ({ bar: b.index, space: b.space, address: b.address, size: b.region.size, mapped: b.maps.reduce((n, m) => n + m.region.size, 0n) }));
+  }
+
+  get msixVectorsWired(): number {
+    return this.msix?.enabled ? this.msix.cap.size : 0;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.msix?.disable();
+    } finally {
+      for (const bar of this.bars) {
+        (bar.space === 'io' ? this.env.pio : this.env.mmio).unregister(Number(bar.address));
+        this.unmapBar(bar);
+      }
+      // Leave the device quiet for the next user.
+      try {
+        this.reset();
+      } finally {
+        this.opened.close();
+      }
+    }
+  }
+}
+

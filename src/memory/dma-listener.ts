@@ -1,0 +1,39 @@
+// Keeps a DMA space in step with guest RAM: on every commit of the guest
+// memory map, the IOMMU is brought to exactly the RAM regions (IOVA = GPA),
+// by pin-core's planner. memfd RAM is mapped by file where the backend can
+// (IOAS_MAP_FILE), so iommufd pins the file's pages, not a process's VMA.
+import type { DmaMapper } from './dma-mapper.js';
+import type { MemoryListener, MemoryRegion } from './listener.js';
+import type { Region, SyncResult } from './pin-core.js';
+
+export class DmaListener implements MemoryListener {
+  private readonly regions = new Set<MemoryRegion>();
+  private readonly byFile: boolean;
+  last: SyncResult | undefined;
+
+  constructor(
+    readonly mapper: DmaMapper,
+    /** Caps the extra locked memory a change may take on the way (see pin-core's planner). */
+    private readonly budgetBytes: bigint | null = null,
+  ) {
+    this.byFile = mapper.caps.canMapFile;
+  }
+
+  regionAdd(r: MemoryRegion): void {
+    if (r.kind === 'ram') this.regions.add(r);
+  }
+
+  regionRemove(r: MemoryRegion): void {
+    this.regions.delete(r);
+  }
+
+  commit(): void {
+    const want: Region[] = [...this.regions].map((r) => ({
+      iova: r.gpa,
+      size: r.size,
+      backing: this.byFile && r.file ? { fd: r.file.fd, offset: r.file.offset } : { vaddr: r.hva },
+      prot: { read: true, write: !r.readonly },
+    }));
+    this.last = this.mapper.sync(want, this.budgetBytes);
+  }
+}

@@ -1,0 +1,71 @@
+// Interrupt plumbing of a VM: the GSI routing table (the in-kernel PIC and
+// IOAPIC pins, plus one MSI route per device vector) and irqfds, so a VFIO
+// eventfd injects straight into the guest with no userspace hop.
+import { closeFd, eventFd, ioctl } from '../sys/libc.js';
+import * as K from '../sys/kvm.js';
+
+/** GSIs below this are the IOAPIC's 24 pins; MSI routes are allocated above. */
+const FIRST_MSI_GSI = 24;
+
+export interface MsiMessage {
+  addressLo: number;
+  addressHi: number;
+  data: number;
+}
+
+export class IrqRouting {
+  private readonly msi = new Map<number, MsiMessage>();
+  private nextGsi = FIRST_MSI_GSI;
+  private readonly freed: number[] = [];
+
+  constructor(private readonly vmFd: number) {}
+
+  allocateGsi(): number {
+    return this.freed.pop() ?? this.nextGsi++;
+  }
+
+  releaseGsi(gsi: number): void {
+    if (this.msi.delete(gsi)) this.commit();
+    this.freed.push(gsi);
+  }
+
+  /** Routes `gsi` to an MSI message and pushes the whole table (KVM replaces it as one). */
+  setMsi(gsi: number, m: MsiMessage): void {
+    this.msi.set(gsi, m);
+    this.commit();
+  }
+
+  private commit(): void {
+    // KVM_SET_GSI_ROUTING replaces the default table too, so the PIC and IOAPIC pins are restated (as KVM's default).
+    const entries: K.RoutingEntry[] = [];
+    for (let pin = 0; pin < 24; pin++) {
+      if (pin < 16) entries.push({ gsi: pin, type: 'irqchip', irqchip: pin < 8 ? K.KVM_IRQCHIP_PIC_MASTER : K.KVM_IRQCHIP_PIC_SLAVE, pin: pin % 8 });
+      entries.push({ gsi: pin, type: 'irqchip', irqchip: K.KVM_IRQCHIP_IOAPIC, pin });
+    }
+    for (const [gsi, m] of this.msi) entries.push({ gsi, type: 'msi', ...m });
+    ioctl(this.vmFd, K.KVM_SET_GSI_ROUTING, K.kvm_irq_routing(entries), 'KVM_SET_GSI_ROUTING');
+  }
+}
+
+/** An eventfd bound to a GSI with KVM_IRQFD: a write to it raises the GSI in the guest. */
+export class IrqFd {
+  readonly fd: number;
+
+  constructor(
+    private readonly vmFd: number,
+    readonly gsi: number,
+  ) {
+    this.fd = eventFd();
+    try {
+      ioctl(vmFd, K.KVM_IRQFD, K.kvm_irqfd(this.fd, gsi, 0), `KVM_IRQFD(gsi ${gsi})`);
+    } catch (e) {
+      closeFd(this.fd);
+      throw e;
+    }
+  }
+
+  close(): void {
+    ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(this.fd, this.gsi, K.KVM_IRQFD_FLAG_DEASSIGN), `KVM_IRQFD(deassign gsi ${this.gsi})`);
+    closeFd(this.fd);
+  }
+}
