@@ -2,6 +2,8 @@
 #ifndef GUEST_H
 #define GUEST_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define DEBUG_EXIT_PORT 0xf4 /* OUT v: the VMM ends the VM with status v & 0xff */
@@ -16,7 +18,30 @@ void put_hex(uint64_t v, int digits);
 void put_dec(uint64_t v);
 void say(const char *s);
 
-/* pci.c */
+/* main.c: prints "exit N" and ends the VM with status N. */
+__attribute__((noreturn)) void finish(uint64_t status);
+
+/* pci.c: bus 0 through configuration mechanism #1. */
+struct pci_fn {
+	uint8_t dev, fn;
+};
+
 void pci_scan(void);
+bool pci_find(uint16_t vendor, uint16_t device, struct pci_fn *out);
+uint32_t pci_read32(struct pci_fn f, unsigned reg);
+uint16_t pci_read16(struct pci_fn f, unsigned reg);
+void pci_write16(struct pci_fn f, unsigned reg, uint16_t v);
+uint64_t pci_bar(struct pci_fn f, unsigned i);
+unsigned pci_find_cap(struct pci_fn f, uint8_t id);
+const char *pci_msix_route(struct pci_fn f, unsigned entry, uint64_t addr, uint32_t data);
+
+/* idt.c: an IDT and the local APIC, for the igb test's MSI-X interrupt. */
+#define IRQ_VECTOR 0x40 /* counted by irq_count(); any other vector ends the VM */
+#define LAPIC_MSI_ADDRESS 0xfee00000u /* MSI to APIC ID 0, physical destination */
+void interrupts_init(void);
+uint64_t irq_count(void);
+
+/* igb.c: the 82576 test; 0 when it passed, else the exit status. */
+uint64_t igb_test(void);
 
 #endif

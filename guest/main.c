@@ -9,13 +9,13 @@
  *   ud      after the banner, execute ud2 (same escalation)
  *   pio     no output; vCPU 0 writes port 0x80 forever, the others halt
  *   hang    after the banner, every vCPU halts forever
+ *   igb     after the PCI scan, test the first 82576 PF (igb.c): MAC
+ *           loopback, an MSI-X interrupt, frames with the wire; a failure
+ *           ends the VM with its own status (20-24)
  *
  * Default flow: banner, AP check-in (in vCPU order, so the output is the
  * same on every run), PCI scan, a write pattern in RAM, then the debug exit.
  */
-#include <stdbool.h>
-#include <stddef.h>
-
 #include "guest.h"
 #include "io.h"
 
@@ -31,7 +31,7 @@
 
 struct options {
 	uint64_t exit_status;
-	bool fault, ud, pio, hang;
+	bool fault, ud, pio, hang, igb;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -93,11 +93,13 @@ static struct options parse_cmdline(const char *s)
 			o.pio = true;
 		else if (word_is(w, len, "hang"))
 			o.hang = true;
+		else if (word_is(w, len, "igb"))
+			o.igb = true;
 	}
 	return o;
 }
 
-static __attribute__((noreturn)) void finish(uint64_t status)
+void finish(uint64_t status)
 {
 	line_begin();
 	put_str("exit ");
@@ -215,6 +217,12 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 
 	wait_for_aps(ncpus);
 	pci_scan();
+	if (o.igb) {
+		uint64_t status = igb_test();
+
+		if (status)
+			finish(status);
+	}
 	write_pattern(ram_size);
 	finish(o.exit_status);
 }

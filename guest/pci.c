@@ -1,8 +1,9 @@
 /*
- * PCI scan through configuration mechanism #1 (0xcf8 address, 0xcfc data).
- * Bus 0 only and read-only apart from the address register: the point is to
- * exercise the VMM's config-space path, not to enumerate a real topology.
- * With no host bridge every read is all ones and the scan finds nothing.
+ * PCI through configuration mechanism #1 (0xcf8 address, 0xcfc data), bus 0
+ * only. The scan is read-only apart from the address register: it exercises
+ * the VMM's config-space path, not a real topology. With no host bridge every
+ * read is all ones and the scan finds nothing. The accessors below serve a
+ * driver (igb.c): BARs as the VMM assigned them, capabilities, MSI-X.
  */
 #include "guest.h"
 #include "io.h"
@@ -10,10 +11,45 @@
 #define PCI_CONFIG_ADDRESS 0xcf8
 #define PCI_CONFIG_DATA 0xcfc
 
-static uint32_t cfg_read(unsigned dev, unsigned fn, unsigned reg)
+#define PCI_STATUS 0x06
+#define PCI_STATUS_CAP_LIST 0x10
+#define PCI_BAR0 0x10
+#define PCI_CAP_PTR 0x34
+#define PCI_CAP_ID_MSIX 0x11
+#define MSIX_CTRL 2 /* from the capability: Message Control */
+#define MSIX_CTRL_ENABLE 0x8000
+#define MSIX_CTRL_FUNCTION_MASK 0x4000
+#define MSIX_CTRL_TABLE_SIZE 0x7ff /* N - 1 */
+#define MSIX_TABLE 4 /* from the capability: BIR (bits 2:0) and offset */
+#define MSIX_ENTRY_SIZE 16 /* address lo, address hi, data, vector control */
+
+static void cfg_address(unsigned dev, unsigned fn, unsigned reg)
 {
 	outl(PCI_CONFIG_ADDRESS, 0x80000000u | dev << 11 | fn << 8 | (reg & 0xfc));
+}
+
+static uint32_t cfg_read(unsigned dev, unsigned fn, unsigned reg)
+{
+	cfg_address(dev, fn, reg);
 	return inl(PCI_CONFIG_DATA);
+}
+
+uint32_t pci_read32(struct pci_fn f, unsigned reg)
+{
+	return cfg_read(f.dev, f.fn, reg);
+}
+
+/* 16-bit accesses use the data window's byte lanes (0xcfc + 2), as an OS does. */
+uint16_t pci_read16(struct pci_fn f, unsigned reg)
+{
+	cfg_address(f.dev, f.fn, reg);
+	return inw((uint16_t)(PCI_CONFIG_DATA + (reg & 2)));
+}
+
+void pci_write16(struct pci_fn f, unsigned reg, uint16_t v)
+{
+	cfg_address(f.dev, f.fn, reg);
+	outw((uint16_t)(PCI_CONFIG_DATA + (reg & 2)), v);
 }
 
 /* Header type 0 (endpoint) has six BARs, type 1 (PCI bridge) two. */
@@ -64,9 +100,81 @@ static void print_function(unsigned dev, unsigned fn, uint32_t id, uint8_t heade
 	}
 }
 
-void pci_scan(void)
+/* The address of memory BAR i (64-bit aware), or 0 if it is I/O or unassigned. */
+uint64_t pci_bar(struct pci_fn f, unsigned i)
 {
-	unsigned found = 0;
+	uint32_t lo = pci_read32(f, PCI_BAR0 + 4 * i);
+	uint64_t addr = lo & ~0xfu;
+
+	if (lo & 1)
+		return 0;
+	if ((lo >> 1 & 3) == 2) /* type 64: the next BAR holds the high half */
+		addr |= (uint64_t)pci_read32(f, PCI_BAR0 + 4 * (i + 1)) << 32;
+	return addr;
+}
+
+/* Config offset of the first capability with this ID, or 0. */
+unsigned pci_find_cap(struct pci_fn f, uint8_t id)
+{
+	unsigned at;
+
+	if (!(pci_read16(f, PCI_STATUS) & PCI_STATUS_CAP_LIST))
+		return 0;
+	at = pci_read32(f, PCI_CAP_PTR) & 0xfc;
+	/* 48 hops at most: a looping list must not hang the guest. */
+	for (int hops = 0; at >= 0x40 && hops < 48; hops++) {
+		uint32_t head = pci_read32(f, at);
+
+		if ((head & 0xff) == id)
+			return at;
+		at = head >> 8 & 0xfc;
+	}
+	return 0;
+}
+
+/*
+ * Points MSI-X table entry `entry` at (addr, data), unmasked, then enables
+ * MSI-X with the function mask clear: entry first, so the device has nowhere
+ * stale to send a message once enabled. The table lives in a BAR (the VMM
+ * traps it: the host's vfio-pci owns the real one). NULL, or why not.
+ */
+const char *pci_msix_route(struct pci_fn f, unsigned entry, uint64_t addr, uint32_t data)
+{
+	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSIX);
+	uint16_t ctrl;
+	uint32_t table;
+	uint64_t bar, e;
+
+	if (!cap)
+		return "no MSI-X capability";
+	ctrl = pci_read16(f, cap + MSIX_CTRL);
+	if (entry > (ctrl & MSIX_CTRL_TABLE_SIZE))
+		return "MSI-X table too small";
+	table = pci_read32(f, cap + MSIX_TABLE);
+	bar = pci_bar(f, table & 7);
+	if (!bar)
+		return "MSI-X table BAR not assigned";
+	e = bar + (table & ~7u) + entry * MSIX_ENTRY_SIZE;
+	mmio_write32(e + 0, (uint32_t)addr);
+	mmio_write32(e + 4, (uint32_t)(addr >> 32));
+	mmio_write32(e + 8, data);
+	mmio_write32(e + 12, 0); /* vector control: unmasked */
+	ctrl = (uint16_t)((ctrl | MSIX_CTRL_ENABLE) & ~MSIX_CTRL_FUNCTION_MASK);
+	pci_write16(f, cap + MSIX_CTRL, ctrl);
+	if (!(pci_read16(f, cap + MSIX_CTRL) & MSIX_CTRL_ENABLE))
+		return "MSI-X Message Control did not take the enable bit";
+	return NULL;
+}
+
+/*
+ * Calls visit() on each function of bus 0 until it returns true; returns how
+ * many it visited.
+ */
+typedef bool visit_fn(unsigned dev, unsigned fn, uint32_t id, uint8_t header_type, void *ctx);
+
+static unsigned walk_bus0(visit_fn *visit, void *ctx)
+{
+	unsigned seen = 0;
 
 	for (unsigned dev = 0; dev < 32; dev++) {
 		for (unsigned fn = 0; fn < 8; fn++) {
@@ -79,16 +187,57 @@ void pci_scan(void)
 				continue;
 			}
 			header_type = (uint8_t)(cfg_read(dev, fn, 0x0c) >> 16);
-			print_function(dev, fn, id, header_type);
-			found++;
+			seen++;
+			if (visit(dev, fn, id, header_type, ctx))
+				return seen;
 			/* Functions 1..7 exist only on multifunction devices. */
 			if (fn == 0 && !(header_type & 0x80))
 				break;
 		}
 	}
+	return seen;
+}
+
+static bool print_visit(unsigned dev, unsigned fn, uint32_t id, uint8_t header_type, void *ctx)
+{
+	(void)ctx;
+	print_function(dev, fn, id, header_type);
+	return false;
+}
+
+void pci_scan(void)
+{
+	unsigned found = walk_bus0(print_visit, NULL);
+
 	line_begin();
 	put_str("pci: ");
 	put_dec(found);
 	put_str(" device(s)");
 	line_end();
+}
+
+struct find {
+	uint32_t id; /* device << 16 | vendor, as config offset 0 reads */
+	struct pci_fn *out;
+	bool found;
+};
+
+static bool find_visit(unsigned dev, unsigned fn, uint32_t id, uint8_t header_type, void *ctx)
+{
+	struct find *want = ctx;
+
+	(void)header_type;
+	if (id != want->id)
+		return false;
+	*want->out = (struct pci_fn){ (uint8_t)dev, (uint8_t)fn };
+	want->found = true;
+	return true;
+}
+
+bool pci_find(uint16_t vendor, uint16_t device, struct pci_fn *out)
+{
+	struct find want = { (uint32_t)device << 16 | vendor, out, false };
+
+	walk_bus0(find_visit, &want);
+	return want.found;
 }

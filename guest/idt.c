@@ -1,0 +1,125 @@
+/*
+ * Interrupts for the igb test: an IDT and KVM's in-kernel local APIC (xAPIC
+ * at 0xfee00000). The VMM installs no IDT, so until interrupts_init() any
+ * exception is a triple fault; the default flow never calls it and keeps that
+ * behaviour (the `fault` and `ud` cases rely on it).
+ *
+ * Vector IRQ_VECTOR counts deliveries and returns. Every other vector, an
+ * exception included, prints "unexpected vector N" and ends the VM with 23.
+ */
+#include "guest.h"
+#include "io.h"
+
+#define EXIT_UNEXPECTED_VECTOR 23
+
+#define LAPIC_BASE 0xfee00000ul
+#define LAPIC_EOI 0xb0
+#define LAPIC_SVR 0xf0
+#define LAPIC_SVR_ENABLE 0x100
+#define LAPIC_SPURIOUS_VECTOR 0xff
+#define LAPIC_LVT_LINT0 0x350
+#define LAPIC_LVT_LINT1 0x360
+#define LAPIC_LVT_MASKED 0x10000
+
+#define GATE_INTERRUPT 0x8e /* present, DPL 0, 64-bit interrupt gate */
+#define STUB_SIZE 16
+
+struct gate {
+	uint16_t offset_lo;
+	uint16_t selector;
+	uint8_t ist;
+	uint8_t type;
+	uint16_t offset_mid;
+	uint32_t offset_hi;
+	uint32_t reserved;
+} __attribute__((packed));
+
+struct interrupt_frame; /* pushed by the CPU; the handler does not look */
+
+static struct gate idt[256] __attribute__((aligned(16)));
+static volatile uint64_t irq_hits;
+
+/*
+ * One 16-byte stub per vector: push the vector number, jump to a common path
+ * that calls unexpected_vector() on a 16-byte aligned stack. Whether the CPU
+ * pushed an error code does not matter: that path never returns.
+ */
+__asm__(".pushsection .text\n"
+	".balign 16\n"
+	"isr_stubs:\n"
+	".set isr_vector, 0\n"
+	".rept 256\n"
+	".balign 16\n"
+	"pushq $isr_vector\n"
+	"jmp isr_unexpected\n"
+	".set isr_vector, isr_vector + 1\n"
+	".endr\n"
+	"isr_unexpected:\n"
+	"mov (%rsp), %rdi\n"
+	"and $-16, %rsp\n"
+	"call unexpected_vector\n"
+	".popsection\n");
+
+extern const char isr_stubs[];
+
+__attribute__((used, noreturn)) void unexpected_vector(uint64_t vector)
+{
+	line_begin();
+	put_str("unexpected vector ");
+	put_dec(vector);
+	line_end();
+	finish(EXIT_UNEXPECTED_VECTOR);
+}
+
+static void lapic_write(unsigned reg, uint32_t v)
+{
+	mmio_write32(LAPIC_BASE + reg, v);
+}
+
+/* GCC's interrupt attribute saves what it uses and returns with iretq. */
+__attribute__((interrupt)) static void irq_handler(struct interrupt_frame *frame)
+{
+	(void)frame;
+	irq_hits++;
+	lapic_write(LAPIC_EOI, 0);
+}
+
+static void set_gate(unsigned vector, uint64_t handler, uint16_t cs)
+{
+	idt[vector] = (struct gate){
+		.offset_lo = (uint16_t)handler,
+		.selector = cs,
+		.type = GATE_INTERRUPT,
+		.offset_mid = (uint16_t)(handler >> 16),
+		.offset_hi = (uint32_t)(handler >> 32),
+	};
+}
+
+void interrupts_init(void)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)idt };
+	uint16_t cs;
+
+	/* The VMM's GDT: use whatever code selector we are running on. */
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	for (unsigned v = 0; v < 256; v++)
+		set_gate(v, (uint64_t)isr_stubs + v * STUB_SIZE, cs);
+	set_gate(IRQ_VECTOR, (uint64_t)irq_handler, cs);
+	__asm__ volatile("lidt %0" : : "m"(idtr) : "memory");
+
+	/*
+	 * KVM resets the BSP's LINT0 to ExtINT, unmasked (the 8259 path) and
+	 * LINT1 is the NMI pin: mask both, only MSIs are wanted here.
+	 */
+	lapic_write(LAPIC_LVT_LINT0, LAPIC_LVT_MASKED);
+	lapic_write(LAPIC_LVT_LINT1, LAPIC_LVT_MASKED);
+	lapic_write(LAPIC_SVR, LAPIC_SVR_ENABLE | LAPIC_SPURIOUS_VECTOR);
+}
+
+uint64_t irq_count(void)
+{
+	return irq_hits;
+}
