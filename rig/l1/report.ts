@@ -1,8 +1,9 @@
 // Prints what L1 offers for device assignment: KVM, iommufd, the VFIO
 // container and who serves it, IOMMU groups and the igb NICs. `--json` for tests.
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { pinCore } from '../../src/memory/pin-core.js';
-import { assignablePf, bindVfio, createVfs, igbDevices, iommuGroups, kernelConfig, vfioDeviceNodes } from './sysfs.js';
+import { assignablePf, bindVfio, createVfs, igbDevices, iommuGroups, kernelConfig, peerPf, vfioDeviceNodes } from './sysfs.js';
 
 /** Who serves /dev/vfio/vfio, as pin-core tells from the fd's own answers. */
 function containerServedBy(path: string): 'iommufd' | 'vfio-type1' {
@@ -37,6 +38,12 @@ function main(): void {
   if (process.argv.includes('--bind-vf')) {
     // Show the assignable end state: one VF of the SR-IOV igb bound to vfio-pci.
     for (const vf of createVfs(assignablePf().bdf, 1)) bindVfio(vf);
+  }
+  if (process.argv.includes('--bind-pf')) {
+    // The demo's end state: the SR-IOV igb's PF on vfio-pci, the peer igb's link up in L1.
+    bindVfio(assignablePf().bdf);
+    const peerIf = readdirSync(`/sys/bus/pci/devices/${peerPf().bdf}/net`)[0];
+    if (peerIf) spawnSync('ip', ['link', 'set', peerIf, 'up']);
   }
   const r = l1Report();
   if (process.argv.includes('--json')) {

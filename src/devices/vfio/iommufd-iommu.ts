@@ -17,11 +17,14 @@ export class IommufdIommu implements VfioIommu {
 
   openDevice(d: HostDevice): OpenedDevice {
     if (!d.cdev) throw new AssignError(`${d.bdf} has no VFIO cdev (/dev/vfio/devices/vfioN): this kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --iommu legacy`);
+    // A device another VMM holds fails to bind (EBUSY, or EINVAL once that one has bound it): say who.
+    const held = holders(d.cdev, `/dev/vfio/${d.group}`);
+    if (held) throw new AssignError(`${d.bdf} is in use by another process${held}`);
     let c: VfioCdev;
     try {
       c = VfioCdev.bind(d.cdev, this.dma.fd);
     } catch (e) {
-      if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use by another process${holders(d.cdev, `/dev/vfio/${d.group}`)}`);
+      if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use by another process`);
       throw e;
     }
     try {

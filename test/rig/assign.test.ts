@@ -1,0 +1,93 @@
+// Device assignment end to end in the rig, on both kernels and both IOMMU
+// paths: SR-IOV VFs and the PF assigned to test guests; the guest's igb
+// driver does loopback DMA through guest RAM, takes an MSI-X interrupt and
+// exchanges frames with L1's peer igb; two VMs at once; the bad cases.
+import t from 'tap';
+import { l1Json } from '../support/rig.js';
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+type Out = Record<string, Run> & {
+  vfs: string[];
+  pinnedAfterVf: number;
+  pinnedAfterPf: number;
+  pfDriver: string;
+} & Record<`twoVms-${'iommufd' | 'legacy'}`, { a: Run; b: Run; pidA: number; inUse: Run; pinnedDuring: number; pinnedAfter: number }> &
+  Record<`pf-${'iommufd' | 'legacy'}`, Run & { peerRxBefore: number; peerRxAfter: number }>;
+
+const line = (s: string, l: string): boolean => s.split('\n').includes(`pinion-guest: ${l}`);
+const oneLine = (s: string): boolean => s.trim().split('\n').length === 1;
+
+for (const kernel of ['type1', 'compat'] as const) {
+  t.test(`${kernel} kernel`, async (t) => {
+    const { result: o, run } = await l1Json<Out>(kernel, 'assign', [kernel], { timeoutSec: 900 });
+    t.equal(run.exitCode, 0, 'the L1 script ran to the end');
+    const legacyKind = kernel === 'compat' ? 'type1v2 served by iommufd' : 'type1v2';
+
+    t.test('the PF: loopback DMA, MSI-X and frames with the peer, on each path', async (t) => {
+      for (const iommu of ['iommufd', 'legacy'] as const) {
+        const r = o[`pf-${iommu}`];
+        t.equal(r.status, 0, `${iommu}: guest exit 0`);
+        t.ok(line(r.stdout, 'pci 00:01.0 8086:10c9 class 02:00:00'), `${iommu}: the guest finds the 82576 at 00:01.0`);
+        t.ok(line(r.stdout, 'igb 00:01.0: BAR0 0xc0000000 reset ok'), `${iommu}: BAR0 (a memslot over the mmap'd BAR) works`);
+        t.ok(line(r.stdout, 'igb: loopback frame of 128 bytes received and checked'), `${iommu}: the NIC's DMA went through the IOMMU into guest RAM`);
+        t.ok(line(r.stdout, 'igb: MSI-X vector 0 interrupt received'), `${iommu}: MSI-X through VFIO eventfd -> KVM irqfd -> guest`);
+        t.ok(line(r.stdout, 'igb: sent 3 frames to the wire'));
+        t.ok(r.peerRxAfter - r.peerRxBefore >= 3, `${iommu}: L1's peer igb counted the guest's frames (${r.peerRxAfter - r.peerRxBefore})`);
+        t.match(r.stdout, /igb: received [1-9]\d* frame\(s\) from the wire/, `${iommu}: the guest received L1's frames`);
+        t.match(r.stdout, /pinion-peer frame \d+/, `${iommu}: with L1's payload`);
+        t.match(r.stderr, iommu === 'iommufd' ? /assigned 0000:01:00\.0 via iommufd \(cdev, one IOAS per VM\)/ : /assigned 0000:01:00\.0 via the legacy container \(group \d+\)/);
+        t.match(r.stderr, new RegExp(`guest RAM DMA-mapped: 1 range\\(s\\), 64 MiB \\(${iommu === 'iommufd' ? 'iommufd' : legacyKind}\\)`));
+        const charge = /VmLck (\d+) KiB, VmPin (\d+) KiB/.exec(r.stderr);
+        // Who is charged (VMM as root): type1 -> VmLck; iommufd, the compat container included -> VmPin.
+        const want = iommu === 'legacy' && kernel === 'type1' ? [65536, 0] : [0, 65536];
+        t.same(charge?.slice(1).map(Number), want, `${iommu}: charged VmLck/VmPin ${want.join('/')} KiB`);
+      }
+      t.equal(o.pinnedAfterPf, 0, 'nothing pinned anywhere once the VMs ended');
+      t.equal(o.pfDriver, 'vfio-pci', 'the PF is still bound to vfio-pci, ready for the next VM');
+    });
+
+    t.test('SR-IOV VFs on each path; the device is usable by the next VM', async (t) => {
+      for (const k of ['vfIommufd', 'vfLegacy'] as const) {
+        const r = o[k]!;
+        t.equal(r.status, 0, k);
+        t.ok(line(r.stdout, 'pci 00:01.0 8086:10ca class 02:00:00'), `${k}: the guest sees the 82576 VF`);
+        t.match(r.stderr, /BAR0 mem64 0x4000000000 16 KiB \(16 KiB mmap'd\), BAR3 mem64 0x4000004000 16 KiB \(8 KiB mmap'd\)/, `${k}: 64-bit BARs placed high; the MSI-X page trapped`);
+      }
+      t.equal(o.pinnedAfterVf, 0, 'nothing pinned after the VMs ended');
+    });
+
+    for (const iommu of ['iommufd', 'legacy'] as const) {
+      t.test(`two VMs at once, each with its own VF (${iommu})`, async (t) => {
+        const v = o[`twoVms-${iommu}`];
+        for (const [n, r] of [['first', v.a], ['second', v.b]] as const) {
+          t.equal(r.status, 143, `${n} VM ran until stopped`);
+          t.ok(line(r.stdout, 'cmdline "hang"'), `${n} VM booted`);
+        }
+        t.ok(v.pinnedDuring >= 2 * 65536, `both VMs' RAM pinned while they ran (${v.pinnedDuring} KiB)`);
+        t.equal(v.pinnedAfter, 0, 'and released after');
+        t.equal(v.inUse.status, 1, 'a third VM asking for the first VF is refused');
+        t.ok(oneLine(v.inUse.stderr), 'in one line');
+        t.match(v.inUse.stderr, new RegExp(`^pinion: ${o.vfs[0]!.replace(/[.]/g, '\\.')} is in use.* \\(pid ${v.pidA}\\)`), 'naming the holder');
+      });
+    }
+
+    t.test('bad input: one line, non-zero, names the fix', async (t) => {
+      const cases: [string, RegExp][] = [
+        ['notBound', /^pinion: 0000:01:00\.0 is bound to igb, not vfio-pci; bind it with: echo 0000:01:00\.0 > \/sys\/bus\/pci\/devices\/0000:01:00\.0\/driver\/unbind; echo vfio-pci > /],
+        ['noSuchDevice', /^pinion: no PCI device 0000:07:00\.0 on this host; list devices with: lspci -D/],
+        ['badBdf', /^pinion: 'eth0' is not a PCI address/],
+      ];
+      for (const [k, re] of cases) {
+        const r = o[k]!;
+        t.equal(r.status, 1, `${k}: exit 1`);
+        t.ok(oneLine(r.stderr), `${k}: one line`);
+        t.match(r.stderr, re, k);
+        t.equal(r.stdout, '', `${k}: the guest never ran`);
+      }
+    });
+  });
+}

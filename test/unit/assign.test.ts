@@ -1,0 +1,55 @@
+import t from 'tap';
+import { checkAssignable, normaliseBdf, type HostDevice } from '../../src/devices/vfio/host-device.js';
+import { BarAllocator } from '../../src/devices/pci/bar-allocator.js';
+import { PciConfigIo } from '../../src/devices/pci/config-io.js';
+import { hostBridge } from '../../src/devices/pci/host-bridge.js';
+
+const dev = (over: Partial<HostDevice>): HostDevice => ({ bdf: '0000:01:00.0', driver: 'vfio-pci', group: '7', groupMembers: [{ bdf: '0000:01:00.0', driver: 'vfio-pci' }], cdev: '/dev/vfio/devices/vfio0', ...over });
+
+t.test('assignability: no IOMMU, wrong driver, group not viable', async (t) => {
+  t.doesNotThrow(() => checkAssignable(dev({})));
+  t.throws(() => checkAssignable(dev({ group: null })), /0000:01:00\.0 has no IOMMU group: the host has no IOMMU enabled \(boot with intel_iommu=on or amd_iommu=on\)/);
+  t.throws(
+    () => checkAssignable(dev({ driver: 'igb' })),
+    /bound to igb, not vfio-pci; bind it with: echo 0000:01:00\.0 > \/sys\/bus\/pci\/devices\/0000:01:00\.0\/driver\/unbind; echo vfio-pci > \/sys\/bus\/pci\/devices\/0000:01:00\.0\/driver_override; echo 0000:01:00\.0 > \/sys\/bus\/pci\/drivers_probe/,
+  );
+  t.throws(
+    () => checkAssignable(dev({ groupMembers: [{ bdf: '0000:01:00.0', driver: 'vfio-pci' }, { bdf: '0000:01:00.1', driver: 'igb' }, { bdf: '0000:00:1c.0', driver: 'pcieport' }] })),
+    /^IOMMU group 7 of 0000:01:00\.0 is not viable: 0000:01:00\.1 \(igb\) must be bound to vfio-pci or unbound too$/,
+  );
+  t.equal(normaliseBdf('01:00.0'), '0000:01:00.0');
+  t.throws(() => normaliseBdf('eth0'), /'eth0' is not a PCI address/);
+});
+
+t.test('BARs: aligned to size, 32-bit in the hole, 64-bit high, I/O from 0xc000', async (t) => {
+  const a = new BarAllocator();
+  t.equal(a.allocate('mem32', 0x20000n, 'x'), 0xc0000000n);
+  t.equal(a.allocate('mem32', 0x4000n, 'x'), 0xc0020000n);
+  t.equal(a.allocate('mem32', 0x20000n, 'x'), 0xc0040000n, 'realigned after a smaller BAR');
+  t.equal(a.allocate('mem64', 0x4000n, 'x'), 0x4000000000n);
+  t.equal(a.allocate('io', 0x20n, 'x'), 0xc000n);
+  t.equal(a.allocate('io', 0x20n, 'x'), 0xc020n);
+  t.throws(() => a.allocate('mem32', 0x3000n, 'dev BAR1'), /dev BAR1: BAR size 0x3000 is not a power of two/);
+});
+
+t.test('config mechanism #1 reaches bus 0 functions; absent ones read all ones', async (t) => {
+  const io = new PciConfigIo();
+  io.add(0, hostBridge());
+  const w32 = (port: number, v: number): void => io.write(port - 0xcf8, Uint8Array.of(v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24));
+  const r = (port: number, size: number): number => {
+    const d = new Uint8Array(size);
+    io.read(port - 0xcf8, d);
+    return d.reduceRight((v, b) => v * 256 + b, 0);
+  };
+  w32(0xcf8, 0x80000000);
+  t.equal(r(0xcfc, 4), 0x0d578086);
+  t.equal(r(0xcfe, 2), 0x0d57, 'data window offsets select bytes');
+  w32(0xcf8, 0x80000008);
+  t.equal(r(0xcfc, 4) >>> 8, 0x060000, 'class: host bridge');
+  w32(0xcf8, 0x80000800); // 00:01.0
+  t.equal(r(0xcfc, 4), 0xffffffff);
+  w32(0xcf8, 0x80010000); // bus 1
+  t.equal(r(0xcfc, 4), 0xffffffff);
+  t.throws(() => io.add(0, hostBridge()), /PCI slot 00:00\.0 is taken by host bridge/);
+  t.equal(io.freeSlot(), 1);
+});
