@@ -42,6 +42,6 @@ void interrupts_init(void);
 uint64_t irq_count(void);
 
 /* igb.c: the 82576 test; 0 when it passed, else the exit status. */
-uint64_t igb_test(void);
+uint64_t igb_test(bool baddma);
 
 #endif

@@ -389,7 +389,45 @@ static void print_reset_ok(struct pci_fn f)
 	line_end();
 }
 
-uint64_t igb_test(void)
+/*
+ * Points every RX descriptor at an IOVA the VMM never mapped (beyond guest
+ * RAM) and loops a frame back: the IOMMU must stop the NIC's write (the host
+ * sees a DMA fault), no RX buffer in RAM may change, and the guest goes on.
+ */
+#define UNMAPPED_IOVA 0x7f000000ull
+static const char *unmapped_dma(void)
+{
+	unsigned len;
+	uint64_t start;
+
+	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+		for (unsigned k = 0; k < BUF_SIZE; k++)
+			rx_bufs[i][k] = 0xee;
+		rx_ring[i].addr = UNMAPPED_IOVA + i * BUF_SIZE;
+		rx_ring[i].status_error = 0;
+	}
+	len = build_frame("pinion-guest unmapped", -1);
+	if (send(len))
+		return "TX of the frame failed";
+	start = rdtsc();
+	while (rdtsc() - start < (WAIT_TICKS >> 2))
+		cpu_relax();
+	for (unsigned i = 0; i < RING_ENTRIES; i++)
+		for (unsigned k = 0; k < BUF_SIZE; k++)
+			if (rx_bufs[i][k] != 0xee)
+				return "a frame landed in guest RAM";
+	line_begin();
+	put_str("igb: DMA to unmapped IOVA 0x");
+	put_hex(UNMAPPED_IOVA, 8);
+	put_str(": nothing landed in guest RAM, the guest runs on");
+	line_end();
+	/* Back to normal rings for what follows. */
+	wr(RXDCTL, 0);
+	rings_init();
+	return NULL;
+}
+
+uint64_t igb_test(bool baddma)
 {
 	struct pci_fn f;
 	const char *why;
@@ -424,6 +462,9 @@ uint64_t igb_test(void)
 	put_dec(FRAME_LEN);
 	put_str(" bytes received and checked");
 	line_end();
+
+	if (baddma && (why = unmapped_dma()))
+		return failed("unmapped DMA", why, EXIT_LOOPBACK);
 
 	if ((why = msix_interrupt(f)))
 		return failed("MSI-X interrupt", why, EXIT_MSIX);

@@ -12,6 +12,8 @@
  *   igb     after the PCI scan, test the first 82576 PF (igb.c): MAC
  *           loopback, an MSI-X interrupt, frames with the wire; a failure
  *           ends the VM with its own status (20-24)
+ *   baddma  with igb: also loop a frame back into RX buffers at an IOVA the
+ *           VMM never mapped; nothing may land in RAM and the guest goes on
  *
  * Default flow: banner, AP check-in (in vCPU order, so the output is the
  * same on every run), PCI scan, a write pattern in RAM, then the debug exit.
@@ -31,7 +33,7 @@
 
 struct options {
 	uint64_t exit_status;
-	bool fault, ud, pio, hang, igb;
+	bool fault, ud, pio, hang, igb, baddma;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -95,6 +97,8 @@ static struct options parse_cmdline(const char *s)
 			o.hang = true;
 		else if (word_is(w, len, "igb"))
 			o.igb = true;
+		else if (word_is(w, len, "baddma"))
+			o.baddma = true;
 	}
 	return o;
 }
@@ -218,7 +222,7 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 	wait_for_aps(ncpus);
 	pci_scan();
 	if (o.igb) {
-		uint64_t status = igb_test();
+		uint64_t status = igb_test(o.baddma);
 
 		if (status)
 			finish(status);

@@ -4,6 +4,8 @@
 import { rigCommand } from './cli/rig.js';
 import { demoCommand } from './cli/demo.js';
 import { runCommand } from './cli/run.js';
+import { openCommand } from './cli/open.js';
+import { memlockCommand } from './cli/memlock.js';
 
 const USAGE = `usage: pinion <command> [options]
   rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR] -- <command...>
@@ -12,6 +14,11 @@ const USAGE = `usage: pinion <command> [options]
   run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE]
         boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) in a KVM VM,
         guest console on stdout; exits with the guest's exit status
+  open --user UID [--device BDF]... [--memlock BYTES] -- <pinion run ...>
+        as root: open /dev/kvm, /dev/iommu (per-process accounting) and the device
+        cdevs, then run the VMM as UID with those fds and no privileges
+  memlock plan --vm RAM[:DEVICES[:separate]]... [--json] | memlock status [--json]
+        RLIMIT_MEMLOCK needed per path and mode; live locked/pinned memory
   demo  the main job: boot the rig and show what Pinion can assign there`;
 
 async function main(argv: string[]): Promise<number> {
@@ -23,6 +30,10 @@ async function main(argv: string[]): Promise<number> {
       return runCommand(rest);
     case 'demo':
       return demoCommand(rest);
+    case 'open':
+      return openCommand(rest);
+    case 'memlock':
+      return memlockCommand(rest);
     case undefined:
     case '-h':
     case '--help':

@@ -43,7 +43,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
   let machine: Machine | undefined;
   try {
-    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv), devices, iommu });
+    const fds = openerFds();
+    const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
+    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint });
     if (devices.length) console.error(assignmentSummary(machine));
     const m = machine;
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
@@ -79,4 +81,13 @@ function assignmentSummary(m: Machine): string {
   const caps = m.iommu!.dma.caps;
   lines.push(`pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${caps.kind}${caps.servedByIommufd && caps.kind !== 'iommufd' ? ' served by iommufd' : ''}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`);
   return lines.join('\n');
+}
+
+/** fds handed down by `pinion open` (see src/cli/open.ts), from its environment variables. */
+function openerFds(): { kvm?: number; iommufd?: number; devices?: Record<string, number> } | undefined {
+  const e = process.env;
+  if (!e.PINION_IOMMUFD_FD && !e.PINION_KVM_FD) return undefined;
+  const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
+  const devices = Object.fromEntries((e.PINION_DEVICE_FDS ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]).map(([k, v]) => [k, Number(v)]));
+  return { kvm: num(e.PINION_KVM_FD), iommufd: num(e.PINION_IOMMUFD_FD), devices };
 }

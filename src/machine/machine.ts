@@ -26,6 +26,7 @@ import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
 import { VfioPciDevice } from '../devices/vfio/pci-device.js';
 import { DmaListener } from '../memory/dma-listener.js';
 import { IrqRouting } from '../vmm/irq.js';
+import { preflight, type PreflightResult } from '../memlock/preflight.js';
 import { existsSync } from 'node:fs';
 import { Bus, type BusDevice } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
@@ -47,6 +48,10 @@ export interface MachineConfig {
   devices?: string[];
   /** Which VFIO IOMMU path: auto prefers iommufd cdevs when the kernel has them. */
   iommu?: 'auto' | IommuKind;
+  /** fds opened by a privileged opener (pinion open), adopted instead of opening the nodes. */
+  fds?: { kvm?: number; iommufd?: number; devices?: Record<string, number> };
+  /** The opener command to suggest when per-user accounting refuses. */
+  openerHint?: string;
 }
 
 export type MachineResult =
@@ -65,6 +70,7 @@ export class Machine {
   iommu: VfioIommu | undefined;
   assigned: VfioPciDevice[] = [];
   dma: DmaListener | undefined;
+  preflight: PreflightResult | undefined;
   vm!: Vm;
   vcpus: Vcpu[] = [];
   devices: DeviceSpec[] = [];
@@ -108,7 +114,7 @@ export class Machine {
     const dupe = hosts.find((h, i) => hosts.findIndex((x) => x.bdf === h.bdf) !== i);
     if (dupe) throw new AssignError(`${dupe.bdf} is given twice; each --device is one device`);
 
-    const kvm = Kvm.open('/dev/kvm', c.kvmHint);
+    const kvm = Kvm.open('/dev/kvm', c.kvmHint, c.fds?.kvm);
     this.undo.push(() => kvm.close());
     this.ram = GuestRam.allocate(c.memory, c.backend, BigInt(pinCore.pageSize()));
     this.undo.push(() => this.ram.free());
@@ -151,8 +157,9 @@ export class Machine {
 
   /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
   private assign(hosts: HostDevice[], pci: PciConfigIo): void {
-    const kind = chooseIommu(this.config.iommu ?? 'auto', hosts);
-    const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu() : new LegacyIommu();
+    const fds = this.config.fds;
+    const kind = fds?.iommufd !== undefined ? 'iommufd' : chooseIommu(this.config.iommu ?? 'auto', hosts);
+    const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu();
     this.iommu = iommu;
     this.undo.push(() => iommu.close());
     const env = { memory: this.memory, pio: this.pio, mmio: this.mmio, routing: new IrqRouting(this.vm.fd), vmFd: this.vm.fd, bars: new BarAllocator() };
@@ -162,6 +169,10 @@ export class Machine {
       this.assigned.push(dev);
       pci.add(pci.freeSlot() << 3, dev);
     }
+    // Refuse before the first page is pinned if the kernel would refuse part way.
+    const acc = iommu.accounting();
+    const ramBytes = this.memory.list().filter((r) => r.kind === 'ram').reduce((n, r) => n + r.size, 0n);
+    this.preflight = preflight(acc.path, acc.mode, ramBytes, { openerHint: this.config.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...' });
     const dma = new DmaListener(iommu.dma);
     this.memory.addListener(dma);
     this.dma = dma;

@@ -26,6 +26,16 @@ export interface Caps {
   pgsizeBitmap: bigint;
 }
 
+export type AccountingPath = 'type1' | 'compat' | 'iommufd';
+export type AccountingMode = 'per-user' | 'per-process';
+export interface AccountingCharge {
+  /** The mode in effect (type1 and compat are per-process whatever was asked). */
+  mode: AccountingMode;
+  counters: ('VmLck' | 'VmPin' | 'user.locked_vm')[];
+  limit: 'process' | 'user-total' | 'none';
+  when: 'map' | 'device-attach';
+}
+
 export interface Region {
   iova: bigint;
   size: bigint;
@@ -53,6 +63,9 @@ export interface PinCore {
   /** pthread_self() of the calling thread, for threadKick. */
   threadSelf(): bigint;
   threadKick(thread: bigint): void;
+
+  /** The accounting model: what pinning on `path` in `mode` charges, against which limit, and when. */
+  accountingCharge(path: AccountingPath, mode: AccountingMode, capIpcLock: boolean): AccountingCharge;
 
   /** Guest-RAM-like memory: returns its address (and memfd, else -1). Populated when asked. */
   memAlloc(kind: MemoryKind, size: bigint): { vaddr: bigint; fd: number };

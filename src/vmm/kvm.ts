@@ -32,11 +32,11 @@ export class Kvm {
   ) {}
 
   /** Opens /dev/kvm; KvmUnavailable when there is none or it lacks what Pinion needs. */
-  static open(path = '/dev/kvm', hint = 'pinion rig -- pinion run ...'): Kvm {
-    if (!existsSync(path)) throw new KvmUnavailable(`no ${path} on this machine (KVM is not available here); run Pinion inside the test rig: ${hint}`);
+  static open(path = '/dev/kvm', hint = 'pinion rig -- pinion run ...', adoptFd?: number): Kvm {
+    if (adoptFd === undefined && !existsSync(path)) throw new KvmUnavailable(`no ${path} on this machine (KVM is not available here); run Pinion inside the test rig: ${hint}`);
     let fd: number;
     try {
-      fd = openPath(path);
+      fd = adoptFd ?? openPath(path);
     } catch (e) {
       if (e instanceof SysError && (e.code === 'EACCES' || e.code === 'EPERM'))
         throw new KvmUnavailable(`cannot open ${path}: ${e.code}; add this user to the kvm group (sudo usermod -aG kvm $USER) or run as root`);

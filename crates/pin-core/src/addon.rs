@@ -160,6 +160,26 @@ export_fns! {
         napi::undefined(env)
     };
 
+    "accountingCharge" => accounting_charge(3) |env, a: [Value; 3]| {
+        use crate::accounting::{self as acc, Counter, Limit, When};
+        let path = match napi::get_string(env, a[0], "path")?.as_str() {
+            "type1" => acc::Path::Type1, "compat" => acc::Path::Compat, "iommufd" => acc::Path::Iommufd,
+            p => return Err(JsError::arg(format!("unknown path '{p}' (type1, compat, iommufd)"))),
+        };
+        let mode = match napi::get_string(env, a[1], "mode")?.as_str() {
+            "per-user" => acc::Mode::PerUser, "per-process" => acc::Mode::PerProcess,
+            m => return Err(JsError::arg(format!("unknown mode '{m}' (per-user, per-process)"))),
+        };
+        let c = acc::charge(path, mode, napi::get_bool(env, a[2], "capIpcLock")?);
+        let counters: Vec<Value> = c.counters.iter().map(|k| napi::string(env, match k { Counter::VmLck => "VmLck", Counter::VmPin => "VmPin", Counter::UserLockedVm => "user.locked_vm" })).collect::<JsResult<_>>()?;
+        obj(env, &[
+            ("mode", napi::string(env, match acc::effective_mode(path, mode) { acc::Mode::PerUser => "per-user", acc::Mode::PerProcess => "per-process" })?),
+            ("counters", napi::array(env, &counters)?),
+            ("limit", napi::string(env, match c.limit { Limit::Process => "process", Limit::UserTotal => "user-total", Limit::None => "none" })?),
+            ("when", napi::string(env, match c.when { When::Map => "map", When::DeviceAttach => "device-attach" })?),
+        ])
+    };
+
     "memAlloc" => mem_alloc(2) |env, a: [Value; 2]| {
         let kind_s = napi::get_string(env, a[0], "kind")?;
         let kind = memory::Kind::parse(&kind_s).ok_or_else(|| JsError::arg(format!("unknown memory kind '{kind_s}' (anon, thp, memfd, hugetlb)")))?;

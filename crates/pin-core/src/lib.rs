@@ -1,6 +1,7 @@
 //! pin-core: pins guest memory and keeps the IOMMU in step with the guest's
 //! memory map. Loaded by Node as an N-API addon; the JS surface is `addon.rs`.
 
+pub mod accounting;
 mod addon;
 pub mod backend;
 pub mod errno;

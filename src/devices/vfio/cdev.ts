@@ -21,7 +21,11 @@ export class VfioCdev {
 
   /** Opens the cdev and binds it to `iommufd` (the device is usable only after the bind). */
   static bind(path: string, iommufd: number): VfioCdev {
-    const fd = openPath(path);
+    return VfioCdev.bindOpened(openPath(path), path, iommufd);
+  }
+
+  /** Binds a cdev fd opened elsewhere (a privileged opener); takes ownership of it. */
+  static bindOpened(fd: number, path: string, iommufd: number): VfioCdev {
     try {
       const b = vfio_device_bind_iommufd.make(iommufd);
       ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, b, 'VFIO_DEVICE_BIND_IOMMUFD', { path });

@@ -2,6 +2,7 @@
 // legacy container (groups -> container -> device fd) or iommufd (cdev ->
 // BIND_IOMMUFD -> ATTACH to the VM's one IOAS). Device code sees only this.
 import type { DmaMapper } from '../../memory/dma-mapper.js';
+import type { AccountingMode, AccountingPath } from '../../memory/pin-core.js';
 import type { HostDevice } from './host-device.js';
 
 export type IommuKind = 'legacy' | 'iommufd';
@@ -19,5 +20,7 @@ export interface VfioIommu {
   /** The DMA space every device of the VM shares; guest RAM is mapped here once. */
   readonly dma: DmaMapper;
   openDevice(d: HostDevice): OpenedDevice;
+  /** How the kernel will charge what this backend pins (see pin-core's accounting model). */
+  accounting(): { path: AccountingPath; mode: AccountingMode };
   close(): void;
 }

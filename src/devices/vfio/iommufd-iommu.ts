@@ -1,6 +1,7 @@
 // The iommufd path: one iommufd and one IOAS per VM; each device's cdev binds
 // to the iommufd and attaches to the IOAS (the kernel picks the hw pagetable).
 import { DmaMapper } from '../../memory/dma-mapper.js';
+import { pinCore, type AccountingMode } from '../../memory/pin-core.js';
 import { SysError } from '../../sys/errors.js';
 import { VfioCdev } from './cdev.js';
 import { AssignError, type HostDevice } from './host-device.js';
@@ -11,18 +12,27 @@ export class IommufdIommu implements VfioIommu {
   readonly kind = 'iommufd' as const;
   readonly dma: DmaMapper;
 
-  constructor(opts: { path?: string; fd?: number } = {}) {
+  /** `fd`: an iommufd opened (and perhaps set to per-process accounting) by a privileged opener. `deviceFds`: cdevs it opened, by BDF. */
+  constructor(
+    opts: { path?: string; fd?: number } = {},
+    private readonly deviceFds: Record<string, number> = {},
+  ) {
     this.dma = DmaMapper.iommufd(opts);
+  }
+
+  accounting(): { path: 'iommufd'; mode: AccountingMode } {
+    return { path: 'iommufd', mode: pinCore.iommufdOption(this.dma.handle, 'rlimit_mode', null) === 1n ? 'per-process' : 'per-user' };
   }
 
   openDevice(d: HostDevice): OpenedDevice {
     if (!d.cdev) throw new AssignError(`${d.bdf} has no VFIO cdev (/dev/vfio/devices/vfioN): this kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --iommu legacy`);
+    const given = this.deviceFds[d.bdf];
     // A device another VMM holds fails to bind (EBUSY, or EINVAL once that one has bound it): say who.
-    const held = holders(d.cdev, `/dev/vfio/${d.group}`);
+    const held = given === undefined ? holders(d.cdev, `/dev/vfio/${d.group}`) : '';
     if (held) throw new AssignError(`${d.bdf} is in use by another process${held}`);
     let c: VfioCdev;
     try {
-      c = VfioCdev.bind(d.cdev, this.dma.fd);
+      c = given === undefined ? VfioCdev.bind(d.cdev, this.dma.fd) : VfioCdev.bindOpened(given, d.cdev, this.dma.fd);
     } catch (e) {
       if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use by another process`);
       throw e;

@@ -49,6 +49,10 @@ export class LegacyIommu implements VfioIommu {
     return { fd, path, close: () => closeFd(fd) };
   }
 
+  accounting(): { path: 'type1' | 'compat'; mode: 'per-process' } {
+    return { path: this.dma.caps.servedByIommufd ? 'compat' : 'type1', mode: 'per-process' };
+  }
+
   close(): void {
     this.mapper?.close();
     this.mapper = undefined;

@@ -1,0 +1,45 @@
+// Pre-flight: before Pinion pins anything, what the kernel will charge for
+// DMA-mapping guest RAM on this path, against which limit, and whether it
+// fits. A refusal is one line: what is needed, the limit, who holds what,
+// and the fix.
+import { pinCore, type AccountingCharge, type AccountingMode, type AccountingPath } from '../memory/pin-core.js';
+import { CAP_IPC_LOCK, hasCapability, processCharge, userLockedKiB } from './status.js';
+
+export class MemlockRefusal extends Error {
+  override readonly name = 'MemlockRefusal';
+}
+
+export interface PreflightResult {
+  charge: AccountingCharge;
+  needKiB: number;
+  limitKiB: number | null;
+  heldKiB: number;
+}
+
+const mib = (kib: number): string => `${+(kib / 1024).toFixed(1)} MiB`;
+
+export function preflight(path: AccountingPath, mode: AccountingMode, bytes: bigint, fix: { openerHint: string }): PreflightResult {
+  const charge = pinCore.accountingCharge(path, mode, hasCapability(CAP_IPC_LOCK));
+  const self = processCharge();
+  const needKiB = Number(bytes / 1024n);
+  const limitKiB = self.memlockSoftKiB;
+  const where = `${path === 'compat' ? 'the compat container' : path}, ${charge.mode} accounting`;
+  if (charge.limit === 'none' || limitKiB === null) return { charge, needKiB, limitKiB, heldKiB: 0 };
+  if (charge.limit === 'process') {
+    const held = self.vmLckKiB;
+    if (held + needKiB > limitKiB)
+      throw new MemlockRefusal(
+        `cannot pin ${mib(needKiB)} of guest RAM for DMA (${where}): this process already has ${mib(held)} locked and its RLIMIT_MEMLOCK is ${mib(limitKiB)}; raise it to at least ${mib(held + needKiB)} (ulimit -l ${held + needKiB}, or prlimit --memlock=${(held + needKiB) * 1024})`,
+      );
+    return { charge, needKiB, limitKiB, heldKiB: held };
+  }
+  const uid = process.getuid!();
+  const user = userLockedKiB(uid, process.pid);
+  if (user.totalKiB + needKiB > limitKiB) {
+    const who = user.byPid.map((p) => `pid ${p.pid}: ${mib(p.kib)}`).join(', ');
+    throw new MemlockRefusal(
+      `cannot pin ${mib(needKiB)} of guest RAM for DMA (${where}): the kernel checks user ${uid}'s total against this process's RLIMIT_MEMLOCK of ${mib(limitKiB)}, and user ${uid} already holds ${mib(user.totalKiB)}${who ? ` (${who})` : ''}; raise the limit to at least ${mib(user.totalKiB + needKiB)} (prlimit --memlock=${(user.totalKiB + needKiB) * 1024}), or run through the opener so each VM is charged on its own: ${fix.openerHint}`,
+    );
+  }
+  return { charge, needKiB, limitKiB, heldKiB: user.totalKiB };
+}
