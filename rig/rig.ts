@@ -35,7 +35,8 @@ export interface RigResult {
 }
 
 const EXIT_NOT_FOUND = 127;
-const ENV_PASSED = /^(PINION_|CI$|TAP_|NODE_OPTIONS$|TERM$|LANG$)/;
+// Not NODE_OPTIONS or TAP_*: a test runner's loader there would follow L1 commands into processes of other users.
+const ENV_PASSED = /^(PINION_|CI$|TERM$|LANG$)/;
 
 function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;

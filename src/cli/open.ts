@@ -6,8 +6,8 @@
 // The VMM never holds a privilege: it is exec'd with no capabilities, under
 // its own RLIMIT_MEMLOCK, and each VM is charged to its own process.
 import { spawn } from 'node:child_process';
-import { pinCore } from '../memory/pin-core.js';
-import { closeFd, openPath } from '../sys/libc.js';
+import { closeFd, ioctl, openPath } from '../sys/libc.js';
+import { IOMMU_OPTION, IOMMU_OPTION_OP_SET, IOMMU_OPTION_RLIMIT_MODE, iommu_option } from '../sys/iommufd.js';
 import { checkAssignable, hostDevice } from '../devices/vfio/host-device.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 
@@ -27,9 +27,10 @@ export async function openCommand(argv: string[]): Promise<number> {
   try {
     const kvm = openPath('/dev/kvm');
     fds.push(kvm);
-    const h = pinCore.iommufdOpen('/dev/iommu', -1);
-    const iommufd = pinCore.backendFd(h);
-    pinCore.iommufdOption(h, 'rlimit_mode', 1n);
+    // Before any object exists in it: the kernel refuses a mode change (EBUSY) once an IOAS does.
+    const iommufd = openPath('/dev/iommu');
+    fds.push(iommufd);
+    ioctl(iommufd, IOMMU_OPTION, iommu_option(IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_OP_SET, 0, 1n), 'IOMMU_OPTION(RLIMIT_MODE=per-process)', { path: '/dev/iommu' });
     const devFds = hosts.map((d) => {
       if (!d.cdev) throw new UsageError(`${d.bdf} has no VFIO cdev; pinion open hands over iommufd devices only`);
       const fd = openPath(d.cdev);
@@ -49,7 +50,6 @@ export async function openCommand(argv: string[]): Promise<number> {
     // The VMM holds its own copies now; the opener keeps none.
     for (const fd of fds) closeFd(fd);
     fds.length = 0;
-    pinCore.close(h);
     const forward = (sig: NodeJS.Signals): void => void child.kill(sig);
     process.on('SIGINT', forward).on('SIGTERM', forward);
     return await new Promise<number>((resolve) => child.on('close', (code, sig) => resolve(code ?? (sig === 'SIGKILL' ? 137 : 143))));

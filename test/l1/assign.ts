@@ -92,5 +92,16 @@ for (const iommu of ['iommufd', 'legacy'] as const) {
   sender.kill();
 }
 out.pinnedAfterPf = pinnedKiB();
+
+// A guest DMA to an IOVA Pinion never mapped, while another VM runs (on the peer igb, now assigned too).
+bindVfio(peer);
+{
+  const other = background(['--device', peer, '--iommu', 'iommufd', '--cmdline', 'hang']);
+  await other.started;
+  const dmesgBefore = spawnSync('dmesg', { encoding: 'utf8' }).stdout.split('\n').length;
+  const bad = run(['--device', pf, '--iommu', 'iommufd', '--cmdline', 'igb baddma exit=0']);
+  const faults = spawnSync('dmesg', { encoding: 'utf8' }).stdout.split('\n').slice(dmesgBefore - 1).filter((l) => /DMAR/.test(l));
+  out.unmappedDma = { bad, faults, other: await other.stop() };
+}
 out.pfDriver = pciDevice(pf).driver;
 console.log(JSON.stringify(out));

@@ -26,9 +26,12 @@ interface Vm {
   stop(sig?: NodeJS.Signals): Promise<Run>;
 }
 
+// The VMMs run as another user: a plain environment, without the test runner's instrumentation.
+const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+
 /** Starts a VMM; `started` resolves true once the guest printed its command line, false if it ended first. */
 function vm(cmd: string[]): Vm {
-  const p = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   let ready: (b: boolean) => void;
@@ -87,7 +90,7 @@ const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
 {
   const a = userVm([vf0], 'iommufd');
   const aStarted = await a.started;
-  const refused = spawnSync(asUser[0]!, [...asUser.slice(1), ...run([vf1], 'iommufd', 'exit=0')], { encoding: 'utf8', timeout: 120_000 });
+  const refused = spawnSync(asUser[0]!, [...asUser.slice(1), ...run([vf1], 'iommufd', 'exit=0')], { encoding: 'utf8', timeout: 120_000, env });
   const chargesWithA = userCharges();
   // SIGKILL: the kernel gives everything back; the second VM then fits.
   const killed = await a.stop('SIGKILL');

@@ -15,6 +15,7 @@ type Out = Record<string, Run> & {
   pinnedAfterVf: number;
   pinnedAfterPf: number;
   pfDriver: string;
+  unmappedDma: { bad: Run; faults: string[]; other: Run };
 } & Record<`twoVms-${'iommufd' | 'legacy'}`, { a: Run; b: Run; pidA: number; inUse: Run; pinnedDuring: number; pinnedAfter: number }> &
   Record<`pf-${'iommufd' | 'legacy'}`, Run & { peerRxBefore: number; peerRxAfter: number }>;
 
@@ -48,6 +49,16 @@ for (const kernel of ['type1', 'compat'] as const) {
       }
       t.equal(o.pinnedAfterPf, 0, 'nothing pinned anywhere once the VMs ended');
       t.equal(o.pfDriver, 'vfio-pci', 'the PF is still bound to vfio-pci, ready for the next VM');
+    });
+
+    t.test('a DMA to an unmapped IOVA does not land; the VMM and the other VM run on', async (t) => {
+      const u = o.unmappedDma;
+      t.equal(u.bad.status, 0, 'the faulting VM ran to its own exit');
+      t.ok(line(u.bad.stdout, 'igb: DMA to unmapped IOVA 0x7f000000: nothing landed in guest RAM, the guest runs on'), 'no RX buffer in guest RAM changed');
+      t.ok(line(u.bad.stdout, 'igb: MSI-X vector 0 interrupt received'), 'the device still works after the fault');
+      t.ok(u.faults.some((l) => /fault addr 0x7f000000/.test(l)), `the IOMMU blocked and logged the write (${u.faults[0] ?? 'no DMAR line'})`);
+      t.equal(u.other.status, 143, 'the other VM (the peer igb assigned) ran on until stopped');
+      t.ok(line(u.other.stdout, 'cmdline "hang"'));
     });
 
     t.test('SR-IOV VFs on each path; the device is usable by the next VM', async (t) => {
