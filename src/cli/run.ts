@@ -84,7 +84,7 @@ function assignmentSummary(m: Machine): string {
 }
 
 /** fds handed down by `pinion open` (see src/cli/open.ts), from its environment variables. */
-function openerFds(): { kvm?: number; iommufd?: number; devices?: Record<string, number> } | undefined {
+export function openerFds(): { kvm?: number; iommufd?: number; devices?: Record<string, number> } | undefined {
   const e = process.env;
   if (!e.PINION_IOMMUFD_FD && !e.PINION_KVM_FD) return undefined;
   const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));

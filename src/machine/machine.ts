@@ -26,7 +26,7 @@ import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
 import { VfioPciDevice } from '../devices/vfio/pci-device.js';
 import { DmaListener } from '../memory/dma-listener.js';
 import { IrqRouting } from '../vmm/irq.js';
-import { preflight, type PreflightResult } from '../memlock/preflight.js';
+import { preflight, remapBudget, type PreflightResult } from '../memlock/preflight.js';
 import { existsSync } from 'node:fs';
 import { Bus, type BusDevice } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
@@ -173,7 +173,7 @@ export class Machine {
     const acc = iommu.accounting();
     const ramBytes = this.memory.list().filter((r) => r.kind === 'ram').reduce((n, r) => n + r.size, 0n);
     this.preflight = preflight(acc.path, acc.mode, ramBytes, { openerHint: this.config.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...' });
-    const dma = new DmaListener(iommu.dma);
+    const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
     this.memory.addListener(dma);
     this.dma = dma;
     this.undo.push(() => this.memory.removeListener(dma));

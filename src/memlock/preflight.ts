@@ -43,3 +43,16 @@ export function preflight(path: AccountingPath, mode: AccountingMode, bytes: big
   }
   return { charge, needKiB, limitKiB, heldKiB: user.totalKiB };
 }
+
+/**
+ * The most a VM's DMA space may have charged while its map changes (a
+ * transient remap): its own limit per process; per user, the limit less what
+ * the user's other processes hold. null when the kernel checks nothing.
+ */
+export function remapBudget(path: AccountingPath, mode: AccountingMode): bigint | null {
+  const charge = pinCore.accountingCharge(path, mode, hasCapability(CAP_IPC_LOCK));
+  const limitKiB = processCharge().memlockSoftKiB;
+  if (charge.limit === 'none' || limitKiB === null) return null;
+  const others = charge.limit === 'user-total' ? userLockedKiB(process.getuid!(), process.pid).totalKiB : 0;
+  return BigInt(Math.max(0, limitKiB - others)) * 1024n;
+}

@@ -13,8 +13,8 @@ export class DmaListener implements MemoryListener {
 
   constructor(
     readonly mapper: DmaMapper,
-    /** Caps the extra locked memory a change may take on the way (see pin-core's planner). */
-    private readonly budgetBytes: bigint | null = null,
+    /** The most this space may have charged at any point of a change (pin-core's planner keeps to it), asked at each commit. */
+    private readonly budget: () => bigint | null = () => null,
   ) {
     this.byFile = mapper.caps.canMapFile;
   }
@@ -34,6 +34,6 @@ export class DmaListener implements MemoryListener {
       backing: this.byFile && r.file ? { fd: r.file.fd, offset: r.file.offset } : { vaddr: r.hva },
       prot: { read: true, write: !r.readonly },
     }));
-    this.last = this.mapper.sync(want, this.budgetBytes);
+    this.last = this.mapper.sync(want, this.budget());
   }
 }

@@ -50,13 +50,31 @@ export class GuestMemory {
     }
     const dropped = removed.filter((r) => this.regions.includes(r));
     const fresh = added.filter((r) => !removed.includes(r));
+    const before = this.regions;
     this.regions = next;
-    for (const r of dropped) this.views.delete(r);
-    for (const l of this.listeners) {
-      for (const r of dropped) l.regionRemove(r);
-      for (const r of fresh) l.regionAdd(r);
-      l.commit();
+    const told: MemoryListener[] = [];
+    try {
+      for (const l of this.listeners) {
+        told.push(l);
+        for (const r of dropped) l.regionRemove(r);
+        for (const r of fresh) l.regionAdd(r);
+        l.commit();
+      }
+    } catch (e) {
+      // A listener refused (e.g. the DMA planner over budget): put the old map back everywhere, then report.
+      this.regions = before;
+      for (const l of told) {
+        for (const r of fresh) l.regionRemove(r);
+        for (const r of dropped) l.regionAdd(r);
+        try {
+          l.commit();
+        } catch {
+          // The original refusal is what the caller needs to see.
+        }
+      }
+      throw e;
     }
+    for (const r of dropped) this.views.delete(r);
   }
 
   /** Registers the bytes behind a region so the VMM can read and write guest memory there. */

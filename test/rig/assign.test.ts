@@ -33,6 +33,7 @@ for (const kernel of ['type1', 'compat'] as const) {
         const r = o[`pf-${iommu}`];
         t.equal(r.status, 0, `${iommu}: guest exit 0`);
         t.ok(line(r.stdout, 'pci 00:01.0 8086:10c9 class 02:00:00'), `${iommu}: the guest finds the 82576 at 00:01.0`);
+        t.ok(line(r.stdout, '  bar0 0xc0000000 size 0x20000') && line(r.stdout, '  bar2 0x0000c001 size 0x20'), `${iommu}: BAR sizing (all ones written, size read back, address restored)`);
         t.ok(line(r.stdout, 'igb 00:01.0: BAR0 0xc0000000 reset ok'), `${iommu}: BAR0 (a memslot over the mmap'd BAR) works`);
         t.ok(line(r.stdout, 'igb: loopback frame of 128 bytes received and checked'), `${iommu}: the NIC's DMA went through the IOMMU into guest RAM`);
         t.ok(line(r.stdout, 'igb: MSI-X vector 0 interrupt received'), `${iommu}: MSI-X through VFIO eventfd -> KVM irqfd -> guest`);

@@ -84,3 +84,31 @@ t.test('VMM reads and writes go through region views and stay inside RAM', async
   t.throws(() => m.write(0x1fffn, Uint8Array.of(1, 2)), /guest range \[0x1fff, 0x2001\) is not inside guest RAM/);
   t.equal(m.ramEnd(4n * GiB), 0x2000n);
 });
+
+t.test('a listener refusing a change puts the old map back in every listener', async (t) => {
+  const m = new GuestMemory();
+  const rec = new Recorder();
+  let refuse = false;
+  const picky: MemoryListener = {
+    regionAdd: () => {},
+    regionRemove: () => {},
+    commit: () => {
+      if (refuse) throw new Error('over budget');
+    },
+  };
+  m.addListener(rec);
+  m.addListener(picky);
+  m.update((u) => u.add(region('a', 0n, 0x1000n)));
+  rec.log = [];
+  refuse = true;
+  t.throws(
+    () =>
+      m.update((u) => {
+        u.remove(0n);
+        u.add(region('a-moved', 0x10000n, 0x1000n));
+      }),
+    /over budget/,
+  );
+  t.same(rec.log, ['remove a', 'add a-moved', 'commit', 'remove a-moved', 'add a', 'commit'], 'the first listener saw the change and its undo');
+  t.same(m.list().map((r) => r.name), ['a']);
+});
