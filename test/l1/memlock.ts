@@ -106,6 +106,8 @@ const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
   const b = openedVm([vf1]);
   const started = await Promise.all([a.started, b.started]);
   const charges = userCharges();
+  const status = spawnSync(process.execPath, [CLI, 'memlock', 'status', '--json'], { encoding: 'utf8', env });
+  out.status = JSON.parse(status.stdout);
   out.opener = { started, charges, a: await a.stop(), b: await b.stop(), after: userCharges() };
 }
 
