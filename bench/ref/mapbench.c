@@ -45,7 +45,7 @@ struct backing {
 	int memfd; /* -1 unless memfd */
 };
 
-static struct backing alloc_backing(const char *kind, size_t size)
+__attribute__((unused)) static struct backing alloc_backing(const char *kind, size_t size)
 {
 	struct backing b = { .memfd = -1 };
 	int flags = MAP_SHARED | MAP_ANONYMOUS;
@@ -80,7 +80,7 @@ struct path {
 	int type1;
 };
 
-static struct path open_type1(const char *group_bdf)
+__attribute__((unused)) static struct path open_type1(const char *group_bdf)
 {
 	struct path p = { .type1 = 1 };
 	char group_path[64];
@@ -107,7 +107,7 @@ static struct path open_type1(const char *group_bdf)
 	return p;
 }
 
-static struct path open_iommufd(const char *cdev)
+__attribute__((unused)) static struct path open_iommufd(const char *cdev)
 {
 	struct path p = { 0 };
 	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
@@ -131,7 +131,8 @@ static struct path open_iommufd(const char *cdev)
 	return p;
 }
 
-static void map(struct path *p, struct backing *b, void *va, uint64_t iova, uint64_t size)
+/* 0, or -errno with *what naming the ioctl that failed. */
+static int map(struct path *p, struct backing *b, void *va, uint64_t iova, uint64_t size, const char **what)
 {
 	if (p->type1) {
 		struct vfio_iommu_type1_dma_map m = {
@@ -140,7 +141,7 @@ static void map(struct path *p, struct backing *b, void *va, uint64_t iova, uint
 			.vaddr = (uintptr_t)va, .iova = iova, .size = size,
 		};
 		if (ioctl(p->fd, VFIO_IOMMU_MAP_DMA, &m))
-			die("VFIO_IOMMU_MAP_DMA");
+			return *what = "VFIO_IOMMU_MAP_DMA", -errno;
 	} else if (b && b->memfd >= 0) {
 		struct iommu_ioas_map_file m = {
 			.size = sizeof(m), .ioas_id = p->ioas, .fd = b->memfd,
@@ -148,7 +149,7 @@ static void map(struct path *p, struct backing *b, void *va, uint64_t iova, uint
 			.start = (uint64_t)((char *)va - (char *)b->va), .length = size, .iova = iova,
 		};
 		if (ioctl(p->fd, IOMMU_IOAS_MAP_FILE, &m))
-			die("IOMMU_IOAS_MAP_FILE");
+			return *what = "IOMMU_IOAS_MAP_FILE", -errno;
 	} else {
 		struct iommu_ioas_map m = {
 			.size = sizeof(m), .ioas_id = p->ioas,
@@ -156,22 +157,48 @@ static void map(struct path *p, struct backing *b, void *va, uint64_t iova, uint
 			.user_va = (uintptr_t)va, .length = size, .iova = iova,
 		};
 		if (ioctl(p->fd, IOMMU_IOAS_MAP, &m))
-			die("IOMMU_IOAS_MAP");
+			return *what = "IOMMU_IOAS_MAP", -errno;
 	}
+	return 0;
 }
 
-static void unmap(struct path *p, uint64_t iova, uint64_t size)
+static int unmap(struct path *p, uint64_t iova, uint64_t size, const char **what)
 {
 	if (p->type1) {
 		struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = size };
 		if (ioctl(p->fd, VFIO_IOMMU_UNMAP_DMA, &u))
-			die("VFIO_IOMMU_UNMAP_DMA");
+			return *what = "VFIO_IOMMU_UNMAP_DMA", -errno;
 	} else {
 		struct iommu_ioas_unmap u = { .size = sizeof(u), .ioas_id = p->ioas, .iova = iova, .length = size };
 		if (ioctl(p->fd, IOMMU_IOAS_UNMAP, &u))
-			die("IOMMU_IOAS_UNMAP");
+			return *what = "IOMMU_IOAS_UNMAP", -errno;
+	}
+	return 0;
+}
+
+#ifdef MAPBENCH_LIB
+/* One map+unmap pair of [vaddr, vaddr+size) (or memfd at offset) at iova: ns taken, or -errno. */
+int64_t mapbench_pair(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size)
+{
+	struct path p = { .fd = fd, .ioas = (int)ioas, .type1 = type1 };
+	struct backing b = { .va = (char *)(uintptr_t)vaddr - offset, .memfd = memfd };
+	const char *what;
+	uint64_t t0 = now_ns();
+	int r = map(&p, memfd >= 0 ? &b : NULL, (void *)(uintptr_t)vaddr, iova, size, &what);
+
+	if (!r)
+		r = unmap(&p, iova, size, &what);
+	return r ? r : (int64_t)(now_ns() - t0);
+}
+#else
+static void must(int r, const char *what)
+{
+	if (r) {
+		errno = -r;
+		die(what);
 	}
 }
+
 
 int main(int argc, char **argv)
 {
@@ -181,13 +208,15 @@ int main(int argc, char **argv)
 		struct backing b = alloc_backing("anon", 4096);
 		uint64_t t0;
 
-		map(&p, NULL, b.va, IOVA_BASE, 4096);
-		unmap(&p, IOVA_BASE, 4096);
+		const char *what = "";
+
+		must(map(&p, NULL, b.va, IOVA_BASE, 4096, &what), what);
+		must(unmap(&p, IOVA_BASE, 4096, &what), what);
 		t0 = now_ns();
 
 		for (int i = 0; i < iters; i++) {
-			map(&p, NULL, b.va, IOVA_BASE, 4096);
-			unmap(&p, IOVA_BASE, 4096);
+			must(map(&p, NULL, b.va, IOVA_BASE, 4096, &what), what);
+			must(unmap(&p, IOVA_BASE, 4096, &what), what);
 		}
 		printf("{\"op\":\"map+unmap 4K\",\"ns\":%llu}\n", (unsigned long long)((now_ns() - t0) / iters));
 		return 0;
@@ -205,10 +234,11 @@ int main(int argc, char **argv)
 	/* One unreported pair first, as the mitata side warms up too. */
 	for (int i = -1; i < iters; i++) {
 		uint64_t t0 = now_ns(), t1, t2;
+		const char *what = "";
 
-		map(&p, &b, b.va, IOVA_BASE, size);
+		must(map(&p, &b, b.va, IOVA_BASE, size, &what), what);
 		t1 = now_ns();
-		unmap(&p, IOVA_BASE, size);
+		must(unmap(&p, IOVA_BASE, size, &what), what);
 		t2 = now_ns();
 		if (i < 0)
 			continue;
@@ -217,3 +247,4 @@ int main(int argc, char **argv)
 	}
 	return 0;
 }
+#endif
