@@ -164,10 +164,11 @@ export class Machine {
     this.undo.push(() => iommu.close());
     const env = { memory: this.memory, pio: this.pio, mmio: this.mmio, routing: new IrqRouting(this.vm.fd), vmFd: this.vm.fd, bars: new BarAllocator() };
     for (const h of hosts) {
-      const dev = VfioPciDevice.open(h, iommu, env);
+      const slot = pci.freeSlot();
+      const dev = VfioPciDevice.open(h, iommu, env, slot);
       this.undo.push(() => dev.close());
       this.assigned.push(dev);
-      pci.add(pci.freeSlot() << 3, dev);
+      pci.add(slot << 3, dev);
     }
     // Refuse before the first page is pinned if the kernel would refuse part way.
     const acc = iommu.accounting();

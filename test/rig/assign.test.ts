@@ -41,7 +41,8 @@ for (const kernel of ['type1', 'compat'] as const) {
         t.ok(r.peerRxAfter - r.peerRxBefore >= 3, `${iommu}: L1's peer igb counted the guest's frames (${r.peerRxAfter - r.peerRxBefore})`);
         t.match(r.stdout, /igb: received [1-9]\d* frame\(s\) from the wire/, `${iommu}: the guest received L1's frames`);
         t.match(r.stdout, /pinion-peer frame \d+/, `${iommu}: with L1's payload`);
-        t.match(r.stderr, iommu === 'iommufd' ? /assigned 0000:01:00\.0 via iommufd \(cdev, one IOAS per VM\)/ : /assigned 0000:01:00\.0 via the legacy container \(group \d+\)/);
+        t.match(r.stderr, iommu === 'iommufd' ? /assigned 0000:01:00\.0 at 00:01\.0 via iommufd \(cdev, one IOAS per VM\)/ : /assigned 0000:01:00\.0 at 00:01\.0 via the legacy container \(group \d+\)/);
+        t.match(r.stderr, /; INTx -> IOAPIC pin 17 \(resample irqfd\)\n/, `${iommu}: INTx wired at attach (and yielded to MSI-X, which then worked)`);
         t.match(r.stderr, new RegExp(`guest RAM DMA-mapped: 1 range\\(s\\), 64 MiB \\(${iommu === 'iommufd' ? 'iommufd' : legacyKind}\\)`));
         const charge = /VmLck (\d+) KiB, VmPin (\d+) KiB/.exec(r.stderr);
         // Who is charged (VMM as root): type1 -> VmLck; iommufd, the compat container included -> VmPin.

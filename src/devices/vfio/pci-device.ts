@@ -12,6 +12,7 @@ import type { BarAllocator, BarSpace } from '../pci/bar-allocator.js';
 import * as P from '../pci/function.js';
 import type { PciFunction } from '../pci/function.js';
 import { Msix, parseMsixCap, PCI_MSIX_ENTRY_SIZE } from './msix.js';
+import { Intx } from './intx.js';
 import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.js';
 import type { HostDevice } from './host-device.js';
 import type { OpenedDevice, VfioIommu } from './iommu.js';
@@ -42,6 +43,7 @@ export class VfioPciDevice implements PciFunction {
   private readonly bars: Bar[] = [];
   private readonly config: RegionInfo;
   private msix: Msix | undefined;
+  private intx: Intx | undefined;
   /** Config-space bytes the guest sees instead of the device's (capability chain without MSI). */
   private readonly overlay = new Map<number, number>();
   private msixControl = 0;
@@ -51,6 +53,7 @@ export class VfioPciDevice implements PciFunction {
     readonly host: HostDevice,
     private readonly opened: OpenedDevice,
     private readonly env: DeviceHost,
+    readonly slot: number,
   ) {
     this.name = `vfio ${host.bdf}`;
     const info = V.vfio_device_info.make();
@@ -66,12 +69,19 @@ export class VfioPciDevice implements PciFunction {
       if (bar.space === 'mem64') i++; // the upper half is the next register
     }
     for (const bar of this.bars) this.place(bar);
+    // INTx on from the start, as on real hardware; swizzled over the IOAPIC's PCI pins 16-19 like a PC.
+    const pin = this.rawRead(P.PCI_INTERRUPT_PIN, 1);
+    if (pin && Intx.offered(opened.fd, opened.path)) {
+      this.intx = new Intx(opened.fd, opened.path, env.vmFd, 16 + ((slot + pin - 1) % 4));
+      this.overlay.set(P.PCI_INTERRUPT_LINE, this.intx.gsi);
+      this.intx.enable();
+    }
   }
 
-  static open(host: HostDevice, iommu: VfioIommu, env: DeviceHost): VfioPciDevice {
+  static open(host: HostDevice, iommu: VfioIommu, env: DeviceHost, slot: number): VfioPciDevice {
     const opened = iommu.openDevice(host);
     try {
-      return new VfioPciDevice(host, opened, env);
+      return new VfioPciDevice(host, opened, env, slot);
     } catch (e) {
       opened.close();
       throw e;
@@ -204,8 +214,14 @@ export class VfioPciDevice implements PciFunction {
     const m = this.msix?.cap;
     if (m && offset <= m.cap + 3 && offset + size > m.cap + 3) {
       this.msixControl = (value >>> (8 * (m.cap + 3 - offset))) & 0xc0;
-      if (this.msixControl & 0x80) this.msix!.enable();
-      else this.msix!.disable();
+      // vfio-pci runs one interrupt type at a time: INTx yields to MSI-X and comes back after it.
+      if (this.msixControl & 0x80) {
+        this.intx?.disable();
+        this.msix!.enable();
+      } else {
+        this.msix!.disable();
+        this.intx?.enable();
+      }
       return;
     }
     this.rawWrite(offset, size, value);
@@ -263,6 +279,11 @@ export class VfioPciDevice implements PciFunction {
     return this.bars.map((b) => ({ bar: b.index, space: b.space, address: b.address, size: b.region.size, mapped: b.maps.reduce((n, m) => n + m.region.size, 0n) }));
   }
 
+  /** The IOAPIC pin INTx is wired to while MSI-X is off, if the function has INTx. */
+  get intxGsi(): number | undefined {
+    return this.intx?.gsi;
+  }
+
   get msixVectorsWired(): number {
     return this.msix?.enabled ? this.msix.cap.size : 0;
   }
@@ -272,6 +293,7 @@ export class VfioPciDevice implements PciFunction {
     this.closed = true;
     try {
       this.msix?.disable();
+      this.intx?.disable();
     } finally {
       for (const bar of this.bars) {
         (bar.space === 'io' ? this.env.pio : this.env.mmio).unregister(Number(bar.address));

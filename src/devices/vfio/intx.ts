@@ -1,0 +1,67 @@
+// INTx of an assigned device: VFIO signals the level-triggered interrupt on
+// an eventfd bound to an IOAPIC pin with KVM_IRQFD; when the guest EOIs, KVM
+// signals the resample eventfd, which VFIO takes as "unmask" (the device line
+// is masked by VFIO from assertion to EOI). No userspace hop either way.
+// vfio-pci runs one interrupt type at a time: INTx is off while MSI-X is on.
+import { closeFd, eventFd, ioctl } from '../../sys/libc.js';
+import * as K from '../../sys/kvm.js';
+import * as V from '../../sys/vfio.js';
+
+export class Intx {
+  private fds: { trigger: number; resample: number } | undefined;
+
+  constructor(
+    private readonly deviceFd: number,
+    private readonly path: string,
+    private readonly vmFd: number,
+    /** The IOAPIC pin (= GSI) the device's INTx line is wired to. */
+    readonly gsi: number,
+  ) {}
+
+  /** Whether VFIO offers INTx for the device (a function with no interrupt pin has none). */
+  static offered(deviceFd: number, path: string): boolean {
+    const b = V.vfio_irq_info.make(V.VFIO_PCI_INTX_IRQ_INDEX);
+    ioctl(deviceFd, V.VFIO_DEVICE_GET_IRQ_INFO, b, 'VFIO_DEVICE_GET_IRQ_INFO(INTx)', { path });
+    return V.vfio_irq_info.count(b) > 0;
+  }
+
+  get enabled(): boolean {
+    return this.fds !== undefined;
+  }
+
+  enable(): void {
+    if (this.fds) return;
+    const trigger = eventFd();
+    const resample = eventFd();
+    try {
+      ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(trigger, this.gsi, K.KVM_IRQFD_FLAG_RESAMPLE, resample), `KVM_IRQFD(resample, gsi ${this.gsi})`);
+      this.fds = { trigger, resample };
+      this.set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, [trigger], 'INTx trigger');
+      this.set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_UNMASK, [resample], 'INTx unmask');
+    } catch (e) {
+      if (this.fds) this.disable();
+      else {
+        closeFd(trigger);
+        closeFd(resample);
+      }
+      throw e;
+    }
+  }
+
+  disable(): void {
+    if (!this.fds) return;
+    const { trigger, resample } = this.fds;
+    this.fds = undefined;
+    try {
+      this.set(V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER, [], 'INTx off');
+    } finally {
+      ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(trigger, this.gsi, K.KVM_IRQFD_FLAG_DEASSIGN), `KVM_IRQFD(deassign gsi ${this.gsi})`);
+      closeFd(trigger);
+      closeFd(resample);
+    }
+  }
+
+  private set(flags: number, fds: number[], what: string): void {
+    ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, V.vfio_irq_set(flags, V.VFIO_PCI_INTX_IRQ_INDEX, 0, fds), `VFIO_DEVICE_SET_IRQS(${what})`, { path: this.path });
+  }
+}
