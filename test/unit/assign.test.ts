@@ -53,3 +53,20 @@ t.test('config mechanism #1 reaches bus 0 functions; absent ones read all ones',
   t.throws(() => io.add(0, hostBridge()), /PCI slot 00:00\.0 is taken by host bridge/);
   t.equal(io.freeSlot(), 1);
 });
+
+t.test('MSI capability as the guest sees it: one vector, no masking, registers kept here', async (t) => {
+  const { Msi } = await import('../../src/devices/vfio/msi.js');
+  const dev = new Uint8Array(24);
+  dev.set([0x05, 0x70, 0x86, 0x01]); // id MSI, next 0x70, control: 64-bit, 8 vectors capable, per-vector masking
+  const msi = new Msi(0x50, dev, -1, 'test', {} as never, -1);
+  t.ok(msi.is64);
+  t.equal(msi.read(0x52) | (msi.read(0x53) << 8), 0x0080, 'control: 64-bit only (MMC 0, no mask bit, disabled)');
+  t.notOk(msi.contains(0x51), 'id and next pointer pass through');
+  t.ok(msi.contains(0x5f) && !msi.contains(0x60), 'address lo/hi, data and extended data after control');
+  for (const [i, b] of [0x00, 0x00, 0xe0, 0xfe].entries()) t.equal(msi.write(0x54 + i, b), undefined);
+  t.equal(msi.write(0x5c, 0x41), undefined, 'data');
+  t.equal(msi.read(0x57), 0xfe);
+  t.equal(msi.write(0x52, 0x71), true, 'enable bit set (multiple message enable ignored)');
+  t.equal(msi.read(0x52), 0x81);
+  t.equal(msi.write(0x52, 0x80), false, 'and cleared');
+});

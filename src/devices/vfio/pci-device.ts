@@ -13,6 +13,7 @@ import * as P from '../pci/function.js';
 import type { PciFunction } from '../pci/function.js';
 import { Msix, parseMsixCap, PCI_MSIX_ENTRY_SIZE } from './msix.js';
 import { Intx } from './intx.js';
+import { Msi } from './msi.js';
 import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.js';
 import type { HostDevice } from './host-device.js';
 import type { OpenedDevice, VfioIommu } from './iommu.js';
@@ -44,6 +45,7 @@ export class VfioPciDevice implements PciFunction {
   private readonly config: RegionInfo;
   private msix: Msix | undefined;
   private intx: Intx | undefined;
+  private msi: Msi | undefined;
   /** Config-space bytes the guest sees instead of the device's (capability chain without MSI). */
   private readonly overlay = new Map<number, number>();
   private msixControl = 0;
@@ -105,15 +107,18 @@ export class VfioPciDevice implements PciFunction {
     regionWrite(this.opened.fd, this.config, offset, d, this.opened.path);
   }
 
-  /** Walks the capability list: MSI-X is virtualised, MSI is hidden (the guest uses MSI-X). */
+  /** Walks the capability list: MSI and MSI-X are virtualised, the rest passed through. */
   private buildCapabilities(): void {
     if (!(this.rawRead(P.PCI_STATUS, 2) & P.PCI_STATUS_CAP_LIST)) return;
     const caps: { at: number; id: number }[] = [];
     for (let at = this.rawRead(P.PCI_CAPABILITY_LIST, 1) & 0xfc; at && caps.length < 48; at = this.rawRead(at + 1, 1) & 0xfc) caps.push({ at, id: this.rawRead(at, 1) });
-    const kept = caps.filter((c) => c.id !== P.PCI_CAP_ID_MSI);
-    this.overlay.set(P.PCI_CAPABILITY_LIST, kept[0]?.at ?? 0);
-    kept.forEach((c, i) => this.overlay.set(c.at + 1, kept[i + 1]?.at ?? 0));
-    const msix = kept.find((c) => c.id === P.PCI_CAP_ID_MSIX);
+    const msi = caps.find((c) => c.id === P.PCI_CAP_ID_MSI);
+    if (msi) {
+      const raw = new Uint8Array(24);
+      regionRead(this.opened.fd, this.config, msi.at, raw, this.opened.path);
+      this.msi = new Msi(msi.at, raw, this.opened.fd, this.opened.path, this.env.routing, this.env.vmFd);
+    }
+    const msix = caps.find((c) => c.id === P.PCI_CAP_ID_MSIX);
     if (msix) this.msix = new Msix(parseMsixCap((o, s) => this.rawRead(o, s), msix.at), this.opened.fd, this.opened.path, this.env.routing, this.env.vmFd);
   }
 
@@ -201,6 +206,7 @@ export class VfioPciDevice implements PciFunction {
     for (let i = 0; i < size; i++) {
       const o = this.overlay.get(offset + i);
       if (o !== undefined) bytes[i] = o;
+      if (this.msi?.contains(offset + i)) bytes[i] = this.msi.read(offset + i);
       const m = this.msix?.cap;
       if (m && offset + i === m.cap + 3) bytes[i] = (bytes[i]! & 0x3f) | (this.msixControl & 0xc0); // enable and function mask
     }
@@ -211,6 +217,20 @@ export class VfioPciDevice implements PciFunction {
     const bar = this.barAt(offset);
     if (bar) return this.writeBar(bar.bar, bar.high, offset, size, value);
     if ((offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_0 + 24) || (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4)) return;
+    const msi = this.msi;
+    if (msi && msi.contains(offset)) {
+      let turned: boolean | undefined;
+      for (let i = 0; i < size; i++) turned = msi.write(offset + i, (value >>> (8 * i)) & 0xff) ?? turned;
+      // vfio-pci runs one interrupt type at a time: INTx yields to MSI and comes back after it.
+      if (turned === true) {
+        this.intx?.disable();
+        msi.enable();
+      } else if (turned === false) {
+        msi.disable();
+        this.intx?.enable();
+      }
+      return;
+    }
     const m = this.msix?.cap;
     if (m && offset <= m.cap + 3 && offset + size > m.cap + 3) {
       this.msixControl = (value >>> (8 * (m.cap + 3 - offset))) & 0xc0;
@@ -293,6 +313,7 @@ export class VfioPciDevice implements PciFunction {
     this.closed = true;
     try {
       this.msix?.disable();
+      this.msi?.disable();
       this.intx?.disable();
     } finally {
       for (const bar of this.bars) {

@@ -1,0 +1,91 @@
+// MSI of an assigned device, virtualised: the guest sees a single-vector
+// capability (no per-vector masking) whose registers live here; when it sets
+// the enable bit the vector gets an eventfd (VFIO_DEVICE_SET_IRQS, MSI index)
+// bound to a GSI with KVM_IRQFD and routed by the address and data the guest
+// wrote. VFIO programs the device's own MSI registers.
+import { ioctl } from '../../sys/libc.js';
+import * as V from '../../sys/vfio.js';
+import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
+import { readLe, writeLe } from '../pci/function.js';
+
+const PCI_MSI_FLAGS_ENABLE = 0x0001;
+const PCI_MSI_FLAGS_QMASK = 0x000e; // multiple message capable
+const PCI_MSI_FLAGS_QSIZE = 0x0070; // multiple message enable
+const PCI_MSI_FLAGS_64BIT = 0x0080;
+const PCI_MSI_FLAGS_MASKBIT = 0x0100;
+
+export class Msi {
+  /** The capability as the guest sees it: id, next, control, address (lo, hi), data, padding. */
+  readonly regs: Uint8Array;
+  readonly is64: boolean;
+  private vector: IrqFd | undefined;
+
+  constructor(
+    readonly cap: number,
+    device: Uint8Array,
+    private readonly deviceFd: number,
+    private readonly path: string,
+    private readonly routing: IrqRouting,
+    private readonly vmFd: number,
+  ) {
+    this.regs = new Uint8Array(this.length(device));
+    this.regs.set(device.subarray(0, this.regs.length));
+    const ctrl = readLe(this.regs, 2, 2);
+    this.is64 = (ctrl & PCI_MSI_FLAGS_64BIT) !== 0;
+    // One vector, no per-vector masking: all Pinion wires.
+    writeLe(this.regs, 2, 2, ctrl & ~(PCI_MSI_FLAGS_QMASK | PCI_MSI_FLAGS_QSIZE | PCI_MSI_FLAGS_MASKBIT | PCI_MSI_FLAGS_ENABLE));
+  }
+
+  private length(device: Uint8Array): number {
+    return (readLe(device, 2, 2) & PCI_MSI_FLAGS_64BIT ? 14 : 10) + 2;
+  }
+
+  get enabled(): boolean {
+    return this.vector !== undefined;
+  }
+
+  contains(offset: number): boolean {
+    return offset >= this.cap + 2 && offset < this.cap + this.regs.length;
+  }
+
+  read(offset: number): number {
+    return this.regs[offset - this.cap]!;
+  }
+
+  /** A byte write; returns the enable bit's new value when it changed. */
+  write(offset: number, byte: number): boolean | undefined {
+    const at = offset - this.cap;
+    const was = (this.regs[2]! & PCI_MSI_FLAGS_ENABLE) !== 0;
+    if (at === 2) this.regs[2] = (this.regs[2]! & ~(PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE)) | (byte & PCI_MSI_FLAGS_ENABLE);
+    else if (at >= 4) this.regs[at] = byte;
+    const now = (this.regs[2]! & PCI_MSI_FLAGS_ENABLE) !== 0;
+    if (now && this.vector) this.route();
+    return now !== was ? now : undefined;
+  }
+
+  enable(): void {
+    if (this.vector) return;
+    this.vector = new IrqFd(this.vmFd, this.routing.allocateGsi());
+    this.route();
+    const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSI_IRQ_INDEX, 0, [this.vector.fd]);
+    ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, 'VFIO_DEVICE_SET_IRQS(MSI, 1 vector)', { path: this.path });
+  }
+
+  disable(): void {
+    const v = this.vector;
+    if (!v) return;
+    this.vector = undefined;
+    const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSI_IRQ_INDEX, 0, []);
+    try {
+      ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, 'VFIO_DEVICE_SET_IRQS(MSI off)', { path: this.path });
+    } finally {
+      v.close();
+      this.routing.releaseGsi(v.gsi);
+    }
+  }
+
+  private route(): void {
+    const data = readLe(this.regs, this.is64 ? 12 : 8, 2);
+    this.routing.setMsi(this.vector!.gsi, { addressLo: readLe(this.regs, 4, 4), addressHi: this.is64 ? readLe(this.regs, 8, 4) : 0, data });
+  }
+}
