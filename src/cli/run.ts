@@ -84,10 +84,10 @@ function assignmentSummary(m: Machine): string {
 }
 
 /** fds handed down by `pinion open` (see src/cli/open.ts), from its environment variables. */
-export function openerFds(): { kvm?: number; iommufd?: number; devices?: Record<string, number> } | undefined {
+export function openerFds(): { kvm?: number; iommufd?: number; devices?: Record<string, number>; container?: number; groups?: Record<string, number> } | undefined {
   const e = process.env;
-  if (!e.PINION_IOMMUFD_FD && !e.PINION_KVM_FD) return undefined;
+  if (!e.PINION_KVM_FD) return undefined;
   const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
-  const devices = Object.fromEntries((e.PINION_DEVICE_FDS ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]).map(([k, v]) => [k, Number(v)]));
-  return { kvm: num(e.PINION_KVM_FD), iommufd: num(e.PINION_IOMMUFD_FD), devices };
+  const table = (v: string | undefined): Record<string, number> => Object.fromEntries((v ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]).map(([k, n]) => [k, Number(n)]));
+  return { kvm: num(e.PINION_KVM_FD), iommufd: num(e.PINION_IOMMUFD_FD), devices: table(e.PINION_DEVICE_FDS), container: num(e.PINION_CONTAINER_FD), groups: table(e.PINION_GROUP_FDS) };
 }

@@ -49,7 +49,7 @@ export interface MachineConfig {
   /** Which VFIO IOMMU path: auto prefers iommufd cdevs when the kernel has them. */
   iommu?: 'auto' | IommuKind;
   /** fds opened by a privileged opener (pinion open), adopted instead of opening the nodes. */
-  fds?: { kvm?: number; iommufd?: number; devices?: Record<string, number> };
+  fds?: { kvm?: number; iommufd?: number; devices?: Record<string, number>; container?: number; groups?: Record<string, number> };
   /** The opener command to suggest when per-user accounting refuses. */
   openerHint?: string;
 }
@@ -158,8 +158,8 @@ export class Machine {
   /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
   private assign(hosts: HostDevice[], pci: PciConfigIo): void {
     const fds = this.config.fds;
-    const kind = fds?.iommufd !== undefined ? 'iommufd' : chooseIommu(this.config.iommu ?? 'auto', hosts);
-    const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu();
+    const kind = fds?.iommufd !== undefined ? 'iommufd' : fds?.container !== undefined ? 'legacy' : chooseIommu(this.config.iommu ?? 'auto', hosts);
+    const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
     this.iommu = iommu;
     this.undo.push(() => iommu.close());
     const env = { memory: this.memory, pio: this.pio, mmio: this.mmio, routing: new IrqRouting(this.vm.fd), vmFd: this.vm.fd, bars: new BarAllocator() };

@@ -111,6 +111,14 @@ const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
   out.opener = { started, charges, a: await a.stop(), b: await b.stop(), after: userCharges() };
 }
 
+// The opener on the legacy path: container and group fds handed over.
+{
+  const a = vm([process.execPath, CLI, 'open', '--user', String(UID), '--iommu', 'legacy', '--memlock', String(LIMIT), '--device', vf0, '--', ...run([vf0], 'legacy', 'hang')]);
+  const started = await a.started;
+  const charges = userCharges();
+  out.openerLegacy = { started, charges, a: await a.stop(), after: userCharges() };
+}
+
 // Two devices in one VM: one IOAS, RAM pinned and charged once.
 {
   const a = userVm([vf0, vf1], 'iommufd');

@@ -23,6 +23,7 @@ interface Out {
   iommufdPerUser: { aStarted: boolean; aPid: number; refused: Run; chargesWithA: Charge[]; killed: Run; afterKill: Charge[]; bStarted: boolean; b: Run; after: Charge[] };
   opener: { started: boolean[]; charges: Charge[]; a: Run; b: Run; after: Charge[] };
   twoDevices: { started: boolean; charges: Charge[]; a: Run; after: Charge[] };
+  openerLegacy: { started: boolean; charges: Charge[]; a: Run; after: Charge[] };
   status: { processes: { pid: number; uid: number; vmLckKiB: number; vmPinKiB: number; memlockSoftKiB: number }[]; users: Record<string, { vmLckKiB: number; vmPinKiB: number; pids: number[] }> };
 }
 
@@ -68,6 +69,16 @@ t.test('two VMs of one user, type1 kernel', async (t) => {
     t.same(mine.map((x) => [x.vmLckKiB, x.vmPinKiB, x.memlockSoftKiB]), [[RAM_KIB, RAM_KIB, 81920], [RAM_KIB, RAM_KIB, 81920]], 'pinion memlock status shows both VMMs with their limits');
     t.same(o.status.users['1000'], { vmLckKiB: 2 * RAM_KIB, vmPinKiB: 2 * RAM_KIB, pids: mine.map((x) => x.pid) }, 'and the user total');
     for (const r of [p.a, p.b]) t.equal(r.status, 143, `stopped by SIGTERM (stderr: ${r.stderr.trim().split('\n').pop()})`);
+    t.same(p.after, []);
+  });
+
+  t.test('the opener on the legacy path: container and group fds handed over', async (t) => {
+    const p = o.openerLegacy;
+    t.ok(p.started, `the VM runs (${p.a.stderr.trim().split('\n').pop()})`);
+    t.same(amounts(p.charges), [[RAM_KIB, 0]], 'type1 charges the VMM process');
+    t.ok(p.charges.every((c) => /^0+$/.test(c.capEff)), 'with no capabilities');
+    t.match(p.a.stderr, /via the legacy container/);
+    t.equal(p.a.status, 143);
     t.same(p.after, []);
   });
 

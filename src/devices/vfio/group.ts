@@ -28,6 +28,11 @@ export class VfioGroup {
     return new VfioGroup(path, openPath(path));
   }
 
+  /** A group fd opened elsewhere (a privileged opener); takes ownership of it. */
+  static adopt(path: string, fd: number): VfioGroup {
+    return new VfioGroup(path, fd);
+  }
+
   status(): GroupStatus {
     const b = vfio_group_status.make();
     ioctl(this.fd, VFIO_GROUP_GET_STATUS, b, 'VFIO_GROUP_GET_STATUS', { path: this.path });

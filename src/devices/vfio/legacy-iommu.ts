@@ -16,7 +16,12 @@ export class LegacyIommu implements VfioIommu {
   /** Groups stay in the container until it closes: the last one leaving would drop its IOMMU type. */
   private readonly groups = new Map<string, VfioGroup>();
 
-  constructor(private readonly containerPath = '/dev/vfio/vfio') {}
+  /** `containerFd` and `groupFds` (by group number): opened by a privileged opener, adopted here. */
+  constructor(
+    private readonly containerFd?: number,
+    private readonly groupFds: Record<string, number> = {},
+    private readonly containerPath = '/dev/vfio/vfio',
+  ) {}
 
   get dma(): DmaMapper {
     if (!this.mapper) throw new Error('the container has no group yet: open a device first');
@@ -29,14 +34,15 @@ export class LegacyIommu implements VfioIommu {
     if (!g) {
       let group: VfioGroup;
       try {
-        group = VfioGroup.open(path);
+        const given = d.group ? this.groupFds[d.group] : undefined;
+        group = given === undefined ? VfioGroup.open(path) : VfioGroup.adopt(path, given);
       } catch (e) {
         if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use: its group ${path} is open in another process${holders(path)}`);
         throw e;
       }
       try {
         if (!group.status().viable) throw new AssignError(`IOMMU group ${d.group} of ${d.bdf} is not viable: every device in it must be bound to vfio-pci (members: ${d.groupMembers.map((m) => `${m.bdf} (${m.driver ?? 'no driver'})`).join(', ')})`);
-        if (!this.mapper) this.mapper = DmaMapper.legacy([group.fd], { containerPath: this.containerPath });
+        if (!this.mapper) this.mapper = DmaMapper.legacy([group.fd], { containerPath: this.containerPath, containerFd: this.containerFd });
         else pinCore.type1AttachGroup(this.mapper.handle, group.fd);
       } catch (e) {
         group.close();
