@@ -31,15 +31,21 @@ bool pci_find(uint16_t vendor, uint16_t device, struct pci_fn *out);
 uint32_t pci_read32(struct pci_fn f, unsigned reg);
 uint16_t pci_read16(struct pci_fn f, unsigned reg);
 void pci_write16(struct pci_fn f, unsigned reg, uint16_t v);
+void pci_write32(struct pci_fn f, unsigned reg, uint32_t v);
 uint64_t pci_bar(struct pci_fn f, unsigned i);
 unsigned pci_find_cap(struct pci_fn f, uint8_t id);
 const char *pci_msix_route(struct pci_fn f, unsigned entry, uint64_t addr, uint32_t data);
+const char *pci_msix_disable(struct pci_fn f);
+const char *pci_msi_route(struct pci_fn f, uint64_t addr, uint16_t data);
+void pci_msi_disable(struct pci_fn f);
 
-/* idt.c: an IDT and the local APIC, for the igb test's MSI-X interrupt. */
-#define IRQ_VECTOR 0x40 /* counted by irq_count(); any other vector ends the VM */
+/* idt.c: an IDT and the local APIC, for the igb test's MSI-X and MSI interrupts. */
+#define IRQ_VECTOR 0x40 /* MSI-X: counted by irq_count() */
+#define MSI_VECTOR 0x41 /* MSI: counted by msi_count(); any other vector ends the VM */
 #define LAPIC_MSI_ADDRESS 0xfee00000u /* MSI to APIC ID 0, physical destination */
 void interrupts_init(void);
 uint64_t irq_count(void);
+uint64_t msi_count(void);
 
 /* igb.c: the 82576 test; 0 when it passed, else the exit status. */
 uint64_t igb_test(bool baddma);

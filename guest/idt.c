@@ -4,8 +4,9 @@
  * exception is a triple fault; the default flow never calls it and keeps that
  * behaviour (the `fault` and `ud` cases rely on it).
  *
- * Vector IRQ_VECTOR counts deliveries and returns. Every other vector, an
- * exception included, prints "unexpected vector N" and ends the VM with 23.
+ * Vectors IRQ_VECTOR (MSI-X) and MSI_VECTOR (MSI) each count their deliveries
+ * and return. Every other vector, an exception included, prints "unexpected
+ * vector N" and ends the VM with 23.
  */
 #include "guest.h"
 #include "io.h"
@@ -37,7 +38,7 @@ struct gate {
 struct interrupt_frame; /* pushed by the CPU; the handler does not look */
 
 static struct gate idt[256] __attribute__((aligned(16)));
-static volatile uint64_t irq_hits;
+static volatile uint64_t irq_hits, msi_hits;
 
 /*
  * One 16-byte stub per vector: push the vector number, jump to a common path
@@ -84,6 +85,13 @@ __attribute__((interrupt)) static void irq_handler(struct interrupt_frame *frame
 	lapic_write(LAPIC_EOI, 0);
 }
 
+__attribute__((interrupt)) static void msi_handler(struct interrupt_frame *frame)
+{
+	(void)frame;
+	msi_hits++;
+	lapic_write(LAPIC_EOI, 0);
+}
+
 static void set_gate(unsigned vector, uint64_t handler, uint16_t cs)
 {
 	idt[vector] = (struct gate){
@@ -108,6 +116,7 @@ void interrupts_init(void)
 	for (unsigned v = 0; v < 256; v++)
 		set_gate(v, (uint64_t)isr_stubs + v * STUB_SIZE, cs);
 	set_gate(IRQ_VECTOR, (uint64_t)irq_handler, cs);
+	set_gate(MSI_VECTOR, (uint64_t)msi_handler, cs);
 	__asm__ volatile("lidt %0" : : "m"(idtr) : "memory");
 
 	/*
@@ -122,4 +131,9 @@ void interrupts_init(void)
 uint64_t irq_count(void)
 {
 	return irq_hits;
+}
+
+uint64_t msi_count(void)
+{
+	return msi_hits;
 }

@@ -4,8 +4,8 @@
  * the same emulated igb (QEMU's model) from the host: reset, autoneg kicked
  * through MDIC (QEMU raises STATUS.LU only from its autoneg timer), advanced
  * descriptors (the only RX format QEMU implements), MAC loopback through
- * RCTL.LBM. Then one MSI-X interrupt and a few frames with the peer on the
- * wire.
+ * RCTL.LBM. Then one MSI-X interrupt, one MSI interrupt and a few frames
+ * with the peer on the wire.
  *
  * DMA addresses are guest physical addresses: the VMM maps all guest RAM into
  * the IOMMU at IOVA = GPA, and the guest is identity mapped, so the address
@@ -20,6 +20,7 @@
 #define EXIT_NOT_FOUND 21
 #define EXIT_LOOPBACK 22 /* also: reset, link, sending to the wire */
 #define EXIT_MSIX 24
+#define EXIT_MSI 25
 
 #define PCI_COMMAND 0x04
 #define PCI_COMMAND_MEMORY 0x2
@@ -300,6 +301,47 @@ static const char *msix_interrupt(struct pci_fn f)
 	return NULL;
 }
 
+/*
+ * MSI-X off and GPIE back to 0: QEMU's model then signals ICR causes (masked
+ * by IMS) through MSI if that is enabled, else INTx. Everything is masked and
+ * ICR read clear (with IMS 0 a read clears it) before MSI goes on, so the only
+ * message is the one ICS raises: an edge on ICR & IMS.
+ */
+static const char *msi_interrupt(struct pci_fn f)
+{
+	uint64_t msix_before = irq_count();
+	const char *why;
+	uint64_t start;
+
+	mask_all();
+	wr(EICR, ~0u);
+	if ((why = pci_msix_disable(f)))
+		return why;
+	wr(GPIE, 0);
+	(void)rd(ICR);
+	why = pci_msi_route(f, LAPIC_MSI_ADDRESS, MSI_VECTOR);
+	if (why) {
+		pci_msi_disable(f);
+		return why;
+	}
+	wr(IMS, ICR_LSC);
+	irq_enable();
+	wr(ICS, ICR_LSC);
+	start = rdtsc();
+	while (!msi_count() && rdtsc() - start < WAIT_TICKS)
+		cpu_relax();
+	irq_disable();
+	wr(IMC, ~0u);
+	(void)rd(ICR);
+	pci_msi_disable(f);
+	if (!msi_count()) {
+		if (irq_count() != msix_before)
+			return "no interrupt on vector 0x41, but one on 0x40 (MSI-X still routed?)";
+		return "no interrupt on vector 0x41 after ICS (MSI -> APIC 0)";
+	}
+	return NULL;
+}
+
 static void put_mac(const uint8_t *m)
 {
 	for (int i = 0; i < 6; i++) {
@@ -469,6 +511,10 @@ uint64_t igb_test(bool baddma)
 	if ((why = msix_interrupt(f)))
 		return failed("MSI-X interrupt", why, EXIT_MSIX);
 	say("igb: MSI-X vector 0 interrupt received");
+
+	if ((why = msi_interrupt(f)))
+		return failed("MSI interrupt", why, EXIT_MSI);
+	say("igb: MSI interrupt received");
 
 	if ((why = wire()))
 		return failed("sending to the wire", why, EXIT_LOOPBACK);

@@ -36,8 +36,15 @@
 #define TCTL_EN (1u << 1)
 #define TCTL_PSP (1u << 3)
 
-/* Interrupts: ICR-style causes, and the extended (per MSI-X vector) ones. */
-#define IMC 0x150c
+/*
+ * Interrupts: ICR-style causes (at their 0x00c0 addresses, as Linux's igb and
+ * QEMU's model use them), and the extended (per MSI-X vector) ones.
+ */
+#define ICR 0x00c0 /* read to clear (IMS 0, or not in MSI-X mode) */
+#define ICS 0x00c8
+#define IMS 0x00d0
+#define IMC 0x00d8
+#define ICR_LSC (1u << 2) /* link status change */
 #define GPIE 0x1514
 #define GPIE_MULTIPLE_MSIX (1u << 4)
 #define GPIE_EIAME (1u << 30)

@@ -10,8 +10,8 @@
  *   pio     no output; vCPU 0 writes port 0x80 forever, the others halt
  *   hang    after the banner, every vCPU halts forever
  *   igb     after the PCI scan, test the first 82576 PF (igb.c): MAC
- *           loopback, an MSI-X interrupt, frames with the wire; a failure
- *           ends the VM with its own status (20-24)
+ *           loopback, an MSI-X interrupt, an MSI interrupt, frames with the
+ *           wire; a failure ends the VM with its own status (20-25)
  *   baddma  with igb: also loop a frame back into RX buffers at an IOVA the
  *           VMM never mapped; nothing may land in RAM and the guest goes on
  *

@@ -3,7 +3,7 @@
  * only. The scan is read-only apart from the address register: it exercises
  * the VMM's config-space path, not a real topology. With no host bridge every
  * read is all ones and the scan finds nothing. The accessors below serve a
- * driver (igb.c): BARs as the VMM assigned them, capabilities, MSI-X.
+ * driver (igb.c): BARs as the VMM assigned them, capabilities, MSI-X, MSI.
  */
 #include "guest.h"
 #include "io.h"
@@ -22,6 +22,15 @@
 #define MSIX_CTRL_TABLE_SIZE 0x7ff /* N - 1 */
 #define MSIX_TABLE 4 /* from the capability: BIR (bits 2:0) and offset */
 #define MSIX_ENTRY_SIZE 16 /* address lo, address hi, data, vector control */
+#define PCI_CAP_ID_MSI 0x05
+#define MSI_CTRL 2 /* from the capability: Message Control */
+#define MSI_CTRL_ENABLE 0x0001
+#define MSI_CTRL_MME 0x0070 /* Multiple Message Enable: log2 of the vectors */
+#define MSI_CTRL_64BIT 0x0080
+#define MSI_ADDRESS 4
+#define MSI_ADDRESS_HI 8 /* 64-bit capable only */
+#define MSI_DATA_32 8 /* Message Data without, and with, the upper address */
+#define MSI_DATA_64 12
 
 static void cfg_address(unsigned dev, unsigned fn, unsigned reg)
 {
@@ -34,9 +43,45 @@ static uint32_t cfg_read(unsigned dev, unsigned fn, unsigned reg)
 	return inl(PCI_CONFIG_DATA);
 }
 
+static void cfg_write(unsigned dev, unsigned fn, unsigned reg, uint32_t v)
+{
+	cfg_address(dev, fn, reg);
+	outl(PCI_CONFIG_DATA, v);
+}
+
+/*
+ * A BAR's size the way firmware finds it: write all ones, read back the
+ * bits that stuck, put the address back. Decoding stays off meanwhile
+ * (nothing has enabled it yet when the scan runs).
+ */
+static uint32_t bar_size(unsigned dev, unsigned fn, unsigned reg, uint32_t bar)
+{
+	uint32_t mask;
+
+	cfg_write(dev, fn, reg, 0xffffffffu);
+	mask = cfg_read(dev, fn, reg);
+	cfg_write(dev, fn, reg, bar);
+	return bar & 1 ? (~(mask & ~3u) + 1) & 0xffff : ~(mask & ~0xfu) + 1;
+}
+
+static int hex_digits(uint64_t v)
+{
+	int n = 1;
+
+	while (v >>= 4)
+		n++;
+	return n;
+}
+
 uint32_t pci_read32(struct pci_fn f, unsigned reg)
 {
 	return cfg_read(f.dev, f.fn, reg);
+}
+
+void pci_write32(struct pci_fn f, unsigned reg, uint32_t v)
+{
+	cfg_address(f.dev, f.fn, reg);
+	outl(PCI_CONFIG_DATA, v);
 }
 
 /* 16-bit accesses use the data window's byte lanes (0xcfc + 2), as an OS does. */
@@ -87,7 +132,9 @@ static void print_function(unsigned dev, unsigned fn, uint32_t id, uint8_t heade
 	line_end();
 
 	for (int i = 0; i < bar_count(header_type); i++) {
-		uint32_t bar = cfg_read(dev, fn, 0x10 + 4 * i);
+		unsigned reg = 0x10 + 4 * i;
+		uint32_t bar = cfg_read(dev, fn, reg);
+		bool upper = i > 0 && (cfg_read(dev, fn, reg - 4) & 7) == 4; /* high half of a 64-bit BAR */
 
 		if (!bar)
 			continue;
@@ -96,6 +143,12 @@ static void print_function(unsigned dev, unsigned fn, uint32_t id, uint8_t heade
 		put_dec(i);
 		put_str(" 0x");
 		put_hex(bar, 8);
+		if (!upper) {
+			uint32_t size = bar_size(dev, fn, reg, bar);
+
+			put_str(" size 0x");
+			put_hex(size, hex_digits(size));
+		}
 		line_end();
 	}
 }
@@ -164,6 +217,70 @@ const char *pci_msix_route(struct pci_fn f, unsigned entry, uint64_t addr, uint3
 	if (!(pci_read16(f, cap + MSIX_CTRL) & MSIX_CTRL_ENABLE))
 		return "MSI-X Message Control did not take the enable bit";
 	return NULL;
+}
+
+/* Clears the MSI-X enable bit (the table stays as it is). NULL, or why not. */
+const char *pci_msix_disable(struct pci_fn f)
+{
+	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSIX);
+
+	if (!cap)
+		return "no MSI-X capability";
+	pci_write16(f, cap + MSIX_CTRL,
+		    (uint16_t)(pci_read16(f, cap + MSIX_CTRL) & ~MSIX_CTRL_ENABLE));
+	if (pci_read16(f, cap + MSIX_CTRL) & MSIX_CTRL_ENABLE)
+		return "MSI-X enable bit did not clear";
+	return NULL;
+}
+
+/*
+ * Points the MSI capability at (addr, data) and enables it with one vector
+ * (Multiple Message Enable 0): address and data first, then the enable bit,
+ * all through config space. Reads everything back. NULL, or why not.
+ */
+const char *pci_msi_route(struct pci_fn f, uint64_t addr, uint16_t data)
+{
+	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSI);
+	uint16_t ctrl;
+	unsigned data_at;
+	bool wide;
+
+	if (!cap)
+		return "no MSI capability";
+	ctrl = pci_read16(f, cap + MSI_CTRL);
+	wide = ctrl & MSI_CTRL_64BIT;
+	if (!wide && addr >> 32)
+		return "MSI capability is 32-bit only, the address is not";
+	/* Disabled while the message changes. */
+	ctrl = (uint16_t)(ctrl & ~(MSI_CTRL_ENABLE | MSI_CTRL_MME));
+	pci_write16(f, cap + MSI_CTRL, ctrl);
+	pci_write32(f, cap + MSI_ADDRESS, (uint32_t)addr);
+	if (wide)
+		pci_write32(f, cap + MSI_ADDRESS_HI, (uint32_t)(addr >> 32));
+	data_at = cap + (wide ? MSI_DATA_64 : MSI_DATA_32);
+	pci_write16(f, data_at, data);
+	if (pci_read32(f, cap + MSI_ADDRESS) != (uint32_t)addr ||
+	    (wide && pci_read32(f, cap + MSI_ADDRESS_HI) != (uint32_t)(addr >> 32)))
+		return "MSI Message Address did not read back";
+	if (pci_read16(f, data_at) != data)
+		return "MSI Message Data did not read back";
+	pci_write16(f, cap + MSI_CTRL, (uint16_t)(ctrl | MSI_CTRL_ENABLE));
+	ctrl = pci_read16(f, cap + MSI_CTRL);
+	if (!(ctrl & MSI_CTRL_ENABLE))
+		return "MSI enable did not stick";
+	if (ctrl & MSI_CTRL_MME)
+		return "MSI Multiple Message Enable is not 0 (one vector)";
+	return NULL;
+}
+
+/* Clears the MSI enable bit, if there is an MSI capability. */
+void pci_msi_disable(struct pci_fn f)
+{
+	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSI);
+
+	if (cap)
+		pci_write16(f, cap + MSI_CTRL,
+			    (uint16_t)(pci_read16(f, cap + MSI_CTRL) & ~MSI_CTRL_ENABLE));
 }
 
 /*
