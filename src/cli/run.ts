@@ -45,7 +45,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   try {
     const fds = openerFds();
     const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
-    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint });
+    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint, kvmPath: process.env.PINION_KVM_DEVICE });
     if (devices.length) console.error(assignmentSummary(machine));
     const m = machine;
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);

@@ -44,6 +44,8 @@ export interface MachineConfig {
   consoleFd: number;
   /** The command to suggest when this machine has no KVM. */
   kvmHint?: string;
+  /** The KVM device node (default /dev/kvm). */
+  kvmPath?: string;
   /** Host PCI devices (BDFs) to assign, bound to vfio-pci. */
   devices?: string[];
   /** Which VFIO IOMMU path: auto prefers iommufd cdevs when the kernel has them. */
@@ -114,7 +116,7 @@ export class Machine {
     const dupe = hosts.find((h, i) => hosts.findIndex((x) => x.bdf === h.bdf) !== i);
     if (dupe) throw new AssignError(`${dupe.bdf} is given twice; each --device is one device`);
 
-    const kvm = Kvm.open('/dev/kvm', c.kvmHint, c.fds?.kvm);
+    const kvm = Kvm.open(c.kvmPath ?? '/dev/kvm', c.kvmHint, c.fds?.kvm);
     this.undo.push(() => kvm.close());
     this.ram = GuestRam.allocate(c.memory, c.backend, BigInt(pinCore.pageSize()));
     this.undo.push(() => this.ram.free());
