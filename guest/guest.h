@@ -50,4 +50,7 @@ uint64_t msi_count(void);
 /* igb.c: the 82576 test; 0 when it passed, else the exit status. */
 uint64_t igb_test(bool baddma);
 
+/* igbvf.c: the 82576 VF test (when only a VF is present); 0, else 26. */
+uint64_t igbvf_test(struct pci_fn f);
+
 #endif

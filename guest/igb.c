@@ -16,7 +16,6 @@
 #include "igb.h"
 #include "io.h"
 
-#define EXIT_VF_ONLY 20
 #define EXIT_NOT_FOUND 21
 #define EXIT_LOOPBACK 22 /* also: reset, link, sending to the wire */
 #define EXIT_MSIX 24
@@ -475,10 +474,8 @@ uint64_t igb_test(bool baddma)
 	const char *why;
 
 	if (!pci_find(IGB_VENDOR, IGB_DEVICE_PF, &f)) {
-		if (pci_find(IGB_VENDOR, IGB_DEVICE_VF, &f)) {
-			say("igb: VF not supported by this driver yet");
-			return EXIT_VF_ONLY;
-		}
+		if (pci_find(IGB_VENDOR, IGB_DEVICE_VF, &f))
+			return igbvf_test(f);
 		say("igb: no 82576 found");
 		return EXIT_NOT_FOUND;
 	}

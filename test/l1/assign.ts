@@ -59,11 +59,26 @@ out.notBound = run(['--device', pf]);
 out.noSuchDevice = run(['--device', '0000:07:00.0']);
 out.badBdf = run(['--device', 'eth0']);
 
-// VFs: the PF stays with L1's igb driver, which owns the VF mailbox.
+// L1's peer igb: its link up, counting what the guests send, broadcasting frames for them to receive.
+const peer = peerPf().bdf;
+const peerIf = readdirSync(`/sys/bus/pci/devices/${peer}/net`)[0]!;
+spawnSync('ip', ['link', 'set', peerIf, 'up']);
+const rxPackets = (): number => Number(readFileSync(`/sys/class/net/${peerIf}/statistics/rx_packets`, 'utf8'));
+const SENDER = fileURLToPath(new URL('../../../test/support/peer-send.py', import.meta.url));
+function withPeer(args: string[]): Run & { peerRxBefore: number; peerRxAfter: number } {
+  const before = rxPackets();
+  const sender = spawn('python3', [SENDER, peerIf], { stdio: 'ignore' });
+  const r = run(args);
+  sender.kill();
+  return { ...r, peerRxBefore: before, peerRxAfter: rxPackets() };
+}
+
+// VFs: the PF stays with L1's igb driver, which answers the VF mailbox only while its netdev is up.
+spawnSync('ip', ['link', 'set', readdirSync(`/sys/bus/pci/devices/${pf}/net`)[0]!, 'up']);
 const vfs = createVfs(pf, 2).map((b) => bindVfio(b).bdf);
 out.vfs = vfs;
-out.vfIommufd = run(['--device', vfs[0]!, '--iommu', 'iommufd', '--cmdline', 'exit=0']);
-out.vfLegacy = run(['--device', vfs[0]!, '--iommu', 'legacy', '--cmdline', 'exit=0']);
+out.vfIommufd = withPeer(['--device', vfs[0]!, '--iommu', 'iommufd', '--cmdline', 'igb exit=0']);
+out.vfLegacy = withPeer(['--device', vfs[0]!, '--iommu', 'legacy', '--cmdline', 'igb exit=0']);
 out.pinnedAfterVf = pinnedKiB();
 
 // Two VMs at once, each with its own VF; then a third asks for a VF the first holds.
@@ -80,17 +95,7 @@ for (const iommu of ['iommufd', 'legacy'] as const) {
 // The PF itself, with the guest's igb driver: loopback DMA, MSI-X, frames to the peer.
 writeFileSync(`/sys/bus/pci/devices/${pf}/sriov_numvfs`, '0');
 bindVfio(pf);
-const peer = peerPf().bdf;
-const peerIf = readdirSync(`/sys/bus/pci/devices/${peer}/net`)[0]!;
-spawnSync('ip', ['link', 'set', peerIf, 'up']);
-const rxPackets = (): number => Number(readFileSync(`/sys/class/net/${peerIf}/statistics/rx_packets`, 'utf8'));
-const SENDER = fileURLToPath(new URL('../../../test/support/peer-send.py', import.meta.url));
-for (const iommu of ['iommufd', 'legacy'] as const) {
-  const before = rxPackets();
-  const sender = spawn('python3', [SENDER, peerIf], { stdio: 'ignore' });
-  out[`pf-${iommu}`] = { ...run(['--device', pf, '--iommu', iommu, '--cmdline', 'igb exit=0']), peerRxBefore: before, peerRxAfter: rxPackets() };
-  sender.kill();
-}
+for (const iommu of ['iommufd', 'legacy'] as const) out[`pf-${iommu}`] = withPeer(['--device', pf, '--iommu', iommu, '--cmdline', 'igb exit=0']);
 out.pinnedAfterPf = pinnedKiB();
 
 // A guest DMA to an IOVA Pinion never mapped, while another VM runs (on the peer igb, now assigned too).

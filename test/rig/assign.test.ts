@@ -64,11 +64,16 @@ for (const kernel of ['type1', 'compat'] as const) {
       t.ok(line(u.other.stdout, 'cmdline "hang"'));
     });
 
-    t.test('SR-IOV VFs on each path; the device is usable by the next VM', async (t) => {
+    t.test('SR-IOV VFs on each path, driven by the guest; the device is usable by the next VM', async (t) => {
       for (const k of ['vfIommufd', 'vfLegacy'] as const) {
-        const r = o[k]!;
-        t.equal(r.status, 0, k);
+        const r = o[k] as Run & { peerRxBefore: number; peerRxAfter: number };
+        t.equal(r.status, 0, `${k}: guest exit 0 (${r.stdout.split('\n').filter((l) => /FAILED/.test(l)).join('; ')})`);
         t.ok(line(r.stdout, 'pci 00:01.0 8086:10ca class 02:00:00'), `${k}: the guest sees the 82576 VF`);
+        t.match(r.stdout, /igbvf 00:01\.0: reset ok, MAC [0-9a-f:]{17}/, `${k}: VF reset, and the PF (L1's igb) answered the mailbox`);
+        t.ok(line(r.stdout, 'igbvf: sent 3 frames to the wire'));
+        t.ok(r.peerRxAfter - r.peerRxBefore >= 3, `${k}: L1's peer igb counted the VF's frames (${r.peerRxAfter - r.peerRxBefore})`);
+        t.match(r.stdout, /igbvf: wire frame \d+: 60 bytes from [0-9a-f:]{17}, ethertype 0x88b5, "pinion-peer frame \d+"/, `${k}: the VF received L1's frames (DMA into guest RAM)`);
+        t.ok(line(r.stdout, 'igbvf: MSI-X vector 0 interrupt received'), `${k}: the VF's MSI-X through eventfd and irqfd`);
         t.match(r.stderr, /BAR0 mem64 0x4000000000 16 KiB \(16 KiB mmap'd\), BAR3 mem64 0x4000004000 16 KiB \(8 KiB mmap'd\)/, `${k}: 64-bit BARs placed high; the MSI-X page trapped`);
       }
       t.equal(o.pinnedAfterVf, 0, 'nothing pinned after the VMs ended');
