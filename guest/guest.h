@@ -36,16 +36,24 @@ uint64_t pci_bar(struct pci_fn f, unsigned i);
 unsigned pci_find_cap(struct pci_fn f, uint8_t id);
 const char *pci_msix_route(struct pci_fn f, unsigned entry, uint64_t addr, uint32_t data);
 const char *pci_msix_disable(struct pci_fn f);
+const char *pci_msix_mask(struct pci_fn f, unsigned entry, bool masked);
+uint64_t pci_msix_pending(struct pci_fn f); /* PBA bits of vectors 0-63 */
 const char *pci_msi_route(struct pci_fn f, uint64_t addr, uint16_t data);
 void pci_msi_disable(struct pci_fn f);
 
-/* idt.c: an IDT and the local APIC, for the igb test's MSI-X and MSI interrupts. */
+/* idt.c: an IDT, the local APIC and the IOAPIC, for the igb test's interrupts. */
 #define IRQ_VECTOR 0x40 /* MSI-X: counted by irq_count() */
-#define MSI_VECTOR 0x41 /* MSI: counted by msi_count(); any other vector ends the VM */
+#define MSI_VECTOR 0x41 /* MSI: counted by msi_count() */
+#define INTX_VECTOR 0x42 /* INTx through the IOAPIC: counted by intx_count(); any other vector ends the VM */
 #define LAPIC_MSI_ADDRESS 0xfee00000u /* MSI to APIC ID 0, physical destination */
 void interrupts_init(void);
 uint64_t irq_count(void);
 uint64_t msi_count(void);
+/* Routes IOAPIC pin `pin` (level-triggered) to INTX_VECTOR on APIC 0; the
+ * handler calls ack() to quiet the device before its EOI. */
+void ioapic_route_intx(unsigned pin, void (*ack)(void));
+void ioapic_mask(unsigned pin);
+uint64_t intx_count(void);
 
 /* igb.c: the 82576 test; 0 when it passed, else the exit status. */
 uint64_t igb_test(bool baddma);

@@ -4,9 +4,9 @@
  * exception is a triple fault; the default flow never calls it and keeps that
  * behaviour (the `fault` and `ud` cases rely on it).
  *
- * Vectors IRQ_VECTOR (MSI-X) and MSI_VECTOR (MSI) each count their deliveries
- * and return. Every other vector, an exception included, prints "unexpected
- * vector N" and ends the VM with 23.
+ * Vectors IRQ_VECTOR (MSI-X), MSI_VECTOR (MSI) and INTX_VECTOR (an IOAPIC
+ * pin) each count their deliveries and return. Every other vector, an
+ * exception included, prints "unexpected vector N" and ends the VM with 23.
  */
 #include "guest.h"
 #include "io.h"
@@ -21,6 +21,13 @@
 #define LAPIC_LVT_LINT0 0x350
 #define LAPIC_LVT_LINT1 0x360
 #define LAPIC_LVT_MASKED 0x10000
+
+#define IOAPIC_BASE 0xfec00000ul
+#define IOAPIC_REGSEL 0x00
+#define IOAPIC_WIN 0x10
+#define IOAPIC_REDTBL(pin) (0x10 + 2 * (pin)) /* low dword; high dword at +1 */
+#define IOAPIC_LEVEL (1u << 15)
+#define IOAPIC_MASKED (1u << 16)
 
 #define GATE_INTERRUPT 0x8e /* present, DPL 0, 64-bit interrupt gate */
 #define STUB_SIZE 16
@@ -38,7 +45,8 @@ struct gate {
 struct interrupt_frame; /* pushed by the CPU; the handler does not look */
 
 static struct gate idt[256] __attribute__((aligned(16)));
-static volatile uint64_t irq_hits, msi_hits;
+static volatile uint64_t irq_hits, msi_hits, intx_hits;
+static void (*intx_ack)(void);
 
 /*
  * One 16-byte stub per vector: push the vector number, jump to a common path
@@ -92,6 +100,43 @@ __attribute__((interrupt)) static void msi_handler(struct interrupt_frame *frame
 	lapic_write(LAPIC_EOI, 0);
 }
 
+/*
+ * A level-triggered line stays asserted until the device is quieted: ack()
+ * first, then the EOI, which KVM forwards to the IOAPIC (and to VFIO's
+ * resample eventfd, which unmasks the host line).
+ */
+__attribute__((interrupt)) static void intx_handler(struct interrupt_frame *frame)
+{
+	(void)frame;
+	intx_hits++;
+	if (intx_ack)
+		intx_ack();
+	lapic_write(LAPIC_EOI, 0);
+}
+
+static void ioapic_write(unsigned reg, uint32_t v)
+{
+	mmio_write32(IOAPIC_BASE + IOAPIC_REGSEL, reg);
+	mmio_write32(IOAPIC_BASE + IOAPIC_WIN, v);
+}
+
+void ioapic_route_intx(unsigned pin, void (*ack)(void))
+{
+	intx_ack = ack;
+	ioapic_write(IOAPIC_REDTBL(pin) + 1, 0); /* destination: APIC ID 0 */
+	ioapic_write(IOAPIC_REDTBL(pin), INTX_VECTOR | IOAPIC_LEVEL); /* fixed, physical, unmasked */
+}
+
+void ioapic_mask(unsigned pin)
+{
+	ioapic_write(IOAPIC_REDTBL(pin), INTX_VECTOR | IOAPIC_LEVEL | IOAPIC_MASKED);
+}
+
+uint64_t intx_count(void)
+{
+	return intx_hits;
+}
+
 static void set_gate(unsigned vector, uint64_t handler, uint16_t cs)
 {
 	idt[vector] = (struct gate){
@@ -117,11 +162,12 @@ void interrupts_init(void)
 		set_gate(v, (uint64_t)isr_stubs + v * STUB_SIZE, cs);
 	set_gate(IRQ_VECTOR, (uint64_t)irq_handler, cs);
 	set_gate(MSI_VECTOR, (uint64_t)msi_handler, cs);
+	set_gate(INTX_VECTOR, (uint64_t)intx_handler, cs);
 	__asm__ volatile("lidt %0" : : "m"(idtr) : "memory");
 
 	/*
 	 * KVM resets the BSP's LINT0 to ExtINT, unmasked (the 8259 path) and
-	 * LINT1 is the NMI pin: mask both, only MSIs are wanted here.
+	 * LINT1 is the NMI pin: mask both, only MSIs and the IOAPIC are wanted here.
 	 */
 	lapic_write(LAPIC_LVT_LINT0, LAPIC_LVT_MASKED);
 	lapic_write(LAPIC_LVT_LINT1, LAPIC_LVT_MASKED);

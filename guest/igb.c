@@ -4,8 +4,9 @@
  * the same emulated igb (QEMU's model) from the host: reset, autoneg kicked
  * through MDIC (QEMU raises STATUS.LU only from its autoneg timer), advanced
  * descriptors (the only RX format QEMU implements), MAC loopback through
- * RCTL.LBM. Then one MSI-X interrupt, one MSI interrupt and a few frames
- * with the peer on the wire.
+ * RCTL.LBM. Then INTx through the IOAPIC (twice: the second needs the host
+ * line unmasked by the EOI), MSI-X (and a masked vector held pending), one
+ * MSI interrupt and a few frames with the peer on the wire.
  *
  * DMA addresses are guest physical addresses: the VMM maps all guest RAM into
  * the IOMMU at IOVA = GPA, and the guest is identity mapped, so the address
@@ -20,10 +21,14 @@
 #define EXIT_LOOPBACK 22 /* also: reset, link, sending to the wire */
 #define EXIT_MSIX 24
 #define EXIT_MSI 25
+#define EXIT_INTX 27
 
 #define PCI_COMMAND 0x04
 #define PCI_COMMAND_MEMORY 0x2
 #define PCI_COMMAND_MASTER 0x4
+#define PCI_COMMAND_INTX_DISABLE 0x400
+#define PCI_INTERRUPT_LINE 0x3c /* low byte: the line (IOAPIC pin); high byte: INTA#..INTD# */
+#define INTX_ROUNDS 2
 
 #define RING_ENTRIES 8 /* 128 bytes of descriptors: the ring length granule */
 #define BUF_SIZE 2048 /* SRRCTL_BSIZEPKT_2K; no frame here is longer */
@@ -269,6 +274,62 @@ static const char *loopback(void)
 	return "the frame sent did not come back (no RX write-back with its bytes)";
 }
 
+/* Legacy mode: reading ICR clears the causes, and with them the INTx line. */
+static void intx_ack(void)
+{
+	(void)rd(ICR);
+}
+
+/*
+ * INTx: the VMM wired the function's pin to the IOAPIC pin it reports in
+ * Interrupt Line (no firmware here to route it). ICS raises a cause, the
+ * handler clears ICR, then EOIs. Two rounds: VFIO masks the host line when
+ * it fires and unmasks it only on the resample KVM signals at the EOI.
+ */
+static const char *intx_interrupt(struct pci_fn f)
+{
+	uint16_t intr = pci_read16(f, PCI_INTERRUPT_LINE);
+	unsigned line = intr & 0xff, pin = intr >> 8;
+	uint64_t start;
+
+	if (pin == 0)
+		return "Interrupt Pin is 0: the function has no INTx";
+	if (line < 16 || line > 23)
+		return "Interrupt Line is not an IOAPIC PCI pin (16-23)";
+	pci_write16(f, PCI_COMMAND, (uint16_t)(pci_read16(f, PCI_COMMAND) & ~PCI_COMMAND_INTX_DISABLE));
+	interrupts_init();
+	mask_all();
+	wr(GPIE, 0);
+	(void)rd(ICR);
+	ioapic_route_intx(line, intx_ack);
+	wr(IMS, ICR_LSC);
+	irq_enable();
+	for (unsigned n = 1; n <= INTX_ROUNDS; n++) {
+		wr(ICS, ICR_LSC);
+		start = rdtsc();
+		while (intx_count() < n && rdtsc() - start < WAIT_TICKS)
+			cpu_relax();
+		if (intx_count() < n)
+			break;
+	}
+	irq_disable();
+	wr(IMC, ~0u);
+	(void)rd(ICR);
+	ioapic_mask(line);
+	if (intx_count() == 0)
+		return "no interrupt on vector 0x42 after ICS (INTx -> IOAPIC)";
+	if (intx_count() < INTX_ROUNDS)
+		return "the second INTx never came: the host line stayed masked after the EOI";
+	line_begin();
+	put_str("igb: INTx interrupt received ");
+	put_dec(intx_count());
+	put_str(" times through IOAPIC pin ");
+	put_dec(line);
+	put_str(" (level, unmasked at each EOI)");
+	line_end();
+	return NULL;
+}
+
 /*
  * GPIE in MSI-X mode first: QEMU's model ignores EIAC outside it and masks
  * EICS/EIMS with the mode's bits. EICS sets extended cause 0 directly (no
@@ -298,6 +359,44 @@ static const char *msix_interrupt(struct pci_fn f)
 	if (!irq_count())
 		return "no interrupt on vector 0x40 after EICS (MSI-X table entry 0 -> APIC 0)";
 	return NULL;
+}
+
+/*
+ * A masked vector must not deliver: the message waits as the vector's PBA
+ * bit and goes out when the guest unmasks it (PCI's MSI-X rules).
+ */
+static const char *msix_masked(struct pci_fn f)
+{
+	uint64_t before = irq_count();
+	uint64_t start;
+	const char *why;
+	bool pending;
+
+	if ((why = pci_msix_mask(f, 0, true)))
+		return why;
+	wr(EICR, ~0u);
+	wr(EIMS, 1);
+	irq_enable();
+	wr(EICS, 1);
+	start = rdtsc();
+	while (!(pending = pci_msix_pending(f) & 1) && rdtsc() - start < WAIT_TICKS)
+		cpu_relax();
+	if (irq_count() != before)
+		why = "vector 0 delivered while masked";
+	else if (!pending)
+		why = "PBA bit 0 not set while vector 0 was masked and signalled";
+	else if ((why = pci_msix_mask(f, 0, false)) == NULL) {
+		start = rdtsc();
+		while (irq_count() == before && rdtsc() - start < WAIT_TICKS)
+			cpu_relax();
+		if (irq_count() == before)
+			why = "nothing delivered when vector 0 was unmasked with its PBA bit set";
+		else if (pci_msix_pending(f) & 1)
+			why = "PBA bit 0 still set after the delivery";
+	}
+	irq_disable();
+	mask_all();
+	return why;
 }
 
 /*
@@ -505,9 +604,15 @@ uint64_t igb_test(bool baddma)
 	if (baddma && (why = unmapped_dma()))
 		return failed("unmapped DMA", why, EXIT_LOOPBACK);
 
+	if ((why = intx_interrupt(f)))
+		return failed("INTx interrupt", why, EXIT_INTX);
+
 	if ((why = msix_interrupt(f)))
 		return failed("MSI-X interrupt", why, EXIT_MSIX);
 	say("igb: MSI-X vector 0 interrupt received");
+	if ((why = msix_masked(f)))
+		return failed("MSI-X masking", why, EXIT_MSIX);
+	say("igb: MSI-X vector 0 masked: held pending (PBA bit 0 set), delivered on unmask");
 
 	if ((why = msi_interrupt(f)))
 		return failed("MSI interrupt", why, EXIT_MSI);

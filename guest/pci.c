@@ -21,7 +21,10 @@
 #define MSIX_CTRL_FUNCTION_MASK 0x4000
 #define MSIX_CTRL_TABLE_SIZE 0x7ff /* N - 1 */
 #define MSIX_TABLE 4 /* from the capability: BIR (bits 2:0) and offset */
+#define MSIX_PBA 8 /* from the capability: BIR (bits 2:0) and offset */
 #define MSIX_ENTRY_SIZE 16 /* address lo, address hi, data, vector control */
+#define MSIX_ENTRY_VECTOR_CTRL 12
+#define MSIX_ENTRY_MASKED 1
 #define PCI_CAP_ID_MSI 0x05
 #define MSI_CTRL 2 /* from the capability: Message Control */
 #define MSI_CTRL_ENABLE 0x0001
@@ -191,32 +194,64 @@ unsigned pci_find_cap(struct pci_fn f, uint8_t id)
  * stale to send a message once enabled. The table lives in a BAR (the VMM
  * traps it: the host's vfio-pci owns the real one). NULL, or why not.
  */
+/* Guest-physical address of the MSI-X table (reg MSIX_TABLE) or PBA (MSIX_PBA); 0 if none. */
+static uint64_t msix_struct(struct pci_fn f, unsigned reg)
+{
+	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSIX);
+	uint32_t v;
+	uint64_t bar;
+
+	if (!cap)
+		return 0;
+	v = pci_read32(f, cap + reg);
+	bar = pci_bar(f, v & 7);
+	return bar ? bar + (v & ~7u) : 0;
+}
+
 const char *pci_msix_route(struct pci_fn f, unsigned entry, uint64_t addr, uint32_t data)
 {
 	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSIX);
 	uint16_t ctrl;
-	uint32_t table;
-	uint64_t bar, e;
+	uint64_t table, e;
 
 	if (!cap)
 		return "no MSI-X capability";
 	ctrl = pci_read16(f, cap + MSIX_CTRL);
 	if (entry > (ctrl & MSIX_CTRL_TABLE_SIZE))
 		return "MSI-X table too small";
-	table = pci_read32(f, cap + MSIX_TABLE);
-	bar = pci_bar(f, table & 7);
-	if (!bar)
+	table = msix_struct(f, MSIX_TABLE);
+	if (!table)
 		return "MSI-X table BAR not assigned";
-	e = bar + (table & ~7u) + entry * MSIX_ENTRY_SIZE;
+	e = table + entry * MSIX_ENTRY_SIZE;
 	mmio_write32(e + 0, (uint32_t)addr);
 	mmio_write32(e + 4, (uint32_t)(addr >> 32));
 	mmio_write32(e + 8, data);
-	mmio_write32(e + 12, 0); /* vector control: unmasked */
+	mmio_write32(e + MSIX_ENTRY_VECTOR_CTRL, 0); /* unmasked */
 	ctrl = (uint16_t)((ctrl | MSIX_CTRL_ENABLE) & ~MSIX_CTRL_FUNCTION_MASK);
 	pci_write16(f, cap + MSIX_CTRL, ctrl);
 	if (!(pci_read16(f, cap + MSIX_CTRL) & MSIX_CTRL_ENABLE))
 		return "MSI-X Message Control did not take the enable bit";
 	return NULL;
+}
+
+const char *pci_msix_mask(struct pci_fn f, unsigned entry, bool masked)
+{
+	uint64_t table = msix_struct(f, MSIX_TABLE);
+	uint64_t ctrl = table + entry * MSIX_ENTRY_SIZE + MSIX_ENTRY_VECTOR_CTRL;
+
+	if (!table)
+		return "no MSI-X table";
+	mmio_write32(ctrl, masked ? MSIX_ENTRY_MASKED : 0);
+	if ((mmio_read32(ctrl) & MSIX_ENTRY_MASKED) != (masked ? MSIX_ENTRY_MASKED : 0))
+		return "the vector control word did not take the mask bit";
+	return NULL;
+}
+
+uint64_t pci_msix_pending(struct pci_fn f)
+{
+	uint64_t pba = msix_struct(f, MSIX_PBA);
+
+	return pba ? mmio_read32(pba) | (uint64_t)mmio_read32(pba + 4) << 32 : 0;
 }
 
 /* Clears the MSI-X enable bit (the table stays as it is). NULL, or why not. */

@@ -1,7 +1,9 @@
 // The L1 machine: q35 under TCG, nested SVM (-cpu EPYC), an emulated Intel
 // IOMMU with interrupt remapping, an SR-IOV capable igb behind a PCIe root
 // port and a peer igb on the same QEMU-internal hub. No netdev reaches
-// anything outside the QEMU process.
+// anything outside the QEMU process. Two virtio-rng functions sit behind a
+// PCIe-to-PCI bridge, where the IOMMU cannot tell them apart: one IOMMU group
+// with several devices, as on real boards with conventional PCI slots.
 
 export interface L1Machine {
   kernel: string;
@@ -10,6 +12,8 @@ export interface L1Machine {
   rwDir?: string; // exported writable at the same path
   memoryMiB: number;
   cpus: number;
+  /** false: no IOMMU at all (no DMAR table), as on a host with VT-d off. */
+  iommu: boolean;
 }
 
 export const PORTS = ['pinion.ctl', 'pinion.out', 'pinion.err'] as const;
@@ -19,12 +23,12 @@ export function socketPath(runDir: string, port: string): string {
 }
 
 export function qemuArgs(m: L1Machine): string[] {
-  const append = ['console=ttyS0', 'intel_iommu=on', 'iommu=nopt', 'quiet', 'panic=-1', `pinion.run=${m.runDir}`];
+  const append = ['console=ttyS0', ...(m.iommu ? ['intel_iommu=on', 'iommu=nopt'] : []), 'quiet', 'panic=-1', `pinion.run=${m.runDir}`];
   if (m.rwDir) append.push(`pinion.rw=${m.rwDir}`);
   const args = [
     '-M', 'q35', '-accel', 'tcg', '-cpu', 'EPYC', '-smp', String(m.cpus), '-m', `${m.memoryMiB}M`,
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-device', 'intel-iommu,intremap=on',
+    ...(m.iommu ? ['-device', 'intel-iommu,intremap=on'] : []),
     '-kernel', m.kernel, '-initrd', m.initramfs, '-append', append.join(' '),
     '-chardev', `file,id=con,path=${m.runDir}/console.log`, '-serial', 'chardev:con',
     '-virtfs', 'local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap',
@@ -33,6 +37,8 @@ export function qemuArgs(m: L1Machine): string[] {
     '-netdev', 'hubport,id=n0,hubid=0',
     '-device', 'igb,netdev=n1', '-netdev', 'hubport,id=n1,hubid=0',
     '-device', 'virtio-serial-pci,id=vser',
+    '-device', 'pcie-root-port,id=rp1,slot=2', '-device', 'pcie-pci-bridge,id=pb0,bus=rp1',
+    '-device', 'virtio-rng-pci,bus=pb0,addr=1', '-device', 'virtio-rng-pci,bus=pb0,addr=2',
   ];
   if (m.rwDir) args.push('-virtfs', `local,path=${m.rwDir},mount_tag=rw,security_model=none,multidevs=remap`);
   PORTS.forEach((name, i) => {

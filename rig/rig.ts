@@ -21,6 +21,7 @@ export interface RigOptions {
   bootTimeoutSec?: number;
   memoryMiB?: number;
   cpus?: number;
+  iommu?: boolean; // default true: L1 has the emulated Intel IOMMU
   cwd?: string;
   rwDir?: string; // a host folder L1 may write (e.g. bench/results)
   env?: Record<string, string>;
@@ -106,7 +107,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
   writeFileSync(join(runDir, 'cmd.sh'), commandScript(o, cwd));
 
   const t0 = Date.now();
-  const args = qemuArgs({ kernel, initramfs, runDir, rwDir: o.rwDir, memoryMiB: o.memoryMiB ?? 2048, cpus: o.cpus ?? 2 });
+  const args = qemuArgs({ kernel, initramfs, runDir, rwDir: o.rwDir, memoryMiB: o.memoryMiB ?? 2048, cpus: o.cpus ?? 2, iommu: o.iommu ?? true });
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let qemuStderr = '';
   qemu.stderr?.on('data', (d: Buffer) => {

@@ -61,6 +61,25 @@ export function peerPf(): PciDevice {
   return pf;
 }
 
+/** The virtio-rng functions behind the PCIe-to-PCI bridge, which share one IOMMU group. */
+export function sharedGroup(): { group: string; functions: string[]; members: string[] } {
+  const rng = pciDevices().filter((d) => d.vendor === '0x1af4' && d.iommuGroup !== null);
+  for (const d of rng) {
+    const members = iommuGroups().get(d.iommuGroup!) ?? [];
+    const functions = rng.filter((r) => members.includes(r.bdf)).map((r) => r.bdf);
+    if (functions.length >= 2) return { group: d.iommuGroup!, functions, members };
+  }
+  throw new Error('no IOMMU group with two virtio-rng functions in L1 (is this the rig, with the IOMMU on?)');
+}
+
+/** Unbinds a device from its driver and clears driver_override, leaving it with no driver. */
+export function unbind(bdf: string): PciDevice {
+  const d = join(PCI, bdf);
+  writeFileSync(join(d, 'driver_override'), '\n');
+  if (pciDevice(bdf).driver) writeFileSync(join(d, 'driver', 'unbind'), bdf);
+  return pciDevice(bdf);
+}
+
 export function iommuGroups(): Map<string, string[]> {
   const root = '/sys/kernel/iommu_groups';
   const groups = new Map<string, string[]>();

@@ -4,13 +4,15 @@ import { runInRig } from '../../rig/rig.js';
 import { parseKernelVariant } from '../../rig/kernel.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 
-const FLAGS = ['kernel', 'uid', 'memlock', 'timeout', 'rw', 'memory', 'cpus'] as const;
+const FLAGS = ['kernel', 'uid', 'memlock', 'timeout', 'rw', 'memory', 'cpus', 'iommu'] as const;
 
 export async function rigCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
   if (p.rest.length === 0) throw new UsageError('no command given: pinion rig [options] -- <command...>');
   const kernel = parseKernelVariant(p.flags.get('kernel') ?? 'type1');
   const rw = p.flags.get('rw');
+  const iommu = p.flags.get('iommu') ?? 'on';
+  if (iommu !== 'on' && iommu !== 'off') throw new UsageError(`--iommu takes on or off, got '${iommu}'`);
   const r = await runInRig({
     kernel,
     command: p.rest,
@@ -19,6 +21,7 @@ export async function rigCommand(argv: string[]): Promise<number> {
     timeoutSec: intFlag(p, 'timeout') ?? 600,
     memoryMiB: intFlag(p, 'memory'),
     cpus: intFlag(p, 'cpus'),
+    iommu: iommu === 'on',
     rwDir: rw === undefined ? undefined : resolve(rw),
     env: { PINION_RIG_KERNEL: kernel },
   });

@@ -38,10 +38,14 @@ const c_ftruncate = lib.func('int ftruncate(int fd, int64_t length)');
 const c_ioctl_ulong = lib.func('int ioctl(int fd, unsigned long request, unsigned long arg)');
 
 const c_eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
+const c_read = lib.func('long read(int fd, _Out_ void *buf, size_t count)');
+const c_write = lib.func('long write(int fd, const void *buf, size_t count)');
 export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+const EAGAIN = 11;
 
-export function eventFd(): number {
-  const fd = c_eventfd(0, EFD_CLOEXEC) as number;
+export function eventFd(flags = 0): number {
+  const fd = c_eventfd(0, EFD_CLOEXEC | flags) as number;
   if (fd < 0) throw SysError.fromErrno(koffi.errno(), 'eventfd');
   return fd;
 }
@@ -55,6 +59,22 @@ export function memfdCreate(name: string, flags: number): number {
   const fd = c_memfd_create(name, flags) as number;
   if (fd < 0) throw SysError.fromErrno(koffi.errno(), 'memfd_create', { path: `memfd:${name}` });
   return fd;
+}
+
+/** Reads and clears a non-blocking eventfd's counter: 0 when nothing was signalled. */
+export function eventFdTake(fd: number): bigint {
+  const b = Buffer.alloc(8);
+  if (Number(c_read(fd, b, 8)) === 8) return b.readBigUInt64LE(0);
+  const errno = koffi.errno();
+  if (errno === EAGAIN) return 0n;
+  throw SysError.fromErrno(errno, 'read(eventfd)');
+}
+
+/** Adds 1 to an eventfd's counter, as a device's interrupt would. */
+export function eventFdSignal(fd: number): void {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(1n);
+  if (Number(c_write(fd, b, 8)) !== 8) throw SysError.fromErrno(koffi.errno(), 'write(eventfd)');
 }
 
 export function ftruncateFd(fd: number, size: bigint, path?: string): void {

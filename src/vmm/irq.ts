@@ -1,7 +1,7 @@
 // Interrupt plumbing of a VM: the GSI routing table (the in-kernel PIC and
 // IOAPIC pins, plus one MSI route per device vector) and irqfds, so a VFIO
 // eventfd injects straight into the guest with no userspace hop.
-import { closeFd, eventFd, ioctl } from '../sys/libc.js';
+import { closeFd, EFD_NONBLOCK, eventFd, ioctl } from '../sys/libc.js';
 import * as K from '../sys/kvm.js';
 
 /** GSIs below this are the IOAPIC's 24 pins; MSI routes are allocated above. */
@@ -47,25 +47,51 @@ export class IrqRouting {
   }
 }
 
-/** An eventfd bound to a GSI with KVM_IRQFD: a write to it raises the GSI in the guest. */
+/**
+ * An eventfd bound to a GSI with KVM_IRQFD: a write to it raises the GSI in
+ * the guest. Detached (a masked MSI-X vector), writes only add up in the
+ * eventfd's counter; re-attaching injects at once if the counter is non-zero.
+ */
 export class IrqFd {
   readonly fd: number;
+  private bound = false;
 
   constructor(
     private readonly vmFd: number,
     readonly gsi: number,
+    { attach = true, nonBlocking = false } = {},
   ) {
-    this.fd = eventFd();
+    this.fd = eventFd(nonBlocking ? EFD_NONBLOCK : 0);
     try {
-      ioctl(vmFd, K.KVM_IRQFD, K.kvm_irqfd(this.fd, gsi, 0), `KVM_IRQFD(gsi ${gsi})`);
+      if (attach) this.attach();
     } catch (e) {
       closeFd(this.fd);
       throw e;
     }
   }
 
-  close(): void {
+  get attached(): boolean {
+    return this.bound;
+  }
+
+  attach(): void {
+    if (this.bound) return;
+    ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(this.fd, this.gsi, 0), `KVM_IRQFD(gsi ${this.gsi})`);
+    this.bound = true;
+  }
+
+  /** KVM waits for in-flight injections before it returns: none arrives after. */
+  detach(): void {
+    if (!this.bound) return;
     ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(this.fd, this.gsi, K.KVM_IRQFD_FLAG_DEASSIGN), `KVM_IRQFD(deassign gsi ${this.gsi})`);
-    closeFd(this.fd);
+    this.bound = false;
+  }
+
+  close(): void {
+    try {
+      this.detach();
+    } finally {
+      closeFd(this.fd);
+    }
   }
 }

@@ -4,51 +4,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { assignablePf, bindVfio, createVfs, peerPf, pciDevice } from '../../rig/l1/sysfs.js';
-
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
-const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[]): Run {
-  const r = spawnSync(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { encoding: 'utf8', timeout: 180_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A VM that runs until told: resolves with its end once `stop()` is called. */
-function background(args: string[]): { started: Promise<void>; stop: () => Promise<Run>; pid: number } {
-  const p = spawn(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  let ready: () => void;
-  const started = new Promise<void>((r) => (ready = r));
-  p.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-    if (stdout.includes('cmdline')) ready();
-  });
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<Run>((resolve) => p.on('close', (status) => resolve({ status, stdout, stderr })));
-  return { started, pid: p.pid!, stop: () => (p.kill('SIGTERM'), done) };
-}
-
-/** Locked memory charged to all processes now (VmLck + VmPin, KiB), to show nothing stays pinned. */
-function pinnedKiB(): number {
-  let n = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-      n += Number(/^VmLck:\s+(\d+)/m.exec(s)?.[1] ?? 0) + Number(/^VmPin:\s+(\d+)/m.exec(s)?.[1] ?? 0);
-    } catch {
-      // exited
-    }
-  }
-  return n;
-}
+import { background, pinnedKiB, run, type Run } from './pinion.js';
+import { assignablePf, bindVfio, createVfs, peerPf, pciDevice, sharedGroup, unbind } from '../../rig/l1/sysfs.js';
 
 const kernel = process.argv[2] ?? 'type1';
 const out: Record<string, unknown> = { kernel };
@@ -109,4 +66,18 @@ bindVfio(peer);
   out.unmappedDma = { bad, faults, other: await other.stop() };
 }
 out.pfDriver = pciDevice(pf).driver;
+
+// A group of several devices (behind the PCIe-to-PCI bridge): not viable while
+// one member has a host driver; viable, and assignable, once it is unbound.
+{
+  const g = sharedGroup();
+  const [a, b] = g.functions as [string, string];
+  bindVfio(a);
+  const notViable = Object.fromEntries((['iommufd', 'legacy'] as const).map((iommu) => [iommu, run(['--device', a, '--iommu', iommu, '--cmdline', 'exit=0'])]));
+  const bDriver = pciDevice(b).driver;
+  const pinnedAfterRefusal = pinnedKiB();
+  unbind(b);
+  const viable = Object.fromEntries((['iommufd', 'legacy'] as const).map((iommu) => [iommu, run(['--device', a, '--iommu', iommu, '--cmdline', 'exit=0'])]));
+  out.sharedGroup = { ...g, a, b, bDriver, notViable, pinnedAfterRefusal, viable, pinnedAfter: pinnedKiB() };
+}
 console.log(JSON.stringify(out));

@@ -5,6 +5,7 @@
 import t from 'tap';
 import { l1Json } from '../support/rig.js';
 
+type Path = 'iommufd' | 'legacy';
 interface Run {
   status: number | null;
   stdout: string;
@@ -16,6 +17,7 @@ type Out = Record<string, Run> & {
   pinnedAfterPf: number;
   pfDriver: string;
   unmappedDma: { bad: Run; faults: string[]; other: Run };
+  sharedGroup: { group: string; members: string[]; a: string; b: string; bDriver: string; notViable: Record<Path, Run>; pinnedAfterRefusal: number; viable: Record<Path, Run>; pinnedAfter: number };
 } & Record<`twoVms-${'iommufd' | 'legacy'}`, { a: Run; b: Run; pidA: number; inUse: Run; pinnedDuring: number; pinnedAfter: number }> &
   Record<`pf-${'iommufd' | 'legacy'}`, Run & { peerRxBefore: number; peerRxAfter: number }>;
 
@@ -36,14 +38,16 @@ for (const kernel of ['type1', 'compat'] as const) {
         t.ok(line(r.stdout, '  bar0 0xc0000000 size 0x20000') && line(r.stdout, '  bar2 0x0000c001 size 0x20'), `${iommu}: BAR sizing (all ones written, size read back, address restored)`);
         t.ok(line(r.stdout, 'igb 00:01.0: BAR0 0xc0000000 reset ok'), `${iommu}: BAR0 (a memslot over the mmap'd BAR) works`);
         t.ok(line(r.stdout, 'igb: loopback frame of 128 bytes received and checked'), `${iommu}: the NIC's DMA went through the IOMMU into guest RAM`);
+        t.ok(line(r.stdout, 'igb: INTx interrupt received 2 times through IOAPIC pin 17 (level, unmasked at each EOI)'), `${iommu}: INTx through VFIO eventfd -> KVM irqfd -> IOAPIC, and the resample eventfd unmasking it`);
         t.ok(line(r.stdout, 'igb: MSI-X vector 0 interrupt received'), `${iommu}: MSI-X through VFIO eventfd -> KVM irqfd -> guest`);
+        t.ok(line(r.stdout, 'igb: MSI-X vector 0 masked: held pending (PBA bit 0 set), delivered on unmask'), `${iommu}: per-vector masking, the PBA and delivery on unmask`);
         t.ok(line(r.stdout, 'igb: MSI interrupt received'), `${iommu}: MSI (virtualised capability) through VFIO eventfd -> KVM irqfd -> guest`);
         t.ok(line(r.stdout, 'igb: sent 3 frames to the wire'));
         t.ok(r.peerRxAfter - r.peerRxBefore >= 3, `${iommu}: L1's peer igb counted the guest's frames (${r.peerRxAfter - r.peerRxBefore})`);
         t.match(r.stdout, /igb: received [1-9]\d* frame\(s\) from the wire/, `${iommu}: the guest received L1's frames`);
         t.match(r.stdout, /pinion-peer frame \d+/, `${iommu}: with L1's payload`);
         t.match(r.stderr, iommu === 'iommufd' ? /assigned 0000:01:00\.0 at 00:01\.0 via iommufd \(cdev, one IOAS per VM\)/ : /assigned 0000:01:00\.0 at 00:01\.0 via the legacy container \(group \d+\)/);
-        t.match(r.stderr, /; INTx -> IOAPIC pin 17 \(resample irqfd\)\n/, `${iommu}: INTx wired at attach (and yielded to MSI-X, which then worked)`);
+        t.match(r.stderr, /; INTx -> IOAPIC pin 17 \(resample irqfd\)\n/, `${iommu}: INTx wired at attach, and said so`);
         t.match(r.stderr, new RegExp(`guest RAM DMA-mapped: 1 range\\(s\\), 64 MiB \\(${iommu === 'iommufd' ? 'iommufd' : legacyKind}\\)`));
         const charge = /VmLck (\d+) KiB, VmPin (\d+) KiB/.exec(r.stderr);
         // Who is charged (VMM as root): type1 -> VmLck; iommufd, the compat container included -> VmPin.
@@ -93,6 +97,32 @@ for (const kernel of ['type1', 'compat'] as const) {
         t.match(v.inUse.stderr, new RegExp(`^pinion: ${o.vfs[0]!.replace(/[.]/g, '\\.')} is in use.* \\(pid ${v.pidA}\\)`), 'naming the holder');
       });
     }
+
+    t.test('a group shared by several devices: not viable while one has a host driver, assignable once it is unbound', async (t) => {
+      const g = o.sharedGroup;
+      const esc = (x: string): string => x.replace(/[.]/g, '\\.');
+      t.ok(g.members.length >= 2 && g.members.includes(g.a) && g.members.includes(g.b), `IOMMU group ${g.group} holds ${g.members.join(', ')}`);
+      t.equal(g.bDriver, 'virtio-pci', `${g.b} is bound to virtio-pci`);
+      for (const iommu of ['iommufd', 'legacy'] as const) {
+        const r = g.notViable[iommu];
+        t.equal(r.status, 1, `${iommu}: exit 1`);
+        t.ok(oneLine(r.stderr), `${iommu}: one line`);
+        t.match(
+          r.stderr,
+          new RegExp(`^pinion: IOMMU group ${g.group} of ${esc(g.a)} is not viable: ${esc(g.b)} \\(virtio-pci\\) must be bound to vfio-pci or unbound too: echo ${esc(g.b)} > /sys/bus/pci/devices/${esc(g.b)}/driver/unbind\n$`),
+          `${iommu}: names the other device, its driver and the command`,
+        );
+        t.equal(r.stdout, '', `${iommu}: the guest never ran`);
+      }
+      t.equal(g.pinnedAfterRefusal, 0, 'nothing pinned after the refusals');
+      for (const iommu of ['iommufd', 'legacy'] as const) {
+        const r = g.viable[iommu];
+        t.equal(r.status, 0, `${iommu}: with ${g.b} unbound the VM runs with ${g.a} (${r.stderr.trim().split('\n').pop()})`);
+        t.match(r.stdout, /pinion-guest: pci 00:01\.0 1af4:1005/, `${iommu}: the guest finds the virtio-rng function`);
+        t.match(r.stderr, iommu === 'iommufd' ? /via iommufd \(cdev, one IOAS per VM\)/ : new RegExp(`via the legacy container \\(group ${g.group}\\)`));
+      }
+      t.equal(g.pinnedAfter, 0, 'nothing pinned after');
+    });
 
     t.test('bad input: one line, non-zero, names the fix', async (t) => {
       const cases: [string, RegExp][] = [

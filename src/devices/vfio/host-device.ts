@@ -15,6 +15,8 @@ export interface HostDevice {
   groupMembers: { bdf: string; driver: string | null }[];
   /** /dev/vfio/devices/vfioN when the kernel has VFIO cdevs. */
   cdev: string | null;
+  /** IOMMUs the host kernel registered (/sys/class/iommu): 0 when none is enabled. */
+  iommus: number;
 }
 
 const SYS = '/sys/bus/pci/devices';
@@ -51,17 +53,28 @@ export function hostDevice(bdfArg: string): HostDevice {
   } catch {
     cdev = null;
   }
-  return { bdf, driver: driverOf(bdf), group, groupMembers, cdev };
+  let iommus = 0;
+  try {
+    iommus = readdirSync('/sys/class/iommu').length;
+  } catch {
+    iommus = 0;
+  }
+  return { bdf, driver: driverOf(bdf), group, groupMembers, cdev, iommus };
 }
 
 /** Throws unless the device can be assigned: in an IOMMU group, bound to vfio-pci, its group viable. */
 export function checkAssignable(d: HostDevice): void {
-  if (!d.group) throw new AssignError(`${d.bdf} has no IOMMU group: the host has no IOMMU enabled (boot with intel_iommu=on or amd_iommu=on) or the device sits behind none`);
+  if (!d.group) {
+    if (d.iommus === 0) throw new AssignError(`${d.bdf} has no IOMMU group: the host has no IOMMU enabled (/sys/class/iommu is empty); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on`);
+    throw new AssignError(`${d.bdf} has no IOMMU group: it sits behind none of the host's ${d.iommus} IOMMU(s) (see dmesg for DMAR or AMD-Vi), so it cannot be assigned`);
+  }
   if (d.driver !== 'vfio-pci') {
     const unbind = d.driver ? `echo ${d.bdf} > /sys/bus/pci/devices/${d.bdf}/driver/unbind; ` : '';
     throw new AssignError(`${d.bdf} is bound to ${d.driver ?? 'no driver'}, not vfio-pci; bind it with: ${unbind}echo vfio-pci > /sys/bus/pci/devices/${d.bdf}/driver_override; echo ${d.bdf} > /sys/bus/pci/drivers_probe`);
   }
   const blockers = d.groupMembers.filter((m) => m.bdf !== d.bdf && m.driver !== null && m.driver !== 'vfio-pci' && m.driver !== 'pcieport');
   if (blockers.length)
-    throw new AssignError(`IOMMU group ${d.group} of ${d.bdf} is not viable: ${blockers.map((b) => `${b.bdf} (${b.driver})`).join(', ')} must be bound to vfio-pci or unbound too`);
+    throw new AssignError(
+      `IOMMU group ${d.group} of ${d.bdf} is not viable: ${blockers.map((b) => `${b.bdf} (${b.driver})`).join(', ')} must be bound to vfio-pci or unbound too: ${blockers.map((b) => `echo ${b.bdf} > /sys/bus/pci/devices/${b.bdf}/driver/unbind`).join('; ')}`,
+    );
 }

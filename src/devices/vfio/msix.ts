@@ -3,7 +3,11 @@
 // (VFIO_DEVICE_SET_IRQS) bound to its own GSI (KVM_IRQFD), and the GSI's route
 // follows what the guest wrote in the table. Interrupts then go device ->
 // eventfd -> KVM -> guest without passing through Pinion.
-import { ioctl } from '../../sys/libc.js';
+// Masking (a vector's mask bit, or the function mask) is done here, as QEMU
+// does, since vfio-pci cannot mask one MSI-X vector: a masked vector's irqfd
+// is detached, so what the device signals waits in the eventfd; it shows as
+// the vector's bit in the virtual PBA, and is delivered when unmasked.
+import { eventFdSignal, eventFdTake, ioctl } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
 import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
 import { readLe, writeLe } from '../pci/function.js';
@@ -33,6 +37,9 @@ export function parseMsixCap(read: (off: number, size: number) => number, cap: n
 export class Msix {
   readonly table: Uint8Array;
   private vectors: IrqFd[] = [];
+  private functionMasked = false;
+  /** Signalled while masked, and already taken out of the eventfd by a PBA read. */
+  private readonly pending: boolean[];
 
   constructor(
     readonly cap: MsixCap,
@@ -43,6 +50,16 @@ export class Msix {
   ) {
     this.table = new Uint8Array(cap.size * PCI_MSIX_ENTRY_SIZE);
     for (let i = 0; i < cap.size; i++) this.table[i * PCI_MSIX_ENTRY_SIZE + VECTOR_CTRL] = MASKBIT; // masked at reset
+    this.pending = new Array<boolean>(cap.size).fill(false);
+  }
+
+  /** Bytes of the PBA (one bit per vector, in whole qwords). */
+  get pbaSize(): number {
+    return Math.ceil(this.cap.size / 64) * 8;
+  }
+
+  masked(i: number): boolean {
+    return this.functionMasked || (this.table[i * PCI_MSIX_ENTRY_SIZE + VECTOR_CTRL]! & MASKBIT) !== 0;
   }
 
   get enabled(): boolean {
@@ -63,14 +80,38 @@ export class Msix {
     if (offset + data.length > this.table.length) return;
     this.table.set(data, offset);
     const entry = Math.floor(offset / PCI_MSIX_ENTRY_SIZE);
-    if (this.enabled) this.route(entry);
+    if (this.enabled) {
+      this.route(entry);
+      this.syncMask(entry);
+    }
+  }
+
+  /** Message Control's function mask bit. */
+  setFunctionMask(on: boolean): void {
+    if (on === this.functionMasked) return;
+    this.functionMasked = on;
+    if (this.enabled) for (let i = 0; i < this.cap.size; i++) this.syncMask(i);
+  }
+
+  readPba(offset: number, data: Uint8Array): void {
+    const bytes = new Uint8Array(this.pbaSize);
+    for (let i = 0; i < this.cap.size; i++) {
+      const v = this.vectors[i];
+      if (v && !v.attached && eventFdTake(v.fd) > 0n) this.pending[i] = true;
+      if (this.pending[i]) bytes[i >> 3]! |= 1 << (i & 7);
+    }
+    const v = offset + data.length <= bytes.length ? readLe(bytes, offset, data.length) : 0;
+    writeLe(data, 0, data.length, v);
   }
 
   /** Message Control's enable bit went to 1: wire every vector. */
   enable(): void {
     if (this.enabled) return;
-    for (let i = 0; i < this.cap.size; i++) this.vectors.push(new IrqFd(this.vmFd, this.routing.allocateGsi()));
-    for (let i = 0; i < this.cap.size; i++) this.route(i);
+    for (let i = 0; i < this.cap.size; i++) this.vectors.push(new IrqFd(this.vmFd, this.routing.allocateGsi(), { attach: false, nonBlocking: true }));
+    for (let i = 0; i < this.cap.size; i++) {
+      this.route(i);
+      this.syncMask(i);
+    }
     const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, this.vectors.map((v) => v.fd));
     ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`, { path: this.path });
   }
@@ -84,13 +125,25 @@ export class Msix {
       this.routing.releaseGsi(v.gsi);
     }
     this.vectors = [];
+    this.pending.fill(false);
+  }
+
+  /** Detaches a masked vector's irqfd; re-attaches an unmasked one and delivers what it held. */
+  private syncMask(i: number): void {
+    const v = this.vectors[i];
+    if (!v) return;
+    if (this.masked(i)) return v.detach();
+    if (v.attached) return;
+    const held = eventFdTake(v.fd) > 0n || this.pending[i];
+    this.pending[i] = false;
+    v.attach();
+    if (held) eventFdSignal(v.fd);
   }
 
   private route(i: number): void {
     const at = i * PCI_MSIX_ENTRY_SIZE;
     const v = this.vectors[i];
     if (!v) return;
-    // Per-vector masking is not forwarded to the device: a masked entry still delivers (no guest here masks one).
     this.routing.setMsi(v.gsi, { addressLo: readLe(this.table, at, 4), addressHi: readLe(this.table, at + 4, 4), data: readLe(this.table, at + 8, 4) });
   }
 }

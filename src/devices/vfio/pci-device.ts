@@ -185,12 +185,14 @@ export class VfioPciDevice implements PciFunction {
   private barRead(bar: Bar, off: number, data: Uint8Array): void {
     const m = this.msix;
     if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.readTable(off - m.cap.tableOffset, data);
+    if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize) return m.readPba(off - m.cap.pbaOffset, data);
     regionRead(this.opened.fd, bar.region, off, data, this.opened.path);
   }
 
   private barWrite(bar: Bar, off: number, data: Uint8Array): void {
     const m = this.msix;
     if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.writeTable(off - m.cap.tableOffset, data);
+    if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize) return; // read-only
     regionWrite(this.opened.fd, bar.region, off, data, this.opened.path);
   }
 
@@ -234,6 +236,7 @@ export class VfioPciDevice implements PciFunction {
     const m = this.msix?.cap;
     if (m && offset <= m.cap + 3 && offset + size > m.cap + 3) {
       this.msixControl = (value >>> (8 * (m.cap + 3 - offset))) & 0xc0;
+      this.msix!.setFunctionMask((this.msixControl & 0x40) !== 0);
       // vfio-pci runs one interrupt type at a time: INTx yields to MSI-X and comes back after it.
       if (this.msixControl & 0x80) {
         this.intx?.disable();

@@ -1,0 +1,49 @@
+// What the L1 scripts share: running `pinion run` with the test guest, in
+// the foreground or until stopped, and how much memory is pinned L1-wide.
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+export const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
+
+export interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function run(args: string[]): Run {
+  const r = spawnSync(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { encoding: 'utf8', timeout: 180_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A VM that runs until told: resolves with its end once `stop()` is called. */
+export function background(args: string[]): { started: Promise<void>; stop: () => Promise<Run>; pid: number } {
+  const p = spawn(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let ready: () => void;
+  const started = new Promise<void>((r) => (ready = r));
+  p.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    if (stdout.includes('cmdline')) ready();
+  });
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<Run>((resolve) => p.on('close', (status) => resolve({ status, stdout, stderr })));
+  return { started, pid: p.pid!, stop: () => (p.kill('SIGTERM'), done) };
+}
+
+/** Locked memory charged to all processes now (VmLck + VmPin, KiB), to show nothing stays pinned. */
+export function pinnedKiB(): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+      n += Number(/^VmLck:\s+(\d+)/m.exec(s)?.[1] ?? 0) + Number(/^VmPin:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+    } catch {
+      // exited
+    }
+  }
+  return n;
+}
