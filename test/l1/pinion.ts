@@ -5,7 +5,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
-export const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
+// PINION_TEST_GUEST: another build of the test guest, to try it in the rig before it lands.
+export const GUEST = process.env.PINION_TEST_GUEST ?? fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
 
 export interface Run {
   status: number | null;

@@ -17,19 +17,19 @@ interface Out {
   driverAfterBind: string | null;
   cdevs: string[];
   runs: Record<'iommufd' | 'legacy' | 'auto', Run>;
+  open: Run;
   pinnedAfter: number;
   withoutDevice: Run;
 }
 
-t.test('no IOMMU: assignment refused in one line on every path', async (t) => {
+t.test('no IOMMU: assignment refused in one line on every path, and by pinion open', async (t) => {
   const { result: o, run } = await l1Json<Out>('type1', 'no-iommu', [], { iommu: false, timeoutSec: 300 });
   t.equal(run.exitCode, 0, 'the L1 script ran to the end');
   t.equal(o.groups, 0, 'L1 has no IOMMU groups');
   t.same(o.iommus, [], 'and no IOMMU in /sys/class/iommu');
   t.not(o.vfioBind, 'bound', `the kernel refuses to bind vfio-pci (${o.vfioBind})`);
   t.same(o.cdevs, [], 'so there is no VFIO cdev');
-  for (const iommu of ['iommufd', 'legacy', 'auto'] as const) {
-    const r = o.runs[iommu];
+  for (const [iommu, r] of [...Object.entries(o.runs), ['open', o.open] as const]) {
     t.equal(r.status, 1, `${iommu}: exit 1`);
     t.equal(r.stderr.trim().split('\n').length, 1, `${iommu}: one line`);
     t.match(
