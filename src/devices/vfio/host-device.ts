@@ -15,7 +15,7 @@ export interface HostDevice {
   groupMembers: { bdf: string; driver: string | null }[];
   /** /dev/vfio/devices/vfioN when the kernel has VFIO cdevs. */
   cdev: string | null;
-  /** IOMMUs the host kernel registered (/sys/class/iommu): 0 when none is enabled. */
+  /** Hardware IOMMUs the host kernel registered (/sys/class/iommu): 0 when none is enabled. */
   iommus: number;
 }
 
@@ -55,7 +55,8 @@ export function hostDevice(bdfArg: string): HostDevice {
   }
   let iommus = 0;
   try {
-    iommus = readdirSync('/sys/class/iommu').length;
+    // CONFIG_IOMMUFD_TEST registers a mock IOMMU that serves no PCI device.
+    iommus = readdirSync('/sys/class/iommu').filter((n) => !n.startsWith('iommufd_selftest')).length;
   } catch {
     iommus = 0;
   }
@@ -65,7 +66,7 @@ export function hostDevice(bdfArg: string): HostDevice {
 /** Throws unless the device can be assigned: in an IOMMU group, bound to vfio-pci, its group viable. */
 export function checkAssignable(d: HostDevice): void {
   if (!d.group) {
-    if (d.iommus === 0) throw new AssignError(`${d.bdf} has no IOMMU group: the host has no IOMMU enabled (/sys/class/iommu is empty); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on`);
+    if (d.iommus === 0) throw new AssignError(`${d.bdf} has no IOMMU group: the host has no IOMMU enabled (/sys/class/iommu lists none); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on`);
     throw new AssignError(`${d.bdf} has no IOMMU group: it sits behind none of the host's ${d.iommus} IOMMU(s) (see dmesg for DMAR or AMD-Vi), so it cannot be assigned`);
   }
   if (d.driver !== 'vfio-pci') {
