@@ -73,7 +73,7 @@ function assignmentSummary(m: Machine): string {
   const kib = (b: bigint): string => (b < 1024n ? `${b} B` : `${Number(b) / 1024} KiB`);
   const lines = m.assigned.map((d) => {
     const bars = d.describe().map((b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`);
-    return `pinion: assigned ${d.host.bdf} at 00:${d.slot.toString(16).padStart(2, '0')}.0 via ${m.iommu!.kind === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.host.group + ')'}: ${bars.join(', ')}${d.intxGsi === undefined ? '' : `; INTx -> IOAPIC pin ${d.intxGsi} (resample irqfd)`}`;
+    return `pinion: assigned ${d.host.bdf} at 00:${d.slot.toString(16).padStart(2, '0')}.0 via ${m.iommu!.kind === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.host.group + ')'}: ${bars.join(', ')}${d.resettable ? '' : '; no reset (vfio-pci offers none for it)'}${d.intxGsi === undefined ? '' : `; INTx -> IOAPIC pin ${d.intxGsi} (resample irqfd)`}`;
   });
   const mapped = m.dma?.mapper.mapped() ?? [];
   const bytes = mapped.reduce((n, r) => n + r.size, 0n);

@@ -50,6 +50,8 @@ export class VfioPciDevice implements PciFunction {
   private readonly overlay = new Map<number, number>();
   private msixControl = 0;
   private closed = false;
+  /** VFIO_DEVICE_FLAGS_RESET: vfio-pci has a reset for it (FLR, PM, or a bus of its own); without, reset() does nothing, as QEMU. */
+  readonly resettable: boolean;
 
   private constructor(
     readonly host: HostDevice,
@@ -61,6 +63,7 @@ export class VfioPciDevice implements PciFunction {
     const info = V.vfio_device_info.make();
     ioctl(opened.fd, V.VFIO_DEVICE_GET_INFO, info, 'VFIO_DEVICE_GET_INFO', { path: opened.path });
     if (!(V.vfio_device_info.flags(info) & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
+    this.resettable = (V.vfio_device_info.flags(info) & V.VFIO_DEVICE_FLAGS_RESET) !== 0;
     this.reset();
     this.config = regionInfo(opened.fd, V.VFIO_PCI_CONFIG_REGION_INDEX, opened.path);
     this.buildCapabilities();
@@ -92,6 +95,7 @@ export class VfioPciDevice implements PciFunction {
 
   /** VFIO_DEVICE_RESET (function-level or bus reset, whatever vfio-pci can do for it). */
   reset(): void {
+    if (!this.resettable) return;
     ioctl(this.opened.fd, V.VFIO_DEVICE_RESET, 0, 'VFIO_DEVICE_RESET', { path: this.opened.path });
   }
 
