@@ -8,13 +8,13 @@
  * line unmasked by the EOI), MSI-X (and a masked vector held pending), one
  * MSI interrupt and a few frames with the peer on the wire.
  *
- * DMA addresses are guest physical addresses: the VMM maps all guest RAM into
- * the IOMMU at IOVA = GPA, and the guest is identity mapped, so the address
- * of a static array is what the NIC is told. Failure policy: the first
- * failure ends the test with its exit status, the NIC quiesced.
+ * The rings and frames are igb-queue.c's, shared with igbvf.c. Failure
+ * policy: the first failure ends the test with its exit status, the NIC
+ * quiesced.
  */
 #include "guest.h"
 #include "igb.h"
+#include "igb-queue.h"
 #include "io.h"
 
 #define EXIT_NOT_FOUND 21
@@ -30,28 +30,23 @@
 #define PCI_INTERRUPT_LINE 0x3c /* low byte: the line (IOAPIC pin); high byte: INTA#..INTD# */
 #define INTX_ROUNDS 2
 
-#define RING_ENTRIES 8 /* 128 bytes of descriptors: the ring length granule */
-#define BUF_SIZE 2048 /* SRRCTL_BSIZEPKT_2K; no frame here is longer */
-#define FRAME_LEN 128
-#define ETH_HLEN 14
-#define ETHERTYPE_LOCAL 0x88b5 /* IEEE 802 local experimental */
-#define WIRE_FRAMES 3
-#define PAYLOAD_SHOWN 32
-
-/* TSC deadlines, like main.c's check-in timeout (times at ~3 GHz). */
-#define WAIT_TICKS (1ull << 34) /* ~5 s: reset, MDIC, TX, the looped frame, the MSI */
 #define LINK_TICKS (1ull << 35) /* ~10 s, as igb.ts: QEMU's autoneg timer is 0.5 s */
-#define WIRE_TICKS (1ull << 33) /* ~3 s of listening to the wire */
-
-/* In .bss, zeroed by the loader; rings 128-byte aligned as the NIC wants. */
-static volatile struct tx_desc tx_ring[RING_ENTRIES] __attribute__((aligned(128)));
-static volatile struct rx_desc rx_ring[RING_ENTRIES] __attribute__((aligned(128)));
-static uint8_t tx_buf[BUF_SIZE] __attribute__((aligned(BUF_SIZE)));
-static uint8_t rx_bufs[RING_ENTRIES][BUF_SIZE] __attribute__((aligned(4096)));
 
 static uint64_t bar0;
-static unsigned tx_tail, rx_next;
 static uint8_t mac[6] = { 0x02, 0, 0, 0, 0, 0x01 }; /* until RAL0/RAH0 says */
+
+static const struct igbq_regs queue0 = {
+	.rdbal = RDBAL, .rdbah = RDBAH, .rdlen = RDLEN, .srrctl = SRRCTL,
+	.rdh = RDH, .rdt = RDT, .rxdctl = RXDCTL,
+	.tdbal = TDBAL, .tdbah = TDBAH, .tdlen = TDLEN,
+	.tdh = TDH, .tdt = TDT, .txdctl = TXDCTL,
+};
+static struct igbq queue = {
+	.prefix = "igb: ",
+	.regs = &queue0,
+	.mac = mac,
+	.tx_stuck = "TX head did not advance (TX ring not read by DMA?)",
+};
 
 static uint32_t rd(unsigned reg)
 {
@@ -61,18 +56,6 @@ static uint32_t rd(unsigned reg)
 static void wr(unsigned reg, uint32_t v)
 {
 	mmio_write32(bar0 + reg, v);
-}
-
-static bool wait_reg(unsigned reg, uint32_t mask, uint32_t want, uint64_t ticks)
-{
-	uint64_t start = rdtsc();
-
-	while ((rd(reg) & mask) != want) {
-		if (rdtsc() - start > ticks)
-			return false;
-		cpu_relax();
-	}
-	return true;
 }
 
 /* Masks every interrupt cause, legacy and extended. */
@@ -107,7 +90,7 @@ static const char *reset(void)
 {
 	mask_all();
 	wr(CTRL, rd(CTRL) | CTRL_RST);
-	if (!wait_reg(CTRL, CTRL_RST, 0, WAIT_TICKS))
+	if (!igb_wait_reg(bar0, CTRL, CTRL_RST, 0, WAIT_TICKS))
 		return "reset did not complete (CTRL.RST stays set)";
 	mask_all();
 	if (rd(RAH0) & RAH_AV) {
@@ -127,108 +110,17 @@ static const char *link_up(void)
 	/* PHY register 0 (BMCR): autoneg on and restarted, 1000 full. */
 	wr(MDIC, MDIC_OP_WRITE | MDIC_PHY_ADDR | 0 << 16 | BMCR_ANENABLE | BMCR_ANRESTART |
 			 BMCR_FULLDPLX | BMCR_SPEED1000);
-	if (!wait_reg(MDIC, MDIC_READY, MDIC_READY, WAIT_TICKS))
+	if (!igb_wait_reg(bar0, MDIC, MDIC_READY, MDIC_READY, WAIT_TICKS))
 		return "MDIC write to the PHY did not complete";
-	if (!wait_reg(STATUS, STATUS_LU, STATUS_LU, LINK_TICKS))
+	if (!igb_wait_reg(bar0, STATUS, STATUS_LU, STATUS_LU, LINK_TICKS))
 		return "no link (STATUS.LU) after restarting autoneg";
 	return NULL;
-}
-
-static void rx_arm(unsigned i)
-{
-	rx_ring[i].addr = (uint64_t)rx_bufs[i];
-	rx_ring[i].status_error = 0; /* with length and vlan: header address 0 */
-	rx_ring[i].length = 0;
-	rx_ring[i].vlan = 0;
-}
-
-static void rings_init(void)
-{
-	wr(TDBAL, (uint32_t)(uint64_t)tx_ring);
-	wr(TDBAH, (uint32_t)((uint64_t)tx_ring >> 32));
-	wr(TDLEN, sizeof(tx_ring));
-	wr(TDH, 0);
-	wr(TDT, 0);
-	wr(TXDCTL, QUEUE_ENABLE);
-
-	for (unsigned i = 0; i < RING_ENTRIES; i++)
-		rx_arm(i);
-	wr(RDBAL, (uint32_t)(uint64_t)rx_ring);
-	wr(RDBAH, (uint32_t)((uint64_t)rx_ring >> 32));
-	wr(RDLEN, sizeof(rx_ring));
-	wr(SRRCTL, SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_BSIZEPKT_2K);
-	wr(RDH, 0);
-	wr(RXDCTL, QUEUE_ENABLE);
-	/*
-	 * The NIC owns [RDH, RDT): all but one descriptor. RDT == RDH would mean
-	 * an empty ring, so the slot at RDT is always ours (armed, not given).
-	 */
-	wr(RDT, RING_ENTRIES - 1);
-	tx_tail = rx_next = 0;
 }
 
 static void set_rctl(bool loopback)
 {
 	wr(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC |
 			 (loopback ? RCTL_LBM_MAC : 0));
-}
-
-/*
- * Builds a broadcast frame in tx_buf: our MAC, the local ethertype, `text`
- * and an optional digit, a NUL, then a pattern up to FRAME_LEN bytes.
- */
-static unsigned build_frame(const char *text, int digit)
-{
-	unsigned i = 0;
-
-	for (int k = 0; k < 6; k++)
-		tx_buf[i++] = 0xff;
-	for (int k = 0; k < 6; k++)
-		tx_buf[i++] = mac[k];
-	tx_buf[i++] = ETHERTYPE_LOCAL >> 8;
-	tx_buf[i++] = ETHERTYPE_LOCAL & 0xff;
-	while (*text)
-		tx_buf[i++] = (uint8_t)*text++;
-	if (digit >= 0)
-		tx_buf[i++] = (uint8_t)('0' + digit);
-	tx_buf[i++] = 0;
-	for (; i < FRAME_LEN; i++)
-		tx_buf[i] = (uint8_t)(i * 7 + digit);
-	return FRAME_LEN;
-}
-
-/* Queues tx_buf and waits until the NIC has taken it (TDH moves, as igb.ts). */
-static const char *send(unsigned len)
-{
-	volatile struct tx_desc *d = &tx_ring[tx_tail];
-
-	d->addr = (uint64_t)tx_buf;
-	d->cmd_type_len = len | TXD_DTYP_DATA | TXD_DEXT | TXD_EOP | TXD_IFCS | TXD_RS;
-	d->olinfo_status = len << TXD_PAYLEN_SHIFT;
-	tx_tail = (tx_tail + 1) % RING_ENTRIES;
-	wr(TDT, tx_tail); /* mmio_write32 orders the descriptor writes before it */
-	if (!wait_reg(TDH, ~0u, tx_tail, WAIT_TICKS))
-		return "TX head did not advance (TX ring not read by DMA?)";
-	return NULL;
-}
-
-/* The next written-back RX descriptor, or NULL. Its buffer is rx_bufs[rx_next]. */
-static volatile struct rx_desc *rx_peek(void)
-{
-	volatile struct rx_desc *d = &rx_ring[rx_next];
-
-	if (!(d->status_error & RXD_STAT_DD))
-		return NULL;
-	__asm__ volatile("" : : : "memory"); /* read the buffer after DD */
-	return d;
-}
-
-/* Hands the descriptor back (re-armed) and moves on. */
-static void rx_release(void)
-{
-	rx_arm(rx_next);
-	wr(RDT, rx_next);
-	rx_next = (rx_next + 1) % RING_ENTRIES;
 }
 
 static bool same_bytes(const uint8_t *a, const uint8_t *b, unsigned len)
@@ -245,29 +137,30 @@ static bool same_bytes(const uint8_t *a, const uint8_t *b, unsigned len)
  */
 static const char *loopback(void)
 {
-	unsigned len = build_frame("pinion-guest loopback", -1);
-	const char *why = send(len);
+	unsigned len = igbq_build_frame("pinion-guest loopback", -1);
+	const char *why = igbq_send(len);
 	uint64_t start = rdtsc();
 
 	if (why)
 		return why;
 	while (rdtsc() - start < WAIT_TICKS) {
-		volatile struct rx_desc *d = rx_peek();
+		unsigned got;
+		const uint8_t *p = igbq_rx_peek(&got);
 		bool ours;
 
-		if (!d) {
+		if (!p) {
 			cpu_relax();
 			continue;
 		}
-		ours = d->length == len && same_bytes(rx_bufs[rx_next], tx_buf, len);
+		ours = got == len && same_bytes(p, igbq_tx_buf(), len);
 		if (!ours) {
 			line_begin();
 			put_str("igb: loopback: skipped a frame of ");
-			put_dec(d->length);
+			put_dec(got);
 			put_str(" bytes that is not the one sent");
 			line_end();
 		}
-		rx_release();
+		igbq_rx_release();
 		if (ours)
 			return NULL;
 	}
@@ -440,80 +333,10 @@ static const char *msi_interrupt(struct pci_fn f)
 	return NULL;
 }
 
-static void put_mac(const uint8_t *m)
-{
-	for (int i = 0; i < 6; i++) {
-		if (i)
-			put_char(':');
-		put_hex(m[i], 2);
-	}
-}
-
-/* "N bytes from MAC, ethertype 0xXXXX" and the payload's text if printable. */
-static void print_frame(unsigned n, const uint8_t *p, unsigned len)
-{
-	unsigned text = 0;
-
-	line_begin();
-	put_str("igb: wire frame ");
-	put_dec(n);
-	put_str(": ");
-	put_dec(len);
-	put_str(" bytes");
-	if (len >= ETH_HLEN) {
-		put_str(" from ");
-		put_mac(p + 6);
-		put_str(", ethertype 0x");
-		put_hex((uint64_t)p[12] << 8 | p[13], 4);
-		while (text < PAYLOAD_SHOWN && ETH_HLEN + text < len && p[ETH_HLEN + text] >= 0x20 &&
-		       p[ETH_HLEN + text] < 0x7f)
-			text++;
-		/* Printable up to a NUL, the end, or PAYLOAD_SHOWN bytes. */
-		if (text && (text == PAYLOAD_SHOWN || ETH_HLEN + text == len || !p[ETH_HLEN + text])) {
-			put_str(", \"");
-			for (unsigned i = 0; i < text; i++)
-				put_char((char)p[ETH_HLEN + i]);
-			put_char('"');
-		}
-	}
-	line_end();
-}
-
 static const char *wire(void)
 {
-	unsigned received = 0;
-	uint64_t start;
-
 	set_rctl(false);
-	for (int n = 1; n <= WIRE_FRAMES; n++) {
-		const char *why = send(build_frame("pinion-guest frame ", n));
-
-		if (why)
-			return why;
-	}
-	line_begin();
-	put_str("igb: sent ");
-	put_dec(WIRE_FRAMES);
-	put_str(" frames to the wire");
-	line_end();
-
-	start = rdtsc();
-	while (rdtsc() - start < WIRE_TICKS) {
-		volatile struct rx_desc *d = rx_peek();
-
-		if (!d) {
-			cpu_relax();
-			continue;
-		}
-		print_frame(++received, rx_bufs[rx_next], d->length);
-		rx_release();
-	}
-	line_begin();
-	put_str("igb: received ");
-	put_dec(received);
-	put_str(" frame(s) from the wire");
-	line_end();
-	return NULL;
+	return igbq_wire("pinion-guest frame ");
 }
 
 static void print_reset_ok(struct pci_fn f)
@@ -537,34 +360,34 @@ static void print_reset_ok(struct pci_fn f)
 #define UNMAPPED_IOVA 0x7f000000ull
 static const char *unmapped_dma(void)
 {
-	unsigned len;
 	uint64_t start;
 
 	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+		uint8_t *buf = igbq_rx_buf(i);
+
 		for (unsigned k = 0; k < BUF_SIZE; k++)
-			rx_bufs[i][k] = 0xee;
-		rx_ring[i].addr = UNMAPPED_IOVA + i * BUF_SIZE;
-		rx_ring[i].status_error = 0;
+			buf[k] = 0xee;
+		igbq_rx_point(i, UNMAPPED_IOVA + i * BUF_SIZE);
 	}
-	len = build_frame("pinion-guest unmapped", -1);
-	if (send(len))
+	if (igbq_send(igbq_build_frame("pinion-guest unmapped", -1)))
 		return "TX of the frame failed";
 	start = rdtsc();
 	while (rdtsc() - start < (WAIT_TICKS >> 2))
 		cpu_relax();
-	for (unsigned i = 0; i < RING_ENTRIES; i++)
+	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+		const uint8_t *buf = igbq_rx_buf(i);
+
 		for (unsigned k = 0; k < BUF_SIZE; k++)
-			if (rx_bufs[i][k] != 0xee)
+			if (buf[k] != 0xee)
 				return "a frame landed in guest RAM";
+	}
 	line_begin();
 	put_str("igb: DMA to unmapped IOVA 0x");
 	put_hex(UNMAPPED_IOVA, 8);
 	put_str(": nothing landed in guest RAM, the guest runs on");
 	line_end();
 	/* Back to normal rings for what follows. */
-	wr(RXDCTL, 0);
-	rings_init();
-	return NULL;
+	return igbq_init(&queue);
 }
 
 uint64_t igb_test(bool baddma)
@@ -581,6 +404,7 @@ uint64_t igb_test(bool baddma)
 	bar0 = pci_bar(f, 0);
 	if (!bar0)
 		return failed("loopback", "BAR0 is not an assigned memory BAR", EXIT_LOOPBACK);
+	queue.bar0 = bar0;
 	/* The VMM placed the BARs; turning on decode and DMA is firmware's job, and there is none. */
 	pci_write16(f, PCI_COMMAND,
 		    (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
@@ -590,7 +414,8 @@ uint64_t igb_test(bool baddma)
 	print_reset_ok(f);
 	if ((why = link_up()))
 		return failed("loopback", why, EXIT_LOOPBACK);
-	rings_init();
+	if ((why = igbq_init(&queue)))
+		return failed("loopback", why, EXIT_LOOPBACK);
 	set_rctl(true);
 	wr(TCTL, TCTL_EN | TCTL_PSP);
 	if ((why = loopback()))

@@ -1,5 +1,5 @@
 /*
- * Intel 82576 (igb) registers and descriptors used by igb.c: offsets in BAR0
+ * Intel 82576 (igb) registers and descriptors used by igb.c and igb-queue.c: offsets in BAR0
  * and bits from the 82576 datasheet, section 8. Queue registers are queue 0's.
  */
 #ifndef GUEST_IGB_H

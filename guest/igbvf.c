@@ -6,11 +6,12 @@
  * queues), one TX and one RX ring of advanced descriptors, a few broadcast
  * frames to the wire, a listen, then one MSI-X interrupt raised by VTEICS.
  *
- * DMA addresses are guest physical addresses, as in igb.c. The first
+ * The rings and frames are igb-queue.c's, shared with igb.c. The first
  * failure ends the test with EXIT_VF, the queues disabled.
  */
 #include "guest.h"
 #include "igb.h"
+#include "igb-queue.h"
 #include "igbvf.h"
 #include "io.h"
 
@@ -20,27 +21,24 @@
 #define PCI_COMMAND_MEMORY 0x2
 #define PCI_COMMAND_MASTER 0x4
 
-#define RING_ENTRIES 8
-#define BUF_SIZE 2048
-#define FRAME_LEN 128
-#define ETH_HLEN 14
-#define ETHERTYPE_LOCAL 0x88b5
-#define WIRE_FRAMES 3
-#define PAYLOAD_SHOWN 32
-
-#define WAIT_TICKS (1ull << 34) /* ~5 s */
-#define WIRE_TICKS (1ull << 33) /* ~3 s */
 #define SETTLE_TICKS (1ull << 25) /* ~10 ms, as igbvf's mdelay(10) */
 
-static volatile struct tx_desc tx_ring[RING_ENTRIES] __attribute__((aligned(128)));
-static volatile struct rx_desc rx_ring[RING_ENTRIES] __attribute__((aligned(128)));
-static uint8_t tx_buf[BUF_SIZE] __attribute__((aligned(BUF_SIZE)));
-static uint8_t rx_bufs[RING_ENTRIES][BUF_SIZE] __attribute__((aligned(4096)));
-
 static uint64_t bar0;
-static unsigned tx_tail, rx_next;
 static uint8_t mac[6];
 static uint32_t mbx_seen; /* read-to-clear mailbox bits seen but not yet consumed */
+
+static const struct igbq_regs queue0 = {
+	.rdbal = VF_RDBAL, .rdbah = VF_RDBAH, .rdlen = VF_RDLEN, .srrctl = VF_SRRCTL,
+	.rdh = VF_RDH, .rdt = VF_RDT, .rxdctl = VF_RXDCTL,
+	.tdbal = VF_TDBAL, .tdbah = VF_TDBAH, .tdlen = VF_TDLEN,
+	.tdh = VF_TDH, .tdt = VF_TDT, .txdctl = VF_TXDCTL,
+};
+static struct igbq queue = {
+	.prefix = "igbvf: ",
+	.regs = &queue0,
+	.mac = mac,
+	.tx_stuck = "TX head did not advance (TX ring not read by DMA, or VFTE off in the PF?)",
+};
 
 static uint32_t rd(unsigned reg)
 {
@@ -58,18 +56,6 @@ static void spin(uint64_t ticks)
 
 	while (rdtsc() - start < ticks)
 		cpu_relax();
-}
-
-static bool wait_reg(unsigned reg, uint32_t mask, uint32_t want, uint64_t ticks)
-{
-	uint64_t start = rdtsc();
-
-	while ((rd(reg) & mask) != want) {
-		if (rdtsc() - start > ticks)
-			return false;
-		cpu_relax();
-	}
-	return true;
 }
 
 static void quiesce(void)
@@ -200,7 +186,7 @@ static const char *reset(void)
 
 	wr(VTEIMC, ~0u);
 	wr(VF_CTRL, rd(VF_CTRL) | VF_CTRL_RST);
-	if (!wait_reg(VF_CTRL, VF_CTRL_RST, 0, WAIT_TICKS))
+	if (!igb_wait_reg(bar0, VF_CTRL, VF_CTRL_RST, 0, WAIT_TICKS))
 		return "reset did not complete (CTRL.RST stays set)";
 	/* As igbvf: no mailbox traffic while RSTI/RSTD are asserted. */
 	start = rdtsc();
@@ -219,150 +205,6 @@ static const char *reset(void)
 		return "unexpected reply to VF_RESET (want 0x80000001)";
 	for (int i = 0; i < 6; i++)
 		mac[i] = (uint8_t)(msg[1 + i / 4] >> 8 * (i % 4));
-	return NULL;
-}
-
-static void put_mac(const uint8_t *m)
-{
-	for (int i = 0; i < 6; i++) {
-		if (i)
-			put_char(':');
-		put_hex(m[i], 2);
-	}
-}
-
-static void rx_arm(unsigned i)
-{
-	rx_ring[i].addr = (uint64_t)rx_bufs[i];
-	rx_ring[i].status_error = 0;
-	rx_ring[i].length = 0;
-	rx_ring[i].vlan = 0;
-}
-
-static const char *rings_init(void)
-{
-	wr(VF_TXDCTL, 0);
-	wr(VF_TDBAL, (uint32_t)(uint64_t)tx_ring);
-	wr(VF_TDBAH, (uint32_t)((uint64_t)tx_ring >> 32));
-	wr(VF_TDLEN, sizeof(tx_ring));
-	wr(VF_TDH, 0);
-	wr(VF_TDT, 0);
-	wr(VF_TXDCTL, QUEUE_ENABLE);
-
-	wr(VF_RXDCTL, 0);
-	for (unsigned i = 0; i < RING_ENTRIES; i++)
-		rx_arm(i);
-	wr(VF_RDBAL, (uint32_t)(uint64_t)rx_ring);
-	wr(VF_RDBAH, (uint32_t)((uint64_t)rx_ring >> 32));
-	wr(VF_RDLEN, sizeof(rx_ring));
-	wr(VF_SRRCTL, SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_BSIZEPKT_2K);
-	wr(VF_RDH, 0);
-	wr(VF_RXDCTL, QUEUE_ENABLE);
-	if (!wait_reg(VF_RXDCTL, QUEUE_ENABLE, QUEUE_ENABLE, WAIT_TICKS))
-		return "RXDCTL.ENABLE did not stick";
-	wr(VF_RDT, RING_ENTRIES - 1);
-	tx_tail = rx_next = 0;
-	return NULL;
-}
-
-static unsigned build_frame(const char *text, int digit)
-{
-	unsigned i = 0;
-
-	for (int k = 0; k < 6; k++)
-		tx_buf[i++] = 0xff;
-	for (int k = 0; k < 6; k++)
-		tx_buf[i++] = mac[k];
-	tx_buf[i++] = ETHERTYPE_LOCAL >> 8;
-	tx_buf[i++] = ETHERTYPE_LOCAL & 0xff;
-	while (*text)
-		tx_buf[i++] = (uint8_t)*text++;
-	if (digit >= 0)
-		tx_buf[i++] = (uint8_t)('0' + digit);
-	tx_buf[i++] = 0;
-	for (; i < FRAME_LEN; i++)
-		tx_buf[i] = (uint8_t)(i * 7 + digit);
-	return FRAME_LEN;
-}
-
-static const char *send(unsigned len)
-{
-	volatile struct tx_desc *d = &tx_ring[tx_tail];
-
-	d->addr = (uint64_t)tx_buf;
-	d->cmd_type_len = len | TXD_DTYP_DATA | TXD_DEXT | TXD_EOP | TXD_IFCS | TXD_RS;
-	d->olinfo_status = len << TXD_PAYLEN_SHIFT;
-	tx_tail = (tx_tail + 1) % RING_ENTRIES;
-	wr(VF_TDT, tx_tail);
-	if (!wait_reg(VF_TDH, ~0u, tx_tail, WAIT_TICKS))
-		return "TX head did not advance (TX ring not read by DMA, or VFTE off in the PF?)";
-	return NULL;
-}
-
-static void print_frame(unsigned n, const uint8_t *p, unsigned len)
-{
-	unsigned text = 0;
-
-	line_begin();
-	put_str("igbvf: wire frame ");
-	put_dec(n);
-	put_str(": ");
-	put_dec(len);
-	put_str(" bytes");
-	if (len >= ETH_HLEN) {
-		put_str(" from ");
-		put_mac(p + 6);
-		put_str(", ethertype 0x");
-		put_hex((uint64_t)p[12] << 8 | p[13], 4);
-		while (text < PAYLOAD_SHOWN && ETH_HLEN + text < len && p[ETH_HLEN + text] >= 0x20 &&
-		       p[ETH_HLEN + text] < 0x7f)
-			text++;
-		if (text && (text == PAYLOAD_SHOWN || ETH_HLEN + text == len || !p[ETH_HLEN + text])) {
-			put_str(", \"");
-			for (unsigned i = 0; i < text; i++)
-				put_char((char)p[ETH_HLEN + i]);
-			put_char('"');
-		}
-	}
-	line_end();
-}
-
-static const char *wire(void)
-{
-	unsigned received = 0;
-	uint64_t start;
-
-	for (int n = 1; n <= WIRE_FRAMES; n++) {
-		const char *why = send(build_frame("pinion-guest vf frame ", n));
-
-		if (why)
-			return why;
-	}
-	line_begin();
-	put_str("igbvf: sent ");
-	put_dec(WIRE_FRAMES);
-	put_str(" frames to the wire");
-	line_end();
-
-	start = rdtsc();
-	while (rdtsc() - start < WIRE_TICKS) {
-		volatile struct rx_desc *d = &rx_ring[rx_next];
-
-		if (!(d->status_error & RXD_STAT_DD)) {
-			cpu_relax();
-			continue;
-		}
-		__asm__ volatile("" : : : "memory");
-		print_frame(++received, rx_bufs[rx_next], d->length);
-		rx_arm(rx_next);
-		wr(VF_RDT, rx_next);
-		rx_next = (rx_next + 1) % RING_ENTRIES;
-	}
-	line_begin();
-	put_str("igbvf: received ");
-	put_dec(received);
-	put_str(" frame(s) from the wire");
-	line_end();
 	return NULL;
 }
 
@@ -406,6 +248,7 @@ uint64_t igbvf_test(struct pci_fn f)
 	bar0 = pci_bar(f, 0);
 	if (!bar0)
 		return failed("reset", "BAR0 is not an assigned memory BAR");
+	queue.bar0 = bar0;
 	pci_write16(f, PCI_COMMAND,
 		    (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
 
@@ -420,9 +263,9 @@ uint64_t igbvf_test(struct pci_fn f)
 	put_mac(mac);
 	line_end();
 
-	if ((why = rings_init()))
+	if ((why = igbq_init(&queue)))
 		return failed("rings", why);
-	if ((why = wire()))
+	if ((why = igbq_wire("pinion-guest vf frame ")))
 		return failed("sending to the wire", why);
 
 	if ((why = msix_interrupt(f)))
