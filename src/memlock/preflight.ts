@@ -44,15 +44,26 @@ export function preflight(path: AccountingPath, mode: AccountingMode, bytes: big
   return { charge, needKiB, limitKiB, heldKiB: user.totalKiB };
 }
 
+/** The most a VM's DMA space may have charged while its map changes, and which limit says so. */
+export interface RemapBudget {
+  bytes: bigint;
+  why: string;
+}
+
 /**
  * The most a VM's DMA space may have charged while its map changes (a
  * transient remap): its own limit per process; per user, the limit less what
  * the user's other processes hold. null when the kernel checks nothing.
  */
-export function remapBudget(path: AccountingPath, mode: AccountingMode): bigint | null {
+export function remapBudget(path: AccountingPath, mode: AccountingMode): RemapBudget | null {
   const charge = pinCore.accountingCharge(path, mode, hasCapability(CAP_IPC_LOCK));
   const limitKiB = processCharge().memlockSoftKiB;
   if (charge.limit === 'none' || limitKiB === null) return null;
-  const others = charge.limit === 'user-total' ? userLockedKiB(process.getuid!(), process.pid).totalKiB : 0;
-  return BigInt(Math.max(0, limitKiB - others)) * 1024n;
+  if (charge.limit !== 'user-total') return { bytes: BigInt(limitKiB) * 1024n, why: `this process's RLIMIT_MEMLOCK of ${mib(limitKiB)}` };
+  const uid = process.getuid!();
+  const others = userLockedKiB(uid, process.pid).totalKiB;
+  return {
+    bytes: BigInt(Math.max(0, limitKiB - others)) * 1024n,
+    why: `RLIMIT_MEMLOCK ${mib(limitKiB)}, checked against user ${uid}'s total, of which other processes hold ${mib(others)}`,
+  };
 }

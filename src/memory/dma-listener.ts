@@ -2,7 +2,7 @@
 // memory map, the IOMMU is brought to exactly the RAM regions (IOVA = GPA),
 // by pin-core's planner. memfd RAM is mapped by file where the backend can
 // (IOAS_MAP_FILE), so iommufd pins the file's pages, not a process's VMA.
-import type { DmaMapper } from './dma-mapper.js';
+import { DmaError, type DmaMapper } from './dma-mapper.js';
 import type { MemoryListener, MemoryRegion } from './listener.js';
 import type { Region, SyncResult } from './pin-core.js';
 
@@ -13,8 +13,8 @@ export class DmaListener implements MemoryListener {
 
   constructor(
     readonly mapper: DmaMapper,
-    /** The most this space may have charged at any point of a change (pin-core's planner keeps to it), asked at each commit. */
-    private readonly budget: () => bigint | null = () => null,
+    /** The most this space may have charged at any point of a change, asked at each commit; null: no limit applies. */
+    private readonly budget: () => { bytes: bigint; why: string } | null = () => null,
   ) {
     this.byFile = mapper.caps.canMapFile;
   }
@@ -34,6 +34,18 @@ export class DmaListener implements MemoryListener {
       backing: this.byFile && r.file ? { fd: r.file.fd, offset: r.file.offset } : { vaddr: r.hva },
       prot: { read: true, write: !r.readonly },
     }));
-    this.last = this.mapper.sync(want, this.budget());
+    // pin-core's planner takes the headroom above what the space holds now.
+    // A change that cannot fit at any order is refused before anything is
+    // unmapped, rather than by the kernel half-way.
+    const cap = this.budget();
+    const held = this.last?.finalCharged ?? 0n;
+    const headroom = cap === null ? null : cap.bytes > held ? cap.bytes - held : 0n;
+    try {
+      this.last = this.mapper.sync(want, headroom);
+    } catch (e) {
+      if (e instanceof DmaError && cap && e.op === undefined && e.code === 'ENOMEM')
+        throw new DmaError(e.code, e.op, e.iova, e.size, e.path, `${e.message} (this VM holds ${held / 1048576n} MiB; the limit is ${cap.why}); the DMA map is unchanged`);
+      throw e;
+    }
   }
 }
