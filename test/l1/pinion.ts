@@ -14,13 +14,22 @@ export interface Run {
   stderr: string;
 }
 
+/** Progress on stderr: a rig test that times out then shows how far L1 got. */
+export function progress(what: string): void {
+  process.stderr.write(`l1 ${(performance.now() / 1000).toFixed(1)}s: ${what}\n`);
+}
+
 export function run(args: string[]): Run {
-  const r = spawnSync(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { encoding: 'utf8', timeout: 180_000 });
+  progress(`pinion run ${args.join(' ')}`);
+  // SIGKILL on timeout: a VMM stuck past SIGTERM would hold spawnSync forever.
+  const r = spawnSync(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { encoding: 'utf8', timeout: 180_000, killSignal: 'SIGKILL' });
+  if (r.signal) progress(`  ended by ${r.signal}; its stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** A VM that runs until told: resolves with its end once `stop()` is called. */
 export function background(args: string[]): { started: Promise<void>; stop: () => Promise<Run>; pid: number } {
+  progress(`pinion run (background) ${args.join(' ')}`);
   const p = spawn(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -31,8 +40,17 @@ export function background(args: string[]): { started: Promise<void>; stop: () =
     if (stdout.includes('cmdline')) ready();
   });
   p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<Run>((resolve) => p.on('close', (status) => resolve({ status, stdout, stderr })));
-  return { started, pid: p.pid!, stop: () => (p.kill('SIGTERM'), done) };
+  // A VM that ends before it booted must not hold the script either.
+  const done = new Promise<Run>((resolve) => p.on('close', (status) => (ready(), resolve({ status, stdout, stderr }))));
+  const stop = (): Promise<Run> => {
+    p.kill('SIGTERM');
+    const stuck = setTimeout(() => {
+      progress(`  pid ${p.pid} still running 30 s after SIGTERM; SIGKILL`);
+      p.kill('SIGKILL');
+    }, 30_000);
+    return done.finally(() => clearTimeout(stuck));
+  };
+  return { started, pid: p.pid!, stop };
 }
 
 /** Locked memory charged to all processes now (VmLck + VmPin, KiB), to show nothing stays pinned. */

@@ -7,6 +7,7 @@ import { chmodSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
+import { progress } from './pinion.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const VM1 = fileURLToPath(new URL('./remap-vm.js', import.meta.url));
@@ -25,6 +26,7 @@ function wrap(how: 'user' | 'opener', limit: number, device: string, cmd: string
 }
 
 async function scenario(iommu: 'legacy' | 'iommufd', how: 'user' | 'opener', limit: number): Promise<unknown> {
+  progress(`scenario ${iommu} ${how} limit ${limit / MiB} MiB: starting VM1`);
   const c1 = wrap(how, limit, vf0, [process.execPath, VM1, iommu, vf0]);
   const vm1 = spawn(c1[0]!, c1.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env });
   let err1 = '';
@@ -40,8 +42,10 @@ async function scenario(iommu: 'legacy' | 'iommufd', how: 'user' | 'opener', lim
   vm2.stderr.on('data', (d: Buffer) => (err2 += d.toString()));
   const vm2Closed = new Promise<number | null>((r) => vm2.on('close', (code) => r(code)));
   await new Promise<void>((r) => vm2.stdout.on('data', (d: Buffer) => ((out2 += d.toString()), out2.includes('cmdline') && r())));
+  progress('VM2 running; VM1 remaps');
   vm1.stdin.write('go\n');
   const result = await it.next();
+  progress('VM1 done; stopping VM2');
   vm2.kill('SIGTERM');
   const vm2Status = await vm2Closed;
   return { vm1: JSON.parse(String(result.value)), vm1Stderr: err1, vm2Status, vm2Stderr: err2 };

@@ -15,15 +15,23 @@ export interface Captured {
 export async function inRig(kernel: KernelVariant, command: string[], opts: Partial<RigOptions> = {}): Promise<Captured> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  const r = await runInRig({
-    kernel,
-    command,
-    timeoutSec: 300,
-    env: { PINION_RIG_KERNEL: kernel },
-    ...opts,
-    stdout: (c) => out.push(c),
-    stderr: (c) => err.push(c),
-  });
+  let r;
+  try {
+    r = await runInRig({
+      kernel,
+      command,
+      timeoutSec: 300,
+      env: { PINION_RIG_KERNEL: kernel },
+      ...opts,
+      stdout: (c) => out.push(c),
+      stderr: (c) => err.push(c),
+    });
+  } catch (e) {
+    // A timeout says little by itself: what the command printed on stderr shows how far it got.
+    const tail = Buffer.concat(err).toString().trim().split('\n').slice(-15).join('\n');
+    if (e instanceof Error && tail) e.message += `\nlast stderr lines in L1:\n${tail}`;
+    throw e;
+  }
   return { exitCode: r.exitCode, stdout: Buffer.concat(out), stderr: Buffer.concat(err), bootMs: r.bootMs };
 }
 
