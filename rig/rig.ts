@@ -159,6 +159,8 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
           clearTimeout(timer);
           timer = setTimeout(() => {
             failure = new RigError(`command timed out after ${o.timeoutSec} s in L1: ${o.command.join(' ')} (raise --timeout)`, undefined, 124);
+            // The L1 kernel's own view (hung tasks, faults) goes with it, for whoever reads a CI log.
+            if (process.env.PINION_RIG_VERBOSE || process.env.CI) failure.message += `\nlast console lines:\n${tail(join(runDir, 'console.log'), 10)}`;
             resolve();
           }, o.timeoutSec * 1000);
         }
