@@ -15,6 +15,7 @@
 #define WIRE_FRAMES 3
 #define WIRE_TICKS (1ull << 33) /* ~3 s of listening to the wire */
 #define PAYLOAD_SHOWN 32
+#define FRAMES_SHOWN 3 /* of ours reflected, and of others: the count says the rest */
 
 /* In .bss, zeroed by the loader; rings 128-byte aligned as the NIC wants. */
 static volatile struct tx_desc tx_ring[RING_ENTRIES] __attribute__((aligned(128)));
@@ -200,9 +201,17 @@ static void print_frame(unsigned n, const uint8_t *p, unsigned len)
 	line_end();
 }
 
+static bool same_mac(const uint8_t *a, const uint8_t *b)
+{
+	for (int i = 0; i < 6; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
 const char *igbq_wire(const char *text)
 {
-	unsigned received = 0;
+	unsigned received = 0, shown[2] = { 0, 0 };
 	uint64_t start;
 
 	for (int n = 1; n <= WIRE_FRAMES; n++) {
@@ -227,7 +236,11 @@ const char *igbq_wire(const char *text)
 			cpu_relax();
 			continue;
 		}
-		print_frame(++received, p, len);
+		received++;
+		/* A VF also gets its own broadcasts back from the PF's switch. */
+		bool ours = len >= ETH_HLEN && same_mac(p + 6, q->mac);
+		if (shown[ours]++ < FRAMES_SHOWN)
+			print_frame(received, p, len);
 		igbq_rx_release();
 	}
 	line_begin();

@@ -54,7 +54,7 @@ void igbq_rx_release(void);
 uint8_t *igbq_rx_buf(unsigned i);
 void igbq_rx_point(unsigned i, uint64_t addr);
 
-/* Sends 3 frames `text`1..3 to the wire, then prints what comes in for ~3 s. */
+/* Sends 3 frames `text`1..3 to the wire, then listens for ~3 s: prints the first frames, counts all. */
 const char *igbq_wire(const char *text);
 
 void put_mac(const uint8_t *m);
