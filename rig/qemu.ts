@@ -1,9 +1,11 @@
 // The L1 machine: q35 under TCG, nested SVM (-cpu EPYC), an emulated Intel
 // IOMMU with interrupt remapping, an SR-IOV capable igb behind a PCIe root
 // port and a peer igb on the same QEMU-internal hub. No netdev reaches
-// anything outside the QEMU process. Two virtio-rng functions sit behind a
+// anything outside the QEMU process. Two virtio-input functions sit behind a
 // PCIe-to-PCI bridge, where the IOMMU cannot tell them apart: one IOMMU group
-// with several devices, as on real boards with conventional PCI slots.
+// with several devices, as on real boards with conventional PCI slots. L1 has
+// no virtio-input driver, so only virtio-pci holds them (no hwrng or other
+// consumer to disturb when a test unbinds one).
 
 export interface L1Machine {
   kernel: string;
@@ -38,7 +40,7 @@ export function qemuArgs(m: L1Machine): string[] {
     '-device', 'igb,netdev=n1', '-netdev', 'hubport,id=n1,hubid=0',
     '-device', 'virtio-serial-pci,id=vser',
     '-device', 'pcie-root-port,id=rp1,slot=2', '-device', 'pcie-pci-bridge,id=pb0,bus=rp1',
-    '-device', 'virtio-rng-pci,bus=pb0,addr=1', '-device', 'virtio-rng-pci,bus=pb0,addr=2',
+    '-device', 'virtio-keyboard-pci,bus=pb0,addr=1', '-device', 'virtio-mouse-pci,bus=pb0,addr=2',
   ];
   if (m.rwDir) args.push('-virtfs', `local,path=${m.rwDir},mount_tag=rw,security_model=none,multidevs=remap`);
   PORTS.forEach((name, i) => {

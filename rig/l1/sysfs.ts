@@ -61,15 +61,15 @@ export function peerPf(): PciDevice {
   return pf;
 }
 
-/** The virtio-rng functions behind the PCIe-to-PCI bridge, which share one IOMMU group. */
+/** The virtio-input functions behind the PCIe-to-PCI bridge, which share one IOMMU group. */
 export function sharedGroup(): { group: string; functions: string[]; members: string[] } {
-  const rng = pciDevices().filter((d) => d.vendor === '0x1af4' && d.iommuGroup !== null);
-  for (const d of rng) {
+  const input = pciDevices().filter((d) => d.vendor === '0x1af4' && d.device === '0x1052' && d.iommuGroup !== null);
+  for (const d of input) {
     const members = iommuGroups().get(d.iommuGroup!) ?? [];
-    const functions = rng.filter((r) => members.includes(r.bdf)).map((r) => r.bdf);
+    const functions = input.filter((r) => members.includes(r.bdf)).map((r) => r.bdf);
     if (functions.length >= 2) return { group: d.iommuGroup!, functions, members };
   }
-  throw new Error('no IOMMU group with two virtio-rng functions in L1 (is this the rig, with the IOMMU on?)');
+  throw new Error('no IOMMU group with two virtio-input functions in L1 (is this the rig, with the IOMMU on?)');
 }
 
 /** Unbinds a device from its driver and clears driver_override, leaving it with no driver. */

@@ -118,7 +118,7 @@ for (const kernel of ['type1', 'compat'] as const) {
       for (const iommu of ['iommufd', 'legacy'] as const) {
         const r = g.viable[iommu];
         t.equal(r.status, 0, `${iommu}: with ${g.b} unbound the VM runs with ${g.a} (${r.stderr.trim().split('\n').pop()})`);
-        t.match(r.stdout, /pinion-guest: pci 00:01\.0 1af4:1005/, `${iommu}: the guest finds the virtio-rng function`);
+        t.match(r.stdout, /pinion-guest: pci 00:01\.0 1af4:1052/, `${iommu}: the guest finds the virtio-input function`);
         t.match(r.stderr, iommu === 'iommufd' ? /via iommufd \(cdev, one IOAS per VM\)/ : new RegExp(`via the legacy container \\(group ${g.group}\\)`));
         t.match(r.stderr, /; no reset \(vfio-pci offers none for it\)/, `${iommu}: a function behind a conventional bridge has no reset, and the summary says so`);
       }
