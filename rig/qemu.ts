@@ -25,7 +25,14 @@ export function socketPath(runDir: string, port: string): string {
 }
 
 export function qemuArgs(m: L1Machine): string[] {
-  const append = ['console=ttyS0', ...(m.iommu ? ['intel_iommu=on', 'iommu=nopt'] : []), 'quiet', 'panic=-1', `pinion.run=${m.runDir}`];
+  // highres=off keeps the LAPIC timer periodic (the kernel has no NO_HZ):
+  // under TCG, with nested guests stopping, L1 sometimes lost a one-shot
+  // LAPIC timer event and then slept for good (every timer-driven task
+  // stalled, the CPUs idle). A periodic timer is never reprogrammed, so no
+  // event can be lost.
+  const append = ['console=ttyS0', 'highres=off', ...(m.iommu ? ['intel_iommu=on', 'iommu=nopt'] : []), 'quiet', 'panic=-1', `pinion.run=${m.runDir}`];
+  // PINION_RIG_APPEND: more kernel parameters for L1, to try things.
+  append.push(...(process.env.PINION_RIG_APPEND ?? '').split(' ').filter(Boolean));
   if (m.rwDir) append.push(`pinion.rw=${m.rwDir}`);
   const args = [
     '-M', 'q35', '-accel', 'tcg', '-cpu', 'EPYC', '-smp', String(m.cpus), '-m', `${m.memoryMiB}M`,
