@@ -5,11 +5,9 @@
 // test/rig/memlock.test.ts.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
+import { CLI, GUEST } from './pinion.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
-const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
 const UID = 1000;
 const LIMIT = (64 + 16) * 1024 * 1024;
 const asUser = ['prlimit', `--memlock=${LIMIT}:${LIMIT}`, 'setpriv', `--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', '--'];

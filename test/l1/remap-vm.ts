@@ -5,16 +5,15 @@
 // new, larger backing in its place. Prints one JSON object.
 import { openSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Machine } from '../../src/machine/machine.js';
 import { GuestRam } from '../../src/memory/guest-ram.js';
 import type { MemoryRegion } from '../../src/memory/listener.js';
 import { pinCore } from '../../src/memory/pin-core.js';
 import { openerFds } from '../../src/cli/run.js';
 import { processCharge } from '../../src/memlock/status.js';
+import { GUEST } from './pinion.js';
 
 const [iommu = 'iommufd', vf = ''] = process.argv.slice(2);
-const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
 const consolePath = `/tmp/remap-console-${process.pid}`;

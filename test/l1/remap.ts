@@ -7,11 +7,9 @@ import { chmodSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
-import { progress } from './pinion.js';
+import { CLI, GUEST, progress } from './pinion.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const VM1 = fileURLToPath(new URL('./remap-vm.js', import.meta.url));
-const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
 const UID = '1000';
 const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
 const MiB = 1024 * 1024;

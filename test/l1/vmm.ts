@@ -4,12 +4,10 @@
 // holds the expectations.
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Machine, type MachineConfig } from '../../src/machine/machine.js';
 import { hugePagesFree } from '../../src/memory/guest-ram.js';
+import { CLI, GUEST } from './pinion.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
-const GUEST = fileURLToPath(new URL('../../guest/pinion-guest.elf', import.meta.url));
 const MiB = 1n << 20n;
 
 export interface CliRun {
