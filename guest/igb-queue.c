@@ -201,9 +201,9 @@ static void print_frame(unsigned n, const uint8_t *p, unsigned len)
 	line_end();
 }
 
-static bool same_mac(const uint8_t *a, const uint8_t *b)
+bool igbq_same_bytes(const uint8_t *a, const uint8_t *b, unsigned len)
 {
-	for (int i = 0; i < 6; i++)
+	for (unsigned i = 0; i < len; i++)
 		if (a[i] != b[i])
 			return false;
 	return true;
@@ -238,7 +238,7 @@ const char *igbq_wire(const char *text)
 		}
 		received++;
 		/* A VF also gets its own broadcasts back from the PF's switch. */
-		bool ours = len >= ETH_HLEN && same_mac(p + 6, q->mac);
+		bool ours = len >= ETH_HLEN && igbq_same_bytes(p + 6, q->mac, 6);
 		if (shown[ours]++ < FRAMES_SHOWN)
 			print_frame(received, p, len);
 		igbq_rx_release();

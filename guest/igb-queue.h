@@ -58,5 +58,6 @@ void igbq_rx_point(unsigned i, uint64_t addr);
 const char *igbq_wire(const char *text);
 
 void put_mac(const uint8_t *m);
+bool igbq_same_bytes(const uint8_t *a, const uint8_t *b, unsigned len);
 
 #endif

@@ -123,14 +123,6 @@ static void set_rctl(bool loopback)
 			 (loopback ? RCTL_LBM_MAC : 0));
 }
 
-static bool same_bytes(const uint8_t *a, const uint8_t *b, unsigned len)
-{
-	for (unsigned i = 0; i < len; i++)
-		if (a[i] != b[i])
-			return false;
-	return true;
-}
-
 /*
  * QEMU's igb also takes frames from the wire while in loopback: skip (and
  * report) those until ours comes back.
@@ -152,7 +144,7 @@ static const char *loopback(void)
 			cpu_relax();
 			continue;
 		}
-		ours = got == len && same_bytes(p, igbq_tx_buf(), len);
+		ours = got == len && igbq_same_bytes(p, igbq_tx_buf(), len);
 		if (!ours) {
 			line_begin();
 			put_str("igb: loopback: skipped a frame of ");
