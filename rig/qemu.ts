@@ -18,10 +18,16 @@ export interface L1Machine {
   iommu: boolean;
 }
 
-export const PORTS = ['pinion.ctl', 'pinion.out', 'pinion.err'] as const;
+// ctl: boot and exit status; out/err: the command's bytes; hb: L1's heartbeat
+// and the host's dump requests (rig/watchdog.ts).
+export const PORTS = ['pinion.ctl', 'pinion.out', 'pinion.err', 'pinion.hb'] as const;
 
 export function socketPath(runDir: string, port: string): string {
   return `${runDir}/${port}.sock`;
+}
+
+export function qmpPath(runDir: string): string {
+  return `${runDir}/qmp.sock`;
 }
 
 export function qemuArgs(m: L1Machine): string[] {
@@ -30,16 +36,20 @@ export function qemuArgs(m: L1Machine): string[] {
   // LAPIC timer event and then slept for good (every timer-driven task
   // stalled, the CPUs idle). A periodic timer is never reprogrammed, so no
   // event can be lost.
-  const append = ['console=ttyS0', 'highres=off', ...(m.iommu ? ['intel_iommu=on', 'iommu=nopt'] : []), 'quiet', 'panic=-1', `pinion.run=${m.runDir}`];
+  // Not quiet: the console is a file on the host, the kernel's log of a
+  // stalled L1 (hung tasks, lockups, sysrq dumps) is what its report shows.
+  const append = ['console=ttyS0', 'highres=off', ...(m.iommu ? ['intel_iommu=on', 'iommu=nopt'] : []), 'panic=-1', `pinion.run=${m.runDir}`];
   // PINION_RIG_APPEND: more kernel parameters for L1, to try things.
   append.push(...(process.env.PINION_RIG_APPEND ?? '').split(' ').filter(Boolean));
   if (m.rwDir) append.push(`pinion.rw=${m.rwDir}`);
   const args = [
-    '-M', 'q35', '-accel', 'tcg', '-cpu', 'EPYC', '-smp', String(m.cpus), '-m', `${m.memoryMiB}M`,
+    // PINION_RIG_ACCEL: e.g. tcg,thread=single, to compare TCG's modes.
+    '-M', 'q35', '-accel', process.env.PINION_RIG_ACCEL ?? 'tcg', '-cpu', 'EPYC', '-smp', String(m.cpus), '-m', `${m.memoryMiB}M`,
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     ...(m.iommu ? ['-device', 'intel-iommu,intremap=on'] : []),
     '-kernel', m.kernel, '-initrd', m.initramfs, '-append', append.join(' '),
     '-chardev', `file,id=con,path=${m.runDir}/console.log`, '-serial', 'chardev:con',
+    '-qmp', `unix:${qmpPath(m.runDir)},server=on,wait=off`,
     '-virtfs', 'local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap',
     '-device', 'virtio-rng-pci',
     '-device', 'pcie-root-port,id=rp0,slot=1', '-device', 'igb,bus=rp0,netdev=n0',

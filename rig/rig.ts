@@ -2,7 +2,7 @@
 // same cwd) and streams its stdout/stderr back; resolves with its exit code.
 // QEMU is always killed by pid on timeout, signal or error.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -10,7 +10,9 @@ import { ensureHost, QEMU } from './host.js';
 import { ensureInitramfs } from './initramfs.js';
 import { ensureKernel, type KernelVariant } from './kernel.js';
 import { cacheDir, RigError } from './paths.js';
-import { PORTS, qemuArgs, socketPath } from './qemu.js';
+import { PORTS, qemuArgs, qmpPath, socketPath } from './qemu.js';
+import { monitorCommands } from './qmp.js';
+import { StallWatch } from './watchdog.js';
 
 export interface RigOptions {
   kernel: KernelVariant;
@@ -19,6 +21,10 @@ export interface RigOptions {
   memlockKiB?: number; // RLIMIT_MEMLOCK (soft and hard) for the command
   timeoutSec: number; // for the command, from the end of boot
   bootTimeoutSec?: number;
+  /** Heartbeat silence (s) that counts as a stall; default 20 (PINION_RIG_STALL_SEC). */
+  stallSec?: number;
+  /** Idle L1 with a silent command for this long (s) counts as a stall; off by default. */
+  idleSec?: number;
   memoryMiB?: number;
   cpus?: number;
   iommu?: boolean; // default true: L1 has the emulated Intel IOMMU
@@ -36,6 +42,19 @@ export interface RigResult {
 }
 
 const EXIT_NOT_FOUND = 127;
+export const EXIT_STALLED = 125;
+
+/** L1 stopped making progress; the message carries what L1 and QEMU last showed. */
+export class RigStallError extends RigError {
+  constructor(
+    message: string,
+    readonly reason: string,
+    readonly reportPath: string,
+  ) {
+    super(message, undefined, EXIT_STALLED);
+    this.name = 'RigStallError';
+  }
+}
 // Not NODE_OPTIONS or TAP_*: a test runner's loader there would follow L1 commands into processes of other users.
 const ENV_PASSED = /^(PINION_|CI$|TERM$|LANG$)/;
 
@@ -63,6 +82,10 @@ export function commandScript(o: RigOptions, cwd: string): string {
     lines.push(`exec ${argv}`);
   }
   return lines.join('\n') + '\n';
+}
+
+function tailText(text: string, lines: number): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
 function tail(path: string, lines = 20): string {
@@ -131,27 +154,51 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const qemuExit = new Promise<void>((res) => qemu.once('exit', () => res()));
-  const bootMsLimit = (o.bootTimeoutSec ?? Number(process.env.PINION_RIG_BOOT_TIMEOUT ?? 120)) * 1000;
+  const bootMsLimit = (o.bootTimeoutSec ?? Number(process.env.PINION_RIG_BOOT_TIMEOUT ?? 60)) * 1000;
 
   try {
     const deadline = Date.now() + 30_000;
     const sockets: Socket[] = [];
     for (const port of PORTS) sockets.push(await connectWhenListening(socketPath(runDir, port), qemu, deadline));
-    const [ctl, out, err] = sockets as [Socket, Socket, Socket];
+    const [ctl, out, err, hb] = sockets as [Socket, Socket, Socket, Socket];
     const outDone = new Promise<void>((r) => out.once('close', () => r()));
     const errDone = new Promise<void>((r) => err.once('close', () => r()));
-    out.on('data', (d: Buffer) => (o.stdout ?? ((c) => process.stdout.write(c)))(d));
-    err.on('data', (d: Buffer) => (o.stderr ?? ((c) => process.stderr.write(c)))(d));
+    const stallSec = o.stallSec ?? Number(process.env.PINION_RIG_STALL_SEC ?? 20);
+    const watch = new StallWatch({ silenceMs: stallSec * 1000, idleMs: o.idleSec === undefined ? undefined : o.idleSec * 1000 }, t0);
+    out.on('data', (d: Buffer) => {
+      watch.activity(Date.now());
+      (o.stdout ?? ((c) => process.stdout.write(c)))(d);
+    });
+    err.on('data', (d: Buffer) => {
+      watch.activity(Date.now());
+      (o.stderr ?? ((c) => process.stderr.write(c)))(d);
+    });
+    hb.on('data', (d: Buffer) => watch.feed(d.toString(), Date.now()));
 
     let ctlText = '';
     let bootMs = -1;
     let exitCode: number | undefined;
     let failure: RigError | undefined;
+    let stalled: string | undefined;
     await new Promise<void>((resolve) => {
       let timer = setTimeout(() => {
         failure = new RigError(`L1 did not boot within ${bootMsLimit / 1000} s; last console lines:\n${tail(join(runDir, 'console.log'))}`);
-        resolve();
+        finish();
       }, bootMsLimit);
+      // The heartbeat starts before the boot is done; until its first line only the boot limit applies.
+      const watchdog = setInterval(() => {
+        if (!watch.last() && bootMs < 0) return;
+        const why = watch.check(Date.now());
+        if (why) {
+          stalled = why;
+          finish();
+        }
+      }, 1000);
+      const finish = () => {
+        clearTimeout(timer);
+        clearInterval(watchdog);
+        resolve();
+      };
       ctl.on('data', (d: Buffer) => {
         ctlText += d.toString();
         if (bootMs < 0 && /^booted$/m.test(ctlText)) {
@@ -161,29 +208,28 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
             failure = new RigError(`command timed out after ${o.timeoutSec} s in L1: ${o.command.join(' ')} (raise --timeout)`, undefined, 124);
             // The L1 kernel's own view (hung tasks, faults) goes with it, for whoever reads a CI log.
             if (process.env.PINION_RIG_VERBOSE || process.env.CI) failure.message += `\nlast console lines:\n${tail(join(runDir, 'console.log'), 10)}`;
-            resolve();
+            finish();
           }, o.timeoutSec * 1000);
         }
         const m = /^exit (\d+)$/m.exec(ctlText);
         const l1err = /^l1: (.*)$/m.exec(ctlText);
         if (m) {
           exitCode = Number(m[1]);
-          clearTimeout(timer);
-          resolve();
+          finish();
         } else if (l1err) {
           failure = new RigError(`L1 init failed: ${l1err[1]}`);
-          clearTimeout(timer);
-          resolve();
+          finish();
         }
       });
       void qemuExit.then(() => {
-        clearTimeout(timer);
-        if (exitCode === undefined && !failure) {
+        if (exitCode === undefined && !failure && !stalled) {
           failure = new RigError(`QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing'}; last console lines:\n${tail(join(runDir, 'console.log'))}`);
         }
-        resolve();
+        finish();
       });
     });
+    if (stalled) failure = await stallReport(o, stalled, watch, runDir, hb, t0);
+    logBoot(o, bootMs, Date.now() - t0, exitCode, failure);
     if (failure) throw failure;
     // init syncs and reboots (QEMU exits on -no-reboot); the sockets then drain and close.
     const graceful = await Promise.race([qemuExit.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
@@ -198,4 +244,65 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     process.off('SIGTERM', onSignal);
     rmSync(runDir, { recursive: true, force: true });
   }
+}
+
+/** One line per L1 boot in $PINION_RIG_BOOT_LOG (the soak's count of boots and how each ended). */
+function logBoot(o: RigOptions, bootMs: number, totalMs: number, exitCode: number | undefined, failure: RigError | undefined): void {
+  const path = process.env.PINION_RIG_BOOT_LOG;
+  if (!path) return;
+  const outcome = failure instanceof RigStallError ? 'stall' : failure ? 'error' : 'exit';
+  appendFileSync(path, `${JSON.stringify({ kernel: o.kernel, bootMs, totalMs, outcome, exitCode: exitCode ?? null, reason: failure?.message.split('\n')[0] })}\n`);
+}
+
+/** Gathers what L1 and QEMU show of a stall, keeps it in a file and returns the error that reports it. QEMU is killed by the caller. */
+async function stallReport(o: RigOptions, reason: string, watch: StallWatch, runDir: string, hb: Socket, t0: number): Promise<RigStallError> {
+  const caughtAt = Date.now();
+  const readConsole = () => {
+    try {
+      return readFileSync(join(runDir, 'console.log'), 'utf8').replace(/\r/g, '');
+    } catch {
+      return '';
+    }
+  };
+  // QEMU's view first, as the stall left it; then L1's own answer, which
+  // needs no timer in L1, only its scheduler and the port's interrupt.
+  const cmds = ['info cpus', 'info registers -a', 'info lapic 0', 'info lapic 1', 'info pic', 'info irq'];
+  const monitor = await monitorCommands(qmpPath(runDir), cmds);
+  const before = readConsole();
+  hb.write('dump\n');
+  for (let i = 0; i < 50 && !watch.dumpDone; i++) await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 500)); // the sysrq dump reaches the console file
+  const consoleLog = readConsole();
+  const last = watch.last();
+  const cmd = o.command.join(' ');
+  const l1Dump = watch.dump.length ? watch.dump.join('\n') : `(no answer from L1 within 5 s)`;
+  const cpus = (monitor.get('info cpus') ?? '(QEMU monitor did not answer)').replace(/\r/g, '');
+  const regs = monitor.get('info registers -a') ?? '';
+  const rips = [...regs.matchAll(/^CPU#(\d+)[\s\S]*?RIP=([0-9a-f]+)[\s\S]*?HLT=(\d)/gm)].map((m) => `CPU#${m[1]} RIP=${m[2]} HLT=${m[3]}`).join(', ');
+  const full = [
+    `L1 stalled: ${reason}`,
+    `command: ${cmd}`,
+    `kernel: ${o.kernel}; QEMU started ${((caughtAt - t0) / 1000).toFixed(1)} s before the stall was declared`,
+    `last heartbeat: ${last ? `L1 uptime ${last.uptime} s, busy ${last.busy} idle ${last.idle} ticks, ${((caughtAt - last.at) / 1000).toFixed(1)} s before` : 'none'}`,
+    '', '== L1 dump (on request over the heartbeat port)', l1Dump,
+    ...cmds.flatMap((c) => ['', `== QEMU: ${c}`, monitor.get(c) ?? '(no answer)']),
+    '', '== L1 console (kernel log; the sysrq dump follows the stall)', consoleLog,
+  ].join('\n');
+  const dir = join(cacheDir(), 'stalls');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${new Date(caughtAt).toISOString().replace(/[:.]/g, '-')}-${o.kernel}.log`);
+  writeFileSync(path, full);
+  const kernelLines = before
+    .split('\n')
+    .filter((l) => /hung|blocked for more than|soft lockup|rcu.*stall|BUG|WARNING|Workqueue|watchdog/i.test(l))
+    .slice(-12)
+    .join('\n');
+  const message = [
+    `L1 stalled: ${reason}, while running: ${cmd} (QEMU killed; full report: ${path})`,
+    `L1 dump: ${l1Dump.split('\n').filter((l) => !l.startsWith('irq ')).slice(0, 12).join(' | ')}`,
+    `QEMU vCPUs: ${cpus.trim().split('\n').join(' | ')}${rips ? `; ${rips}` : ''}`,
+    `kernel warnings:\n${kernelLines || '(none)'}`,
+    `last console lines before the dump:\n${tailText(before, 15)}`,
+  ].join('\n');
+  return new RigStallError(message, reason, path);
 }

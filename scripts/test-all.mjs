@@ -2,11 +2,15 @@
 // Runs every test runner (cargo test for pin-core, tap for unit and rig tests),
 // streams their output, and ends with one line: `N passed, N failed, N skipped`.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const totals = { passed: 0, failed: 0, skipped: 0 };
+// Rig stalls caught and retried (test/support/rig.ts) are listed before the totals.
+const stallDir = mkdtempSync(join(tmpdir(), 'pinion-stalls-'));
+process.env.PINION_RIG_STALL_LOG = join(stallDir, 'stalls.jsonl');
 
 function run(cmd, args, opts = {}) {
   return new Promise((resolve) => {
@@ -71,5 +75,13 @@ if (!only || only === 'unit') await tap('unit tests', files('dist/test/unit'), [
 // Rig tests boot QEMU under TCG: one file at a time on a 2-core machine.
 if (!only || only === 'rig') await tap('rig tests', files('dist/test/rig'), ['--jobs=1', '--timeout=1800']);
 
+const stalls = existsSync(process.env.PINION_RIG_STALL_LOG)
+  ? readFileSync(process.env.PINION_RIG_STALL_LOG, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+  : [];
+rmSync(stallDir, { recursive: true, force: true });
+if (stalls.length) {
+  console.log(`# !!! ${stalls.length} rig stall(s) caught and retried from a fresh boot:`);
+  for (const s of stalls) console.log(`# !!!   ${s.at} ${s.kernel}: ${s.reason} (${s.command.slice(0, 120)}); report ${s.report}`);
+}
 console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(totals.failed > 0 ? 1 : 0);

@@ -8,8 +8,11 @@ import { openCommand } from './cli/open.js';
 import { memlockCommand } from './cli/memlock.js';
 
 const USAGE = `usage: pinion <command> [options]
-  rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR] -- <command...>
-        boot the test rig (QEMU TCG, nested KVM, emulated Intel IOMMU, igb NICs)
+  rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR]
+      [--stall S] [--idle S] -- <command...>
+        boot the test rig (QEMU TCG, nested KVM, emulated Intel IOMMU, igb NICs);
+        exits 125 with a report when L1 stalls (no heartbeat for --stall S, default 20;
+        idle with a silent command for --idle S, off by default)
         and run <command> inside it with this checkout at the same path
   run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE]
         boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) in a KVM VM,

@@ -4,7 +4,7 @@ import { runInRig } from '../../rig/rig.js';
 import { parseKernelVariant } from '../../rig/kernel.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 
-const FLAGS = ['kernel', 'uid', 'memlock', 'timeout', 'rw', 'memory', 'cpus', 'iommu'] as const;
+const FLAGS = ['kernel', 'uid', 'memlock', 'timeout', 'rw', 'memory', 'cpus', 'iommu', 'stall', 'idle'] as const;
 
 export async function rigCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
@@ -19,6 +19,8 @@ export async function rigCommand(argv: string[]): Promise<number> {
     uid: intFlag(p, 'uid'),
     memlockKiB: intFlag(p, 'memlock'),
     timeoutSec: intFlag(p, 'timeout') ?? 600,
+    stallSec: intFlag(p, 'stall'),
+    idleSec: intFlag(p, 'idle'),
     memoryMiB: intFlag(p, 'memory'),
     cpus: intFlag(p, 'cpus'),
     iommu: iommu === 'on',

@@ -34,7 +34,12 @@ export function background(args: string[]): { started: Promise<void>; stop: () =
   let stdout = '';
   let stderr = '';
   let ready: () => void;
-  const started = new Promise<void>((r) => (ready = r));
+  // A VMM that never gets its guest going must not hold the script either.
+  const slow = setTimeout(() => {
+    progress(`  pid ${p.pid} printed no guest banner in 120 s; SIGKILL`);
+    p.kill('SIGKILL');
+  }, 120_000);
+  const started = new Promise<void>((r) => (ready = () => (clearTimeout(slow), r())));
   p.stdout.on('data', (d: Buffer) => {
     stdout += d.toString();
     if (stdout.includes('cmdline')) ready();

@@ -1,8 +1,9 @@
 // Test helpers: run a command or an L1 script inside the rig and collect its
 // output, or run the built CLI. One boot per call.
 import { spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { runInRig, type RigOptions } from '../../rig/rig.js';
+import { RigStallError, runInRig, type RigOptions } from '../../rig/rig.js';
 import type { KernelVariant } from '../../rig/kernel.js';
 
 export interface Captured {
@@ -12,7 +13,10 @@ export interface Captured {
   bootMs: number;
 }
 
-export async function inRig(kernel: KernelVariant, command: string[], opts: Partial<RigOptions> = {}): Promise<Captured> {
+// No rig test idles for long: 45 s of an idle L1 and a silent script is a stall.
+const IDLE_SEC = 45;
+
+async function inRigOnce(kernel: KernelVariant, command: string[], opts: Partial<RigOptions>): Promise<Captured> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   let r;
@@ -21,6 +25,7 @@ export async function inRig(kernel: KernelVariant, command: string[], opts: Part
       kernel,
       command,
       timeoutSec: 300,
+      idleSec: IDLE_SEC,
       env: { PINION_RIG_KERNEL: kernel },
       ...opts,
       stdout: (c) => out.push(c),
@@ -33,6 +38,21 @@ export async function inRig(kernel: KernelVariant, command: string[], opts: Part
     throw e;
   }
   return { exitCode: r.exitCode, stdout: Buffer.concat(out), stderr: Buffer.concat(err), bootMs: r.bootMs };
+}
+
+/** Runs a command in a fresh L1. A stalled L1 is retried once from a fresh boot, and said loudly: on stderr
+ * (the CI log), as a TAP comment, and in $PINION_RIG_STALL_LOG for the runner's summary. */
+export async function inRig(kernel: KernelVariant, command: string[], opts: Partial<RigOptions> = {}): Promise<Captured> {
+  try {
+    return await inRigOnce(kernel, command, opts);
+  } catch (e) {
+    if (!(e instanceof RigStallError)) throw e;
+    const line = `RIG STALL (${kernel}): ${e.reason}; retrying once from a fresh boot. Report: ${e.reportPath}`;
+    process.stderr.write(`\n!!! ${line}\n${e.message}\n\n`);
+    process.stdout.write(`# !!! ${line}\n`);
+    if (process.env.PINION_RIG_STALL_LOG) appendFileSync(process.env.PINION_RIG_STALL_LOG, `${JSON.stringify({ kernel, command: command.join(' '), reason: e.reason, report: e.reportPath, at: new Date().toISOString() })}\n`);
+    return await inRigOnce(kernel, command, opts);
+  }
 }
 
 /** Path of a compiled script under test/l1/, to run with node inside L1. */

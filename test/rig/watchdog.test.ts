@@ -1,0 +1,57 @@
+// The rig's stall watchdog in a real L1: a silent heartbeat (here: frozen
+// on purpose) and an idle L1 are each caught within seconds, QEMU is killed,
+// and the report carries L1's own dump, QEMU's view of its vCPUs and the
+// kernel log. A stalled test command is retried once from a fresh boot, loudly.
+import t from 'tap';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli, inRig } from '../support/rig.js';
+
+const FREEZE = 'kill -STOP $(cat /run/pinion-heartbeat.pid); echo frozen >&2; sleep 300';
+
+t.test('a silent heartbeat is a stall: caught, QEMU killed, report with L1 dump, QEMU vCPUs and kernel log', async (t) => {
+  const start = Date.now();
+  const r = await runCli(['rig', '--stall', '10', '--', 'sh', '-c', FREEZE]);
+  const secs = (Date.now() - start) / 1000;
+  t.equal(r.code, 125, 'exit 125: the rig stalled');
+  t.ok(secs < 60, `caught in ${secs.toFixed(0)} s (boot included)`);
+  t.match(r.stderr, /^pinion: L1 stalled: no heartbeat from L1 for 1\d s \(the last one at L1 uptime [\d.]+ s\), while running: sh -c kill -STOP/m);
+  t.match(r.stderr, /L1 dump: uptime [\d.]+ [\d.]+ loadavg .* \| clocksource \w+/, "L1's own answer, given without a timer");
+  t.match(r.stderr, /QEMU vCPUs: .*CPU #0: thread_id=\d+ \|.*CPU #1: thread_id=\d+; CPU#0 RIP=[0-9a-f]+ HLT=[01], CPU#1 RIP=/, "QEMU's view of both vCPUs");
+  const report = /full report: (\S+)\)/.exec(r.stderr)?.[1];
+  t.ok(report && existsSync(report), 'the full report is kept');
+  const text = readFileSync(report!, 'utf8');
+  t.match(text, /== QEMU: info registers -a\n[\s\S]*RIP=/, 'registers of every vCPU');
+  t.match(text, /== QEMU: info lapic 0\n[\s\S]*timer/i, "the LAPIC's timer state");
+  t.match(text, /sysrq: Show State|task:\S+\s+state:/, 'sysrq task dump in the kernel log');
+  t.match(text, /Linux version 7\.3/, 'the kernel log from the boot on (not quiet)');
+  t.match(r.stderr, /^frozen$/m, 'the command had run to its freeze');
+});
+
+t.test('an idle L1 with a silent command is a stall when --idle asks for it', async (t) => {
+  const start = Date.now();
+  const r = await runCli(['rig', '--idle', '15', '--', 'sleep', '300']);
+  t.equal(r.code, 125);
+  t.ok((Date.now() - start) / 1000 < 60, 'caught within a minute');
+  t.match(r.stderr, /^pinion: L1 stalled: L1 idle for \d+ s \([\d.]+ busy ticks\/s\) with no output from the command, while running: sleep 300/m);
+  t.match(r.stderr, /L1 dump: .*task \d+ \(sleep\) S wchan=\w+/, 'the dump shows where each user thread waits');
+});
+
+t.test('a test command whose L1 stalls is retried once from a fresh boot, and the retry is said', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pinion-retry-'));
+  const log = join(dir, 'stalls.jsonl');
+  const saved = process.env.PINION_RIG_STALL_LOG;
+  process.env.PINION_RIG_STALL_LOG = log;
+  t.teardown(() => {
+    process.env.PINION_RIG_STALL_LOG = saved;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // The first boot freezes its heartbeat; the second finds the marker and finishes.
+  const r = await inRig('type1', ['sh', '-c', `if [ -e ${dir}/first ]; then echo second boot; else touch ${dir}/first; ${FREEZE}; fi`], { rwDir: dir, stallSec: 10 });
+  t.equal(r.exitCode, 0);
+  t.equal(r.stdout.toString(), 'second boot\n');
+  const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string; kernel: string });
+  t.equal(entries.length, 1, 'one stall logged for the runner summary');
+  t.match(entries[0]!.reason, /^no heartbeat from L1 for 1\d s/);
+});
