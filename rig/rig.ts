@@ -251,7 +251,9 @@ function logBoot(o: RigOptions, bootMs: number, totalMs: number, exitCode: numbe
   const path = process.env.PINION_RIG_BOOT_LOG;
   if (!path) return;
   const outcome = failure instanceof RigStallError ? 'stall' : failure ? 'error' : 'exit';
-  appendFileSync(path, `${JSON.stringify({ kernel: o.kernel, bootMs, totalMs, outcome, exitCode: exitCode ?? null, reason: failure?.message.split('\n')[0] })}\n`);
+  // PINION_RIG_EXPECT_STALL: the rig's own watchdog test, whose stalls are made on purpose.
+  const expected = process.env.PINION_RIG_EXPECT_STALL === '1';
+  appendFileSync(path, `${JSON.stringify({ kernel: o.kernel, bootMs, totalMs, outcome, expected, exitCode: exitCode ?? null, reason: failure?.message.split('\n')[0] })}\n`);
 }
 
 /** Gathers what L1 and QEMU show of a stall, keeps it in a file and returns the error that reports it. QEMU is killed by the caller. */

@@ -8,7 +8,7 @@ import { parseSize } from '../memory/layout.js';
 import { processCharge } from '../memlock/status.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 
-const FLAGS = ['payload', 'memory', 'cpus', 'memory-backend', 'cmdline', 'console', 'device', 'iommu'] as const;
+const FLAGS = ['payload', 'kernel', 'initrd', 'append', 'memory', 'cpus', 'memory-backend', 'cmdline', 'console', 'device', 'iommu'] as const;
 const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
 
@@ -20,9 +20,15 @@ function rigHint(argv: string[]): string {
 
 export async function runCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
-  if (p.rest.length) throw new UsageError(`unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`);
+  if (p.rest.length) throw new UsageError(`unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`);
   const payload = p.flags.get('payload');
-  if (!payload) throw new UsageError('no payload given: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf)');
+  const kernel = p.flags.get('kernel');
+  if (payload && kernel) throw new UsageError('--payload and --kernel both given; boot one: the test guest (--payload) or Linux (--kernel)');
+  if (!payload && !kernel) throw new UsageError('nothing to boot: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf) or pinion run --kernel bzImage [--initrd FILE] [--append S]');
+  if (payload && (p.flags.has('initrd') || p.flags.has('append'))) throw new UsageError(`--${p.flags.has('initrd') ? 'initrd' : 'append'} goes with --kernel; the test guest takes --cmdline`);
+  if (kernel && p.flags.has('cmdline')) throw new UsageError("--cmdline is the test guest's; a Linux kernel's command line is --append");
+  const linux = kernel ? { kernel, initrd: p.flags.get('initrd') } : undefined;
+  const cmdline = (kernel ? p.flags.get('append') : p.flags.get('cmdline')) ?? '';
   const memoryArg = p.flags.get('memory') ?? '64M';
   let memory: bigint;
   try {
@@ -45,14 +51,23 @@ export async function runCommand(argv: string[]): Promise<number> {
   try {
     const fds = openerFds();
     const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
-    machine = Machine.create({ payload, memory, memoryArg, cpus, backend, cmdline: p.flags.get('cmdline') ?? '', consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint, kvmPath: process.env.PINION_KVM_DEVICE });
+    machine = Machine.create({ payload, linux, memory, memoryArg, cpus, backend, cmdline, consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint, kvmPath: process.env.PINION_KVM_DEVICE });
     if (devices.length) console.error(assignmentSummary(machine));
     const m = machine;
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+    // Pinion's stdin is the Linux guest's console input.
+    const onInput = (d: Buffer): void => m.input(d);
+    if (linux) process.stdin.on('data', onInput);
     const r = await m.run();
+    if (linux) process.stdin.off('data', onInput).pause();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     if (r.kind === 'exit') return r.status;
+    // A VM has no reset here: a guest that reboots ends it, as a poweroff would.
+    if (r.kind === 'reset') {
+      console.error('pinion: guest reset (reboot); the VM ends');
+      return 0;
+    }
     if (r.kind === 'fault') {
       console.error(`pinion: guest stopped: ${r.report}`);
       return 1;

@@ -3,22 +3,28 @@
 // (structured-cloneable) so each vCPU thread builds its own handlers over
 // the same shared state; the VMM thread builds the specs.
 import { writeSync } from 'node:fs';
+import { ioctl } from '../sys/libc.js';
+import { KVM_IRQ_LINE, kvm_irq_level } from '../sys/kvm.js';
 import { Bus } from '../vmm/bus.js';
 import type { RpcClient } from '../vmm/bus-rpc.js';
-import { COM1, Serial16550, SERIAL_LEN } from '../devices/serial.js';
+import { COM1, COM1_IRQ, Serial16550, SERIAL_LEN } from '../devices/serial.js';
 import { DEBUG_EXIT_LEN, DEBUG_EXIT_PORT, DebugExit } from '../devices/debug-exit.js';
 import { PORT80, Port80 } from '../devices/port80.js';
+import { I8042, I8042_COMMAND } from '../devices/i8042.js';
 
 export type DeviceSpec =
-  | { kind: 'serial'; base: number; state: SharedArrayBuffer; fd: number }
+  /** `vmFd` and `irq`: the UART's interrupt line (KVM_IRQ_LINE); `unbuffered`: each byte goes out at once (an interactive console). */
+  | { kind: 'serial'; base: number; state: SharedArrayBuffer; fd: number; vmFd: number; irq: number; unbuffered: boolean }
   | { kind: 'debug-exit'; port: number }
-  | { kind: 'port80'; port: number };
+  | { kind: 'port80'; port: number }
+  | { kind: 'i8042'; port: number };
 
-export function standardDevices(consoleFd: number): DeviceSpec[] {
+export function standardDevices(consoleFd: number, vmFd: number, unbufferedConsole: boolean): DeviceSpec[] {
   return [
-    { kind: 'serial', base: COM1, state: Serial16550.newState(), fd: consoleFd },
+    { kind: 'serial', base: COM1, state: Serial16550.newState(), fd: consoleFd, vmFd, irq: COM1_IRQ, unbuffered: unbufferedConsole },
     { kind: 'debug-exit', port: DEBUG_EXIT_PORT },
     { kind: 'port80', port: PORT80 },
+    { kind: 'i8042', port: I8042_COMMAND },
   ];
 }
 
@@ -30,7 +36,13 @@ export interface Buses {
 }
 
 /** The vCPU thread's buses: its own copies of the fast devices; everything else goes to the VMM thread through `rpc`. */
-export function buildBuses(specs: DeviceSpec[], onGuestExit: (status: number) => void, rpc?: RpcClient): Buses {
+/** How a guest ends its VM from a device: the debug-exit port with a status, or a reset. */
+export interface GuestStops {
+  exit(status: number): void;
+  reset(): void;
+}
+
+export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClient): Buses {
   const pio = new Bus('pio');
   const mmio = new Bus('mmio');
   if (rpc) {
@@ -41,18 +53,31 @@ export function buildBuses(specs: DeviceSpec[], onGuestExit: (status: number) =>
   for (const s of specs) {
     switch (s.kind) {
       case 'serial': {
-        const uart = new Serial16550(s.state, (b) => void writeSync(s.fd, b));
+        const uart = serialOn(s);
         pio.register(s.base, SERIAL_LEN, uart, 'serial');
         flushers.push(() => uart.flush());
         break;
       }
       case 'debug-exit':
-        pio.register(s.port, DEBUG_EXIT_LEN, new DebugExit(onGuestExit), 'debug-exit');
+        pio.register(s.port, DEBUG_EXIT_LEN, new DebugExit(stops.exit), 'debug-exit');
         break;
       case 'port80':
         pio.register(s.port, 1, new Port80(), 'port80');
         break;
+      case 'i8042':
+        pio.register(s.port, 1, new I8042(stops.reset), 'i8042');
+        break;
     }
   }
   return { pio, mmio, flush: () => flushers.forEach((f) => f()) };
+}
+
+/** A UART over the spec's shared state, on the calling thread; its interrupt line is an IOAPIC/PIC pin of the VM. */
+export function serialOn(s: Extract<DeviceSpec, { kind: 'serial' }>): Serial16550 {
+  return new Serial16550(
+    s.state,
+    (b) => void writeSync(s.fd, b),
+    (level) => void ioctl(s.vmFd, KVM_IRQ_LINE, kvm_irq_level(s.irq, level ? 1 : 0), `KVM_IRQ_LINE(${s.irq})`),
+    s.unbuffered,
+  );
 }

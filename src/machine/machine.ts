@@ -1,7 +1,6 @@
 // One VM assembled from a config: guest RAM and its map, the KVM VM and
 // memslots, the payload and boot structures, vCPU threads and devices. Owns
 // start and stop order; every failure undoes what was done before it.
-import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
 import { GuestRam, type RamBackend } from '../memory/guest-ram.js';
@@ -12,10 +11,11 @@ import { Kvm } from '../vmm/kvm.js';
 import { Vm } from '../vmm/vm.js';
 import { Vcpu } from '../vmm/vcpu.js';
 import { vcpuCpuid } from '../vmm/cpuid.js';
-import { bootWrites, entryRegs, longModeSregs } from '../vmm/boot.js';
-import { checkFits, parseElf, PayloadError, type Payload } from '../vmm/loader.js';
+import { longModeSregs } from '../vmm/boot.js';
+import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
 import { CONTROL, STOP_REASON, VcpuRunner } from '../vmm/run-loop.js';
-import { buildBuses, standardDevices, type DeviceSpec } from './devices.js';
+import { buildBuses, serialOn, standardDevices, type DeviceSpec } from './devices.js';
+import type { Serial16550 } from '../devices/serial.js';
 import { PciConfigIo, PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN } from '../devices/pci/config-io.js';
 import { hostBridge } from '../devices/pci/host-bridge.js';
 import { BarAllocator } from '../devices/pci/bar-allocator.js';
@@ -33,7 +33,10 @@ import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
 
 export interface MachineConfig {
-  payload: string;
+  /** The test guest's ELF payload, unless `linux` is given. */
+  payload?: string;
+  /** A Linux bzImage (and initrd) to boot instead; `cmdline` is its command line. */
+  linux?: { kernel: string; initrd?: string };
   memory: bigint;
   /** How the user wrote --memory, for messages. */
   memoryArg?: string;
@@ -58,6 +61,7 @@ export interface MachineConfig {
 
 export type MachineResult =
   | { kind: 'exit'; status: number; vcpu: number; exits: number }
+  | { kind: 'reset'; vcpu: number; exits: number }
   | { kind: 'fault'; report: string; exits: number }
   | { kind: 'stopped'; why: string; exits: number };
 
@@ -99,16 +103,9 @@ export class Machine {
 
   private build(): void {
     const c = this.config;
-    let file: Buffer;
-    try {
-      file = readFileSync(c.payload);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new PayloadError(code === 'ENOENT' ? `payload ${c.payload} does not exist; the test guest is built by npm run build (dist/guest/pinion-guest.elf)` : `cannot read payload ${c.payload}: ${code}`);
-    }
-    const payload = parseElf(file, c.payload);
     const ranges = ramRanges(c.memory);
-    checkFits(payload, ranges[0]!.size, c.payload, c.memoryArg ?? `${c.memory}`);
+    const source: BootSource = c.linux ? { kind: 'linux', ...c.linux } : { kind: 'payload', path: c.payload ?? '' };
+    const boot = planBoot(source, ranges, c.cmdline, c.cpus, c.memory, c.memoryArg ?? `${c.memory}`);
 
     // Device problems are found before anything is opened or pinned.
     const hosts = (c.devices ?? []).map((bdf) => hostDevice(bdf));
@@ -137,7 +134,7 @@ export class Machine {
         u.add(region);
       }
     });
-    this.load(payload);
+    this.load(boot);
 
     const pci = new PciConfigIo();
     pci.add(0, hostBridge());
@@ -150,11 +147,14 @@ export class Machine {
       this.vcpus.push(v);
       this.undo.push(() => v.close());
       v.setCpuid(vcpuCpuid(cpuid, i, c.cpus));
-      v.setSregs(longModeSregs(v.getSregs()));
-      v.setRegs(entryRegs(payload.entry, i, c.cpus, c.memory));
+      const regs = boot.regs(i);
+      if (!regs) continue; // waits in KVM for the boot CPU's INIT/SIPI
+      v.setSregs(longModeSregs(v.getSregs(), boot.layout));
+      v.setRegs(regs);
       if (i > 0) v.setRunnable();
     }
-    this.devices = standardDevices(c.consoleFd);
+    // Linux's console is interactive (prompts end without a newline); the test guest's lines stay whole.
+    this.devices = standardDevices(c.consoleFd, this.vm.fd, source.kind === 'linux');
   }
 
   /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
@@ -182,13 +182,8 @@ export class Machine {
     this.undo.push(() => this.memory.removeListener(dma));
   }
 
-  private load(p: Payload): void {
-    for (const [gpa, bytes] of bootWrites(this.config.cmdline)) this.memory.write(gpa, bytes);
-    for (const s of p.segments) {
-      this.memory.write(s.gpa, s.data);
-      const rest = s.memsz - BigInt(s.data.length);
-      if (rest > 0n) this.memory.bytes(s.gpa + BigInt(s.data.length), Number(rest)).fill(0);
-    }
+  private load(p: BootPlan): void {
+    for (const [gpa, bytes] of p.writes) this.memory.write(gpa, bytes);
   }
 
   /** Runs every vCPU on its own thread until the guest exits, faults, or stop() is called. */
@@ -234,18 +229,48 @@ export class Machine {
     const reason = Atomics.load(this.ctl, CONTROL.reason);
     if (errors.length) return { kind: 'fault', report: errors.join('; '), exits };
     if (reason === STOP_REASON.guestExit) return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
+    if (reason === STOP_REASON.guestReset) return { kind: 'reset', vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
     if (fault && fault.end.kind === 'fault') return { kind: 'fault', report: fault.end.report, exits };
     return { kind: 'stopped', why: this.stopWhy || 'stopped', exits };
   }
 
   /** vCPU `i`'s loop on the calling thread, with the buses its thread would build (for benchmarks). */
   inlineRunner(i: number): { runner: VcpuRunner; flush(): void } {
-    const buses = buildBuses(this.devices, (status) => runner.requestStop(STOP_REASON.guestExit, status));
+    const buses = buildBuses(this.devices, { exit: (status) => void runner.requestStop(STOP_REASON.guestExit, status), reset: () => void runner.requestStop(STOP_REASON.guestReset) });
     buses.pio.setFallback(directTo(this.pio));
     buses.mmio.setFallback(directTo(this.mmio));
     const runner: VcpuRunner = new VcpuRunner(this.vcpus[i]!.fd, i, this.vm.kvm.vcpuMmapSize, buses.pio, buses.mmio, this.ctl);
     this.undo.push(() => runner.close());
     return { runner, flush: buses.flush };
+  }
+
+  private console: Serial16550 | undefined;
+  private consoleBacklog: Uint8Array[] = [];
+  private consoleRetry: NodeJS.Timeout | undefined;
+
+  /** Bytes typed at the guest console (COM1). What the UART cannot take yet is retried as the guest reads. */
+  input(bytes: Uint8Array): void {
+    const spec = this.devices.find((d) => d.kind === 'serial');
+    if (!spec || spec.kind !== 'serial') return;
+    this.console ??= serialOn(spec);
+    this.consoleBacklog.push(bytes);
+    this.feedConsole();
+  }
+
+  private feedConsole(): void {
+    while (this.consoleBacklog.length) {
+      const next = this.consoleBacklog[0]!;
+      const n = this.console!.receive(next);
+      if (n < next.length) {
+        this.consoleBacklog[0] = next.subarray(n);
+        this.consoleRetry ??= setTimeout(() => {
+          this.consoleRetry = undefined;
+          this.feedConsole();
+        }, 10);
+        return;
+      }
+      this.consoleBacklog.shift();
+    }
   }
 
   /** Stops every vCPU (from a signal handler, a timeout, or an error). */
@@ -269,6 +294,7 @@ export class Machine {
 
   /** Releases everything: vCPUs, VM, RAM, /dev/kvm. Safe after a partial create. */
   close(): void {
+    clearTimeout(this.consoleRetry);
     while (this.undo.length) this.undo.pop()!();
     this.vcpus = [];
   }

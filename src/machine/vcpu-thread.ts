@@ -30,8 +30,13 @@ let runner: VcpuRunner | undefined;
 const rpc = new RpcClient(d.rpc, () => post({ type: 'io' }));
 const buses = buildBuses(
   d.devices,
-  (status) => {
-    if (runner?.requestStop(STOP_REASON.guestExit, status)) post({ type: 'stop' });
+  {
+    exit: (status) => {
+      if (runner?.requestStop(STOP_REASON.guestExit, status)) post({ type: 'stop' });
+    },
+    reset: () => {
+      if (runner?.requestStop(STOP_REASON.guestReset)) post({ type: 'stop' });
+    },
   },
   rpc,
 );

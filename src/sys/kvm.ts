@@ -169,6 +169,14 @@ export const kvm_cpuid_entry2 = { size: 40, function: 0, index: 4, flags: 8, eax
 export const KVM_MAX_CPUID_ENTRIES = 256;
 
 /** struct kvm_pit_config: flags then 15 pad words. */
+/** struct kvm_irq_level: irq (GSI), level. */
+export function kvm_irq_level(irq: number, level: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(irq, 0);
+  b.writeUInt32LE(level, 4);
+  return b;
+}
+
 export function kvm_pit_config(flags: number): Buffer {
   const b = Buffer.alloc(64);
   b.writeUInt32LE(flags, 0);

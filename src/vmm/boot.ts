@@ -20,16 +20,23 @@ export const BOOT = {
   payloadMin: 0x100000n,
 } as const;
 
-const GDT = [0n, 0x00af9b000000ffffn, 0x00cf93000000ffffn, 0x008f8b000000ffffn];
+const CODE64 = 0x00af9b000000ffffn, DATA = 0x00cf93000000ffffn, TSS = 0x008f8b000000ffffn;
+/** The test guest's GDT, and the one Linux's 64-bit boot protocol asks for (__BOOT_CS 0x10, __BOOT_DS 0x18). */
+export const GDT_LAYOUTS = {
+  payload: { entries: [0n, CODE64, DATA, TSS], cs: 0x08, ds: 0x10, tr: 0x18 },
+  linux: { entries: [0n, 0n, CODE64, DATA, TSS], cs: 0x10, ds: 0x18, tr: 0x20 },
+} as const;
+export type GdtLayout = keyof typeof GDT_LAYOUTS;
 
 const CR0_PE = 1n, CR0_MP = 2n, CR0_ET = 0x10n, CR0_NE = 0x20n, CR0_WP = 0x10000n, CR0_PG = 0x80000000n;
 const CR4_PAE = 1n << 5n, CR4_OSFXSR = 1n << 9n, CR4_OSXMMEXCPT = 1n << 10n;
 const EFER_LME = 0x100n, EFER_LMA = 0x400n;
 
 /** The boot structures in low memory, as [gpa, bytes] writes. */
-export function bootWrites(cmdline: string): [bigint, Uint8Array][] {
-  const gdt = Buffer.alloc(GDT.length * 8);
-  GDT.forEach((d, i) => gdt.writeBigUInt64LE(d, i * 8));
+export function bootWrites(cmdline: string, layout: GdtLayout = 'payload'): [bigint, Uint8Array][] {
+  const entries = GDT_LAYOUTS[layout].entries;
+  const gdt = Buffer.alloc(entries.length * 8);
+  entries.forEach((d, i) => gdt.writeBigUInt64LE(d, i * 8));
   const pml4 = Buffer.alloc(0x1000);
   pml4.writeBigUInt64LE(BOOT.pdpt | 3n, 0);
   const pdpt = Buffer.alloc(0x1000);
@@ -53,13 +60,14 @@ function seg(selector: number, code: boolean): KvmSegment {
 }
 
 /** kvm_sregs for long mode; `current` is what KVM_GET_SREGS returned (keeps apic_base and the rest). */
-export function longModeSregs(current: Buffer): Buffer {
+export function longModeSregs(current: Buffer, layout: GdtLayout = 'payload'): Buffer {
+  const g = GDT_LAYOUTS[layout];
   const b = Buffer.from(current);
-  writeSegment(b, 'cs', seg(0x08, true));
-  for (const s of ['ds', 'es', 'fs', 'gs', 'ss'] as const) writeSegment(b, s, seg(0x10, false));
-  writeSegment(b, 'tr', { base: 0n, limit: 0xffff, selector: 0x18, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 });
+  writeSegment(b, 'cs', seg(g.cs, true));
+  for (const s of ['ds', 'es', 'fs', 'gs', 'ss'] as const) writeSegment(b, s, seg(g.ds, false));
+  writeSegment(b, 'tr', { base: 0n, limit: 0xffff, selector: g.tr, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 });
   writeSegment(b, 'ldt', { base: 0n, limit: 0xffff, selector: 0, type: 2, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 });
-  writeDtable(b, S.gdt, BOOT.gdt, GDT.length * 8 - 1);
+  writeDtable(b, S.gdt, BOOT.gdt, g.entries.length * 8 - 1);
   writeDtable(b, S.idt, 0n, 0);
   b.writeBigUInt64LE(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG, S.cr0);
   b.writeBigUInt64LE(BOOT.pml4, S.cr3);

@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, inRig } from '../support/rig.js';
 
+// The stalls here are made on purpose: the soak does not count them.
+process.env.PINION_RIG_EXPECT_STALL = '1';
 const FREEZE = 'kill -STOP $(cat /run/pinion-heartbeat.pid); echo frozen >&2; sleep 300';
 
 t.test('a silent heartbeat is a stall: caught, QEMU killed, report with L1 dump, QEMU vCPUs and kernel log', async (t) => {

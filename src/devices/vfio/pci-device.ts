@@ -77,7 +77,7 @@ export class VfioPciDevice implements PciFunction {
     // INTx on from the start, as on real hardware; swizzled over the IOAPIC's PCI pins 16-19 like a PC.
     const pin = this.rawRead(P.PCI_INTERRUPT_PIN, 1);
     if (pin && Intx.offered(opened.fd, opened.path)) {
-      this.intx = new Intx(opened.fd, opened.path, env.vmFd, 16 + ((slot + pin - 1) % 4));
+      this.intx = new Intx(opened.fd, opened.path, env.vmFd, P.intxPin(slot, pin));
       this.overlay.set(P.PCI_INTERRUPT_LINE, this.intx.gsi);
       this.intx.enable();
     }

@@ -1,0 +1,64 @@
+// The 16550's interrupt and input: THR-empty and received-data interrupts
+// as Linux's 8250 driver expects them, gated by OUT2, shared by all threads.
+import t from 'tap';
+import { Serial16550 } from '../../src/devices/serial.js';
+
+const IER = 1, IIR = 2, MCR = 4, LSR = 5;
+
+function uart(): { u: Serial16550; out: string[]; edges: boolean[]; r: (o: number) => number; w: (o: number, v: number) => void } {
+  const out: string[] = [];
+  const edges: boolean[] = [];
+  const u = new Serial16550(Serial16550.newState(), (b) => void out.push(Buffer.from(b).toString()), (l) => void edges.push(l), true);
+  const r = (o: number): number => {
+    const d = new Uint8Array(1);
+    u.read(o, d);
+    return d[0]!;
+  };
+  return { u, out, edges, r, w: (o, v) => u.write(o, Uint8Array.of(v)) };
+}
+
+t.test('THR empty: raised when enabled and after each byte, acknowledged by reading IIR', async (t) => {
+  const { out, edges, r, w } = uart();
+  w(MCR, 0x08); // OUT2
+  t.equal(r(IIR) & 0x0f, 0x01, 'nothing pending');
+  w(IER, 0x02);
+  t.same(edges, [true], 'enabling THRI with THR empty raises the line');
+  t.equal(r(IIR) & 0x0f, 0x02, 'IIR says THR empty');
+  t.same(edges, [true, false], 'reading IIR acknowledged it: the line falls');
+  t.equal(r(IIR) & 0x0f, 0x01);
+  w(0, 0x41);
+  t.same(out, ['A'], 'unbuffered: the byte is out at once');
+  t.same(edges, [true, false, true], 'the byte went: THR empty again');
+});
+
+t.test('received data: LSR.DR, RDI interrupt ahead of THRI, read in order', async (t) => {
+  const { u, edges, r, w } = uart();
+  w(MCR, 0x08);
+  t.equal(u.receive(Buffer.from('hi')), 2);
+  t.equal(r(LSR) & 0x01, 1, 'data ready');
+  t.same(edges, [], 'RDI not enabled yet');
+  w(IER, 0x03);
+  t.equal(r(IIR) & 0x0f, 0x04, 'received data outranks THR empty');
+  t.equal(String.fromCharCode(r(0), r(0)), 'hi');
+  t.equal(r(LSR) & 0x01, 0);
+  t.equal(r(IIR) & 0x0f, 0x02, 'then THR empty');
+  t.equal(r(IIR) & 0x0f, 0x01);
+  t.same(edges, [true, false]);
+});
+
+t.test('OUT2 clear: interrupts pending but the line stays low', async (t) => {
+  const { u, edges, r, w } = uart();
+  w(IER, 0x01);
+  u.receive(Buffer.from('x'));
+  t.equal(r(IIR) & 0x0f, 0x04);
+  t.same(edges, []);
+  w(MCR, 0x08);
+  t.same(edges, [true]);
+});
+
+t.test('input beyond the ring is left to the caller', async (t) => {
+  const { u, r } = uart();
+  t.equal(u.receive(Buffer.alloc(1500, 0x61)), 1024);
+  r(0);
+  t.equal(u.receive(Buffer.from('bc')), 1, 'one byte freed, one taken');
+});
