@@ -16,6 +16,7 @@ const LSR_DR = 0x01, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const IER_RDI = 0x01, IER_THRI = 0x02;
 const IIR_NO_INT = 0x01, IIR_THRI = 0x02, IIR_RDI = 0x04, IIR_FIFO = 0xc0;
 const MCR_OUT2 = 0x08, MCR_LOOP = 0x10;
+const FCR_CLEAR_RCVR = 0x02;
 // Register file: the eight registers, then DLL and DLM.
 const DLL = 8, DLM = 9;
 // Int32 words after the register file.
@@ -123,7 +124,8 @@ export class Serial16550 implements BusDevice {
         r[IER] = v & 0x0f;
       }
     } else if (offset === IIR) {
-      // FCR: FIFO control, nothing to keep
+      // FCR: only "clear the receive FIFO" has an effect here (the 8250 driver uses it at open).
+      if (v & FCR_CLEAR_RCVR) this.w[W.rxHead] = this.w[W.rxTail]!;
     } else if (offset !== LSR && offset !== MSR) {
       r[offset] = v;
     }

@@ -15,6 +15,7 @@ const INIT = `#!/bin/busybox sh
 mount -t proc proc /proc
 echo "guest: cpus=$(grep -c ^processor /proc/cpuinfo)"
 grep -E 'System RAM|Reserved' /proc/iomem | sed 's/^/guest: iomem /'
+echo "guest: ready"
 read -r line
 echo "guest: read '$line'"
 reboot -f
@@ -36,7 +37,14 @@ t.test('Linux boots with 2 vCPUs, its memory map, a two-way console, and reboot 
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const rd = initramfs(dir);
   const bz = ensureKernel('type1');
-  const run = `echo 'typed at the console' | ${process.execPath} ${CLI} run --kernel ${bz} --initrd ${rd} --append 'console=ttyS0 quiet' --cpus 2 --memory 256M`;
+  // Typed once the guest reads (what comes before the driver opens the port is dropped, as on a real UART).
+  const run = [
+    `mkfifo ${dir}/in; exec 3<>${dir}/in`,
+    `${process.execPath} ${CLI} run --kernel ${bz} --initrd ${rd} --append 'console=ttyS0 quiet' --cpus 2 --memory 256M --console ${dir}/out < ${dir}/in & pid=$!`,
+    `n=0; until grep -q 'guest: ready' ${dir}/out 2>/dev/null || [ $n -ge 3000 ]; do sleep 0.1; n=$((n + 1)); done`,
+    `echo 'typed at the console' >&3`,
+    `wait $pid; rc=$?; cat ${dir}/out; exit $rc`,
+  ].join('\n');
   const r = await inRig('type1', ['sh', '-c', run], { timeoutSec: 600 });
   const out = r.stdout.toString();
   t.equal(r.exitCode, 0, `exit 0 (stderr: ${r.stderr.toString().trim().split('\n').pop()})`);

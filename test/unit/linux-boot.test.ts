@@ -2,34 +2,11 @@
 // initrd and boot_params go, the e820 map, and the MP table.
 import t from 'tap';
 import { KernelImageError, parseBzImage, SETUP } from '../../src/vmm/bzimage.js';
+import { bzImage } from '../support/bzimage.js';
 import { e820Map, E820_RAM, E820_RESERVED, LINUX, LinuxBootError, linuxBoot } from '../../src/vmm/linux-boot.js';
 import { mpTable } from '../../src/vmm/mptable.js';
 import { intxPin } from '../../src/devices/pci/function.js';
 import { GiB, MiB, ramRanges } from '../../src/memory/layout.js';
-
-/** A bzImage with a valid setup header and `kernelBytes` of protected-mode code. */
-function bzImage(o: { version?: number; xloadflags?: number; relocatable?: number; kernelBytes?: number; cut?: number; pref?: bigint; initSize?: number } = {}): Buffer {
-  const setupSects = 4;
-  const kernelBytes = o.kernelBytes ?? 4096;
-  const b = Buffer.alloc((setupSects + 1) * 512 + kernelBytes);
-  b[SETUP.setup_sects] = setupSects;
-  b.writeUInt32LE(kernelBytes / 16, SETUP.syssize);
-  b.writeUInt16LE(0xaa55, SETUP.boot_flag);
-  b[SETUP.jump] = 0xeb;
-  b[SETUP.jump + 1] = 0x6a; // header ends at 0x26c
-  b.writeUInt32LE(0x53726448, SETUP.header);
-  b.writeUInt16LE(o.version ?? 0x020f, SETUP.version);
-  b[SETUP.loadflags] = 0x01;
-  b.writeUInt32LE(0x37ffffff, SETUP.initrd_addr_max);
-  b.writeUInt32LE(0x200000, SETUP.kernel_alignment);
-  b[SETUP.relocatable_kernel] = o.relocatable ?? 1;
-  b.writeUInt16LE(o.xloadflags ?? 0x03, SETUP.xloadflags);
-  b.writeUInt32LE(2048, SETUP.cmdline_size);
-  b.writeBigUInt64LE(o.pref ?? 0x1000000n, SETUP.pref_address);
-  b.writeUInt32LE(o.initSize ?? 8 * 1048576, SETUP.init_size);
-  b.fill(0xcc, (setupSects + 1) * 512);
-  return o.cut ? b.subarray(0, o.cut) : b;
-}
 
 t.test('bzImage: header fields, and each bad image refused with what to do', async (t) => {
   const img = parseBzImage(bzImage(), 'bz');

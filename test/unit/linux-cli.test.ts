@@ -4,28 +4,15 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SETUP } from '../../src/vmm/bzimage.js';
+import { bzImage } from '../support/bzimage.js';
 import { runCli } from '../support/rig.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pinion-kernel-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 function bz(kernelBytes: number, cut?: number): string {
-  const b = Buffer.alloc(5 * 512 + kernelBytes);
-  b[SETUP.setup_sects] = 4;
-  b.writeUInt32LE(kernelBytes / 16, SETUP.syssize);
-  b.writeUInt16LE(0xaa55, SETUP.boot_flag);
-  b[SETUP.jump + 1] = 0x6a;
-  b.writeUInt32LE(0x53726448, SETUP.header);
-  b.writeUInt16LE(0x020f, SETUP.version);
-  b[SETUP.loadflags] = 1;
-  b.writeUInt32LE(0x37ffffff, SETUP.initrd_addr_max);
-  b[SETUP.relocatable_kernel] = 1;
-  b.writeUInt16LE(1, SETUP.xloadflags);
-  b.writeBigUInt64LE(0x1000000n, SETUP.pref_address);
-  b.writeUInt32LE(0x800000, SETUP.init_size);
   const p = join(dir, `bz-${kernelBytes}-${cut ?? 0}`);
-  writeFileSync(p, cut ? b.subarray(0, cut) : b);
+  writeFileSync(p, bzImage({ kernelBytes, cut, initSize: 0x800000 }));
   return p;
 }
 

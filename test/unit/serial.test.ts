@@ -62,3 +62,12 @@ t.test('input beyond the ring is left to the caller', async (t) => {
   r(0);
   t.equal(u.receive(Buffer.from('bc')), 1, 'one byte freed, one taken');
 });
+
+t.test('FCR "clear receive FIFO" drops what was typed before the driver opened the port', async (t) => {
+  const { u, r, w } = uart();
+  u.receive(Buffer.from('early'));
+  w(IIR, 0x07); // FCR: enable, clear RX and TX
+  t.equal(r(LSR) & 0x01, 0, 'nothing to read');
+  u.receive(Buffer.from('z'));
+  t.equal(r(0), 0x7a);
+});
