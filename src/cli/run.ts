@@ -64,6 +64,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     if (r.kind === 'exit') return r.status;
     // A VM has no reset here: a guest that reboots ends it, as a poweroff would.
+    if (r.kind === 'panic') {
+      console.error(`pinion: guest kernel panic: ${r.line}`);
+      return 1;
+    }
     if (r.kind === 'reset') {
       console.error('pinion: guest reset (reboot); the VM ends');
       return 0;

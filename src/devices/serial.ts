@@ -34,12 +34,15 @@ export class Serial16550 implements BusDevice {
   private readonly w: Int32Array;
   private readonly rx: Uint8Array;
   private line: number[] = [];
+  private watched: number[] = [];
 
   constructor(
     state: SharedArrayBuffer,
     private readonly sink: (bytes: Uint8Array) => void,
     private readonly irq: IrqLine = () => {},
     private readonly unbuffered = false,
+    /** Sees every whole line the guest prints (what the VMM watches the console for). */
+    private readonly onLine?: (line: string) => void,
   ) {
     this.regs = new Uint8Array(state, 0, REG_BYTES);
     this.w = new Int32Array(state, REG_BYTES, WORDS);
@@ -156,6 +159,12 @@ export class Serial16550 implements BusDevice {
   }
 
   private put(byte: number): void {
+    if (this.onLine) {
+      if (byte === 0x0a) {
+        this.onLine(Buffer.from(this.watched).toString('latin1').replace(/\r$/, ''));
+        this.watched = [];
+      } else if (this.watched.length < 1024) this.watched.push(byte);
+    }
     this.line.push(byte);
     if (this.unbuffered || byte === 0x0a || this.line.length >= 4096) this.flush();
   }

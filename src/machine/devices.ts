@@ -13,15 +13,16 @@ import { PORT80, Port80 } from '../devices/port80.js';
 import { I8042, I8042_COMMAND } from '../devices/i8042.js';
 
 export type DeviceSpec =
-  /** `vmFd` and `irq`: the UART's interrupt line (KVM_IRQ_LINE); `unbuffered`: each byte goes out at once (an interactive console). */
-  | { kind: 'serial'; base: number; state: SharedArrayBuffer; fd: number; vmFd: number; irq: number; unbuffered: boolean }
+  /** `vmFd` and `irq`: the UART's interrupt line (KVM_IRQ_LINE); `linux`: each byte goes out at once (an
+   * interactive console) and a kernel panic line ends the VM. */
+  | { kind: 'serial'; base: number; state: SharedArrayBuffer; fd: number; vmFd: number; irq: number; linux: boolean }
   | { kind: 'debug-exit'; port: number }
   | { kind: 'port80'; port: number }
   | { kind: 'i8042'; port: number };
 
-export function standardDevices(consoleFd: number, vmFd: number, unbufferedConsole: boolean): DeviceSpec[] {
+export function standardDevices(consoleFd: number, vmFd: number, linux: boolean): DeviceSpec[] {
   return [
-    { kind: 'serial', base: COM1, state: Serial16550.newState(), fd: consoleFd, vmFd, irq: COM1_IRQ, unbuffered: unbufferedConsole },
+    { kind: 'serial', base: COM1, state: Serial16550.newState(), fd: consoleFd, vmFd, irq: COM1_IRQ, linux },
     { kind: 'debug-exit', port: DEBUG_EXIT_PORT },
     { kind: 'port80', port: PORT80 },
     { kind: 'i8042', port: I8042_COMMAND },
@@ -36,11 +37,15 @@ export interface Buses {
 }
 
 /** The vCPU thread's buses: its own copies of the fast devices; everything else goes to the VMM thread through `rpc`. */
-/** How a guest ends its VM from a device: the debug-exit port with a status, or a reset. */
+/** How a guest ends its VM from a device: the debug-exit port with a status, a reset, or a kernel panic on its console. */
 export interface GuestStops {
   exit(status: number): void;
   reset(): void;
+  panic(line: string): void;
 }
+
+/** Linux prints this first when it panics; the MP-table machine has no pvpanic device to say it otherwise. */
+const PANIC_LINE = /Kernel panic - not syncing/;
 
 export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClient): Buses {
   const pio = new Bus('pio');
@@ -53,7 +58,7 @@ export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClie
   for (const s of specs) {
     switch (s.kind) {
       case 'serial': {
-        const uart = serialOn(s);
+        const uart = serialOn(s, stops);
         pio.register(s.base, SERIAL_LEN, uart, 'serial');
         flushers.push(() => uart.flush());
         break;
@@ -73,11 +78,12 @@ export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClie
 }
 
 /** A UART over the spec's shared state, on the calling thread; its interrupt line is an IOAPIC/PIC pin of the VM. */
-export function serialOn(s: Extract<DeviceSpec, { kind: 'serial' }>): Serial16550 {
+export function serialOn(s: Extract<DeviceSpec, { kind: 'serial' }>, stops?: GuestStops): Serial16550 {
   return new Serial16550(
     s.state,
     (b) => void writeSync(s.fd, b),
     (level) => void ioctl(s.vmFd, KVM_IRQ_LINE, kvm_irq_level(s.irq, level ? 1 : 0), `KVM_IRQ_LINE(${s.irq})`),
-    s.unbuffered,
+    s.linux,
+    s.linux && stops ? (line) => PANIC_LINE.test(line) && stops.panic(line.replace(/^\[[\s\d.]+\] /, '')) : undefined,
   );
 }

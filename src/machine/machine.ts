@@ -62,6 +62,7 @@ export interface MachineConfig {
 export type MachineResult =
   | { kind: 'exit'; status: number; vcpu: number; exits: number }
   | { kind: 'reset'; vcpu: number; exits: number }
+  | { kind: 'panic'; line: string; exits: number }
   | { kind: 'fault'; report: string; exits: number }
   | { kind: 'stopped'; why: string; exits: number };
 
@@ -72,6 +73,7 @@ export class Machine {
   private readonly ctl: Int32Array;
   private readonly threads: (bigint | undefined)[] = [];
   private stopWhy = '';
+  private panicLine = '';
   ram!: GuestRam;
   iommu: VfioIommu | undefined;
   assigned: VfioPciDevice[] = [];
@@ -204,6 +206,10 @@ export class Machine {
                 if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
               } else if (m.type === 'io') serveRpc(rpc, this.pio, this.mmio);
               else if (m.type === 'stop') this.kickAll();
+              else if (m.type === 'panic') {
+                this.panicLine = m.line;
+                this.kickAll();
+              }
               else {
                 // The thread waits for this before it ends, so a kick never targets a dead thread.
                 ends.push(m);
@@ -230,13 +236,18 @@ export class Machine {
     if (errors.length) return { kind: 'fault', report: errors.join('; '), exits };
     if (reason === STOP_REASON.guestExit) return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
     if (reason === STOP_REASON.guestReset) return { kind: 'reset', vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
+    if (reason === STOP_REASON.guestPanic) return { kind: 'panic', line: this.panicLine, exits };
     if (fault && fault.end.kind === 'fault') return { kind: 'fault', report: fault.end.report, exits };
     return { kind: 'stopped', why: this.stopWhy || 'stopped', exits };
   }
 
   /** vCPU `i`'s loop on the calling thread, with the buses its thread would build (for benchmarks). */
   inlineRunner(i: number): { runner: VcpuRunner; flush(): void } {
-    const buses = buildBuses(this.devices, { exit: (status) => void runner.requestStop(STOP_REASON.guestExit, status), reset: () => void runner.requestStop(STOP_REASON.guestReset) });
+    const buses = buildBuses(this.devices, {
+      exit: (status) => void runner.requestStop(STOP_REASON.guestExit, status),
+      reset: () => void runner.requestStop(STOP_REASON.guestReset),
+      panic: (line) => void (runner.requestStop(STOP_REASON.guestPanic) && (this.panicLine = line)),
+    });
     buses.pio.setFallback(directTo(this.pio));
     buses.mmio.setFallback(directTo(this.mmio));
     const runner: VcpuRunner = new VcpuRunner(this.vcpus[i]!.fd, i, this.vm.kvm.vcpuMmapSize, buses.pio, buses.mmio, this.ctl);

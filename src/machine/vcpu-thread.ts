@@ -19,6 +19,7 @@ export interface VcpuThreadData {
 export type VcpuMessage =
   | { type: 'ready'; thread: bigint }
   | { type: 'stop' }
+  | { type: 'panic'; line: string }
   | { type: 'io' }
   | { type: 'done'; end: RunEnd; exits: number };
 
@@ -36,6 +37,9 @@ const buses = buildBuses(
     },
     reset: () => {
       if (runner?.requestStop(STOP_REASON.guestReset)) post({ type: 'stop' });
+    },
+    panic: (line) => {
+      if (runner?.requestStop(STOP_REASON.guestPanic)) post({ type: 'panic', line });
     },
   },
   rpc,

@@ -6,10 +6,16 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { runCli } from '../support/rig.js';
 
-const leftovers = () => ({
-  qemu: spawnSync('pgrep', ['-f', 'pinion-rig-'], { encoding: 'utf8' }).stdout.trim(),
+// Only what this test's own runs leave counts: another rig may be running beside it.
+const rigState = () => ({
+  qemu: spawnSync('pgrep', ['-f', 'pinion-rig-'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean),
   dirs: readdirSync(tmpdir()).filter((n) => n.startsWith('pinion-rig-')),
 });
+const before = rigState();
+const leftovers = () => {
+  const now = rigState();
+  return { qemu: now.qemu.filter((p) => !before.qemu.includes(p)).join(' '), dirs: now.dirs.filter((d) => !before.dirs.includes(d)) };
+};
 
 t.test('unknown --kernel', async (t) => {
   const r = await runCli(['rig', '--kernel', 'type2', '--', 'true']);

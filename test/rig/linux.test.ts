@@ -55,3 +55,13 @@ t.test('Linux boots with 2 vCPUs, its memory map, a two-way console, and reboot 
   t.match(out, /^guest: iomem 00100000-0fffffff : System RAM\r?$/m, 'the rest of the 256 MiB from 1 MiB');
   t.match(out, /^guest: read 'typed at the console'\r?$/m, "Pinion's stdin reached the guest's console");
 });
+
+t.test('a guest whose init is missing panics: the VM ends non-zero with the panic line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pinion-linux-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const rd = initramfs(dir);
+  const bz = ensureKernel('type1');
+  const r = await inRig('type1', [process.execPath, CLI, 'run', '--kernel', bz, '--initrd', rd, '--append', 'console=ttyS0 quiet rdinit=/missing', '--memory', '256M'], { timeoutSec: 600 });
+  t.equal(r.exitCode, 1);
+  t.match(r.stderr.toString(), /^pinion: guest kernel panic: Kernel panic - not syncing: No working init found\./m);
+});

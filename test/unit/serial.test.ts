@@ -71,3 +71,10 @@ t.test('FCR "clear receive FIFO" drops what was typed before the driver opened t
   u.receive(Buffer.from('z'));
   t.equal(r(0), 0x7a);
 });
+
+t.test('whole lines go to the watcher, carriage return dropped', async (t) => {
+  const lines: string[] = [];
+  const u = new Serial16550(Serial16550.newState(), () => {}, () => {}, true, (l) => void lines.push(l));
+  for (const c of Buffer.from('[ 1.0] Kernel panic - not syncing: x\r\npartial')) u.write(0, Uint8Array.of(c));
+  t.same(lines, ['[ 1.0] Kernel panic - not syncing: x']);
+});
