@@ -4,6 +4,11 @@
 import { closeFd, EFD_NONBLOCK, eventFd, ioctl } from '../sys/libc.js';
 import * as K from '../sys/kvm.js';
 
+/** The board's INTx wiring: bus 0 slot `slot`, pin `pin` (1 = INTA) reaches this IOAPIC pin (GSI), swizzled as on QEMU's boards. */
+export function intxPin(slot: number, pin: number): number {
+  return 16 + ((slot + pin - 1) % 4);
+}
+
 /** GSIs below this are the IOAPIC's 24 pins; MSI routes are allocated above. */
 const FIRST_MSI_GSI = 24;
 

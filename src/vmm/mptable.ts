@@ -4,7 +4,7 @@
 // wiring as plain entries (no AML interpreter on our side), and Linux reads it
 // whenever no MADT is present. Field names as in Linux's asm/mpspec_def.h.
 // Pure: returns the bytes to place at `base`.
-import { intxPin } from '../devices/pci/function.js';
+import { intxPin } from './irq.js';
 
 export const LAPIC_BASE = 0xfee00000;
 export const IOAPIC_BASE = 0xfec00000;

@@ -5,7 +5,7 @@ import { KernelImageError, parseBzImage, SETUP } from '../../src/vmm/bzimage.js'
 import { bzImage } from '../support/bzimage.js';
 import { e820Map, E820_RAM, E820_RESERVED, LINUX, LinuxBootError, linuxBoot } from '../../src/vmm/linux-boot.js';
 import { mpTable } from '../../src/vmm/mptable.js';
-import { intxPin } from '../../src/devices/pci/function.js';
+import { intxPin } from '../../src/vmm/irq.js';
 import { GiB, MiB, ramRanges } from '../../src/memory/layout.js';
 
 t.test('bzImage: header fields, and each bad image refused with what to do', async (t) => {

@@ -44,8 +44,3 @@ export function readLe(b: Uint8Array, offset: number, size: number): number {
 export function writeLe(b: Uint8Array, offset: number, size: number, value: number): void {
   for (let i = 0; i < size; i++) b[offset + i] = (value >>> (8 * i)) & 0xff;
 }
-
-/** The board's INTx wiring: bus 0 slot `slot`, pin `pin` (1 = INTA) reaches this IOAPIC pin (GSI), swizzled as on QEMU's boards. */
-export function intxPin(slot: number, pin: number): number {
-  return 16 + ((slot + pin - 1) % 4);
-}

@@ -5,7 +5,7 @@
 import { ioctl, mmapFd, MAP_SHARED, type MappedMemory } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
 import type { Bus, BusDevice } from '../../vmm/bus.js';
-import type { IrqRouting } from '../../vmm/irq.js';
+import { intxPin, type IrqRouting } from '../../vmm/irq.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import type { MemoryRegion } from '../../memory/listener.js';
 import type { BarAllocator, BarSpace } from '../pci/bar-allocator.js';
@@ -77,7 +77,7 @@ export class VfioPciDevice implements PciFunction {
     // INTx on from the start, as on real hardware; swizzled over the IOAPIC's PCI pins 16-19 like a PC.
     const pin = this.rawRead(P.PCI_INTERRUPT_PIN, 1);
     if (pin && Intx.offered(opened.fd, opened.path)) {
-      this.intx = new Intx(opened.fd, opened.path, env.vmFd, P.intxPin(slot, pin));
+      this.intx = new Intx(opened.fd, opened.path, env.vmFd, intxPin(slot, pin));
       this.overlay.set(P.PCI_INTERRUPT_LINE, this.intx.gsi);
       this.intx.enable();
     }
