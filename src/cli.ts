@@ -10,13 +10,15 @@ import { memlockCommand } from './cli/memlock.js';
 const USAGE = `usage: pinion <command> [options]
   rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR]
       [--stall S] [--idle S] -- <command...>
-        boot the test rig (QEMU TCG, nested KVM, emulated Intel IOMMU, igb NICs);
+        boot the test rig (QEMU TCG, nested KVM, emulated Intel IOMMU, igb NICs)
+        and run <command> inside it with this checkout at the same path;
         exits 125 with a report when L1 stalls (no heartbeat for --stall S, default 20;
         idle with a silent command for --idle S, off by default)
-        and run <command> inside it with this checkout at the same path
-  run --payload FILE [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--cmdline S] [--console FILE]
-        boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) in a KVM VM,
-        guest console on stdout; exits with the guest's exit status
+  run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S]
+      [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE]
+        boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) or a Linux kernel
+        in a KVM VM, guest console on stdout (and stdin, for Linux); exits with the guest's
+        exit status (Linux: 0 on reboot, 1 on a kernel panic)
   open --user UID [--device BDF]... [--memlock BYTES] -- <pinion run ...>
         as root: open /dev/kvm, /dev/iommu (per-process accounting) and the device
         cdevs, then run the VMM as UID with those fds and no privileges
