@@ -238,7 +238,9 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     return { exitCode: exitCode ?? 1, bootMs, totalMs: Date.now() - t0 };
   } finally {
     kill();
-    await Promise.race([qemuExit, new Promise((r) => setTimeout(r, 2000))]);
+    // SIGKILL always ends QEMU, but on a loaded machine releasing its guest RAM takes seconds:
+    // wait for it, so nothing of this run is alive once it returns.
+    await Promise.race([qemuExit, new Promise((r) => setTimeout(r, 20_000))]);
     process.off('exit', kill);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
