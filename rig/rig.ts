@@ -44,6 +44,19 @@ export interface RigResult {
 const EXIT_NOT_FOUND = 127;
 export const EXIT_STALLED = 125;
 
+const CRASH_SIGNALS: NodeJS.Signals[] = ['SIGABRT', 'SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE'];
+
+/** QEMU itself crashed (e.g. a TCG assertion): a fault of the rig, not of the command it ran. */
+export class RigCrashError extends RigError {
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
+    super(message);
+    this.name = 'RigCrashError';
+  }
+}
+
 /** L1 stopped making progress; the message carries what L1 and QEMU last showed. */
 export class RigStallError extends RigError {
   constructor(
@@ -223,7 +236,10 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
       });
       void qemuExit.then(() => {
         if (exitCode === undefined && !failure && !stalled) {
-          failure = new RigError(`QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing'}; last console lines:\n${tail(join(runDir, 'console.log'))}`);
+          const said = qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing';
+          const message = `QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${said}; last console lines:\n${tail(join(runDir, 'console.log'))}`;
+          // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status.
+          failure = qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode) ? new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`) : new RigError(message);
         }
         finish();
       });
@@ -252,7 +268,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
 function logBoot(o: RigOptions, bootMs: number, totalMs: number, exitCode: number | undefined, failure: RigError | undefined): void {
   const path = process.env.PINION_RIG_BOOT_LOG;
   if (!path) return;
-  const outcome = failure instanceof RigStallError ? 'stall' : failure ? 'error' : 'exit';
+  const outcome = failure instanceof RigStallError ? 'stall' : failure instanceof RigCrashError ? 'crash' : failure ? 'error' : 'exit';
   // PINION_RIG_EXPECT_STALL: the rig's own watchdog test, whose stalls are made on purpose.
   const expected = process.env.PINION_RIG_EXPECT_STALL === '1';
   appendFileSync(path, `${JSON.stringify({ kernel: o.kernel, bootMs, totalMs, outcome, expected, exitCode: exitCode ?? null, reason: failure?.message.split('\n')[0] })}\n`);

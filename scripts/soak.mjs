@@ -53,18 +53,20 @@ for (let r = 1; r <= rounds; r++) {
     // The watchdog's own test stalls L1 on purpose (expected); every other stall counts.
     stalls: boots.filter((b) => b.outcome === 'stall' && !b.expected).map((b) => ({ kernel: b.kernel, reason: b.reason })),
     expectedStalls: boots.filter((b) => b.outcome === 'stall' && b.expected).length,
+    crashes: boots.filter((b) => b.outcome === 'crash' && !b.expected).map((b) => ({ kernel: b.kernel, reason: b.reason })),
     retried: lines(stallLog).filter((s) => !/pinion-heartbeat\.pid/.test(s.command)).length,
     failures: [...tapOut.matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((x) => x[1]).slice(0, 20),
   };
   result.rounds.push(round);
-  console.log(`soak: round ${r}/${rounds}: ${round.passed} passed, ${round.failed} failed, ${round.boots} L1 boots, ${round.stalls.length} stall(s), ${round.seconds} s`);
+  console.log(`soak: round ${r}/${rounds}: ${round.passed} passed, ${round.failed} failed, ${round.boots} L1 boots, ${round.stalls.length} stall(s), ${round.crashes.length} QEMU crash(es), ${round.seconds} s`);
   for (const s of round.stalls) console.log(`soak:   stall (${s.kernel}): ${s.reason}`);
+  for (const s of round.crashes) console.log(`soak:   QEMU crash (${s.kernel}): ${s.reason}`);
   mkdirSync(join(out, '..'), { recursive: true });
   const sum = (k) => result.rounds.reduce((a, x) => a + (Array.isArray(x[k]) ? x[k].length : x[k]), 0);
-  result.total = { rounds: result.rounds.length, passed: sum('passed'), failed: sum('failed'), boots: sum('boots'), stalls: sum('stalls') };
+  result.total = { rounds: result.rounds.length, passed: sum('passed'), failed: sum('failed'), boots: sum('boots'), stalls: sum('stalls'), crashes: sum('crashes') };
   writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
 }
 rmSync(work, { recursive: true, force: true });
 const t = result.total;
-console.log(`soak: ${t.rounds} rounds, ${t.boots} L1 boots, ${t.stalls} stall(s) caught; tests ${t.passed} passed, ${t.failed} failed`);
+console.log(`soak: ${t.rounds} rounds, ${t.boots} L1 boots, ${t.stalls} stall(s) caught, ${t.crashes} QEMU crash(es); tests ${t.passed} passed, ${t.failed} failed`);
 process.exit(t.failed > 0 ? 1 : 0);

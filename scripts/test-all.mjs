@@ -80,8 +80,8 @@ const stalls = existsSync(process.env.PINION_RIG_STALL_LOG)
   : [];
 rmSync(stallDir, { recursive: true, force: true });
 if (stalls.length) {
-  console.log(`# !!! ${stalls.length} rig stall(s) caught and retried from a fresh boot:`);
-  for (const s of stalls) console.log(`# !!!   ${s.at} ${s.kernel}: ${s.reason} (${s.command.slice(0, 120)}); report ${s.report}`);
+  console.log(`# !!! ${stalls.length} rig failure(s) (L1 stalled or QEMU crashed) retried from a fresh boot:`);
+  for (const s of stalls) console.log(`# !!!   ${s.at} ${s.kind} ${s.kernel}: ${s.reason} (${s.command.slice(0, 120)})${s.report ? `; report ${s.report}` : ''}`);
 }
 console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(totals.failed > 0 ? 1 : 0);

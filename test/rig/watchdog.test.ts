@@ -1,9 +1,11 @@
 // The rig's stall watchdog in a real L1: a silent heartbeat (here: frozen
 // on purpose) and an idle L1 are each caught within seconds, QEMU is killed,
 // and the report carries L1's own dump, QEMU's view of its vCPUs and the
-// kernel log. A stalled test command is retried once from a fresh boot, loudly.
+// kernel log. A test command whose L1 stalls or whose QEMU crashes is
+// retried once from a fresh boot, loudly.
 import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, inRig } from '../support/rig.js';
@@ -56,4 +58,35 @@ t.test('a test command whose L1 stalls is retried once from a fresh boot, and th
   const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string; kernel: string });
   t.equal(entries.length, 1, 'one stall logged for the runner summary');
   t.match(entries[0]!.reason, /^no heartbeat from L1 for 1\d s/);
+});
+
+t.test('a test command whose QEMU crashes is retried once from a fresh boot, and the retry is said', async (t) => {
+  // This test's rigs keep their run directories here, so its QEMU can be told from any other.
+  const own = mkdtempSync(join(tmpdir(), 'pinion-crash-'));
+  const saved = { tmp: process.env.TMPDIR, log: process.env.PINION_RIG_STALL_LOG };
+  const log = join(own, 'failures.jsonl');
+  process.env.PINION_RIG_STALL_LOG = log;
+  process.env.TMPDIR = own;
+  t.teardown(() => {
+    process.env.TMPDIR = saved.tmp;
+    process.env.PINION_RIG_STALL_LOG = saved.log;
+    rmSync(own, { recursive: true, force: true });
+  });
+  // Once the first boot's command runs, its QEMU gets SIGABRT, as a TCG assertion would send it.
+  const marker = join(own, 'first');
+  let aborted = 0;
+  const watcher = setInterval(() => {
+    if (aborted || !existsSync(marker)) return;
+    const pid = Number(spawnSync('pgrep', ['-f', `${own}/pinion-rig-`], { encoding: 'utf8' }).stdout.trim().split('\n')[0]);
+    if (pid) aborted = (process.kill(pid, 'SIGABRT'), pid);
+  }, 200);
+  const r = await inRig('type1', ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; sleep 120; fi`], { rwDir: own });
+  clearInterval(watcher);
+  t.ok(aborted, 'the first QEMU was aborted');
+  t.equal(r.exitCode, 0);
+  t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
+  const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; reason: string });
+  t.equal(entries.length, 1);
+  t.equal(entries[0]!.kind, 'crash');
+  t.match(entries[0]!.reason, /^QEMU died of SIGABRT/);
 });

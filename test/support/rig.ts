@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { RigStallError, runInRig, type RigOptions } from '../../rig/rig.js';
+import { RigCrashError, RigStallError, runInRig, type RigOptions } from '../../rig/rig.js';
 import type { KernelVariant } from '../../rig/kernel.js';
 
 export interface Captured {
@@ -40,17 +40,20 @@ async function inRigOnce(kernel: KernelVariant, command: string[], opts: Partial
   return { exitCode: r.exitCode, stdout: Buffer.concat(out), stderr: Buffer.concat(err), bootMs: r.bootMs };
 }
 
-/** Runs a command in a fresh L1. A stalled L1 is retried once from a fresh boot, and said loudly: on stderr
- * (the CI log), as a TAP comment, and in $PINION_RIG_STALL_LOG for the runner's summary. */
+/** Runs a command in a fresh L1. When the rig itself fails (L1 stalls, or QEMU crashes) the command is run
+ * once more from a fresh boot, and that is said loudly: on stderr (the CI log), as a TAP comment, and in
+ * $PINION_RIG_STALL_LOG for the runner's summary. */
 export async function inRig(kernel: KernelVariant, command: string[], opts: Partial<RigOptions> = {}): Promise<Captured> {
   try {
     return await inRigOnce(kernel, command, opts);
   } catch (e) {
-    if (!(e instanceof RigStallError)) throw e;
-    const line = `RIG STALL (${kernel}): ${e.reason}; retrying once from a fresh boot. Report: ${e.reportPath}`;
+    if (!(e instanceof RigStallError) && !(e instanceof RigCrashError)) throw e;
+    const what = e instanceof RigStallError ? 'STALL' : 'CRASH';
+    const report = e instanceof RigStallError ? e.reportPath : undefined;
+    const line = `RIG ${what} (${kernel}): ${e.reason}; retrying once from a fresh boot.${report ? ` Report: ${report}` : ''}`;
     process.stderr.write(`\n!!! ${line}\n${e.message}\n\n`);
-    process.stdout.write(`# !!! ${line}\n`);
-    if (process.env.PINION_RIG_STALL_LOG) appendFileSync(process.env.PINION_RIG_STALL_LOG, `${JSON.stringify({ kernel, command: command.join(' '), reason: e.reason, report: e.reportPath, at: new Date().toISOString() })}\n`);
+    process.stdout.write(`# !!! ${line.split('\n')[0]}\n`);
+    if (process.env.PINION_RIG_STALL_LOG) appendFileSync(process.env.PINION_RIG_STALL_LOG, `${JSON.stringify({ kind: what.toLowerCase(), kernel, command: command.join(' '), reason: e.reason, report, at: new Date().toISOString() })}\n`);
     return await inRigOnce(kernel, command, opts);
   }
 }
