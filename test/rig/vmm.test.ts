@@ -127,7 +127,7 @@ t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
 
   t.test('bad input: one line, non-zero, nothing left behind', async (t) => {
     const cases: [string, number, RegExp][] = [
-      ['noPayloadFlag', 2, /^pinion: no payload given: pinion run --payload FILE/],
+      ['noPayloadFlag', 2, /^pinion: nothing to boot: pinion run --payload FILE \(the test guest is dist\/guest\/pinion-guest\.elf\) or pinion run --kernel bzImage/],
       ['missingPayload', 1, /^pinion: payload \/nonexistent\/guest\.elf does not exist/],
       ['notElf', 1, /^pinion: payload \/etc\/hostname is not an ELF64 x86-64 executable/],
       ['tooSmall', 1, /^pinion: payload \S+ needs guest RAM up to 0x[0-9a-f]+ \(\d+ MiB\) but --memory 1M gives 0x100000; raise --memory/],
