@@ -101,12 +101,18 @@ function tailText(text: string, lines: number): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-function tail(path: string, lines = 20): string {
+/** L1's console log (the serial port, kept in the run directory), or undefined before QEMU wrote it. */
+function readConsole(runDir: string): string | undefined {
   try {
-    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
+    return readFileSync(join(runDir, 'console.log'), 'utf8');
   } catch {
-    return '(no console output)';
+    return undefined;
   }
+}
+
+function tail(runDir: string, lines = 20): string {
+  const text = readConsole(runDir);
+  return text === undefined ? '(no console output)' : text.split('\n').slice(-lines).join('\n');
 }
 
 async function connectWhenListening(path: string, qemu: ChildProcess, deadline: number): Promise<Socket> {
@@ -195,7 +201,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     let stalled: string | undefined;
     await new Promise<void>((resolve) => {
       let timer = setTimeout(() => {
-        failure = new RigError(`L1 did not boot within ${bootMsLimit / 1000} s; last console lines:\n${tail(join(runDir, 'console.log'))}`);
+        failure = new RigError(`L1 did not boot within ${bootMsLimit / 1000} s; last console lines:\n${tail(runDir)}`);
         finish();
       }, bootMsLimit);
       // The heartbeat starts before the boot is done; until its first line only the boot limit applies.
@@ -220,7 +226,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
           timer = setTimeout(() => {
             failure = new RigError(`command timed out after ${o.timeoutSec} s in L1: ${o.command.join(' ')} (raise --timeout)`, undefined, 124);
             // The L1 kernel's own view (hung tasks, faults) goes with it, for whoever reads a CI log.
-            if (process.env.PINION_RIG_VERBOSE || process.env.CI) failure.message += `\nlast console lines:\n${tail(join(runDir, 'console.log'), 10)}`;
+            if (process.env.PINION_RIG_VERBOSE || process.env.CI) failure.message += `\nlast console lines:\n${tail(runDir, 10)}`;
             finish();
           }, o.timeoutSec * 1000);
         }
@@ -237,7 +243,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
       void qemuExit.then(() => {
         if (exitCode === undefined && !failure && !stalled) {
           const said = qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing';
-          const message = `QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${said}; last console lines:\n${tail(join(runDir, 'console.log'))}`;
+          const message = `QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${said}; last console lines:\n${tail(runDir)}`;
           // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status.
           failure = qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode) ? new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`) : new RigError(message);
         }
@@ -277,22 +283,16 @@ function logBoot(o: RigOptions, bootMs: number, totalMs: number, exitCode: numbe
 /** Gathers what L1 and QEMU show of a stall, keeps it in a file and returns the error that reports it. QEMU is killed by the caller. */
 async function stallReport(o: RigOptions, reason: string, watch: StallWatch, runDir: string, hb: Socket, t0: number): Promise<RigStallError> {
   const caughtAt = Date.now();
-  const readConsole = () => {
-    try {
-      return readFileSync(join(runDir, 'console.log'), 'utf8').replace(/\r/g, '');
-    } catch {
-      return '';
-    }
-  };
+  const consoleNow = () => (readConsole(runDir) ?? '').replace(/\r/g, '');
   // QEMU's view first, as the stall left it; then L1's own answer, which
   // needs no timer in L1, only its scheduler and the port's interrupt.
   const cmds = ['info cpus', 'info registers -a', 'info lapic 0', 'info lapic 1', 'info pic', 'info irq'];
   const monitor = await monitorCommands(qmpPath(runDir), cmds);
-  const before = readConsole();
+  const before = consoleNow();
   hb.write('dump\n');
   for (let i = 0; i < 50 && !watch.dumpDone; i++) await new Promise((r) => setTimeout(r, 100));
   await new Promise((r) => setTimeout(r, 500)); // the sysrq dump reaches the console file
-  const consoleLog = readConsole();
+  const consoleLog = consoleNow();
   const last = watch.last();
   const cmd = o.command.join(' ');
   const l1Dump = watch.dump.length ? watch.dump.join('\n') : `(no answer from L1 within 5 s)`;

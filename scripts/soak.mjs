@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tapCounts } from './tap-summary.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const arg = (name, dflt) => {
@@ -41,14 +42,14 @@ for (let r = 1; r <= rounds; r++) {
     p.stdout.on('data', (d) => (text += d));
     p.on('close', () => resolve(text));
   });
-  const m = /^# \{ ([^}]*) \}$/m.exec(tapOut);
-  const counts = m ? Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')).map(([k, v]) => [k, Number(v)])) : {};
+  const summary = tapCounts(tapOut);
+  const counts = summary ?? {};
   const boots = lines(bootLog);
   const round = {
     round: r,
     seconds: Math.round((Date.now() - t0) / 1000),
     passed: counts.pass ?? 0,
-    failed: counts.fail ?? (m ? 0 : 1),
+    failed: counts.fail ?? (summary ? 0 : 1),
     boots: boots.length,
     // The watchdog's own test stalls L1 on purpose (expected); every other stall counts.
     stalls: boots.filter((b) => b.outcome === 'stall' && !b.expected).map((b) => ({ kernel: b.kernel, reason: b.reason })),

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tapCounts } from './tap-summary.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const totals = { passed: 0, failed: 0, skipped: 0 };
@@ -56,13 +57,12 @@ async function tap(label, list, extra) {
     return;
   }
   const { code, out } = await run(process.execPath, [join(root, 'node_modules/tap/dist/esm/run.mjs'), '--reporter=tap', ...extra, ...list]);
-  const m = /^# \{ ([^}]*) \}$/m.exec(out);
-  if (!m) {
+  const counts = tapCounts(out);
+  if (!counts) {
     console.log(`# ${label}: tap printed no summary (exit ${code})`);
     totals.failed += 1;
     return;
   }
-  const counts = Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')).map(([k, v]) => [k, Number(v)]));
   totals.passed += counts.pass ?? 0;
   totals.failed += counts.fail ?? 0;
   totals.skipped += (counts.skip ?? 0) + (counts.todo ?? 0);

@@ -5,12 +5,11 @@
 // before anything is opened; `plan` then says what to write and where to start.
 import { readFileSync } from 'node:fs';
 import type { RamRange } from '../memory/layout.js';
-import { bootWrites, type GdtLayout } from '../vmm/boot.js';
+import { BOOT, bootWrites, entryRegs, type GdtLayout } from '../vmm/boot.js';
 import { KernelImageError, parseBzImage } from '../vmm/bzimage.js';
 import { linuxBoot } from '../vmm/linux-boot.js';
 import { checkFits, parseElf, PayloadError } from '../vmm/loader.js';
 import type { KvmRegs } from '../sys/kvm.js';
-import { BOOT, entryRegs } from '../vmm/boot.js';
 
 export type BootSource = { kind: 'payload'; path: string } | { kind: 'linux'; kernel: string; initrd?: string };
 
