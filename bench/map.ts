@@ -13,6 +13,7 @@ import { VfioGroup } from '../src/devices/vfio/group.js';
 import { VfioCdev } from '../src/devices/vfio/cdev.js';
 import { assignablePf, bindVfio, createVfs } from '../rig/l1/sysfs.js';
 import { closeFd } from '../src/sys/libc.js';
+import { median } from './stats.js';
 
 const [kernel = 'type1', cLib = '', outFile = ''] = process.argv.slice(2);
 const MiB = 1n << 20n;
@@ -31,11 +32,6 @@ if (!existsSync(cLib)) throw new Error(`C reference ${cLib || '(none)'} not foun
 const lib = koffi.load(cLib);
 const mapbenchPair = lib.func('int64_t mapbench_pair(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size)');
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 const [vf] = createVfs(assignablePf().bdf, 1);
 const dev = bindVfio(vf!);

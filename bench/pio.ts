@@ -8,17 +8,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Machine } from '../src/machine/machine.js';
+import { median } from './stats.js';
 
 const [cRef = '', outFile = ''] = process.argv.slice(2);
 const GUEST = fileURLToPath(new URL('../guest/pinion-guest.elf', import.meta.url));
 const ROUNDS = 5;
 const C_EXITS = 20000;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function cNsPerExit(): number {
   const r = spawnSync(cRef, [GUEST, 'pio', String(C_EXITS), '3'], { encoding: 'utf8' });

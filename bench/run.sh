@@ -3,16 +3,36 @@
 # headers, then runs the benchmarks in the rig; results in bench/results/.
 #   map.js  map/unmap throughput per IOMMU path, both kernels (issue: pin-core)
 #   pio.js  port-I/O exit round trip of the vCPU loop (type1 kernel)
+#   linux-guest.js  a Linux guest with an igb VF under Pinion and under QEMU,
+#           side by side, both paths, both kernels (linux-guest.json)
+#   nic.js  UDP echo round trip through the VF, Pinion's and QEMU's guests at
+#           once (nic.json)
+# PINION_BENCH=pio,map,linux-guest,nic picks some (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hdr=$(bash rig/build-kernel.sh headers)
 mkdir -p bench/results
 cc -O2 -Wall -shared -fPIC -DMAPBENCH_LIB -I "$hdr" -o bench/results/libmapbench.so bench/ref/mapbench.c
 cc -O2 -Wall -pthread -I "$hdr" -o bench/results/piobench bench/ref/piobench.c
-node dist/src/cli.js rig --kernel type1 --timeout 900 --rw bench/results -- \
-  node dist/bench/pio.js "$PWD/bench/results/piobench" "$PWD/bench/results/pio.json"
-if [ -n "${PINION_BENCH_ONLY_PIO:-}" ]; then exit 0; fi
+want() { [[ ",${PINION_BENCH:-pio,map,linux-guest,nic}," == *",$1,"* ]]; }
+if want pio; then
+  node dist/src/cli.js rig --kernel type1 --timeout 900 --rw bench/results -- \
+    node dist/bench/pio.js "$PWD/bench/results/piobench" "$PWD/bench/results/pio.json"
+fi
 for k in type1 compat; do
-  node dist/src/cli.js rig --kernel "$k" --memory 4096 --timeout 1800 --rw bench/results -- \
-    node dist/bench/map.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/map-$k.json"
+  if want map; then
+    node dist/src/cli.js rig --kernel "$k" --memory 4096 --timeout 1800 --rw bench/results -- \
+      node dist/bench/map.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/map-$k.json"
+  fi
+  read -r _ bz rd < <(node dist/rig/guest-image.js "$k")
+  if want linux-guest; then
+    node dist/src/cli.js rig --kernel "$k" --timeout 3000 --rw bench/results -- \
+      node dist/bench/linux-guest.js "$k" "$bz" "$rd" "$PWD/bench/results/linux-guest.json"
+  fi
+  if want nic; then
+    for iommu in iommufd legacy; do
+      node dist/src/cli.js rig --kernel "$k" --timeout 1200 --rw bench/results -- \
+        node dist/bench/nic.js "$k" "$bz" "$rd" "$PWD/bench/results/nic.json" "$iommu"
+    done
+  fi
 done

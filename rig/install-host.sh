@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the rig needs on the host, from Debian's packages only:
-# QEMU >= 8 (igb) from bookworm-backports, and the kernel build tools.
+# QEMU >= 8 (igb) from bookworm-backports, the kernel build tools, and what
+# the Linux guest image carries (iperf3, lspci).
 # The mirror is taken from the host's own apt sources, never hard-coded.
 set -euo pipefail
 
-need_pkgs=(flex bison bc libelf-dev libssl-dev rsync cpio busybox-static gcc make xz-utils)
+need_pkgs=(flex bison bc libelf-dev libssl-dev rsync cpio busybox-static gcc make xz-utils iperf3 pciutils)
 sources=/etc/apt/sources.list.d/debian.sources
 
 mirror_uri() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Brings a fresh checkout to a runnable state, and is cheap when nothing
 # changed: host packages (QEMU, kernel build tools), npm packages, the
-# pin-core addon, the TypeScript build, the test guest, and both rig kernels
-# (cached).
+# pin-core addon, the TypeScript build, the test guest, both rig kernels and
+# the Linux guest image (cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -25,4 +25,5 @@ npx tsc -p tsconfig.json || { say "TypeScript build failed (errors above)"; exit
 bash scripts/build-guest.sh || { say "test guest build failed (errors above)"; exit 1; }
 if [ -z "${PINION_SKIP_KERNELS:-}" ]; then
   for k in type1 compat; do bash rig/build-kernel.sh "$k" >/dev/null; done
+  node dist/rig/guest-image.js >/dev/null || { say "Linux guest image build failed (errors above)"; exit 1; }
 fi

@@ -4,3 +4,7 @@ import { fileURLToPath } from 'node:url';
 export function rigReportScript(): string {
   return fileURLToPath(new URL('./report.js', import.meta.url));
 }
+
+export function rigDemoScript(): string {
+  return fileURLToPath(new URL('./demo.js', import.meta.url));
+}

@@ -68,6 +68,10 @@ export async function runCommand(argv: string[]): Promise<number> {
       console.error(`pinion: guest kernel panic: ${r.line}`);
       return 1;
     }
+    if (r.kind === 'poweroff') {
+      console.error('pinion: guest powered off; the VM ends');
+      return 0;
+    }
     if (r.kind === 'reset') {
       console.error('pinion: guest reset (reboot); the VM ends');
       return 0;

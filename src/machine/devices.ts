@@ -37,15 +37,24 @@ export interface Buses {
 }
 
 /** The vCPU thread's buses: its own copies of the fast devices; everything else goes to the VMM thread through `rpc`. */
-/** How a guest ends its VM from a device: the debug-exit port with a status, a reset, or a kernel panic on its console. */
+/** How a guest ends its VM from a device: the debug-exit port with a status, a reset, or, on its console, a kernel panic or a power-down. */
 export interface GuestStops {
   exit(status: number): void;
   reset(): void;
   panic(line: string): void;
+  poweroff(): void;
 }
 
-/** Linux prints this first when it panics; the MP-table machine has no pvpanic device to say it otherwise. */
+/** Linux prints these at emergency level (so even under `quiet`): the MP-table machine has no pvpanic device
+ * and no ACPI power button, so the console line is how the guest says it. */
 const PANIC_LINE = /Kernel panic - not syncing/;
+const POWER_DOWN_LINE = /^(\[[\s\d.]+\] )?reboot: Power down\r?$/;
+
+/** What a console line of a Linux guest means for the VM. */
+export function consoleLineStop(line: string, stops: GuestStops): void {
+  if (PANIC_LINE.test(line)) stops.panic(line.replace(/^\[[\s\d.]+\] /, ''));
+  else if (POWER_DOWN_LINE.test(line)) stops.poweroff();
+}
 
 export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClient): Buses {
   const pio = new Bus('pio');
@@ -84,6 +93,6 @@ export function serialOn(s: Extract<DeviceSpec, { kind: 'serial' }>, stops?: Gue
     (b) => void writeSync(s.fd, b),
     (level) => void ioctl(s.vmFd, KVM_IRQ_LINE, kvm_irq_level(s.irq, level ? 1 : 0), `KVM_IRQ_LINE(${s.irq})`),
     s.linux,
-    s.linux && stops ? (line) => PANIC_LINE.test(line) && stops.panic(line.replace(/^\[[\s\d.]+\] /, '')) : undefined,
+    s.linux && stops ? (line) => consoleLineStop(line, stops) : undefined,
   );
 }

@@ -63,6 +63,7 @@ export type MachineResult =
   | { kind: 'exit'; status: number; vcpu: number; exits: number }
   | { kind: 'reset'; vcpu: number; exits: number }
   | { kind: 'panic'; line: string; exits: number }
+  | { kind: 'poweroff'; exits: number }
   | { kind: 'fault'; report: string; exits: number }
   | { kind: 'stopped'; why: string; exits: number };
 
@@ -237,6 +238,7 @@ export class Machine {
     if (reason === STOP_REASON.guestExit) return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
     if (reason === STOP_REASON.guestReset) return { kind: 'reset', vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
     if (reason === STOP_REASON.guestPanic) return { kind: 'panic', line: this.panicLine, exits };
+    if (reason === STOP_REASON.guestPoweroff) return { kind: 'poweroff', exits };
     if (fault && fault.end.kind === 'fault') return { kind: 'fault', report: fault.end.report, exits };
     return { kind: 'stopped', why: this.stopWhy || 'stopped', exits };
   }
@@ -247,6 +249,7 @@ export class Machine {
       exit: (status) => void runner.requestStop(STOP_REASON.guestExit, status),
       reset: () => void runner.requestStop(STOP_REASON.guestReset),
       panic: (line) => void (runner.requestStop(STOP_REASON.guestPanic) && (this.panicLine = line)),
+      poweroff: () => void runner.requestStop(STOP_REASON.guestPoweroff),
     });
     buses.pio.setFallback(directTo(this.pio));
     buses.mmio.setFallback(directTo(this.mmio));

@@ -41,6 +41,9 @@ const buses = buildBuses(
     panic: (line) => {
       if (runner?.requestStop(STOP_REASON.guestPanic)) post({ type: 'panic', line });
     },
+    poweroff: () => {
+      if (runner?.requestStop(STOP_REASON.guestPoweroff)) post({ type: 'stop' });
+    },
   },
   rpc,
 );

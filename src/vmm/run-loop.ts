@@ -8,7 +8,7 @@ import type { Bus } from './bus.js';
 
 /** Int32 slots of the control block. */
 export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, length: 4 } as const;
-export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5 } as const;
+export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5, guestPoweroff: 6 } as const;
 
 const EINTR = 4, EAGAIN = 11;
 

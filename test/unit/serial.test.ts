@@ -2,6 +2,7 @@
 // as Linux's 8250 driver expects them, gated by OUT2, shared by all threads.
 import t from 'tap';
 import { Serial16550 } from '../../src/devices/serial.js';
+import { consoleLineStop } from '../../src/machine/devices.js';
 
 const IER = 1, IIR = 2, MCR = 4, LSR = 5;
 
@@ -77,4 +78,11 @@ t.test('whole lines go to the watcher, carriage return dropped', async (t) => {
   const u = new Serial16550(Serial16550.newState(), () => {}, () => {}, true, (l) => void lines.push(l));
   for (const c of Buffer.from('[ 1.0] Kernel panic - not syncing: x\r\npartial')) u.write(0, Uint8Array.of(c));
   t.same(lines, ['[ 1.0] Kernel panic - not syncing: x']);
+});
+
+t.test("a Linux guest's console lines that end the VM: a panic (with the line) and a power-down", async (t) => {
+  const seen: string[] = [];
+  const stops = { exit: () => seen.push('exit'), reset: () => seen.push('reset'), panic: (l: string) => seen.push(`panic ${l}`), poweroff: () => seen.push('poweroff') };
+  for (const l of ['[    2.5] Kernel panic - not syncing: No working init found.', '[   15.7] reboot: Power down', 'reboot: Power down\r', 'echo reboot: Power down', '[ 1.0] reboot: Restarting system']) consoleLineStop(l, stops);
+  t.same(seen, ['panic Kernel panic - not syncing: No working init found.', 'poweroff', 'poweroff']);
 });

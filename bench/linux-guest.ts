@@ -1,0 +1,86 @@
+// Pinion and QEMU side by side in one L1 boot: the same bzImage, initramfs
+// and VF, on the legacy container and on iommufd. Per boot: VMM process start
+// to the guest's init (L1's clock), ping RTT to L1, iperf3 TCP and UDP each
+// way, KVM exits per 1000 packets during iperf3 and how many reached
+// userspace (KVM's debugfs counters for the VM, the same source for both
+// VMMs), and the VMM's RSS, VmLck and VmPin. Rounds alternate the order.
+// Usage (in L1, as root): node dist/bench/linux-guest.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
+import { iperfServer, IPERF_RUNS, measuredBoot, type TrafficSample } from '../rig/l1/guest-traffic.js';
+import { commitId, median } from './stats.js';
+
+const [variant = 'type1', kernel = '', initrd = '', outFile = ''] = process.argv.slice(2);
+const ROUNDS = Number(process.env.PINION_BENCH_ROUNDS ?? 3);
+const PLAN = { pings: 100, iperfSec: 4, runs: IPERF_RUNS };
+const CONFIGS: { vmm: Vmm; iommu: IommuPath }[] = [
+  { vmm: 'pinion', iommu: 'legacy' },
+  { vmm: 'qemu', iommu: 'legacy' },
+  { vmm: 'pinion', iommu: 'iommufd' },
+  { vmm: 'qemu', iommu: 'iommufd' },
+];
+const log = (s: string): void => void process.stderr.write(`bench ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);
+type Sample = TrafficSample & { round: number };
+
+
+if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: linux-guest.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON');
+const peer = peerUp();
+const { vfs } = vfsForGuests(1);
+const server = iperfServer();
+const samples: Sample[] = [];
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 ? [...CONFIGS].reverse() : CONFIGS;
+    for (const c of order) {
+      log(`round ${round}: ${c.vmm} ${c.iommu}`);
+      samples.push({ ...(await measuredBoot({ ...c, kernel, initrd, device: vfs[0]! }, PLAN, peer)), round });
+    }
+  }
+} finally {
+  server.stop();
+}
+
+// Medians per VMM and path; ratios Pinion / QEMU per path.
+type Figures = Record<string, number>;
+const figures = (s: Sample[]): Figures => ({
+  initMs: median(s.map((x) => x.initMs)),
+  rttMinMs: median(s.map((x) => x.rttMs.min)),
+  rttAvgMs: median(s.map((x) => x.rttMs.avg)),
+  rttMaxMs: median(s.map((x) => x.rttMs.max)),
+  tcpG2hMbps: median(s.map((x) => x.mbps['tcp-g2h']!)),
+  tcpH2gMbps: median(s.map((x) => x.mbps['tcp-h2g']!)),
+  udpG2hMbps: median(s.map((x) => x.mbps['udp-g2h']!)),
+  udpH2gMbps: median(s.map((x) => x.mbps['udp-h2g']!)),
+  exitsPer1000Packets: median(s.map((x) => x.exitsPer1000Packets)),
+  userspaceExitsPer1000Packets: median(s.map((x) => x.userspaceExitsPer1000Packets)),
+  rssKiB: median(s.map((x) => x.rssKiB)),
+  ownKiB: median(s.map((x) => x.ownKiB)),
+  vmLckKiB: median(s.map((x) => x.vmLckKiB)),
+  vmPinKiB: median(s.map((x) => x.vmPinKiB)),
+});
+const summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }> = {};
+for (const iommu of ['legacy', 'iommufd'] as const) {
+  const p = figures(samples.filter((s) => s.vmm === 'pinion' && s.iommu === iommu));
+  const q = figures(samples.filter((s) => s.vmm === 'qemu' && s.iommu === iommu));
+  const ratio = Object.fromEntries(Object.keys(p).map((k) => [k, q[k] ? +(p[k]! / q[k]!).toFixed(3) : NaN]));
+  summary[iommu] = { pinion: p, qemu: q, ratio };
+}
+const section = {
+  date: new Date().toISOString(),
+  commit: commitId(),
+  rigKernel: basename(dirname(kernel)),
+  guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN },
+  qemu: spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0],
+  statistic: `median over ${ROUNDS} boots per VMM and path, order alternating by round; ratio = Pinion / QEMU`,
+  summary,
+  samples,
+};
+console.log(JSON.stringify(summary));
+if (outFile) {
+  const all = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as Record<string, unknown>) : {};
+  all[variant] = section;
+  writeFileSync(outFile, JSON.stringify(all, null, 2) + '\n');
+}
+process.exit(0);

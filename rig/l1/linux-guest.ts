@@ -1,0 +1,170 @@
+// Runs inside L1: a Linux guest (the guest image) with one assigned igb
+// function, under Pinion or under QEMU, on either IOMMU path; its console
+// read line by line with L1's clock, the VMM's memory and KVM's own exit
+// counters for the VM. The tests and the side-by-side benchmark share it.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { assignablePf, bindVfio, createVfs, peerPf } from './sysfs.js';
+
+export const PINION_CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+export const PEER_IP = '192.0.2.1';
+export const GUEST_MEMORY_MIB = 256;
+export const GUEST_CPUS = 2;
+
+export type Vmm = 'pinion' | 'qemu';
+export type IommuPath = 'legacy' | 'iommufd';
+
+export interface GuestOptions {
+  vmm: Vmm;
+  iommu: IommuPath;
+  kernel: string;
+  initrd: string;
+  /** The assigned function's BDF, bound to vfio-pci. */
+  device: string;
+  /** The guest's address on the hub (pinion.ip). */
+  ip: string;
+  /** Shell command the guest's init runs before it powers off; none: a shell on the console. */
+  command?: string;
+  /** Wall-clock limit in ms; the VMM is killed after it. */
+  limitMs?: number;
+  /** Called with each console line as it comes. */
+  onLine?: (line: string) => void;
+}
+
+export interface ConsoleLine {
+  /** ms since the VMM process was spawned, on L1's clock. */
+  at: number;
+  text: string;
+}
+
+/** The VMM's command line. QEMU as its users run it for a direct kernel boot with an assigned function. */
+export function vmmArgv(o: GuestOptions): [string, string[]] {
+  const append = `console=ttyS0 quiet pinion.ip=${o.ip}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
+  if (o.vmm === 'pinion') {
+    return [process.execPath, [PINION_CLI, 'run', '--kernel', o.kernel, '--initrd', o.initrd, '--append', append, '--cpus', String(GUEST_CPUS), '--memory', `${GUEST_MEMORY_MIB}M`, '--device', o.device, '--iommu', o.iommu]];
+  }
+  const dev = o.iommu === 'iommufd' ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${o.device},iommufd=ifd0`] : ['-device', `vfio-pci,host=${o.device}`];
+  return ['qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host', '-m', `${GUEST_MEMORY_MIB}M`, '-smp', String(GUEST_CPUS), '-kernel', o.kernel, '-initrd', o.initrd, '-append', append, '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', ...dev]];
+}
+
+/** A running guest: its console lines as they come, and waits on them. */
+export class LinuxGuest {
+  readonly lines: ConsoleLine[] = [];
+  readonly proc: ChildProcess;
+  readonly started = performance.now();
+  stderr = '';
+  private partial = '';
+  private waiters: { re: RegExp; resolve: (l: ConsoleLine | undefined) => void }[] = [];
+  readonly done: Promise<{ status: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(readonly opts: GuestOptions) {
+    const [cmd, args] = vmmArgv(opts);
+    this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stdout!.on('data', (d: Buffer) => this.consume(d.toString('latin1')));
+    this.proc.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    const limit = setTimeout(() => this.proc.kill('SIGKILL'), opts.limitMs ?? 240_000);
+    this.done = new Promise((resolve) =>
+      this.proc.on('close', (status, signal) => {
+        clearTimeout(limit);
+        if (this.partial) this.push(this.partial);
+        for (const w of this.waiters) w.resolve(undefined);
+        this.waiters = [];
+        resolve({ status, signal });
+      }),
+    );
+  }
+
+  private consume(s: string): void {
+    const parts = (this.partial + s).split('\n');
+    this.partial = parts.pop()!;
+    for (const p of parts) this.push(p.replace(/\r$/, ''));
+  }
+
+  private push(text: string): void {
+    const line = { at: performance.now() - this.started, text };
+    this.lines.push(line);
+    this.opts.onLine?.(text);
+    this.waiters = this.waiters.filter((w) => (w.re.test(text) ? (w.resolve(line), false) : true));
+  }
+
+  /** The first console line matching `re` (already seen or yet to come); undefined if the VMM ends first. */
+  waitFor(re: RegExp): Promise<ConsoleLine | undefined> {
+    const seen = this.lines.find((l) => re.test(l.text));
+    if (seen) return Promise.resolve(seen);
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return Promise.resolve(undefined);
+    return new Promise((resolve) => this.waiters.push({ re, resolve }));
+  }
+
+  /** Lines the guest's command printed with `pinion-guest: <key> ...`, without the prefix. */
+  marked(key: string): string[] {
+    const p = `pinion-guest: ${key} `;
+    return this.lines.filter((l) => l.text.startsWith(p)).map((l) => l.text.slice(p.length));
+  }
+
+  console(): string {
+    return this.lines.map((l) => l.text).join('\n');
+  }
+
+  /** The VMM process's memory now (kB): resident, locked and pinned. */
+  memory(): { rssKiB: number; vmLckKiB: number; vmPinKiB: number } {
+    const s = readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0);
+    return { rssKiB: kb('VmRSS'), vmLckKiB: kb('VmLck'), vmPinKiB: kb('VmPin') };
+  }
+
+  /** KVM's counters for this VMM's VM (debugfs, summed over its vCPUs), the same source for both VMMs. */
+  kvmStats(): KvmStats {
+    const root = '/sys/kernel/debug/kvm';
+    const dir = readdirSync(root).find((d) => d.startsWith(`${this.proc.pid}-`));
+    if (!dir) throw new Error(`no KVM debugfs directory for pid ${this.proc.pid} under ${root}`);
+    const n = (f: string): number => (existsSync(join(root, dir, f)) ? Number(readFileSync(join(root, dir, f), 'utf8')) : 0);
+    return { exits: n('exits'), ioExits: n('io_exits'), mmioExits: n('mmio_exits'), haltExits: n('halt_exits'), irqExits: n('irq_exits') };
+  }
+
+  kill(): void {
+    this.proc.kill('SIGKILL');
+  }
+}
+
+export interface KvmStats {
+  exits: number;
+  /** Exits KVM hands to the VMM in userspace: port I/O and MMIO it does not handle itself. */
+  ioExits: number;
+  mmioExits: number;
+  haltExits: number;
+  irqExits: number;
+}
+
+export function statsDelta(a: KvmStats, b: KvmStats): KvmStats {
+  return { exits: b.exits - a.exits, ioExits: b.ioExits - a.ioExits, mmioExits: b.mmioExits - a.mmioExits, haltExits: b.haltExits - a.haltExits, irqExits: b.irqExits - a.irqExits };
+}
+
+/** L1's side of the hub: the peer igb up at PEER_IP. Returns its interface name. */
+export function peerUp(): string {
+  const peer = peerPf().bdf;
+  const ifname = readdirSync(`/sys/bus/pci/devices/${peer}/net`)[0]!;
+  spawnSync('ip', ['link', 'set', ifname, 'up']);
+  spawnSync('ip', ['addr', 'replace', `${PEER_IP}/24`, 'dev', ifname]);
+  return ifname;
+}
+
+export function peerPackets(ifname: string): number {
+  const s = (k: string): number => Number(readFileSync(`/sys/class/net/${ifname}/statistics/${k}`, 'utf8'));
+  return s('rx_packets') + s('tx_packets');
+}
+
+/** `n` VFs of the assignable PF bound to vfio-pci (the PF stays with igb, which answers the VFs' mailbox while up). */
+export function vfsForGuests(n: number): { pf: string; vfs: string[] } {
+  const pf = assignablePf().bdf;
+  spawnSync('ip', ['link', 'set', readdirSync(`/sys/bus/pci/devices/${pf}/net`)[0]!, 'up']);
+  return { pf, vfs: createVfs(pf, n).map((b) => bindVfio(b).bdf) };
+}
+
+/** The PF itself bound to vfio-pci (its VFs removed first). */
+export function pfForGuest(): string {
+  const pf = assignablePf().bdf;
+  createVfs(pf, 0);
+  return bindVfio(pf).bdf;
+}
