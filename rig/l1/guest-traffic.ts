@@ -4,7 +4,7 @@
 // counters around the iperf3 runs, and the VMM's memory while it runs. The
 // side-by-side benchmark and the demo share it.
 import { spawn, spawnSync } from 'node:child_process';
-import { GUEST_MEMORY_MIB, LinuxGuest, peerPackets, PEER_IP, statsDelta, type GuestOptions, type IommuPath, type KvmStats, type Vmm } from './linux-guest.js';
+import { LinuxGuest, peerPackets, PEER_IP, statsDelta, type GuestOptions, type IommuPath, type KvmStats, type Vmm } from './linux-guest.js';
 
 export const IPERF_RUNS = ['tcp-g2h', 'tcp-h2g', 'udp-g2h', 'udp-h2g'] as const;
 export type IperfRun = (typeof IPERF_RUNS)[number];
@@ -28,7 +28,7 @@ export interface TrafficSample {
   exitsPer1000Packets: number;
   userspaceExitsPer1000Packets: number;
   rssKiB: number;
-  /** RSS less guest RAM: what the VMM itself holds. */
+  /** RSS less the guest RAM mapping's resident pages: what the VMM itself holds. */
   ownKiB: number;
   vmLckKiB: number;
   vmPinKiB: number;
@@ -91,7 +91,7 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
     exitsPer1000Packets: +((exits.exits * 1000) / packets).toFixed(1),
     userspaceExitsPer1000Packets: +(((exits.ioExits + exits.mmioExits) * 1000) / packets).toFixed(2),
     rssKiB: mem.rssKiB,
-    ownKiB: mem.rssKiB - GUEST_MEMORY_MIB * 1024,
+    ownKiB: mem.rssKiB - mem.guestRamRssKiB,
     vmLckKiB: mem.vmLckKiB,
     vmPinKiB: mem.vmPinKiB,
     status: end.status,

@@ -29,6 +29,8 @@ export interface GuestOptions {
   command?: string;
   /** Wall-clock limit in ms; the VMM is killed after it. */
   limitMs?: number;
+  /** More kernel parameters. */
+  append?: string;
   /** Called with each console line as it comes. */
   onLine?: (line: string) => void;
 }
@@ -41,7 +43,7 @@ export interface ConsoleLine {
 
 /** The VMM's command line. QEMU as its users run it for a direct kernel boot with an assigned function. */
 export function vmmArgv(o: GuestOptions): [string, string[]] {
-  const append = `console=ttyS0 quiet pinion.ip=${o.ip}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
+  const append = `console=ttyS0 quiet pinion.ip=${o.ip}${o.append ? ` ${o.append}` : ''}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
   if (o.vmm === 'pinion') {
     return [process.execPath, [PINION_CLI, 'run', '--kernel', o.kernel, '--initrd', o.initrd, '--append', append, '--cpus', String(GUEST_CPUS), '--memory', `${GUEST_MEMORY_MIB}M`, '--device', o.device, '--iommu', o.iommu]];
   }
@@ -64,10 +66,19 @@ export class LinuxGuest {
     this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (d: Buffer) => this.consume(d.toString('latin1')));
     this.proc.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    const limit = setTimeout(() => this.proc.kill('SIGKILL'), opts.limitMs ?? 240_000);
+    const limit = setTimeout(() => {
+      process.stderr.write(`l1: ${opts.vmm} (pid ${this.proc.pid}) still running after ${(opts.limitMs ?? 240_000) / 1000} s; SIGKILL\n`);
+      this.proc.kill('SIGKILL');
+    }, opts.limitMs ?? 240_000);
+    // A guest silent for 30 s: say where the VMM's threads are, for the rig test's log.
+    const silent = setInterval(() => {
+      const last = this.lines.at(-1)?.at ?? 0;
+      if (performance.now() - this.started - last > 30_000) process.stderr.write(`l1: ${opts.vmm} guest silent for ${((performance.now() - this.started - last) / 1000).toFixed(0)} s; last line: ${this.lines.at(-1)?.text ?? '(none)'}\n${threadStates(this.proc.pid!)}`);
+    }, 30_000);
     this.done = new Promise((resolve) =>
       this.proc.on('close', (status, signal) => {
         clearTimeout(limit);
+        clearInterval(silent);
         if (this.partial) this.push(this.partial);
         for (const w of this.waiters) w.resolve(undefined);
         this.waiters = [];
@@ -107,11 +118,19 @@ export class LinuxGuest {
     return this.lines.map((l) => l.text).join('\n');
   }
 
-  /** The VMM process's memory now (kB): resident, locked and pinned. */
-  memory(): { rssKiB: number; vmLckKiB: number; vmPinKiB: number } {
+  /** The VMM process's memory now (kB): resident, locked and pinned, and how much of the resident set is
+   * guest RAM (the largest mapping: one memfd or anonymous region in both VMMs). */
+  memory(): { rssKiB: number; guestRamRssKiB: number; vmLckKiB: number; vmPinKiB: number } {
     const s = readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
     const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0);
-    return { rssKiB: kb('VmRSS'), vmLckKiB: kb('VmLck'), vmPinKiB: kb('VmPin') };
+    let largest = { size: 0, rss: 0 };
+    let size = 0;
+    for (const l of readFileSync(`/proc/${this.proc.pid}/smaps`, 'utf8').split('\n')) {
+      const m = /^(Size|Rss):\s+(\d+) kB/.exec(l);
+      if (m?.[1] === 'Size') size = Number(m[2]);
+      else if (m?.[1] === 'Rss' && size > largest.size) largest = { size, rss: Number(m[2]) };
+    }
+    return { rssKiB: kb('VmRSS'), guestRamRssKiB: largest.rss, vmLckKiB: kb('VmLck'), vmPinKiB: kb('VmPin') };
   }
 
   /** KVM's counters for this VMM's VM (debugfs, summed over its vCPUs), the same source for both VMMs. */
@@ -126,6 +145,12 @@ export class LinuxGuest {
   kill(): void {
     this.proc.kill('SIGKILL');
   }
+}
+
+/** Each thread of a process: state and kernel wait channel. */
+export function threadStates(pid: number): string {
+  const r = spawnSync('ps', ['-L', '-o', 'tid,stat,wchan:32,comm', '-p', String(pid)], { encoding: 'utf8' });
+  return r.stdout || `(no process ${pid})\n`;
 }
 
 export interface KvmStats {

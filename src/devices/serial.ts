@@ -3,7 +3,9 @@
 // in a SharedArrayBuffer so every vCPU thread (and the VMM thread, which
 // feeds input) sees one UART; a small spin lock keeps a register access and
 // the interrupt line it implies together. Output is line-buffered per thread
-// so lines from two vCPUs do not interleave.
+// so lines from two vCPUs do not interleave; the line the VMM watches is
+// assembled in the shared state, since Linux may send one line's bytes from
+// either CPU.
 import type { BusDevice } from '../vmm/bus.js';
 
 export const COM1 = 0x3f8;
@@ -20,11 +22,12 @@ const FCR_CLEAR_RCVR = 0x02;
 // Register file: the eight registers, then DLL and DLM.
 const DLL = 8, DLM = 9;
 // Int32 words after the register file.
-const W = { lock: 0, rxHead: 1, rxTail: 2, threPending: 3, line: 4 } as const;
-const WORDS = 5;
+const W = { lock: 0, rxHead: 1, rxTail: 2, threPending: 3, line: 4, watchedLen: 5 } as const;
+const WORDS = 6;
 const RX_RING = 1024;
+const WATCHED_MAX = 1024;
 const REG_BYTES = 16;
-export const SERIAL_STATE_BYTES = REG_BYTES + WORDS * 4 + RX_RING;
+export const SERIAL_STATE_BYTES = REG_BYTES + WORDS * 4 + RX_RING + WATCHED_MAX;
 
 /** Sets the UART's interrupt line (an edge on the IOAPIC pin when it rises). */
 export type IrqLine = (level: boolean) => void;
@@ -33,8 +36,8 @@ export class Serial16550 implements BusDevice {
   private readonly regs: Uint8Array;
   private readonly w: Int32Array;
   private readonly rx: Uint8Array;
+  private readonly watched: Uint8Array;
   private line: number[] = [];
-  private watched: number[] = [];
 
   constructor(
     state: SharedArrayBuffer,
@@ -47,6 +50,7 @@ export class Serial16550 implements BusDevice {
     this.regs = new Uint8Array(state, 0, REG_BYTES);
     this.w = new Int32Array(state, REG_BYTES, WORDS);
     this.rx = new Uint8Array(state, REG_BYTES + WORDS * 4, RX_RING);
+    this.watched = new Uint8Array(state, REG_BYTES + WORDS * 4 + RX_RING, WATCHED_MAX);
   }
 
   static newState(): SharedArrayBuffer {
@@ -160,10 +164,14 @@ export class Serial16550 implements BusDevice {
 
   private put(byte: number): void {
     if (this.onLine) {
+      const n = this.w[W.watchedLen]!;
       if (byte === 0x0a) {
-        this.onLine(Buffer.from(this.watched).toString('latin1').replace(/\r$/, ''));
-        this.watched = [];
-      } else if (this.watched.length < 1024) this.watched.push(byte);
+        this.w[W.watchedLen] = 0;
+        this.onLine(Buffer.from(this.watched.subarray(0, n)).toString('latin1').replace(/\r$/, ''));
+      } else if (n < WATCHED_MAX) {
+        this.watched[n] = byte;
+        this.w[W.watchedLen] = n + 1;
+      }
     }
     this.line.push(byte);
     if (this.unbuffered || byte === 0x0a || this.line.length >= 4096) this.flush();

@@ -48,7 +48,8 @@ export interface GuestStops {
 /** Linux prints these at emergency level (so even under `quiet`): the MP-table machine has no pvpanic device
  * and no ACPI power button, so the console line is how the guest says it. */
 const PANIC_LINE = /Kernel panic - not syncing/;
-const POWER_DOWN_LINE = /^(\[[\s\d.]+\] )?reboot: Power down\r?$/;
+// With no power-off method Linux says the second (7.x) or the first (older).
+const POWER_DOWN_LINE = /^(\[[\s\d.]+\] )?reboot: (Power down|Power off not available: System halted instead)\r?$/;
 
 /** What a console line of a Linux guest means for the VM. */
 export function consoleLineStop(line: string, stops: GuestStops): void {

@@ -167,6 +167,11 @@ export function writeDtable(b: Buffer, at: number, base: bigint, limit: number):
 /** struct kvm_cpuid2 header (nent, padding) then struct kvm_cpuid_entry2[nent] of 40 bytes. */
 export const kvm_cpuid_entry2 = { size: 40, function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24 } as const;
 export const KVM_MAX_CPUID_ENTRIES = 256;
+/** asm/kvm_para.h: the paravirt leaf and its feature bits (in EAX). */
+export const KVM_CPUID_FEATURES = 0x40000001;
+export const KVM_FEATURE_ASYNC_PF = 4;
+export const KVM_FEATURE_ASYNC_PF_VMEXIT = 10;
+export const KVM_FEATURE_ASYNC_PF_INT = 14;
 
 /** struct kvm_pit_config: flags then 15 pad words. */
 /** struct kvm_irq_level: irq (GSI), level. */

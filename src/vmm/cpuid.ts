@@ -1,6 +1,12 @@
 // Per-vCPU CPUID from KVM_GET_SUPPORTED_CPUID: the same features on every
 // vCPU, each with its own initial APIC ID. Pure (works on the kvm_cpuid2 buffer).
-import { kvm_cpuid_entry2 as E } from '../sys/kvm.js';
+import { kvm_cpuid_entry2 as E, KVM_CPUID_FEATURES, KVM_FEATURE_ASYNC_PF, KVM_FEATURE_ASYNC_PF_INT, KVM_FEATURE_ASYNC_PF_VMEXIT } from '../sys/kvm.js';
+
+// Async page faults let a guest run other tasks while KVM faults in a page it
+// has not got yet. A VM with assigned devices has all its RAM pinned, so they
+// buy nothing; and a Linux 7.3 guest that enabled them died in the rig of a
+// #PF recursion in __kvm_handle_async_pf during its first seconds.
+const HIDDEN_PV_FEATURES = (1 << KVM_FEATURE_ASYNC_PF) | (1 << KVM_FEATURE_ASYNC_PF_VMEXIT) | (1 << KVM_FEATURE_ASYNC_PF_INT);
 
 export function vcpuCpuid(supported: Buffer, index: number, count: number): Buffer {
   const b = Buffer.from(supported);
@@ -16,6 +22,8 @@ export function vcpuCpuid(supported: Buffer, index: number, count: number): Buff
       b.writeUInt32LE((count > 1 ? edx | (1 << 28) : edx & ~(1 << 28)) >>> 0, at + E.edx);
     } else if (fn === 0xb || fn === 0x1f) {
       b.writeUInt32LE(index, at + E.edx); // x2APIC ID
+    } else if (fn === KVM_CPUID_FEATURES) {
+      b.writeUInt32LE((b.readUInt32LE(at + E.eax) & ~HIDDEN_PV_FEATURES) >>> 0, at + E.eax);
     }
   }
   return b;

@@ -21,8 +21,9 @@ p() { sed "s/^/pinion-guest: $1 /"; }
 msix() { grep MSI /proc/interrupts | awk '{ s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print $NF, s }'; }
 echo "pinion-guest: cpus $(grep -c ^processor /proc/cpuinfo)"
 echo "pinion-guest: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+echo "pinion-guest: sleep-start"; sleep 3; echo "pinion-guest: sleep-end"
 grep -E 'System RAM|Reserved' /proc/iomem | p iomem
-lspci -nnk | p lspci
+lspci -nnk 2>/dev/null | p lspci
 msix | p msix-before
 ping -c 20 -i 0.2 -W 2 ${PEER_IP} | tail -n 2 | p ping
 mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/g2h
@@ -35,6 +36,7 @@ msix | p msix-after
 `;
 
 // L1's side of the transfers.
+const peer = peerUp();
 const h2g = randomBytes(4 << 20);
 const server = createServer((req, res) => (req.url === '/h2g' ? res.end(h2g) : (res.statusCode = 404, res.end())));
 await new Promise<void>((r) => server.listen(8000, PEER_IP, r));
@@ -55,6 +57,7 @@ async function boot(device: string, iommu: IommuPath): Promise<Record<string, un
   const packetsBefore = peerPackets(peer);
   const g = new LinuxGuest({ vmm: 'pinion', iommu, kernel, initrd, device, ip: `${GUEST_IP}/24`, command: CHECK });
   const init = await g.waitFor(/^pinion-guest: init at/);
+  const [s0, s1] = [await g.waitFor(/^pinion-guest: sleep-start/), await g.waitFor(/^pinion-guest: sleep-end/)];
   const link = await g.waitFor(/^pinion-guest: link /);
   progress(`  init at ${init ? (init.at / 1000).toFixed(1) : '-'} s, ${link?.text ?? 'no link line'}`);
   let g2hL1: string | undefined;
@@ -80,6 +83,7 @@ async function boot(device: string, iommu: IommuPath): Promise<Record<string, un
     link: link?.text,
     cpus: g.marked('cpus')[0],
     clocksource: g.marked('clocksource')[0],
+    sleep3Ms: s0 && s1 ? Math.round(s1.at - s0.at) : undefined,
     iomem: g.marked('iomem'),
     lspci: g.marked('lspci'),
     msixBefore: g.marked('msix-before'),
@@ -97,7 +101,6 @@ async function boot(device: string, iommu: IommuPath): Promise<Record<string, un
   };
 }
 
-const peer = peerUp();
 const out: Record<string, unknown> = { kernel: kernelVariant };
 const { vfs } = vfsForGuests(1);
 for (const iommu of ['iommufd', 'legacy'] as const) out[`vf-${iommu}`] = await boot(vfs[0]!, iommu);

@@ -17,6 +17,7 @@ interface Boot {
   link?: string;
   cpus?: string;
   clocksource?: string;
+  sleep3Ms?: number;
   iomem: string[];
   lspci: string[];
   msixBefore: string[];
@@ -52,6 +53,7 @@ for (const kernel of ['type1', 'compat'] as const) {
           t.match(b.stderr, /^pinion: guest powered off; the VM ends$/m);
           t.equal(b.cpus, '2', 'both vCPUs in /proc/cpuinfo');
           t.equal(b.clocksource, 'kvm-clock', 'the guest keeps time on kvm-clock');
+          t.ok(b.sleep3Ms !== undefined && b.sleep3Ms > 2700 && b.sleep3Ms < 4000, "the guest's `sleep 3` lasts 3 s of L1's clock (console latency aside)", { sleep3Ms: b.sleep3Ms });
           t.same(b.iomem, ['00001000-0009fbff : System RAM', '0009fc00-000fffff : Reserved', '00100000-0fffffff : System RAM'], '/proc/iomem is the guest memory map (256 MiB)');
           const fnLine = b.lspci.findIndex((l) => l.includes(`[${id}]`));
           t.ok(fnLine >= 0, `lspci shows the function [${id}]`, { lspci: b.lspci });

@@ -83,6 +83,16 @@ t.test('whole lines go to the watcher, carriage return dropped', async (t) => {
 t.test("a Linux guest's console lines that end the VM: a panic (with the line) and a power-down", async (t) => {
   const seen: string[] = [];
   const stops = { exit: () => seen.push('exit'), reset: () => seen.push('reset'), panic: (l: string) => seen.push(`panic ${l}`), poweroff: () => seen.push('poweroff') };
-  for (const l of ['[    2.5] Kernel panic - not syncing: No working init found.', '[   15.7] reboot: Power down', 'reboot: Power down\r', 'echo reboot: Power down', '[ 1.0] reboot: Restarting system']) consoleLineStop(l, stops);
-  t.same(seen, ['panic Kernel panic - not syncing: No working init found.', 'poweroff', 'poweroff']);
+  for (const l of ['[    2.5] Kernel panic - not syncing: No working init found.', '[   15.7] reboot: Power down', 'reboot: Power down\r', '[    9.92] reboot: Power off not available: System halted instead', 'echo reboot: Power down', '[ 1.0] reboot: Restarting system']) consoleLineStop(l, stops);
+  t.same(seen, ['panic Kernel panic - not syncing: No working init found.', 'poweroff', 'poweroff', 'poweroff']);
+});
+
+t.test('a console line whose bytes come from two vCPU threads is watched whole', async (t) => {
+  const state = Serial16550.newState();
+  const lines: string[] = [];
+  const a = new Serial16550(state, () => {}, () => {}, true, (l) => lines.push(l));
+  const b = new Serial16550(state, () => {}, () => {}, true, (l) => lines.push(l));
+  const text = Buffer.from('[   21.7] reboot: Power off not available: System halted instead\r\n');
+  text.forEach((c, i) => (i % 3 ? a : b).write(0, Uint8Array.of(c)));
+  t.same(lines, ['[   21.7] reboot: Power off not available: System halted instead']);
 });

@@ -104,6 +104,17 @@ t.test('CPUID: each vCPU gets its own APIC ID, features unchanged', async (t) =>
   t.equal(cpuidReg(sup, 1, 0, 'ebx'), 0x800, 'the supported list is not modified');
 });
 
+t.test('CPUID: the KVM paravirt leaf keeps kvm-clock and the rest, without async page faults', async (t) => {
+  const sup = Buffer.alloc(8 + 40);
+  sup.writeUInt32LE(1, 0);
+  sup.writeUInt32LE(0x40000001, 8);
+  const all = 0x01ffffff; // KVM_FEATURE_CLOCKSOURCE (0) .. MIGRATION_CONTROL (17) and the stable bit (24)
+  sup.writeUInt32LE(all, 8 + 12);
+  const eax = cpuidReg(vcpuCpuid(sup, 0, 1), 0x40000001, 0, 'eax')!;
+  t.equal(eax & ((1 << 4) | (1 << 10) | (1 << 14)), 0, 'ASYNC_PF, ASYNC_PF_VMEXIT and ASYNC_PF_INT hidden');
+  t.equal(eax, (all & ~((1 << 4) | (1 << 10) | (1 << 14))) >>> 0, 'every other feature kept (kvm-clock, PV EOI, steal time, ...)');
+});
+
 t.test('bus: ranges dispatch by offset, overlaps refused, unclaimed reads are all ones', async (t) => {
   const bus = new Bus('pio');
   const seen: string[] = [];
