@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
-import { iperfServer, IPERF_RUNS, measuredBoot, type TrafficSample } from '../rig/l1/guest-traffic.js';
+import { iperfServer, IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
 import { commitId, median } from './stats.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = ''] = process.argv.slice(2);
@@ -30,12 +30,15 @@ const peer = peerUp();
 const { vfs } = vfsForGuests(1);
 const server = iperfServer();
 const samples: Sample[] = [];
+const failedBoots: { vmm: Vmm; iommu: IommuPath; round: number; error: string }[] = [];
 try {
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 ? [...CONFIGS].reverse() : CONFIGS;
     for (const c of order) {
       log(`round ${round}: ${c.vmm} ${c.iommu}`);
-      samples.push({ ...(await measuredBoot({ ...c, kernel, initrd, device: vfs[0]! }, PLAN, peer)), round });
+      const r = await measuredBootWithRetry({ ...c, kernel, initrd, device: vfs[0]! }, PLAN, peer);
+      samples.push({ ...r.sample, round });
+      failedBoots.push(...r.failures.map((error) => ({ ...c, round, error })));
     }
   }
 } finally {
@@ -76,6 +79,7 @@ const section = {
   statistic: `median over ${ROUNDS} boots per VMM and path, order alternating by round; ratio = Pinion / QEMU`,
   summary,
   samples,
+  failedBoots,
 };
 console.log(JSON.stringify(summary));
 if (outFile) {

@@ -3,7 +3,7 @@
 // iperf3 against L1), then the same under QEMU on the same VF, on both IOMMU
 // paths, and the two side by side. Exits non-zero if any boot fell short.
 import { peerUp, vfsForGuests, vmmArgv, type IommuPath, type Vmm } from './linux-guest.js';
-import { iperfServer, measuredBoot, type TrafficSample } from './guest-traffic.js';
+import { iperfServer, measuredBootWithRetry, type TrafficSample } from './guest-traffic.js';
 
 const [kernel = '', initrd = ''] = process.argv.slice(2);
 const PLAN = { pings: 20, iperfSec: 2, runs: ['tcp-g2h', 'tcp-h2g'] as const };
@@ -21,7 +21,8 @@ try {
       console.log(`\n$ ${vmm === 'pinion' ? 'pinion' : cmd} ${(vmm === 'pinion' ? args.slice(1) : args).map((a) => (a.includes(' ') ? `'${a.replace(/pinion\.run=\S+/, 'pinion.run=…')}'` : a)).join(' ')}`);
       // The first boot's console is shown as it comes; the rest only as their figures.
       const show = rows.length === 0 ? (l: string) => console.log(`  guest| ${l}`) : undefined;
-      const s = await measuredBoot(o, PLAN, peer, show);
+      const { sample: s, failures } = await measuredBootWithRetry(o, PLAN, peer, show);
+      if (failures.length) console.log(`  (the first boot fell short and was run again: ${failures[0]!.split('\n')[0]})`);
       console.log(`  ${vmm} (${iommu}): init after ${(s.initMs / 1000).toFixed(1)} s, ${s.pingLoss}, TCP ${s.mbps['tcp-g2h']} / ${s.mbps['tcp-h2g']} Mbit/s, exit ${s.status}`);
       ok &&= s.status === 0 && /\b0% packet loss/.test(s.pingLoss);
       rows.push(s);

@@ -97,3 +97,17 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
     status: end.status,
   };
 }
+
+/** measuredBoot, once more from a fresh VMM when a boot falls short (the failure is kept, not hidden). */
+export async function measuredBootWithRetry(o: Omit<GuestOptions, 'command' | 'ip'>, plan: TrafficPlan, peer: string, echo?: (line: string) => void): Promise<{ sample: TrafficSample; failures: string[] }> {
+  const failures: string[] = [];
+  for (;;) {
+    try {
+      return { sample: await measuredBoot(o, plan, peer, echo), failures };
+    } catch (e) {
+      failures.push((e as Error).message);
+      process.stderr.write(`l1: ${o.vmm} ${o.iommu} boot failed, ${failures.length === 1 ? 'retrying once' : 'giving up'}: ${(e as Error).message.split('\n')[0]}\n`);
+      if (failures.length > 1) throw e;
+    }
+  }
+}
