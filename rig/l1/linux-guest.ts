@@ -90,7 +90,8 @@ export class LinuxGuest {
   private consume(s: string): void {
     const parts = (this.partial + s).split('\n');
     this.partial = parts.pop()!;
-    for (const p of parts) this.push(p.replace(/\r$/, ''));
+    // SeaBIOS clears the screen with escape sequences just before the kernel's first line.
+    for (const p of parts) this.push(p.replace(/\r$/, '').replace(/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])/g, ''));
   }
 
   private push(text: string): void {
