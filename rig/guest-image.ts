@@ -4,12 +4,12 @@
 // service and rig/guest/init.sh. Cached by content hash, like L1's.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cacheDir, RigError, rigSourceDir } from './paths.js';
 import { ensureKernel, KERNEL_VARIANTS, type KernelVariant } from './kernel.js';
+import { buildInitramfs } from './initramfs.js';
 
 /** Host programs copied in with their shared libraries, and the Debian package each comes from. */
 const PROGRAMS: Record<string, string> = { '/usr/bin/iperf3': 'iperf3', '/usr/bin/lspci': 'pciutils' };
@@ -35,14 +35,13 @@ export function ensureGuestInitramfs(cache = cacheDir()): string {
   const copies = new Set<string>(Object.keys(FILES));
   for (const p of Object.keys(PROGRAMS)) [p, ...sharedLibraries(p)].forEach((f) => copies.add(f));
   const hash = createHash('sha256');
-  for (const f of [...inputs, ...copies]) hash.update(f).update(readFileSync(f));
+  // Named by where they land (the checkout may be anywhere), read from where they are.
+  for (const f of [...inputs, ...copies]) hash.update(f.startsWith(src) ? f.slice(src.length) : f).update(readFileSync(f));
   const out = join(cache, `guest-initramfs-${hash.digest('hex').slice(0, 16)}.cpio.gz`);
   if (existsSync(out)) return out;
 
   process.stderr.write('rig: building the Linux guest initramfs (busybox, iperf3, lspci, udp-echo) ...\n');
-  const stage = mkdtempSync(join(tmpdir(), 'pinion-guest-image-'));
-  try {
-    for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp']) mkdirSync(join(stage, d));
+  buildInitramfs(out, (stage) => {
     for (const f of copies) {
       const to = join(stage, f);
       mkdirSync(dirname(to), { recursive: true });
@@ -50,14 +49,7 @@ export function ensureGuestInitramfs(cache = cacheDir()): string {
     }
     execFileSync('gcc', ['-O2', '-static', '-o', join(stage, 'bin', 'udp-echo'), join(src, 'udp-echo.c')], { stdio: 'inherit' });
     copyFileSync(join(src, 'init.sh'), join(stage, 'init'));
-    chmodSync(join(stage, 'init'), 0o755);
-    mkdirSync(cache, { recursive: true });
-    const tmp = `${out}.${process.pid}`;
-    execFileSync('sh', ['-c', `find . | cpio -o -H newc --quiet | gzip -1 > "${tmp}"`], { cwd: stage });
-    renameSync(tmp, out);
-  } finally {
-    rmSync(stage, { recursive: true, force: true });
-  }
+  });
   return out;
 }
 

@@ -51,6 +51,12 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
   return ['qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host', '-m', `${GUEST_MEMORY_MIB}M`, '-smp', String(GUEST_CPUS), '-kernel', o.kernel, '-initrd', o.initrd, '-append', append, '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', ...dev]];
 }
 
+/** A console line as text: no CR, and no terminal escapes (SeaBIOS clears the screen with some just before
+ * the kernel's first line). */
+export function consoleText(raw: string): string {
+  return raw.replace(/\r$/, '').replace(/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])/g, '');
+}
+
 /** A running guest: its console lines as they come, and waits on them. */
 export class LinuxGuest {
   readonly lines: ConsoleLine[] = [];
@@ -90,8 +96,14 @@ export class LinuxGuest {
   private consume(s: string): void {
     const parts = (this.partial + s).split('\n');
     this.partial = parts.pop()!;
-    // SeaBIOS clears the screen with escape sequences just before the kernel's first line.
-    for (const p of parts) this.push(p.replace(/\r$/, '').replace(/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])/g, ''));
+    for (const p of parts) {
+      // The guest's markers start a line of their own even when what came before ended without a newline
+      // (SeaBIOS's "Booting from ROM..").
+      const text = consoleText(p);
+      const at = text.indexOf('pinion-guest: ');
+      if (at > 0) this.push(text.slice(0, at));
+      this.push(at > 0 ? text.slice(at) : text);
+    }
   }
 
   private push(text: string): void {

@@ -31,6 +31,7 @@ import { existsSync } from 'node:fs';
 import { Bus, type BusDevice } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
+import { trace } from '../vmm/trace.js';
 
 export interface MachineConfig {
   /** The test guest's ELF payload, unless `linux` is given. */
@@ -108,7 +109,9 @@ export class Machine {
     const c = this.config;
     const ranges = ramRanges(c.memory);
     const source: BootSource = c.linux ? { kind: 'linux', ...c.linux } : { kind: 'payload', path: c.payload ?? '' };
+    trace('machine: start');
     const boot = planBoot(source, ranges, c.cmdline, c.cpus, c.memory, c.memoryArg ?? `${c.memory}`);
+    trace('boot image read');
 
     // Device problems are found before anything is opened or pinned.
     const hosts = (c.devices ?? []).map((bdf) => hostDevice(bdf));
@@ -137,12 +140,15 @@ export class Machine {
         u.add(region);
       }
     });
+    trace('VM created, RAM allocated');
     this.load(boot);
+    trace('boot image loaded');
 
     const pci = new PciConfigIo();
     pci.add(0, hostBridge());
     this.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
     if (hosts.length) this.assign(hosts, pci);
+    if (hosts.length) trace('devices attached, RAM DMA-mapped');
 
     const cpuid = kvm.supportedCpuid();
     for (let i = 0; i < c.cpus; i++) {
@@ -158,6 +164,7 @@ export class Machine {
     }
     // Linux's console is interactive (prompts end without a newline); the test guest's lines stay whole.
     this.devices = standardDevices(c.consoleFd, this.vm.fd, source.kind === 'linux');
+    trace('vCPUs set up');
   }
 
   /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
@@ -203,6 +210,7 @@ export class Machine {
             const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
             w.on('message', (m: VcpuMessage) => {
               if (m.type === 'ready') {
+                trace(`vCPU ${v.index} thread running`);
                 this.threads[v.index] = m.thread;
                 if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
               } else if (m.type === 'io') serveRpc(rpc, this.pio, this.mmio);
