@@ -68,7 +68,10 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
   (await g.waitFor(/^pinion-guest: traffic-end/)) ?? fail('no traffic-end');
   const [s1, p1] = [g.kvmStats(), peerPackets(peer)];
   const mem = g.memory();
+  // The figures are in; a guest that does not get to power off within 60 s is ended (its status says so).
+  const late = setTimeout(() => g.kill(), 60_000);
   const end = await g.done;
+  clearTimeout(late);
   const ping = g.marked('ping');
   const rtt = /min\/avg\/max = ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(ping.join(' ')) ?? fail(`no ping summary: ${ping.join(' | ')}`);
   const mbps: TrafficSample['mbps'] = {};
