@@ -28,6 +28,7 @@ export interface TrafficSample {
   exitsPer1000Packets: number;
   userspaceExitsPer1000Packets: number;
   rssKiB: number;
+  guestRamRssKiB: number;
   /** RSS less the guest RAM mapping's resident pages: what the VMM itself holds. */
   ownKiB: number;
   vmLckKiB: number;
@@ -94,6 +95,7 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
     exitsPer1000Packets: +((exits.exits * 1000) / packets).toFixed(1),
     userspaceExitsPer1000Packets: +(((exits.ioExits + exits.mmioExits) * 1000) / packets).toFixed(2),
     rssKiB: mem.rssKiB,
+    guestRamRssKiB: mem.guestRamRssKiB,
     ownKiB: mem.rssKiB - mem.guestRamRssKiB,
     vmLckKiB: mem.vmLckKiB,
     vmPinKiB: mem.vmPinKiB,
