@@ -24,10 +24,54 @@ const CONFIGS: { vmm: Vmm; iommu: IommuPath }[] = [
 const log = (s: string): void => void process.stderr.write(`bench ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);
 type Sample = TrafficSample & { round: number };
 
-
 if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: linux-guest.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON');
 const peer = peerUp();
 const { vfs } = vfsForGuests(1);
+function report(): void {
+  // Medians per VMM and path; ratios Pinion / QEMU per path.
+  type Figures = Record<string, number>;
+  const figures = (s: Sample[]): Figures => ({
+    initMs: median(s.map((x) => x.initMs)),
+    rttMinMs: median(s.map((x) => x.rttMs.min)),
+    rttAvgMs: median(s.map((x) => x.rttMs.avg)),
+    rttMaxMs: median(s.map((x) => x.rttMs.max)),
+    tcpG2hMbps: median(s.map((x) => x.mbps['tcp-g2h']!)),
+    tcpH2gMbps: median(s.map((x) => x.mbps['tcp-h2g']!)),
+    udpG2hMbps: median(s.map((x) => x.mbps['udp-g2h']!)),
+    udpH2gMbps: median(s.map((x) => x.mbps['udp-h2g']!)),
+    exitsPer1000Packets: median(s.map((x) => x.exitsPer1000Packets)),
+    userspaceExitsPer1000Packets: median(s.map((x) => x.userspaceExitsPer1000Packets)),
+    rssKiB: median(s.map((x) => x.rssKiB)),
+    ownKiB: median(s.map((x) => x.ownKiB)),
+    vmLckKiB: median(s.map((x) => x.vmLckKiB)),
+    vmPinKiB: median(s.map((x) => x.vmPinKiB)),
+  });
+    const summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }> = {};
+  for (const iommu of ['legacy', 'iommufd'] as const) {
+    const p = figures(samples.filter((s) => s.vmm === 'pinion' && s.iommu === iommu));
+    const q = figures(samples.filter((s) => s.vmm === 'qemu' && s.iommu === iommu));
+    const ratio = Object.fromEntries(Object.keys(p).map((k) => [k, q[k] ? +(p[k]! / q[k]!).toFixed(3) : NaN]));
+    summary[iommu] = { pinion: p, qemu: q, ratio };
+  }
+  const section = {
+    date: new Date().toISOString(),
+    commit: commitId(),
+    rigKernel: basename(dirname(kernel)),
+    guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN },
+    qemu: spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0],
+    statistic: `median over ${new Set(samples.map((x) => x.round)).size} of ${ROUNDS} rounds (one boot per VMM and path each), order alternating by round; ratio = Pinion / QEMU`,
+    summary,
+    samples,
+    failedBoots,
+  };
+  console.log(JSON.stringify(summary));
+  if (outFile) {
+    const all = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as Record<string, unknown>) : {};
+    all[variant] = section;
+    writeFileSync(outFile, JSON.stringify(all, null, 2) + '\n');
+  }
+}
+
 const server = iperfServer();
 const samples: Sample[] = [];
 const failedBoots: { vmm: Vmm; iommu: IommuPath; round: number; error: string }[] = [];
@@ -45,51 +89,12 @@ try {
         failedBoots.push({ ...c, round, error: (e as Error).message }, { ...c, round, error: 'retry failed too' });
       }
     }
+    // Each round's figures are kept as it ends: a rig that fails later leaves what was measured.
+    report();
   }
 } finally {
   server.stop();
 }
 
-// Medians per VMM and path; ratios Pinion / QEMU per path.
-type Figures = Record<string, number>;
-const figures = (s: Sample[]): Figures => ({
-  initMs: median(s.map((x) => x.initMs)),
-  rttMinMs: median(s.map((x) => x.rttMs.min)),
-  rttAvgMs: median(s.map((x) => x.rttMs.avg)),
-  rttMaxMs: median(s.map((x) => x.rttMs.max)),
-  tcpG2hMbps: median(s.map((x) => x.mbps['tcp-g2h']!)),
-  tcpH2gMbps: median(s.map((x) => x.mbps['tcp-h2g']!)),
-  udpG2hMbps: median(s.map((x) => x.mbps['udp-g2h']!)),
-  udpH2gMbps: median(s.map((x) => x.mbps['udp-h2g']!)),
-  exitsPer1000Packets: median(s.map((x) => x.exitsPer1000Packets)),
-  userspaceExitsPer1000Packets: median(s.map((x) => x.userspaceExitsPer1000Packets)),
-  rssKiB: median(s.map((x) => x.rssKiB)),
-  ownKiB: median(s.map((x) => x.ownKiB)),
-  vmLckKiB: median(s.map((x) => x.vmLckKiB)),
-  vmPinKiB: median(s.map((x) => x.vmPinKiB)),
-});
-const summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }> = {};
-for (const iommu of ['legacy', 'iommufd'] as const) {
-  const p = figures(samples.filter((s) => s.vmm === 'pinion' && s.iommu === iommu));
-  const q = figures(samples.filter((s) => s.vmm === 'qemu' && s.iommu === iommu));
-  const ratio = Object.fromEntries(Object.keys(p).map((k) => [k, q[k] ? +(p[k]! / q[k]!).toFixed(3) : NaN]));
-  summary[iommu] = { pinion: p, qemu: q, ratio };
-}
-const section = {
-  date: new Date().toISOString(),
-  commit: commitId(),
-  rigKernel: basename(dirname(kernel)),
-  guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN },
-  qemu: spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0],
-  statistic: `median over ${ROUNDS} boots per VMM and path, order alternating by round; ratio = Pinion / QEMU`,
-  summary,
-  samples,
-  failedBoots,
-};
-console.log(JSON.stringify(summary));
-if (outFile) {
-  const all = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as Record<string, unknown>) : {};
-  all[variant] = section;
-  writeFileSync(outFile, JSON.stringify(all, null, 2) + '\n');
-}
+report();
 process.exit(0);

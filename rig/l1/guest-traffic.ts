@@ -25,6 +25,8 @@ export interface TrafficSample {
   mbps: Partial<Record<IperfRun, number>>;
   packets: number;
   exits: KvmStats;
+  /** KVM's counters from the VM's creation to the init marker. */
+  bootExits: KvmStats;
   exitsPer1000Packets: number;
   userspaceExitsPer1000Packets: number;
   rssKiB: number;
@@ -63,6 +65,7 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
     throw new Error(`${o.vmm} ${o.iommu}: ${what}\nconsole:\n${g.console().slice(-3000)}\nstderr:\n${g.stderr.slice(-2000)}`);
   };
   const init = (await g.waitFor(/^pinion-guest: init at/)) ?? fail('no init marker');
+  const bootExits = g.kvmStats();
   const link = (await g.waitFor(/^pinion-guest: link /)) ?? fail('no link line');
   (await g.waitFor(/^pinion-guest: traffic-start/)) ?? fail('no traffic-start');
   const [s0, p0] = [g.kvmStats(), peerPackets(peer)];
@@ -92,6 +95,7 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
     mbps,
     packets,
     exits,
+    bootExits,
     exitsPer1000Packets: +((exits.exits * 1000) / packets).toFixed(1),
     userspaceExitsPer1000Packets: +(((exits.ioExits + exits.mmioExits) * 1000) / packets).toFixed(2),
     rssKiB: mem.rssKiB,
