@@ -244,8 +244,12 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
         if (exitCode === undefined && !failure && !stalled) {
           const said = qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing';
           const message = `QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${said}; last console lines:\n${tail(runDir)}`;
-          // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status.
-          failure = qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode) ? new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`) : new RigError(message);
+          // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status; or L1's
+          // kernel panicked and L1 reset (QEMU runs it with -no-reboot): both are the rig failing, not the command.
+          const panic = /Kernel panic - not syncing: .*/.exec(readConsole(runDir) ?? '')?.[0];
+          if (qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode)) failure = new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`);
+          else if (panic) failure = new RigCrashError(message, `L1's kernel panicked: ${panic}`);
+          else failure = new RigError(message);
         }
         finish();
       });

@@ -1,8 +1,8 @@
 // The rig's stall watchdog in a real L1: a silent heartbeat (here: frozen
 // on purpose) and an idle L1 are each caught within seconds, QEMU is killed,
 // and the report carries L1's own dump, QEMU's view of its vCPUs and the
-// kernel log. A test command whose L1 stalls or whose QEMU crashes is
-// retried once from a fresh boot, loudly.
+// kernel log. A test command whose L1 stalls, whose QEMU crashes or whose
+// L1 kernel panics is retried once from a fresh boot, loudly.
 import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -89,4 +89,23 @@ t.test('a test command whose QEMU crashes is retried once from a fresh boot, and
   t.equal(entries.length, 1);
   t.equal(entries[0]!.kind, 'crash');
   t.match(entries[0]!.reason, /^QEMU died of SIGABRT/);
+});
+
+t.test("a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retried once, and the panic is named", async (t) => {
+  const own = mkdtempSync(join(tmpdir(), 'pinion-panic-'));
+  const saved = process.env.PINION_RIG_STALL_LOG;
+  const log = join(own, 'failures.jsonl');
+  process.env.PINION_RIG_STALL_LOG = log;
+  t.teardown(() => {
+    process.env.PINION_RIG_STALL_LOG = saved;
+    rmSync(own, { recursive: true, force: true });
+  });
+  const marker = join(own, 'first');
+  const r = await inRig('type1', ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; echo c > /proc/sysrq-trigger; sleep 60; fi`], { rwDir: own });
+  t.equal(r.exitCode, 0);
+  t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
+  const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; reason: string });
+  t.equal(entries.length, 1);
+  t.equal(entries[0]!.kind, 'crash');
+  t.match(entries[0]!.reason, /^L1's kernel panicked: Kernel panic - not syncing: sysrq triggered crash/);
 });
