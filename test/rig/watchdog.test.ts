@@ -12,6 +12,11 @@ import { runCli, inRig } from '../support/rig.js';
 
 // The stalls here are made on purpose: the soak does not count them.
 process.env.PINION_RIG_EXPECT_STALL = '1';
+// Assigning undefined to process.env stores the string 'undefined': unset instead.
+function restoreEnv(name: string, value: string | undefined): void {
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+}
 const FREEZE = 'kill -STOP $(cat /run/pinion-heartbeat.pid); echo frozen >&2; sleep 300';
 
 t.test('a silent heartbeat is a stall: caught, QEMU killed, report with L1 dump, QEMU vCPUs and kernel log', async (t) => {
@@ -48,7 +53,7 @@ t.test('a test command whose L1 stalls is retried once from a fresh boot, and th
   const saved = process.env.PINION_RIG_STALL_LOG;
   process.env.PINION_RIG_STALL_LOG = log;
   t.teardown(() => {
-    process.env.PINION_RIG_STALL_LOG = saved;
+    restoreEnv('PINION_RIG_STALL_LOG', saved);
     rmSync(dir, { recursive: true, force: true });
   });
   // The first boot freezes its heartbeat; the second finds the marker and finishes.
@@ -68,8 +73,8 @@ t.test('a test command whose QEMU crashes is retried once from a fresh boot, and
   process.env.PINION_RIG_STALL_LOG = log;
   process.env.TMPDIR = own;
   t.teardown(() => {
-    process.env.TMPDIR = saved.tmp;
-    process.env.PINION_RIG_STALL_LOG = saved.log;
+    restoreEnv('TMPDIR', saved.tmp);
+    restoreEnv('PINION_RIG_STALL_LOG', saved.log);
     rmSync(own, { recursive: true, force: true });
   });
   // Once the first boot's command runs, its QEMU gets SIGABRT, as a TCG assertion would send it.
@@ -97,7 +102,7 @@ t.test("a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retri
   const log = join(own, 'failures.jsonl');
   process.env.PINION_RIG_STALL_LOG = log;
   t.teardown(() => {
-    process.env.PINION_RIG_STALL_LOG = saved;
+    restoreEnv('PINION_RIG_STALL_LOG', saved);
     rmSync(own, { recursive: true, force: true });
   });
   const marker = join(own, 'first');
