@@ -33,6 +33,8 @@ export interface GuestOptions {
   append?: string;
   /** Called with each console line as it comes. */
   onLine?: (line: string) => void;
+  /** More arguments for the VMM (e.g. Pinion's --memory-backend). */
+  vmmArgs?: string[];
 }
 
 export interface ConsoleLine {
@@ -45,10 +47,10 @@ export interface ConsoleLine {
 export function vmmArgv(o: GuestOptions): [string, string[]] {
   const append = `console=ttyS0 quiet pinion.ip=${o.ip}${o.append ? ` ${o.append}` : ''}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
   if (o.vmm === 'pinion') {
-    return [process.execPath, [PINION_CLI, 'run', '--kernel', o.kernel, '--initrd', o.initrd, '--append', append, '--cpus', String(GUEST_CPUS), '--memory', `${GUEST_MEMORY_MIB}M`, '--device', o.device, '--iommu', o.iommu]];
+    return [process.execPath, [PINION_CLI, 'run', '--kernel', o.kernel, '--initrd', o.initrd, '--append', append, '--cpus', String(GUEST_CPUS), '--memory', `${GUEST_MEMORY_MIB}M`, '--device', o.device, '--iommu', o.iommu, ...(o.vmmArgs ?? [])]];
   }
   const dev = o.iommu === 'iommufd' ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${o.device},iommufd=ifd0`] : ['-device', `vfio-pci,host=${o.device}`];
-  return ['qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host', '-m', `${GUEST_MEMORY_MIB}M`, '-smp', String(GUEST_CPUS), '-kernel', o.kernel, '-initrd', o.initrd, '-append', append, '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', ...dev]];
+  return ['qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host', '-m', `${GUEST_MEMORY_MIB}M`, '-smp', String(GUEST_CPUS), '-kernel', o.kernel, '-initrd', o.initrd, '-append', append, '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', ...dev, ...(o.vmmArgs ?? [])]];
 }
 
 /** A console line as text: no CR, and no terminal escapes (SeaBIOS clears the screen with some just before

@@ -32,6 +32,7 @@ import { Bus, type BusDevice } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
 import { trace } from '../vmm/trace.js';
+import { exitProfileOn, exitProfileReport } from '../vmm/exit-profile.js';
 
 export interface MachineConfig {
   /** The test guest's ELF payload, unless `linux` is given. */
@@ -141,15 +142,9 @@ export class Machine {
       }
     });
     trace('VM created, RAM allocated');
-    this.load(boot);
-    trace('boot image loaded');
 
-    const pci = new PciConfigIo();
-    pci.add(0, hostBridge());
-    this.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
-    if (hosts.length) this.assign(hosts, pci);
-    if (hosts.length) trace('devices attached, RAM DMA-mapped');
-
+    // vCPUs and their threads first: a thread takes a while to load its modules (seconds in the rig), and does
+    // so while devices attach and RAM is DMA-mapped; it enters KVM_RUN only when run() says go.
     const cpuid = kvm.supportedCpuid();
     for (let i = 0; i < c.cpus; i++) {
       const v = Vcpu.create(this.vm, i);
@@ -164,7 +159,17 @@ export class Machine {
     }
     // Linux's console is interactive (prompts end without a newline); the test guest's lines stay whole.
     this.devices = standardDevices(c.consoleFd, this.vm.fd, source.kind === 'linux');
-    trace('vCPUs set up');
+    this.startThreads();
+    trace('vCPUs set up, their threads starting');
+    this.load(boot);
+    trace('boot image loaded');
+
+    const pci = new PciConfigIo();
+    pci.add(0, hostBridge());
+    this.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
+    if (hosts.length) this.assign(hosts, pci);
+    if (hosts.length) trace('devices attached, RAM DMA-mapped');
+
   }
 
   /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
@@ -196,12 +201,14 @@ export class Machine {
     for (const [gpa, bytes] of p.writes) this.memory.write(gpa, bytes);
   }
 
-  /** Runs every vCPU on its own thread until the guest exits, faults, or stop() is called. */
-  async run(): Promise<MachineResult> {
+  private threadsDone: Promise<void> | undefined;
+  private readonly ends: (VcpuMessage & { type: 'done' })[] = [];
+  private readonly threadErrors: string[] = [];
+
+  /** One worker thread per vCPU; each loads, reports its thread id, and waits for `go`. */
+  private startThreads(): void {
     pinCore.kickInit();
-    const ends: (VcpuMessage & { type: 'done' })[] = [];
-    const errors: string[] = [];
-    await Promise.all(
+    this.threadsDone = Promise.all(
       this.vcpus.map(
         (v) =>
           new Promise<void>((resolve) => {
@@ -210,7 +217,7 @@ export class Machine {
             const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
             w.on('message', (m: VcpuMessage) => {
               if (m.type === 'ready') {
-                trace(`vCPU ${v.index} thread running`);
+                trace(`vCPU ${v.index} thread ready`);
                 this.threads[v.index] = m.thread;
                 if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
               } else if (m.type === 'io') serveRpc(rpc, this.pio, this.mmio);
@@ -221,14 +228,14 @@ export class Machine {
               }
               else {
                 // The thread waits for this before it ends, so a kick never targets a dead thread.
-                ends.push(m);
+                this.ends.push(m);
                 this.threads[v.index] = undefined;
                 Atomics.store(this.ctl, CONTROL.length + v.index, 1);
                 Atomics.notify(this.ctl, CONTROL.length + v.index);
               }
             });
             w.on('error', (e) => {
-              errors.push(`vCPU ${v.index} thread: ${e.message}`);
+              this.threadErrors.push(`vCPU ${v.index} thread: ${e.message}`);
               this.threads[v.index] = undefined;
               this.stop('a vCPU thread failed');
             });
@@ -238,8 +245,30 @@ export class Machine {
             });
           }),
       ),
-    );
+    ).then(() => undefined);
+    // A machine closed before it ran lets its threads end without entering KVM_RUN.
+    this.undo.push(() => {
+      if (Atomics.load(this.ctl, CONTROL.go) === 0) {
+        Atomics.store(this.ctl, CONTROL.stop, 1);
+        this.go();
+      }
+    });
+  }
+
+  private go(): void {
+    Atomics.store(this.ctl, CONTROL.go, 1);
+    Atomics.notify(this.ctl, CONTROL.go);
+  }
+
+  /** Runs every vCPU on its own thread until the guest exits, faults, or stop() is called. */
+  async run(): Promise<MachineResult> {
+    trace('run');
+    this.go();
+    await this.threadsDone;
+    const ends = this.ends;
+    const errors = this.threadErrors;
     const exits = ends.reduce((n, e) => n + e.exits, 0);
+    if (exitProfileOn) process.stderr.write(exitProfileReport(ends.map((e) => e.profile ?? [])) + '\n');
     const fault = ends.find((e) => e.end.kind === 'fault');
     const reason = Atomics.load(this.ctl, CONTROL.reason);
     if (errors.length) return { kind: 'fault', report: errors.join('; '), exits };

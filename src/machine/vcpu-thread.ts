@@ -5,6 +5,7 @@ import { pinCore } from '../memory/pin-core.js';
 import { CONTROL, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
 import { buildBuses, type DeviceSpec } from './devices.js';
 import { RpcClient } from '../vmm/bus-rpc.js';
+import type { ExitCount } from '../vmm/exit-profile.js';
 
 export interface VcpuThreadData {
   fd: number;
@@ -21,7 +22,7 @@ export type VcpuMessage =
   | { type: 'stop' }
   | { type: 'panic'; line: string }
   | { type: 'io' }
-  | { type: 'done'; end: RunEnd; exits: number };
+  | { type: 'done'; end: RunEnd; exits: number; profile?: ExitCount[] };
 
 const d = workerData as VcpuThreadData;
 const post = (m: VcpuMessage): void => parentPort!.postMessage(m);
@@ -49,6 +50,8 @@ const buses = buildBuses(
 );
 runner = new VcpuRunner(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
 post({ type: 'ready', thread: pinCore.threadSelf() });
+const control = new Int32Array(d.control);
+while (Atomics.load(control, CONTROL.go) === 0) Atomics.wait(control, CONTROL.go, 0, 1000);
 let end: RunEnd;
 try {
   end = runner.loop();
@@ -59,8 +62,7 @@ try {
 if (end.kind === 'fault') post({ type: 'stop' });
 buses.flush();
 runner.close();
-post({ type: 'done', end, exits: runner.exits });
+post({ type: 'done', end, exits: runner.exits, profile: runner.profile?.entries() });
 // Stay alive until the VMM has forgotten this thread's id: pthread_kill on an ended thread is undefined.
 const released = CONTROL.length + d.index;
-const ctl = new Int32Array(d.control);
-while (Atomics.load(ctl, released) === 0) Atomics.wait(ctl, released, 0, 1000);
+while (Atomics.load(control, released) === 0) Atomics.wait(control, released, 0, 1000);

@@ -43,6 +43,7 @@ export class GuestRam {
       }
       const flags = fd < 0 ? libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE : libc.MAP_SHARED;
       const m = libc.mmapFd(Number(size), flags, fd, 0n, fd < 0 ? 'anonymous guest RAM' : 'memfd:pinion-guest-ram');
+      if (backend !== 'hugetlb' && !process.env.PINION_NO_THP) m.advise(libc.MADV_HUGEPAGE, 'madvise(MADV_HUGEPAGE) of guest RAM');
       return new GuestRam(backend, size, m.vaddr, m.bytes, fd, m);
     } catch (e) {
       if (fd >= 0) libc.closeFd(fd);

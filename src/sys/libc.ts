@@ -91,6 +91,7 @@ const c_pread = lib.func('long pread(int fd, _Out_ void *buf, size_t count, int6
 const c_pwrite = lib.func('long pwrite(int fd, const void *buf, size_t count, int64_t offset)');
 const c_mmap = lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)');
 const c_munmap = lib.func('int munmap(void *addr, size_t length)');
+const c_madvise = lib.func('int madvise(void *addr, size_t length, int advice)');
 
 // sys/mman.h (x86_64)
 export const PROT_READ = 1;
@@ -99,6 +100,7 @@ export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
+export const MADV_HUGEPAGE = 14;
 
 /** pread/pwrite of exactly buf.length bytes at `offset` (device regions: one access each). */
 export function preadExact(fd: number, buf: Buffer, offset: bigint, op: string, path?: string): void {
@@ -115,6 +117,8 @@ export function pwriteExact(fd: number, buf: Buffer, offset: bigint, op: string,
 export interface MappedMemory {
   vaddr: bigint;
   bytes: Uint8Array;
+  /** madvise over the whole mapping. */
+  advise(advice: number, op: string): void;
   unmap(): void;
 }
 
@@ -128,5 +132,8 @@ export function mmapFd(length: number, flags: number, fd: number, offset: bigint
   const vaddr = BigInt(koffi.address(p));
   if (vaddr === 0xffffffffffffffffn) throw SysError.fromErrno(koffi.errno(), 'mmap', { size: BigInt(length), path });
   const bytes = new Uint8Array(koffi.view(p, length));
-  return { vaddr, bytes, unmap: () => void c_munmap(p, length) };
+  const advise = (advice: number, op: string): void => {
+    if ((c_madvise(p, length, advice) as number) < 0) throw SysError.fromErrno(koffi.errno(), op, { size: BigInt(length), path });
+  };
+  return { vaddr, bytes, advise, unmap: () => void c_munmap(p, length) };
 }

@@ -5,9 +5,11 @@ import { ioctl, ioctlFast, mmapFd, MAP_SHARED, type MappedMemory } from '../sys/
 import { errnoName } from '../sys/errors.js';
 import * as K from '../sys/kvm.js';
 import type { Bus } from './bus.js';
+import { ExitProfile, exitProfileOn } from './exit-profile.js';
 
-/** Int32 slots of the control block. */
-export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, length: 4 } as const;
+/** Int32 slots of the control block. `go`: the vCPU threads, started while the machine is still being
+ * assembled, enter KVM_RUN once it is 1. */
+export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, go: 4, length: 5 } as const;
 export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5, guestPoweroff: 6 } as const;
 
 const EINTR = 4, EAGAIN = 11;
@@ -23,6 +25,7 @@ export class VcpuRunner {
   private data: Uint8Array = new Uint8Array(0);
   /** Exits handled, for benchmarks and reports. */
   exits = 0;
+  readonly profile = exitProfileOn ? new ExitProfile() : undefined;
 
   constructor(
     readonly fd: number,
@@ -84,11 +87,13 @@ export class VcpuRunner {
     const count = v.getUint32(IO.count, true);
     const off = Number(v.getBigUint64(IO.data_offset, true));
     const out = v.getUint8(IO.direction) === K.KVM_EXIT_IO_OUT;
+    const t0 = this.profile ? process.hrtime.bigint() : 0n;
     for (let i = 0; i < count; i++) {
       const data = this.slice(off + i * size, size);
       if (out) this.pio.write(port, data);
       else this.pio.read(port, data);
     }
+    this.profile?.record('pio', port, size, out, Number(process.hrtime.bigint() - t0));
     return undefined;
   }
 
@@ -96,8 +101,11 @@ export class VcpuRunner {
     const M = K.kvm_run.mmio;
     const addr = Number(this.view.getBigUint64(M.phys_addr, true));
     const data = this.slice(M.data, this.view.getUint32(M.len, true));
-    if (this.view.getUint8(M.is_write)) this.mmio.write(addr, data);
+    const write = this.view.getUint8(M.is_write) !== 0;
+    const t0 = this.profile ? process.hrtime.bigint() : 0n;
+    if (write) this.mmio.write(addr, data);
     else this.mmio.read(addr, data);
+    this.profile?.record('mmio', addr, data.length, write, Number(process.hrtime.bigint() - t0));
     return undefined;
   }
 
