@@ -86,6 +86,9 @@ export const kvm_run = {
   system_event: { type: 32, ndata: 36, data: 40 },
 } as const;
 
+// kvm_userspace_memory_region.flags
+export const KVM_MEM_READONLY = 1 << 1;
+
 /** struct kvm_userspace_memory_region (v1). */
 export function kvm_userspace_memory_region(slot: number, flags: number, guest_phys_addr: bigint, memory_size: bigint, userspace_addr: bigint): Buffer {
   const b = Buffer.alloc(32);
