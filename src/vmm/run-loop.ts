@@ -141,10 +141,10 @@ export class VcpuRunner {
 
   private registers(reason: number): string {
     try {
-      const b = Buffer.alloc(144);
+      const b = Buffer.alloc(K.layout.kvm_regs.sizeof);
       ioctl(this.fd, K.KVM_GET_REGS, b, 'KVM_GET_REGS');
       const r = K.decodeRegs(b);
-      const s = Buffer.alloc(K.kvm_sregs.size);
+      const s = Buffer.alloc(K.kvm_sregs.sizeof);
       ioctl(this.fd, K.KVM_GET_SREGS, s, 'KVM_GET_SREGS');
       const h = (x: bigint): string => `0x${x.toString(16)}`;
       // AMD SVM re-initialises a vCPU on shutdown (svm.c shutdown_interception): paging is then off.
