@@ -5,6 +5,7 @@
 //! device attached charges nothing yet.
 
 use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::errno::EMSGSIZE;
 use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
@@ -16,8 +17,6 @@ pub struct Iommufd {
     ioas_id: u32,
     caps: Caps,
 }
-
-const EMSGSIZE: i32 = 90;
 
 impl Iommufd {
     pub fn open(path: &str) -> KResult<Self> {

@@ -2,7 +2,8 @@
 //! iommufd's compatibility layer behind the same node. Pinned pages are
 //! charged to the mapping process's mm->locked_vm at MAP_DMA time (type1).
 
-use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError, EOPNOTSUPP};
+use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::errno::{EINVAL, EOPNOTSUPP};
 use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
@@ -24,7 +25,7 @@ impl Type1Container {
     pub fn adopt(fd: OwnedFd, path: &str) -> KResult<Self> {
         let v = sys::ioctl_int(fd.as_raw_fd(), VFIO_GET_API_VERSION, 0).map_err(|e| KernelError::new("VFIO_GET_API_VERSION", e).path(path))?;
         if v != VFIO_API_VERSION {
-            return Err(KernelError::errno("VFIO_GET_API_VERSION", 22).path(path));
+            return Err(KernelError::errno("VFIO_GET_API_VERSION", EINVAL).path(path));
         }
         // Only an iommufd answers IOMMU_OPTION; VFIO's container returns
         // EINVAL for unknown ioctls before SET_IOMMU (vfio_fops_unl_ioctl).
