@@ -2,15 +2,13 @@
 // bus, until the VM is told to stop. Runs on the vCPU's own thread; the only
 // shared state is `control` (a SharedArrayBuffer every vCPU and the VMM see).
 import { ioctl, ioctlFast, mmapFd, MAP_SHARED, type MappedMemory } from '../sys/libc.js';
-import { errnoName } from '../sys/errors.js';
+import { ERRNO, errnoName } from '../sys/errors.js';
 import * as K from '../sys/kvm.js';
 import type { Bus } from './bus.js';
 
 /** Int32 slots of the control block. */
 export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, length: 4 } as const;
 export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5, guestPoweroff: 6 } as const;
-
-const EINTR = 4, EAGAIN = 11;
 
 export type RunEnd = { kind: 'stopped' } | { kind: 'fault'; report: string };
 
@@ -62,7 +60,7 @@ export class VcpuRunner {
   step(): string | undefined {
     const r = ioctlFast(this.fd, K.KVM_RUN, 0);
     if (r < 0) {
-      if (r === -EINTR || r === -EAGAIN) {
+      if (r === -ERRNO.EINTR || r === -ERRNO.EAGAIN) {
         this.u8[K.kvm_run.immediate_exit] = 0;
         return undefined;
       }
