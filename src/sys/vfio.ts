@@ -36,7 +36,6 @@ export const VFIO_SPAPR_TCE_IOMMU = 2;
 export const VFIO_TYPE1v2_IOMMU = 3;
 export const VFIO_DMA_CC_IOMMU = 4;
 export const VFIO_EEH = 5;
-export const VFIO_TYPE1_NESTING_IOMMU = 6;
 export const VFIO_SPAPR_TCE_v2_IOMMU = 7;
 export const VFIO_NOIOMMU_IOMMU = 8;
 export const VFIO_UNMAP_ALL = 9;
