@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
-const _SC_PAGESIZE: c_int = 30;
+pub const _SC_PAGESIZE: c_int = 30;
 pub const O_RDWR: c_int = 2;
 pub const O_CLOEXEC: c_int = 0o2000000;
 pub const PROT_READ: c_int = 1;

@@ -237,37 +237,3 @@ pub struct iommu_test_cmd {
     pub _union_rest: [u32; 9],
     pub last: u32,
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::mem::size_of;
-
-    #[test]
-    fn ioctl_numbers_match_the_headers() {
-        assert_eq!(VFIO_GET_API_VERSION, 15204);
-        assert_eq!(VFIO_CHECK_EXTENSION, 15205);
-        assert_eq!(VFIO_IOMMU_GET_INFO, 15216);
-        assert_eq!(VFIO_IOMMU_MAP_DMA, 15217);
-        assert_eq!(VFIO_IOMMU_UNMAP_DMA, 15218);
-        assert_eq!(IOMMU_IOAS_MAP, 15237);
-        assert_eq!(IOMMU_IOAS_MAP_FILE, 15247);
-        assert_eq!(IOMMU_IOAS_CHANGE_PROCESS, 15250);
-        assert_eq!(IOMMU_TEST_CMD, 15264);
-    }
-
-    #[test]
-    fn struct_sizes_match_the_headers() {
-        assert_eq!(size_of::<vfio_iommu_type1_info>(), 24);
-        assert_eq!(size_of::<vfio_iommu_type1_dma_map>(), 32);
-        assert_eq!(size_of::<vfio_iommu_type1_dma_unmap>(), 24);
-        assert_eq!(size_of::<iommu_ioas_iova_ranges>(), 32);
-        assert_eq!(size_of::<iommu_ioas_map>(), 40);
-        assert_eq!(size_of::<iommu_ioas_map_file>(), 40);
-        assert_eq!(size_of::<iommu_ioas_copy>(), 40);
-        assert_eq!(size_of::<iommu_ioas_unmap>(), 24);
-        assert_eq!(size_of::<iommu_option>(), 24);
-        assert_eq!(size_of::<iommu_test_cmd>(), 72);
-        assert_eq!(std::mem::offset_of!(iommu_test_cmd, last), 64);
-    }
-}
