@@ -5,8 +5,9 @@
 # version and a hash of every config fragment, so a warm run never rebuilds.
 set -euo pipefail
 # `build-kernel.sh headers` installs the same source's uAPI headers instead
-# (linux/vfio.h, linux/iommufd.h, linux/kvm.h for the C reference programs)
-# and prints the include directory.
+# (linux/vfio.h, linux/iommufd.h, linux/kvm.h for the C reference programs and
+# the uAPI check), plus the iommufd selftest header, and prints the include
+# directory.
 variant=${1:?usage: build-kernel.sh type1|compat|headers}
 here=$(cd "$(dirname "$0")" && pwd)
 frag="$here/kernel/$variant.config"
@@ -29,6 +30,11 @@ if [ "$variant" = headers ]; then
     make -C "$src" O="$cache/headers-build" INSTALL_HDR_PATH="$hdr.tmp" headers_install >"$cache/headers.log" 2>&1 \
       || { echo "rig: headers_install failed; last lines of $cache/headers.log:" >&2; tail -n 20 "$cache/headers.log" >&2; exit 1; }
     rm -rf "$hdr" "$cache/headers-build"; mv "$hdr.tmp" "$hdr"
+  fi
+  # Not uAPI, but pin-core drives the iommufd mock domain with it (test/unit/uapi.test.ts checks against it).
+  if [ ! -f "$hdr/include/iommufd_test.h" ]; then
+    cp "$src/drivers/iommu/iommufd/iommufd_test.h" "$hdr/include/.iommufd_test.h.$$"
+    mv "$hdr/include/.iommufd_test.h.$$" "$hdr/include/iommufd_test.h"
   fi
   echo "$hdr/include"; exit 0
 fi

@@ -1,5 +1,12 @@
-// linux/iommufd.h: ioctl numbers and structs (names as in the header).
+// linux/iommufd.h: ioctl numbers, constants and struct layouts (names as in the header).
 import { IO } from './ioctl.js';
+import type { Offsets } from './layout.js';
+
+/** Struct layouts (see layout.ts). */
+export const layout = {
+  iommu_option: { sizeof: 24, size: 0, option_id: 4, op: 8, __reserved: 10, object_id: 12, val64: 16 },
+} as const satisfies Record<string, Offsets>;
+const L = layout;
 
 export const IOMMUFD_TYPE = ';'.charCodeAt(0);
 export const IOMMUFD_CMD_DESTROY = 0x80;
@@ -19,13 +26,14 @@ export const IOMMU_OPTION_RLIMIT_MODE = 0;
 export const IOMMU_OPTION_OP_SET = 0;
 export const IOMMU_OPTION_OP_GET = 1;
 
-/** struct iommu_option { __u32 size; __u32 option_id; __u16 op; __u16 __reserved; __u32 object_id; __aligned_u64 val64; } */
+/** struct iommu_option */
 export function iommu_option(option_id: number, op: number, object_id: number, val64: bigint): Buffer {
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(24, 0);
-  b.writeUInt32LE(option_id, 4);
-  b.writeUInt16LE(op, 8);
-  b.writeUInt32LE(object_id, 12);
-  b.writeBigUInt64LE(val64, 16);
+  const O = L.iommu_option;
+  const b = Buffer.alloc(O.sizeof);
+  b.writeUInt32LE(O.sizeof, O.size);
+  b.writeUInt32LE(option_id, O.option_id);
+  b.writeUInt16LE(op, O.op);
+  b.writeUInt32LE(object_id, O.object_id);
+  b.writeBigUInt64LE(val64, O.val64);
   return b;
 }

@@ -2,7 +2,7 @@
 // ioctl is declared variadic (int ioctl(int, unsigned long, ...)) so one
 // declaration serves pointer and integer arguments.
 import koffi from 'koffi';
-import { SysError } from './errors.js';
+import { ERRNO, SysError } from './errors.js';
 
 const lib = koffi.load('libc.so.6');
 
@@ -42,7 +42,6 @@ const c_read = lib.func('long read(int fd, _Out_ void *buf, size_t count)');
 const c_write = lib.func('long write(int fd, const void *buf, size_t count)');
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
-const EAGAIN = 11;
 
 export function eventFd(flags = 0): number {
   const fd = c_eventfd(0, EFD_CLOEXEC | flags) as number;
@@ -66,7 +65,7 @@ export function eventFdTake(fd: number): bigint {
   const b = Buffer.alloc(8);
   if (Number(c_read(fd, b, 8)) === 8) return b.readBigUInt64LE(0);
   const errno = koffi.errno();
-  if (errno === EAGAIN) return 0n;
+  if (errno === ERRNO.EAGAIN) return 0n;
   throw SysError.fromErrno(errno, 'read(eventfd)');
 }
 

@@ -1,5 +1,22 @@
-// linux/vfio.h: ioctl numbers and constants (names as in the header).
+// linux/vfio.h: ioctl numbers, constants and struct layouts (names as in the header).
 import { IO } from './ioctl.js';
+import type { Offsets } from './layout.js';
+
+/** Struct layouts (see layout.ts). */
+export const layout = {
+  vfio_group_status: { sizeof: 8, argsz: 0, flags: 4 },
+  vfio_device_bind_iommufd: { sizeof: 24, argsz: 0, flags: 4, iommufd: 8, out_devid: 12, token_uuid_ptr: 16 },
+  vfio_device_attach_iommufd_pt: { sizeof: 16, argsz: 0, flags: 4, pt_id: 8, pasid: 12 },
+  vfio_device_detach_iommufd_pt: { sizeof: 12, argsz: 0, flags: 4, pasid: 8 },
+  vfio_device_info: { sizeof: 24, argsz: 0, flags: 4, num_regions: 8, num_irqs: 12, cap_offset: 16, pad: 20 },
+  vfio_region_info: { sizeof: 32, argsz: 0, flags: 4, index: 8, cap_offset: 12, size: 16, offset: 24 },
+  vfio_info_cap_header: { sizeof: 8, id: 0, version: 2, next: 4 },
+  vfio_region_info_cap_sparse_mmap: { sizeof: 16, header: 0, nr_areas: 8, reserved: 12, areas: 16 },
+  vfio_region_sparse_mmap_area: { sizeof: 16, offset: 0, size: 8 },
+  vfio_irq_info: { sizeof: 16, argsz: 0, flags: 4, index: 8, count: 12 },
+  vfio_irq_set: { sizeof: 20, argsz: 0, flags: 4, index: 8, start: 12, count: 16, data: 20 },
+} as const satisfies Record<string, Offsets>;
+const L = layout;
 
 export const VFIO_TYPE = ';'.charCodeAt(0);
 export const VFIO_BASE = 100;
@@ -19,7 +36,6 @@ export const VFIO_SPAPR_TCE_IOMMU = 2;
 export const VFIO_TYPE1v2_IOMMU = 3;
 export const VFIO_DMA_CC_IOMMU = 4;
 export const VFIO_EEH = 5;
-export const VFIO_TYPE1_NESTING_IOMMU = 6;
 export const VFIO_SPAPR_TCE_v2_IOMMU = 7;
 export const VFIO_NOIOMMU_IOMMU = 8;
 export const VFIO_UNMAP_ALL = 9;
@@ -30,46 +46,44 @@ export const VFIO_DEVICE_BIND_IOMMUFD = IO(VFIO_TYPE, VFIO_BASE + 18);
 export const VFIO_DEVICE_ATTACH_IOMMUFD_PT = IO(VFIO_TYPE, VFIO_BASE + 19);
 export const VFIO_DEVICE_DETACH_IOMMUFD_PT = IO(VFIO_TYPE, VFIO_BASE + 20);
 
-/** struct vfio_group_status { __u32 argsz; __u32 flags; } */
+/** A zeroed argument of `argsz` bytes that starts with its own argsz, as every VFIO struct does. */
+function withArgsz(argsz: number): Buffer {
+  const b = Buffer.alloc(argsz);
+  b.writeUInt32LE(argsz, 0);
+  return b;
+}
+
+/** struct vfio_group_status */
 export const VFIO_GROUP_FLAGS_VIABLE = 1 << 0;
 export const VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1;
 export const vfio_group_status = {
-  make(): Buffer {
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(8, 0);
-    return b;
-  },
-  flags: (b: Buffer): number => b.readUInt32LE(4),
+  make: (): Buffer => withArgsz(L.vfio_group_status.sizeof),
+  flags: (b: Buffer): number => b.readUInt32LE(L.vfio_group_status.flags),
 };
 
-/** struct vfio_device_bind_iommufd { __u32 argsz; __u32 flags; __s32 iommufd; __u32 out_devid; __aligned_u64 token_uuid_ptr; }
- * argsz 16 stops before token_uuid_ptr: the kernel's minimum, no VF token. */
+/** struct vfio_device_bind_iommufd. argsz stops before token_uuid_ptr: the kernel's minimum, no VF token. */
 export const vfio_device_bind_iommufd = {
   make(iommufd: number): Buffer {
-    const b = Buffer.alloc(16);
-    b.writeUInt32LE(16, 0);
-    b.writeInt32LE(iommufd, 8);
+    const b = withArgsz(L.vfio_device_bind_iommufd.token_uuid_ptr);
+    b.writeInt32LE(iommufd, L.vfio_device_bind_iommufd.iommufd);
     return b;
   },
-  out_devid: (b: Buffer): number => b.readUInt32LE(12),
+  out_devid: (b: Buffer): number => b.readUInt32LE(L.vfio_device_bind_iommufd.out_devid),
 };
 
-/** struct vfio_device_attach_iommufd_pt { __u32 argsz; __u32 flags; __u32 pt_id; __u32 pasid; } */
+/** struct vfio_device_attach_iommufd_pt */
 export const vfio_device_attach_iommufd_pt = {
   make(pt_id: number): Buffer {
-    const b = Buffer.alloc(16);
-    b.writeUInt32LE(16, 0);
-    b.writeUInt32LE(pt_id, 8);
+    const b = withArgsz(L.vfio_device_attach_iommufd_pt.sizeof);
+    b.writeUInt32LE(pt_id, L.vfio_device_attach_iommufd_pt.pt_id);
     return b;
   },
-  pt_id: (b: Buffer): number => b.readUInt32LE(8),
+  pt_id: (b: Buffer): number => b.readUInt32LE(L.vfio_device_attach_iommufd_pt.pt_id),
 };
 
-/** struct vfio_device_detach_iommufd_pt { __u32 argsz; __u32 flags; __u32 pasid; } */
+/** struct vfio_device_detach_iommufd_pt */
 export function vfio_device_detach_iommufd_pt(): Buffer {
-  const b = Buffer.alloc(12);
-  b.writeUInt32LE(12, 0);
-  return b;
+  return withArgsz(L.vfio_device_detach_iommufd_pt.sizeof);
 }
 
 /** VFIO_GROUP_GET_DEVICE_FD takes the device name (the BDF) as a C string. */
@@ -82,19 +96,18 @@ export const VFIO_PCI_BAR0_REGION_INDEX = 0;
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
 export const VFIO_REGION_INFO_FLAG_MMAP = 1 << 2;
 
-/** struct vfio_region_info { __u32 argsz; __u32 flags; __u32 index; __u32 cap_offset; __aligned_u64 size; __aligned_u64 offset; } */
+/** struct vfio_region_info */
 export const vfio_region_info = {
-  /** argsz above 32 leaves room for capabilities (VFIO_REGION_INFO_FLAG_CAPS); the kernel says how much it needs in argsz. */
-  make(index: number, argsz = 32): Buffer {
-    const b = Buffer.alloc(argsz);
-    b.writeUInt32LE(argsz, 0);
-    b.writeUInt32LE(index, 8);
+  /** argsz above sizeof leaves room for capabilities (VFIO_REGION_INFO_FLAG_CAPS); the kernel says how much it needs in argsz. */
+  make(index: number, argsz: number = L.vfio_region_info.sizeof): Buffer {
+    const b = withArgsz(argsz);
+    b.writeUInt32LE(index, L.vfio_region_info.index);
     return b;
   },
-  argsz: (b: Buffer): number => b.readUInt32LE(0),
-  flags: (b: Buffer): number => b.readUInt32LE(4),
-  size: (b: Buffer): bigint => b.readBigUInt64LE(16),
-  offset: (b: Buffer): bigint => b.readBigUInt64LE(24),
+  argsz: (b: Buffer): number => b.readUInt32LE(L.vfio_region_info.argsz),
+  flags: (b: Buffer): number => b.readUInt32LE(L.vfio_region_info.flags),
+  size: (b: Buffer): bigint => b.readBigUInt64LE(L.vfio_region_info.size),
+  offset: (b: Buffer): bigint => b.readBigUInt64LE(L.vfio_region_info.offset),
 };
 
 export const VFIO_DEVICE_GET_INFO = IO(VFIO_TYPE, VFIO_BASE + 7);
@@ -120,53 +133,54 @@ export const VFIO_IRQ_SET_ACTION_MASK = 1 << 3;
 export const VFIO_IRQ_SET_ACTION_UNMASK = 1 << 4;
 export const VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5;
 
-/** struct vfio_device_info { __u32 argsz; __u32 flags; __u32 num_regions; __u32 num_irqs; __u32 cap_offset; __u32 pad; } */
+/** struct vfio_device_info */
 export const vfio_device_info = {
-  make(): Buffer {
-    const b = Buffer.alloc(24);
-    b.writeUInt32LE(24, 0);
-    return b;
-  },
-  flags: (b: Buffer): number => b.readUInt32LE(4),
-  num_regions: (b: Buffer): number => b.readUInt32LE(8),
-  num_irqs: (b: Buffer): number => b.readUInt32LE(12),
+  make: (): Buffer => withArgsz(L.vfio_device_info.sizeof),
+  flags: (b: Buffer): number => b.readUInt32LE(L.vfio_device_info.flags),
+  num_regions: (b: Buffer): number => b.readUInt32LE(L.vfio_device_info.num_regions),
+  num_irqs: (b: Buffer): number => b.readUInt32LE(L.vfio_device_info.num_irqs),
 };
 
-/** struct vfio_irq_info { __u32 argsz; __u32 flags; __u32 index; __u32 count; } */
+/** struct vfio_irq_info */
 export const vfio_irq_info = {
   make(index: number): Buffer {
-    const b = Buffer.alloc(16);
-    b.writeUInt32LE(16, 0);
-    b.writeUInt32LE(index, 8);
+    const b = withArgsz(L.vfio_irq_info.sizeof);
+    b.writeUInt32LE(index, L.vfio_irq_info.index);
     return b;
   },
-  count: (b: Buffer): number => b.readUInt32LE(12),
+  count: (b: Buffer): number => b.readUInt32LE(L.vfio_irq_info.count),
 };
 
-/** struct vfio_irq_set { __u32 argsz; __u32 flags; __u32 index; __u32 start; __u32 count; __u8 data[]; } with eventfds (s32) as data. */
+/** struct vfio_irq_set with eventfds (__s32) as data. */
 export function vfio_irq_set(flags: number, index: number, start: number, fds: number[]): Buffer {
-  const b = Buffer.alloc(20 + fds.length * 4);
-  b.writeUInt32LE(b.length, 0);
-  b.writeUInt32LE(flags, 4);
-  b.writeUInt32LE(index, 8);
-  b.writeUInt32LE(start, 12);
-  b.writeUInt32LE(fds.length, 16);
-  fds.forEach((fd, i) => b.writeInt32LE(fd, 20 + i * 4));
+  const S = L.vfio_irq_set;
+  const b = withArgsz(S.data + fds.length * 4);
+  b.writeUInt32LE(flags, S.flags);
+  b.writeUInt32LE(index, S.index);
+  b.writeUInt32LE(start, S.start);
+  b.writeUInt32LE(fds.length, S.count);
+  fds.forEach((fd, i) => b.writeInt32LE(fd, S.data + i * 4));
   return b;
 }
 
-/** struct vfio_info_cap_header { __u16 id; __u16 version; __u32 next; }; sparse mmap: nr_areas, reserved, areas[] { __u64 offset; __u64 size; }. */
+/** The vfio_info_cap_header chain of a VFIO_DEVICE_GET_REGION_INFO answer. */
 export function regionCaps(info: Buffer): { id: number; at: number }[] {
+  const H = L.vfio_info_cap_header;
   const caps: { id: number; at: number }[] = [];
-  let at = info.readUInt32LE(12); // cap_offset
-  while (at && at + 8 <= info.length && caps.length < 16) {
-    caps.push({ id: info.readUInt16LE(at), at });
-    at = info.readUInt32LE(at + 4);
+  let at = info.readUInt32LE(L.vfio_region_info.cap_offset);
+  while (at && at + H.sizeof <= info.length && caps.length < 16) {
+    caps.push({ id: info.readUInt16LE(at + H.id), at });
+    at = info.readUInt32LE(at + H.next);
   }
   return caps;
 }
 
+/** The areas of a struct vfio_region_info_cap_sparse_mmap at `at`. */
 export function sparseMmapAreas(info: Buffer, at: number): { offset: bigint; size: bigint }[] {
-  const n = info.readUInt32LE(at + 8);
-  return Array.from({ length: n }, (_, i) => ({ offset: info.readBigUInt64LE(at + 16 + i * 16), size: info.readBigUInt64LE(at + 24 + i * 16) }));
+  const C = L.vfio_region_info_cap_sparse_mmap, A = L.vfio_region_sparse_mmap_area;
+  const area = (i: number): number => at + C.areas + i * A.sizeof;
+  return Array.from({ length: info.readUInt32LE(at + C.nr_areas) }, (_, i) => ({
+    offset: info.readBigUInt64LE(area(i) + A.offset),
+    size: info.readBigUInt64LE(area(i) + A.size),
+  }));
 }

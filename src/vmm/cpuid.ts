@@ -1,6 +1,6 @@
 // Per-vCPU CPUID from KVM_GET_SUPPORTED_CPUID: the same features on every
 // vCPU, each with its own initial APIC ID. Pure (works on the kvm_cpuid2 buffer).
-import { kvm_cpuid_entry2 as E, KVM_CPUID_FEATURES, KVM_FEATURE_ASYNC_PF, KVM_FEATURE_ASYNC_PF_INT, KVM_FEATURE_ASYNC_PF_VMEXIT } from '../sys/kvm.js';
+import { kvm_cpuid2 as C, kvm_cpuid_entry2 as E, KVM_CPUID_FEATURES, KVM_FEATURE_ASYNC_PF, KVM_FEATURE_ASYNC_PF_INT, KVM_FEATURE_ASYNC_PF_VMEXIT } from '../sys/kvm.js';
 
 // Async page faults let a guest run other tasks while KVM faults in a page it
 // has not got yet. A VM with assigned devices has all its RAM pinned, so they
@@ -10,9 +10,9 @@ const HIDDEN_PV_FEATURES = (1 << KVM_FEATURE_ASYNC_PF) | (1 << KVM_FEATURE_ASYNC
 
 export function vcpuCpuid(supported: Buffer, index: number, count: number): Buffer {
   const b = Buffer.from(supported);
-  const nent = b.readUInt32LE(0);
+  const nent = b.readUInt32LE(C.nent);
   for (let i = 0; i < nent; i++) {
-    const at = 8 + i * E.size;
+    const at = C.entries + i * E.sizeof;
     const fn = b.readUInt32LE(at + E.function);
     if (fn === 1) {
       // EBX[31:24] initial APIC ID, [23:16] logical processors per package; EDX bit 28 HTT with more than one.
@@ -31,9 +31,9 @@ export function vcpuCpuid(supported: Buffer, index: number, count: number): Buff
 
 /** The value of one CPUID leaf's register in a kvm_cpuid2 buffer (for tests and reports). */
 export function cpuidReg(buf: Buffer, fn: number, index: number, reg: 'eax' | 'ebx' | 'ecx' | 'edx'): number | undefined {
-  const nent = buf.readUInt32LE(0);
+  const nent = buf.readUInt32LE(C.nent);
   for (let i = 0; i < nent; i++) {
-    const at = 8 + i * E.size;
+    const at = C.entries + i * E.sizeof;
     if (buf.readUInt32LE(at + E.function) === fn && buf.readUInt32LE(at + E.index) === index) return buf.readUInt32LE(at + E[reg]);
   }
   return undefined;

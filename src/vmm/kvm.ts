@@ -5,6 +5,10 @@ import { closeFd, ioctl, openPath } from '../sys/libc.js';
 import { SysError } from '../sys/errors.js';
 import * as K from '../sys/kvm.js';
 
+// Room for every entry KVM_GET_SUPPORTED_CPUID can return: the kernel's own
+// limit, KVM_MAX_CPUID_ENTRIES in asm/kvm_host.h (not a uAPI header).
+const KVM_MAX_CPUID_ENTRIES = 256;
+
 export class KvmUnavailable extends Error {
   override readonly name = 'KvmUnavailable';
 }
@@ -62,10 +66,11 @@ export class Kvm {
 
   /** KVM_GET_SUPPORTED_CPUID: the raw kvm_cpuid2 buffer (header + entries). */
   supportedCpuid(): Buffer {
-    const b = Buffer.alloc(8 + K.KVM_MAX_CPUID_ENTRIES * K.kvm_cpuid_entry2.size);
-    b.writeUInt32LE(K.KVM_MAX_CPUID_ENTRIES, 0);
+    const { entries, nent } = K.kvm_cpuid2;
+    const b = Buffer.alloc(entries + KVM_MAX_CPUID_ENTRIES * K.kvm_cpuid_entry2.sizeof);
+    b.writeUInt32LE(KVM_MAX_CPUID_ENTRIES, nent);
     ioctl(this.fd, K.KVM_GET_SUPPORTED_CPUID, b, 'KVM_GET_SUPPORTED_CPUID', { path: this.path });
-    return b.subarray(0, 8 + b.readUInt32LE(0) * K.kvm_cpuid_entry2.size);
+    return b.subarray(0, entries + b.readUInt32LE(nent) * K.kvm_cpuid_entry2.sizeof);
   }
 
   close(): void {

@@ -3,8 +3,6 @@ import { ioctl } from '../sys/libc.js';
 import * as K from '../sys/kvm.js';
 import type { MemoryListener, MemoryRegion } from '../memory/listener.js';
 
-const KVM_MEM_READONLY = 1 << 1;
-
 export class KvmMemslots implements MemoryListener {
   private readonly slots = new Map<MemoryRegion, number>();
   private readonly free: number[] = [];
@@ -18,7 +16,7 @@ export class KvmMemslots implements MemoryListener {
 
   regionAdd(r: MemoryRegion): void {
     const slot = this.free.pop() ?? this.next++;
-    this.set(slot, r.readonly ? KVM_MEM_READONLY : 0, r.gpa, r.size, r.hva);
+    this.set(slot, r.readonly ? K.KVM_MEM_READONLY : 0, r.gpa, r.size, r.hva);
     this.slots.set(r, slot);
   }
 

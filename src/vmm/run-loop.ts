@@ -2,7 +2,7 @@
 // bus, until the VM is told to stop. Runs on the vCPU's own thread; the only
 // shared state is `control` (a SharedArrayBuffer every vCPU and the VMM see).
 import { ioctl, ioctlFast, mmapFd, MAP_SHARED, type MappedMemory } from '../sys/libc.js';
-import { errnoName } from '../sys/errors.js';
+import { ERRNO, errnoName } from '../sys/errors.js';
 import * as K from '../sys/kvm.js';
 import type { Bus } from './bus.js';
 import { ExitProfile, exitProfileOn } from './exit-profile.js';
@@ -11,8 +11,6 @@ import { ExitProfile, exitProfileOn } from './exit-profile.js';
  * assembled, enter KVM_RUN once it is 1. */
 export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, go: 4, length: 5 } as const;
 export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5, guestPoweroff: 6 } as const;
-
-const EINTR = 4, EAGAIN = 11;
 
 export type RunEnd = { kind: 'stopped' } | { kind: 'fault'; report: string };
 
@@ -65,7 +63,7 @@ export class VcpuRunner {
   step(): string | undefined {
     const r = ioctlFast(this.fd, K.KVM_RUN, 0);
     if (r < 0) {
-      if (r === -EINTR || r === -EAGAIN) {
+      if (r === -ERRNO.EINTR || r === -ERRNO.EAGAIN) {
         this.u8[K.kvm_run.immediate_exit] = 0;
         return undefined;
       }
@@ -149,10 +147,10 @@ export class VcpuRunner {
 
   private registers(reason: number): string {
     try {
-      const b = Buffer.alloc(144);
+      const b = Buffer.alloc(K.layout.kvm_regs.sizeof);
       ioctl(this.fd, K.KVM_GET_REGS, b, 'KVM_GET_REGS');
       const r = K.decodeRegs(b);
-      const s = Buffer.alloc(K.kvm_sregs.size);
+      const s = Buffer.alloc(K.kvm_sregs.sizeof);
       ioctl(this.fd, K.KVM_GET_SREGS, s, 'KVM_GET_SREGS');
       const h = (x: bigint): string => `0x${x.toString(16)}`;
       // AMD SVM re-initialises a vCPU on shutdown (svm.c shutdown_interception): paging is then off.

@@ -31,7 +31,7 @@ export class Vcpu {
   }
 
   getSregs(): Buffer {
-    const b = Buffer.alloc(K.kvm_sregs.size);
+    const b = Buffer.alloc(K.kvm_sregs.sizeof);
     ioctl(this.fd, K.KVM_GET_SREGS, b, 'KVM_GET_SREGS');
     return b;
   }
@@ -46,9 +46,7 @@ export class Vcpu {
 
   /** With the in-kernel irqchip only the BSP starts runnable; the others wait for INIT/SIPI unless told. */
   setRunnable(): void {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(K.KVM_MP_STATE_RUNNABLE);
-    ioctl(this.fd, K.KVM_SET_MP_STATE, b, 'KVM_SET_MP_STATE');
+    ioctl(this.fd, K.KVM_SET_MP_STATE, K.kvm_mp_state(K.KVM_MP_STATE_RUNNABLE), 'KVM_SET_MP_STATE');
   }
 
   /** Makes the next (or current, once kicked) KVM_RUN return at once. */

@@ -73,13 +73,13 @@ t.test('boot structures: identity map of 512 GiB (2 MiB pages below 4 GiB), GDT,
 });
 
 t.test('long-mode sregs and entry registers follow the contract', async (t) => {
-  const s = longModeSregs(Buffer.alloc(kvm_sregs.size));
+  const s = longModeSregs(Buffer.alloc(kvm_sregs.sizeof));
   t.equal(s.readBigUInt64LE(kvm_sregs.cr3), BOOT.pml4);
   t.equal(s.readBigUInt64LE(kvm_sregs.efer), 0x500n);
   t.equal(s.readBigUInt64LE(kvm_sregs.cr0) & 0x80000001n, 0x80000001n, 'PE and PG');
   t.equal(s.readUInt16LE(12), 0x08, 'CS selector');
   t.equal(s.readUInt8(14 + 5), 1, 'CS.L');
-  t.equal(s.readUInt16LE(kvm_sregs.gdt + 8), 31, 'GDT limit');
+  t.equal(s.readUInt16LE(kvm_sregs.gdt.limit), 31, 'GDT limit');
   const r = entryRegs(0x100000n, 1, 2, 64n << 20n);
   t.same([r.rip, r.rdi, r.rsi, r.rdx, r.rcx, r.rflags], [0x100000n, 1n, BOOT.cmdline, 2n, 64n << 20n, 2n]);
 });

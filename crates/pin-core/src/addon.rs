@@ -3,6 +3,7 @@
 //! Backends live in a handle table; a handle is an index into it.
 
 use crate::backend::{AnyBackend, KernelError};
+use crate::errno::EOPNOTSUPP;
 use crate::iommufd::Iommufd;
 use crate::mapper::{Mapper, SyncError};
 use crate::napi::{self, napi_callback_info as Info, napi_env as Env, napi_value as Value, JsError, JsResult, Prop};
@@ -218,7 +219,7 @@ export_fns! {
         let vaddr = if napi::is_nullish(env, a[3])? { None } else { Some(napi::get_u64(env, a[3], "vaddr")?) };
         with(env, a[0], |e| match &mut e.backend {
             AnyBackend::Type1(c) => c.update_vaddr(iova, size, vaddr).map_err(kernel_error),
-            AnyBackend::Iommufd(_) => Err(kernel_error(KernelError::errno("VFIO_IOMMU_MAP_DMA(VADDR)", crate::backend::EOPNOTSUPP).at(iova, size))),
+            AnyBackend::Iommufd(_) => Err(kernel_error(KernelError::errno("VFIO_IOMMU_MAP_DMA(VADDR)", EOPNOTSUPP).at(iova, size))),
         })?;
         napi::undefined(env)
     };

@@ -82,8 +82,6 @@ impl fmt::Display for KernelError {
 
 pub type KResult<T> = Result<T, KernelError>;
 
-pub const EOPNOTSUPP: i32 = 95;
-
 pub trait DmaBackend: Send {
     fn caps(&self) -> &Caps;
     fn fd(&self) -> i32;

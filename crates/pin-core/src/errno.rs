@@ -1,33 +1,43 @@
-//! errno numbers to their names (asm-generic/errno-base.h, errno.h), so
-//! errors crossing into JS keep the name a user can search for.
+//! errno numbers and their names (asm-generic/errno-base.h, errno.h), so
+//! errors crossing into JS keep the name a user can search for. One table:
+//! every number Linux defines, so any errno a kernel call returns has its
+//! name; test/unit/uapi.test.ts checks it against the headers.
+
+macro_rules! errnos {
+    ($($name:ident = $n:literal,)*) => {
+        $(pub const $name: i32 = $n;)*
+        /// (name, number), in number order; aliases (EWOULDBLOCK...) are left out.
+        pub const TABLE: &[(&str, i32)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+errnos! {
+    EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EIO = 5, ENXIO = 6, E2BIG = 7, ENOEXEC = 8,
+    EBADF = 9, ECHILD = 10, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14, ENOTBLK = 15,
+    EBUSY = 16, EEXIST = 17, EXDEV = 18, ENODEV = 19, ENOTDIR = 20, EISDIR = 21, EINVAL = 22,
+    ENFILE = 23, EMFILE = 24, ENOTTY = 25, ETXTBSY = 26, EFBIG = 27, ENOSPC = 28, ESPIPE = 29,
+    EROFS = 30, EMLINK = 31, EPIPE = 32, EDOM = 33, ERANGE = 34, EDEADLK = 35, ENAMETOOLONG = 36,
+    ENOLCK = 37, ENOSYS = 38, ENOTEMPTY = 39, ELOOP = 40, ENOMSG = 42, EIDRM = 43, ECHRNG = 44,
+    EL2NSYNC = 45, EL3HLT = 46, EL3RST = 47, ELNRNG = 48, EUNATCH = 49, ENOCSI = 50, EL2HLT = 51,
+    EBADE = 52, EBADR = 53, EXFULL = 54, ENOANO = 55, EBADRQC = 56, EBADSLT = 57, EBFONT = 59,
+    ENOSTR = 60, ENODATA = 61, ETIME = 62, ENOSR = 63, ENONET = 64, ENOPKG = 65, EREMOTE = 66,
+    ENOLINK = 67, EADV = 68, ESRMNT = 69, ECOMM = 70, EPROTO = 71, EMULTIHOP = 72, EDOTDOT = 73,
+    EBADMSG = 74, EOVERFLOW = 75, ENOTUNIQ = 76, EBADFD = 77, EREMCHG = 78, ELIBACC = 79,
+    ELIBBAD = 80, ELIBSCN = 81, ELIBMAX = 82, ELIBEXEC = 83, EILSEQ = 84, ERESTART = 85,
+    ESTRPIPE = 86, EUSERS = 87, ENOTSOCK = 88, EDESTADDRREQ = 89, EMSGSIZE = 90, EPROTOTYPE = 91,
+    ENOPROTOOPT = 92, EPROTONOSUPPORT = 93, ESOCKTNOSUPPORT = 94, EOPNOTSUPP = 95,
+    EPFNOSUPPORT = 96, EAFNOSUPPORT = 97, EADDRINUSE = 98, EADDRNOTAVAIL = 99, ENETDOWN = 100,
+    ENETUNREACH = 101, ENETRESET = 102, ECONNABORTED = 103, ECONNRESET = 104, ENOBUFS = 105,
+    EISCONN = 106, ENOTCONN = 107, ESHUTDOWN = 108, ETOOMANYREFS = 109, ETIMEDOUT = 110,
+    ECONNREFUSED = 111, EHOSTDOWN = 112, EHOSTUNREACH = 113, EALREADY = 114, EINPROGRESS = 115,
+    ESTALE = 116, EUCLEAN = 117, ENOTNAM = 118, ENAVAIL = 119, EISNAM = 120, EREMOTEIO = 121,
+    EDQUOT = 122, ENOMEDIUM = 123, EMEDIUMTYPE = 124, ECANCELED = 125, ENOKEY = 126,
+    EKEYEXPIRED = 127, EKEYREVOKED = 128, EKEYREJECTED = 129, EOWNERDEAD = 130,
+    ENOTRECOVERABLE = 131, ERFKILL = 132, EHWPOISON = 133, EFTYPE = 134,
+}
 
 pub fn name(errno: i32) -> &'static str {
-    match errno {
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        4 => "EINTR",
-        5 => "EIO",
-        6 => "ENXIO",
-        7 => "E2BIG",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        24 => "EMFILE",
-        25 => "ENOTTY",
-        28 => "ENOSPC",
-        34 => "ERANGE",
-        38 => "ENOSYS",
-        75 => "EOVERFLOW",
-        95 => "EOPNOTSUPP",
-        _ => "EUNKNOWN",
-    }
+    TABLE.iter().find(|&&(_, n)| n == errno).map_or("EUNKNOWN", |&(name, _)| name)
 }
 
 #[cfg(test)]
@@ -36,6 +46,13 @@ mod tests {
     fn names_kernel_errors_pinion_sees() {
         assert_eq!(super::name(12), "ENOMEM");
         assert_eq!(super::name(25), "ENOTTY");
+        assert_eq!(super::name(90), "EMSGSIZE");
         assert_eq!(super::name(4242), "EUNKNOWN");
+    }
+
+    #[test]
+    fn one_name_per_number() {
+        let t = super::TABLE;
+        assert!(t.windows(2).all(|w| w[0].1 < w[1].1), "TABLE is in strictly increasing number order");
     }
 }

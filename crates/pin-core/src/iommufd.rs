@@ -5,6 +5,7 @@
 //! device attached charges nothing yet.
 
 use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::errno::EMSGSIZE;
 use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
@@ -17,8 +18,6 @@ pub struct Iommufd {
     caps: Caps,
 }
 
-const EMSGSIZE: i32 = 90;
-
 impl Iommufd {
     pub fn open(path: &str) -> KResult<Self> {
         let fd = sys::open_rdwr(path).map_err(|e| KernelError::new("open", e).path(path))?;
@@ -27,7 +26,7 @@ impl Iommufd {
 
     /// Takes an iommufd opened elsewhere (e.g. with RLIMIT_MODE set by a privileged opener).
     pub fn adopt(fd: OwnedFd, path: &str) -> KResult<Self> {
-        let mut a = iommu_ioas_alloc { size: 12, ..Default::default() };
+        let mut a = iommu_ioas_alloc { size: argsz::<iommu_ioas_alloc>(), ..Default::default() };
         sys::ioctl_ptr(fd.as_raw_fd(), IOMMU_IOAS_ALLOC, &mut a).map_err(|e| KernelError::new("IOMMU_IOAS_ALLOC", e).path(path))?;
         let caps = Caps {
             kind: BackendKind::Iommufd,
@@ -52,7 +51,7 @@ impl Iommufd {
 
     /// IOMMU_OPTION get (value None) or set; returns the option's value.
     pub fn option(&mut self, option_id: u32, value: Option<u64>) -> KResult<u64> {
-        let mut o = iommu_option { size: 24, option_id, ..Default::default() };
+        let mut o = iommu_option { size: argsz::<iommu_option>(), option_id, ..Default::default() };
         // RLIMIT_MODE is global (object 0); HUGE_PAGES belongs to the IOAS.
         o.object_id = if option_id == IOMMU_OPTION_HUGE_PAGES { self.ioas_id } else { 0 };
         match value {
@@ -68,20 +67,22 @@ impl Iommufd {
 
     /// Moves every pinned-page charge of this iommufd to the calling process.
     pub fn change_process(&mut self) -> KResult<()> {
-        let mut c = iommu_ioas_change_process { size: 8, __reserved: 0 };
+        let mut c = iommu_ioas_change_process { size: argsz::<iommu_ioas_change_process>(), __reserved: 0 };
         sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_CHANGE_PROCESS, &mut c).map(|_| ()).map_err(|e| self.err("IOMMU_IOAS_CHANGE_PROCESS", e))
     }
 
     pub fn destroy(&mut self, id: u32) -> KResult<()> {
-        let mut d = iommu_destroy { size: 8, id };
+        let mut d = iommu_destroy { size: argsz::<iommu_destroy>(), id };
         sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_DESTROY, &mut d).map(|_| ()).map_err(|e| self.err("IOMMU_DESTROY", e))
     }
 
     /// Attaches an IOMMUFD_TEST mock domain to the IOAS; returns (stdev, hwpt, idev) ids.
     pub fn mock_domain(&mut self) -> KResult<(u32, u32, u32)> {
-        let mut c = iommu_test_cmd { size: 72, op: IOMMU_TEST_OP_MOCK_DOMAIN, id: self.ioas_id, ..Default::default() };
+        let (size, op, id) = (argsz::<iommu_test_cmd>(), IOMMU_TEST_OP_MOCK_DOMAIN, self.ioas_id);
+        let mut c = iommu_test_cmd { size, op, id, ..Default::default() };
         sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_TEST_CMD, &mut c).map_err(|e| self.err("IOMMU_TEST_OP_MOCK_DOMAIN", e))?;
-        Ok((c.union_words[0], c.union_words[1], c.union_words[2]))
+        let [stdev, hwpt, idev] = c.mock_domain;
+        Ok((stdev, hwpt, idev))
     }
 }
 
@@ -102,11 +103,17 @@ impl DmaBackend for Iommufd {
         let fd = self.fd.as_raw_fd();
         let r = match *backing {
             Backing::Vaddr(user_va) => {
-                let mut m = iommu_ioas_map { size: 40, flags: ioas_flags(prot), ioas_id: self.ioas_id, user_va, length: size, iova, ..Default::default() };
+                let (flags, ioas_id) = (ioas_flags(prot), self.ioas_id);
+                let mut m = iommu_ioas_map {
+                    size: argsz::<iommu_ioas_map>(), flags, ioas_id, user_va, length: size, iova, ..Default::default()
+                };
                 sys::ioctl_ptr(fd, IOMMU_IOAS_MAP, &mut m).map_err(|e| KernelError::new("IOMMU_IOAS_MAP", e))
             }
             Backing::File { fd: file, offset } => {
-                let mut m = iommu_ioas_map_file { size: 40, flags: ioas_flags(prot), ioas_id: self.ioas_id, fd: file, start: offset, length: size, iova };
+                let (flags, ioas_id) = (ioas_flags(prot), self.ioas_id);
+                let mut m = iommu_ioas_map_file {
+                    size: argsz::<iommu_ioas_map_file>(), flags, ioas_id, fd: file, start: offset, length: size, iova
+                };
                 sys::ioctl_ptr(fd, IOMMU_IOAS_MAP_FILE, &mut m).map_err(|e| KernelError::new("IOMMU_IOAS_MAP_FILE", e))
             }
         };
@@ -114,27 +121,28 @@ impl DmaBackend for Iommufd {
     }
 
     fn unmap(&mut self, iova: u64, size: u64) -> KResult<u64> {
-        let mut u = iommu_ioas_unmap { size: 24, ioas_id: self.ioas_id, iova, length: size };
+        let mut u = iommu_ioas_unmap { size: argsz::<iommu_ioas_unmap>(), ioas_id: self.ioas_id, iova, length: size };
         sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_UNMAP, &mut u).map_err(|e| self.err("IOMMU_IOAS_UNMAP", e).at(iova, size))?;
         Ok(u.length)
     }
 
     fn unmap_all(&mut self) -> KResult<u64> {
         // iova 0 with length U64_MAX is the header's "unmap everything".
-        let mut u = iommu_ioas_unmap { size: 24, ioas_id: self.ioas_id, iova: 0, length: u64::MAX };
+        let mut u = iommu_ioas_unmap { size: argsz::<iommu_ioas_unmap>(), ioas_id: self.ioas_id, iova: 0, length: u64::MAX };
         sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_UNMAP, &mut u).map_err(|e| self.err("IOMMU_IOAS_UNMAP(ALL)", e))?;
         Ok(u.length)
     }
 
     fn copy(&mut self, src_iova: u64, dst_iova: u64, size: u64) -> KResult<()> {
         let flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
-        let mut c = iommu_ioas_copy { size: 40, flags, dst_ioas_id: self.ioas_id, src_ioas_id: self.ioas_id, length: size, dst_iova, src_iova };
+        let (dst_ioas_id, src_ioas_id) = (self.ioas_id, self.ioas_id);
+        let mut c = iommu_ioas_copy { size: argsz::<iommu_ioas_copy>(), flags, dst_ioas_id, src_ioas_id, length: size, dst_iova, src_iova };
         sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_COPY, &mut c).map(|_| ()).map_err(|e| self.err("IOMMU_IOAS_COPY", e).at(dst_iova, size))
     }
 
     fn iova_ranges(&mut self) -> KResult<Vec<(u64, u64)>> {
         let fd = self.fd.as_raw_fd();
-        let mut q = iommu_ioas_iova_ranges { size: 32, ioas_id: self.ioas_id, ..Default::default() };
+        let mut q = iommu_ioas_iova_ranges { size: argsz::<iommu_ioas_iova_ranges>(), ioas_id: self.ioas_id, ..Default::default() };
         // First call with no room: EMSGSIZE tells how many ranges there are.
         if let Err(e) = sys::ioctl_ptr(fd, IOMMU_IOAS_IOVA_RANGES, &mut q) {
             if e.raw_os_error() != Some(EMSGSIZE) {

@@ -3,6 +3,7 @@
 //! A handler is needed because an ignored signal is never delivered, and it
 //! must be native code: JavaScript cannot run in signal context.
 
+use crate::errno::EINVAL;
 use std::io;
 use std::os::raw::{c_int, c_ulong};
 use std::sync::OnceLock;
@@ -41,7 +42,7 @@ pub fn init() -> io::Result<c_int> {
     });
     match r {
         Ok(s) => Ok(*s),
-        Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(22))),
+        Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(EINVAL))),
     }
 }
 

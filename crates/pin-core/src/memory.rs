@@ -2,6 +2,7 @@
 //! (mappable by fd, survives a VMM handover) or hugetlb; and prefaulting,
 //! so pinning measures pinning rather than page faults.
 
+use crate::errno::EIO;
 use crate::sys;
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -78,7 +79,7 @@ pub fn populate(addr: usize, size: usize, threads: usize, page: usize) -> io::Re
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::from_raw_os_error(5))))
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::from_raw_os_error(EIO))))
     })
 }
 

@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
+use crate::errno::{ENOMEM, ENOSPC};
 use crate::table::{Backing, Mapping, MappingTable, Prot, TableError};
 
 /// A guest section that should be DMA-able.
@@ -78,10 +79,10 @@ impl PlanError {
     pub fn errno(&self) -> i32 {
         match self {
             PlanError::Invalid(e) => e.errno(),
-            PlanError::TooManyEntries { .. } => 28,
+            PlanError::TooManyEntries { .. } => ENOSPC,
             // Both vfio_pin_pages_remote() and iommufd's incr_user_locked_vm()
             // fail with -ENOMEM past RLIMIT_MEMLOCK.
-            PlanError::OverBudget { .. } => 12,
+            PlanError::OverBudget { .. } => ENOMEM,
         }
     }
 }

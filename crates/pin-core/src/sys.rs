@@ -1,12 +1,13 @@
 //! Raw libc calls pin-core makes, declared by hand (no libc crate). Each
 //! wrapper turns the raw result into `io::Result` with errno kept.
 
+use crate::errno::EINVAL;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
-const _SC_PAGESIZE: c_int = 30;
+pub const _SC_PAGESIZE: c_int = 30;
 pub const O_RDWR: c_int = 2;
 pub const O_CLOEXEC: c_int = 0o2000000;
 pub const PROT_READ: c_int = 1;
@@ -52,7 +53,7 @@ pub fn page_size() -> io::Result<usize> {
 }
 
 pub fn open_rdwr(path: &str) -> io::Result<OwnedFd> {
-    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(22))?;
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(EINVAL))?;
     // SAFETY: c is NUL-terminated; the mode argument is unused without O_CREAT.
     let fd = check(unsafe { open(c.as_ptr(), O_RDWR | O_CLOEXEC, 0) })?;
     // SAFETY: fd was just returned by open and is owned by nobody else.
@@ -94,7 +95,7 @@ pub fn madvise_range(addr: usize, len: usize, advice: c_int) -> io::Result<()> {
 }
 
 pub fn memfd(name: &str, flags: c_uint, size: u64) -> io::Result<OwnedFd> {
-    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(22))?;
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(EINVAL))?;
     // SAFETY: c is NUL-terminated.
     let fd = check(unsafe { memfd_create(c.as_ptr(), flags | MFD_CLOEXEC) })?;
     // SAFETY: fd was just returned by memfd_create.

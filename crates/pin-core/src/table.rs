@@ -2,6 +2,7 @@
 //! Every change is validated the way the kernel would validate the ioctl, so
 //! a plan can be checked (and its errno predicted) before anything is issued.
 
+use crate::errno::{EEXIST, EINVAL, ENOENT, ENOSPC, EOVERFLOW};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound::{Excluded, Included};
@@ -124,17 +125,17 @@ impl TableError {
     pub fn errno(&self) -> i32 {
         match self {
             // vfio_dma_do_map() and iommufd both reject these with -EINVAL.
-            TableError::ZeroSize { .. } | TableError::Unaligned { .. } | TableError::NoAccess { .. } => 22,
+            TableError::ZeroSize { .. } | TableError::Unaligned { .. } | TableError::NoAccess { .. } => EINVAL,
             // iopt_check_iova() uses -EOVERFLOW; type1 says -EINVAL for the same wrap.
-            TableError::Overflow { .. } => 75,
-            TableError::OutsideIovaRanges { .. } => 22,
-            TableError::Overlap { .. } => 17,
+            TableError::Overflow { .. } => EOVERFLOW,
+            TableError::OutsideIovaRanges { .. } => EINVAL,
+            TableError::Overlap { .. } => EEXIST,
             // type1 returns -ENOSPC once dma_avail reaches zero.
-            TableError::TooManyEntries { .. } => 28,
+            TableError::TooManyEntries { .. } => ENOSPC,
             // IOMMU_IOAS_UNMAP returns -ENOENT when nothing was unmapped.
-            TableError::NotFound { .. } => 2,
+            TableError::NotFound { .. } => ENOENT,
             // type1v2 refuses to bisect a vfio_dma with -EINVAL (iommufd: -ENOENT).
-            TableError::WouldSplit { .. } => 22,
+            TableError::WouldSplit { .. } => EINVAL,
         }
     }
 }

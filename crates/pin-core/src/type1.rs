@@ -2,10 +2,12 @@
 //! iommufd's compatibility layer behind the same node. Pinned pages are
 //! charged to the mapping process's mm->locked_vm at MAP_DMA time (type1).
 
-use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError, EOPNOTSUPP};
+use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::errno::{EINVAL, EOPNOTSUPP};
 use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub struct Type1Container {
@@ -24,7 +26,7 @@ impl Type1Container {
     pub fn adopt(fd: OwnedFd, path: &str) -> KResult<Self> {
         let v = sys::ioctl_int(fd.as_raw_fd(), VFIO_GET_API_VERSION, 0).map_err(|e| KernelError::new("VFIO_GET_API_VERSION", e).path(path))?;
         if v != VFIO_API_VERSION {
-            return Err(KernelError::errno("VFIO_GET_API_VERSION", 22).path(path));
+            return Err(KernelError::errno("VFIO_GET_API_VERSION", EINVAL).path(path));
         }
         // Only an iommufd answers IOMMU_OPTION; VFIO's container returns
         // EINVAL for unknown ioctls before SET_IOMMU (vfio_fops_unl_ioctl).
@@ -65,11 +67,11 @@ impl Type1Container {
 
     /// VFIO_IOMMU_GET_INFO twice: once for argsz, once with room for the caps.
     fn info(&self) -> KResult<Vec<u8>> {
-        let mut hdr = vfio_iommu_type1_info { argsz: 24, ..Default::default() };
+        let mut hdr = vfio_iommu_type1_info { argsz: argsz::<vfio_iommu_type1_info>(), ..Default::default() };
         sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_GET_INFO, &mut hdr).map_err(|e| KernelError::new("VFIO_IOMMU_GET_INFO", e).path(&self.path))?;
-        let len = (hdr.argsz as usize).max(24);
+        let len = (hdr.argsz as usize).max(size_of::<vfio_iommu_type1_info>());
         let mut buf = vec![0u64; len.div_ceil(8)];
-        // SAFETY: buf is at least 24 bytes and 8-aligned, the layout of vfio_iommu_type1_info.
+        // SAFETY: buf holds at least a vfio_iommu_type1_info and is 8-aligned, as that struct is.
         let info = unsafe { &mut *(buf.as_mut_ptr() as *mut vfio_iommu_type1_info) };
         info.argsz = len as u32;
         sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_GET_INFO, info).map_err(|e| KernelError::new("VFIO_IOMMU_GET_INFO", e).path(&self.path))?;
@@ -78,7 +80,8 @@ impl Type1Container {
 
     fn read_info(&mut self) -> KResult<()> {
         let buf = self.info()?;
-        self.caps.pgsize_bitmap = u64::from_ne_bytes(buf[8..16].try_into().unwrap());
+        let at = offset_of!(vfio_iommu_type1_info, iova_pgsizes);
+        self.caps.pgsize_bitmap = u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap());
         self.caps.max_entries = parse_caps(&buf).dma_avail;
         Ok(())
     }
@@ -88,11 +91,15 @@ impl Type1Container {
         let fd = self.fd.as_raw_fd();
         let r = match vaddr {
             None => {
-                let mut u = vfio_iommu_type1_dma_unmap { argsz: 24, flags: VFIO_DMA_UNMAP_FLAG_VADDR, iova, size };
+                let mut u = vfio_iommu_type1_dma_unmap {
+                    argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: VFIO_DMA_UNMAP_FLAG_VADDR, iova, size
+                };
                 sys::ioctl_ptr(fd, VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA(VADDR)", e))
             }
             Some(v) => {
-                let mut m = vfio_iommu_type1_dma_map { argsz: 32, flags: VFIO_DMA_MAP_FLAG_VADDR, vaddr: v, iova, size };
+                let mut m = vfio_iommu_type1_dma_map {
+                    argsz: argsz::<vfio_iommu_type1_dma_map>(), flags: VFIO_DMA_MAP_FLAG_VADDR, vaddr: v, iova, size
+                };
                 sys::ioctl_ptr(fd, VFIO_IOMMU_MAP_DMA, &mut m).map_err(|e| KernelError::new("VFIO_IOMMU_MAP_DMA(VADDR)", e))
             }
         };
@@ -112,25 +119,28 @@ pub fn parse_caps(buf: &[u8]) -> InfoCaps {
     let u32_at = |o: usize| buf.get(o..o + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
     let u64_at = |o: usize| buf.get(o..o + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
     let mut out = InfoCaps::default();
-    let flags = u32_at(4).unwrap_or(0);
+    let flags = u32_at(offset_of!(vfio_iommu_type1_info, flags)).unwrap_or(0);
     if flags & VFIO_IOMMU_INFO_CAPS == 0 {
         return out;
     }
-    let mut off = u32_at(16).unwrap_or(0) as usize;
+    let mut off = u32_at(offset_of!(vfio_iommu_type1_info, cap_offset)).unwrap_or(0) as usize;
     let mut hops = 0;
     while off != 0 && hops < 64 {
-        let (Some(id), Some(next)) = (u16_at(off), u32_at(off + 4)) else { break };
+        let (id, next) = (off + offset_of!(vfio_info_cap_header, id), off + offset_of!(vfio_info_cap_header, next));
+        let (Some(id), Some(next)) = (u16_at(id), u32_at(next)) else { break };
         match id {
             VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
-                let n = u32_at(off + 8).unwrap_or(0) as usize;
+                let n = u32_at(off + offset_of!(vfio_iommu_type1_info_cap_iova_range, nr_iovas)).unwrap_or(0) as usize;
                 for i in 0..n {
-                    let base = off + 16 + i * 16;
-                    if let (Some(s), Some(e)) = (u64_at(base), u64_at(base + 8)) {
+                    // iova_ranges[] follows the fixed part.
+                    let base = off + size_of::<vfio_iommu_type1_info_cap_iova_range>() + i * size_of::<vfio_iova_range>();
+                    let (start, end) = (base + offset_of!(vfio_iova_range, start), base + offset_of!(vfio_iova_range, end));
+                    if let (Some(s), Some(e)) = (u64_at(start), u64_at(end)) {
                         out.iova_ranges.push((s, e));
                     }
                 }
             }
-            VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL => out.dma_avail = u32_at(off + 8),
+            VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL => out.dma_avail = u32_at(off + offset_of!(vfio_iommu_type1_info_dma_avail, avail)),
             _ => {}
         }
         off = next as usize;
@@ -157,18 +167,20 @@ impl DmaBackend for Type1Container {
         let Backing::Vaddr(vaddr) = *backing else {
             return Err(KernelError::errno("VFIO_IOMMU_MAP_DMA(file)", EOPNOTSUPP).at(iova, size).path(&self.path));
         };
-        let mut m = vfio_iommu_type1_dma_map { argsz: 32, flags: type1_flags(prot), vaddr, iova, size };
+        let mut m = vfio_iommu_type1_dma_map { argsz: argsz::<vfio_iommu_type1_dma_map>(), flags: type1_flags(prot), vaddr, iova, size };
         sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_MAP_DMA, &mut m).map(|_| ()).map_err(|e| KernelError::new("VFIO_IOMMU_MAP_DMA", e).at(iova, size).path(&self.path))
     }
 
     fn unmap(&mut self, iova: u64, size: u64) -> KResult<u64> {
-        let mut u = vfio_iommu_type1_dma_unmap { argsz: 24, flags: 0, iova, size };
+        let mut u = vfio_iommu_type1_dma_unmap { argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: 0, iova, size };
         sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA", e).at(iova, size).path(&self.path))?;
         Ok(u.size)
     }
 
     fn unmap_all(&mut self) -> KResult<u64> {
-        let mut u = vfio_iommu_type1_dma_unmap { argsz: 24, flags: VFIO_DMA_UNMAP_FLAG_ALL, iova: 0, size: 0 };
+        let mut u = vfio_iommu_type1_dma_unmap {
+            argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: VFIO_DMA_UNMAP_FLAG_ALL, iova: 0, size: 0
+        };
         sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA(ALL)", e).path(&self.path))?;
         Ok(u.size)
     }

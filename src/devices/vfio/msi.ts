@@ -7,12 +7,20 @@ import { ioctl } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
 import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
 import { readLe, writeLe } from '../pci/function.js';
-
-const PCI_MSI_FLAGS_ENABLE = 0x0001;
-const PCI_MSI_FLAGS_QMASK = 0x000e; // multiple message capable
-const PCI_MSI_FLAGS_QSIZE = 0x0070; // multiple message enable
-const PCI_MSI_FLAGS_64BIT = 0x0080;
-const PCI_MSI_FLAGS_MASKBIT = 0x0100;
+import {
+  PCI_MSI_ADDRESS_HI,
+  PCI_MSI_ADDRESS_LO,
+  PCI_MSI_DATA_32,
+  PCI_MSI_DATA_64,
+  PCI_MSI_FLAGS,
+  PCI_MSI_FLAGS_64BIT,
+  PCI_MSI_FLAGS_ENABLE,
+  PCI_MSI_FLAGS_MASKBIT,
+  PCI_MSI_FLAGS_QMASK,
+  PCI_MSI_FLAGS_QSIZE,
+  PCI_MSI_MASK_32,
+  PCI_MSI_MASK_64,
+} from '../../sys/pci-regs.js';
 
 export class Msi {
   /** The capability as the guest sees it: id, next, control, address (lo, hi), data, padding. */
@@ -30,14 +38,16 @@ export class Msi {
   ) {
     this.regs = new Uint8Array(this.length(device));
     this.regs.set(device.subarray(0, this.regs.length));
-    const ctrl = readLe(this.regs, 2, 2);
+    const ctrl = readLe(this.regs, PCI_MSI_FLAGS, 2);
     this.is64 = (ctrl & PCI_MSI_FLAGS_64BIT) !== 0;
     // One vector, no per-vector masking: all Pinion wires.
-    writeLe(this.regs, 2, 2, ctrl & ~(PCI_MSI_FLAGS_QMASK | PCI_MSI_FLAGS_QSIZE | PCI_MSI_FLAGS_MASKBIT | PCI_MSI_FLAGS_ENABLE));
+    const hidden = PCI_MSI_FLAGS_QMASK | PCI_MSI_FLAGS_QSIZE | PCI_MSI_FLAGS_MASKBIT | PCI_MSI_FLAGS_ENABLE;
+    writeLe(this.regs, PCI_MSI_FLAGS, 2, ctrl & ~hidden);
   }
 
+  /** Without per-vector masking the capability ends where the mask register would be. */
   private length(device: Uint8Array): number {
-    return (readLe(device, 2, 2) & PCI_MSI_FLAGS_64BIT ? 14 : 10) + 2;
+    return readLe(device, PCI_MSI_FLAGS, 2) & PCI_MSI_FLAGS_64BIT ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32;
   }
 
   get enabled(): boolean {
@@ -45,7 +55,7 @@ export class Msi {
   }
 
   contains(offset: number): boolean {
-    return offset >= this.cap + 2 && offset < this.cap + this.regs.length;
+    return offset >= this.cap + PCI_MSI_FLAGS && offset < this.cap + this.regs.length;
   }
 
   read(offset: number): number {
@@ -55,10 +65,11 @@ export class Msi {
   /** A byte write; returns the enable bit's new value when it changed. */
   write(offset: number, byte: number): boolean | undefined {
     const at = offset - this.cap;
-    const was = (this.regs[2]! & PCI_MSI_FLAGS_ENABLE) !== 0;
-    if (at === 2) this.regs[2] = (this.regs[2]! & ~(PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE)) | (byte & PCI_MSI_FLAGS_ENABLE);
-    else if (at >= 4) this.regs[at] = byte;
-    const now = (this.regs[2]! & PCI_MSI_FLAGS_ENABLE) !== 0;
+    const was = (this.regs[PCI_MSI_FLAGS]! & PCI_MSI_FLAGS_ENABLE) !== 0;
+    const enable = PCI_MSI_FLAGS_ENABLE;
+    if (at === PCI_MSI_FLAGS) this.regs[at] = (this.regs[at]! & ~(enable | PCI_MSI_FLAGS_QSIZE)) | (byte & enable);
+    else if (at >= PCI_MSI_ADDRESS_LO) this.regs[at] = byte;
+    const now = (this.regs[PCI_MSI_FLAGS]! & PCI_MSI_FLAGS_ENABLE) !== 0;
     if (now && this.vector) this.route();
     return now !== was ? now : undefined;
   }
@@ -85,7 +96,8 @@ export class Msi {
   }
 
   private route(): void {
-    const data = readLe(this.regs, this.is64 ? 12 : 8, 2);
-    this.routing.setMsi(this.vector!.gsi, { addressLo: readLe(this.regs, 4, 4), addressHi: this.is64 ? readLe(this.regs, 8, 4) : 0, data });
+    const data = readLe(this.regs, this.is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32, 2);
+    const addressHi = this.is64 ? readLe(this.regs, PCI_MSI_ADDRESS_HI, 4) : 0;
+    this.routing.setMsi(this.vector!.gsi, { addressLo: readLe(this.regs, PCI_MSI_ADDRESS_LO, 4), addressHi, data });
   }
 }

@@ -11,10 +11,20 @@ import { eventFdSignal, eventFdTake, ioctl } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
 import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
 import { readLe, writeLe } from '../pci/function.js';
-
-export const PCI_MSIX_ENTRY_SIZE = 16;
-const VECTOR_CTRL = 12;
-const MASKBIT = 1;
+import {
+  PCI_MSIX_ENTRY_CTRL_MASKBIT,
+  PCI_MSIX_ENTRY_DATA,
+  PCI_MSIX_ENTRY_LOWER_ADDR,
+  PCI_MSIX_ENTRY_SIZE,
+  PCI_MSIX_ENTRY_UPPER_ADDR,
+  PCI_MSIX_ENTRY_VECTOR_CTRL,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_QSIZE,
+  PCI_MSIX_PBA,
+  PCI_MSIX_PBA_BIR,
+  PCI_MSIX_TABLE,
+  PCI_MSIX_TABLE_BIR,
+} from '../../sys/pci-regs.js';
 
 export interface MsixCap {
   /** Offset of the capability in config space. */
@@ -28,10 +38,12 @@ export interface MsixCap {
 
 /** Reads the MSI-X capability at `cap` (Message Control, Table, PBA registers). */
 export function parseMsixCap(read: (off: number, size: number) => number, cap: number): MsixCap {
-  const ctrl = read(cap + 2, 2);
-  const table = read(cap + 4, 4);
-  const pba = read(cap + 8, 4);
-  return { cap, size: (ctrl & 0x7ff) + 1, tableBar: table & 7, tableOffset: table & ~7, pbaBar: pba & 7, pbaOffset: pba & ~7 };
+  const ctrl = read(cap + PCI_MSIX_FLAGS, 2);
+  const table = read(cap + PCI_MSIX_TABLE, 4);
+  const pba = read(cap + PCI_MSIX_PBA, 4);
+  const size = (ctrl & PCI_MSIX_FLAGS_QSIZE) + 1;
+  const tableBar = table & PCI_MSIX_TABLE_BIR, pbaBar = pba & PCI_MSIX_PBA_BIR;
+  return { cap, size, tableBar, tableOffset: table & ~PCI_MSIX_TABLE_BIR, pbaBar, pbaOffset: pba & ~PCI_MSIX_PBA_BIR };
 }
 
 export class Msix {
@@ -49,7 +61,8 @@ export class Msix {
     private readonly vmFd: number,
   ) {
     this.table = new Uint8Array(cap.size * PCI_MSIX_ENTRY_SIZE);
-    for (let i = 0; i < cap.size; i++) this.table[i * PCI_MSIX_ENTRY_SIZE + VECTOR_CTRL] = MASKBIT; // masked at reset
+    // Every vector masked at reset.
+    for (let i = 0; i < cap.size; i++) this.table[i * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL] = PCI_MSIX_ENTRY_CTRL_MASKBIT;
     this.pending = new Array<boolean>(cap.size).fill(false);
   }
 
@@ -59,7 +72,7 @@ export class Msix {
   }
 
   masked(i: number): boolean {
-    return this.functionMasked || (this.table[i * PCI_MSIX_ENTRY_SIZE + VECTOR_CTRL]! & MASKBIT) !== 0;
+    return this.functionMasked || (this.table[i * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL]! & PCI_MSIX_ENTRY_CTRL_MASKBIT) !== 0;
   }
 
   get enabled(): boolean {
@@ -144,6 +157,8 @@ export class Msix {
     const at = i * PCI_MSIX_ENTRY_SIZE;
     const v = this.vectors[i];
     if (!v) return;
-    this.routing.setMsi(v.gsi, { addressLo: readLe(this.table, at, 4), addressHi: readLe(this.table, at + 4, 4), data: readLe(this.table, at + 8, 4) });
+    const addressLo = readLe(this.table, at + PCI_MSIX_ENTRY_LOWER_ADDR, 4);
+    const addressHi = readLe(this.table, at + PCI_MSIX_ENTRY_UPPER_ADDR, 4);
+    this.routing.setMsi(v.gsi, { addressLo, addressHi, data: readLe(this.table, at + PCI_MSIX_ENTRY_DATA, 4) });
   }
 }

@@ -9,9 +9,9 @@ import { intxPin, type IrqRouting } from '../../vmm/irq.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import type { MemoryRegion } from '../../memory/listener.js';
 import type { BarAllocator, BarSpace } from '../pci/bar-allocator.js';
-import * as P from '../pci/function.js';
-import type { PciFunction } from '../pci/function.js';
-import { Msix, parseMsixCap, PCI_MSIX_ENTRY_SIZE } from './msix.js';
+import { readLe, writeLe, type PciFunction } from '../pci/function.js';
+import * as P from '../../sys/pci-regs.js';
+import { Msix, parseMsixCap } from './msix.js';
 import { Intx } from './intx.js';
 import { Msi } from './msi.js';
 import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.js';
@@ -19,6 +19,9 @@ import type { HostDevice } from './host-device.js';
 import type { OpenedDevice, VfioIommu } from './iommu.js';
 
 const PAGE = 0x1000;
+// The MSI-X enable and function-mask bits live in Message Control's high byte.
+const MSIX_FLAGS_HI = P.PCI_MSIX_FLAGS + 1;
+const MSIX_ENABLE = P.PCI_MSIX_FLAGS_ENABLE >> 8, MSIX_MASKALL = P.PCI_MSIX_FLAGS_MASKALL >> 8;
 
 export interface DeviceHost {
   memory: GuestMemory;
@@ -102,12 +105,12 @@ export class VfioPciDevice implements PciFunction {
   private rawRead(offset: number, size: number): number {
     const d = new Uint8Array(size);
     regionRead(this.opened.fd, this.config, offset, d, this.opened.path);
-    return P.readLe(d, 0, size);
+    return readLe(d, 0, size);
   }
 
   private rawWrite(offset: number, size: number, value: number): void {
     const d = new Uint8Array(size);
-    P.writeLe(d, 0, size, value);
+    writeLe(d, 0, size, value);
     regionWrite(this.opened.fd, this.config, offset, d, this.opened.path);
   }
 
@@ -115,7 +118,11 @@ export class VfioPciDevice implements PciFunction {
   private buildCapabilities(): void {
     if (!(this.rawRead(P.PCI_STATUS, 2) & P.PCI_STATUS_CAP_LIST)) return;
     const caps: { at: number; id: number }[] = [];
-    for (let at = this.rawRead(P.PCI_CAPABILITY_LIST, 1) & 0xfc; at && caps.length < 48; at = this.rawRead(at + 1, 1) & 0xfc) caps.push({ at, id: this.rawRead(at, 1) });
+    // A capability pointer's low two bits are reserved.
+    const pointer = (at: number): number => this.rawRead(at, 1) & 0xfc;
+    for (let at = pointer(P.PCI_CAPABILITY_LIST); at && caps.length < 48; at = pointer(at + P.PCI_CAP_LIST_NEXT)) {
+      caps.push({ at, id: this.rawRead(at + P.PCI_CAP_LIST_ID, 1) });
+    }
     const msi = caps.find((c) => c.id === P.PCI_CAP_ID_MSI);
     if (msi) {
       const raw = new Uint8Array(24);
@@ -168,7 +175,7 @@ export class VfioPciDevice implements PciFunction {
     const out: [number, number][] = [];
     if (!m) return out;
     const pageSpan = (off: number, len: number): [number, number] => [off & ~(PAGE - 1), (off + len + PAGE - 1) & ~(PAGE - 1)];
-    if (m.tableBar === bar.index) out.push(pageSpan(m.tableOffset, m.size * PCI_MSIX_ENTRY_SIZE));
+    if (m.tableBar === bar.index) out.push(pageSpan(m.tableOffset, m.size * P.PCI_MSIX_ENTRY_SIZE));
     if (m.pbaBar === bar.index) out.push(pageSpan(m.pbaOffset, Math.ceil(m.size / 64) * 8));
     return out.sort((a, b) => a[0] - b[0]);
   }
@@ -205,24 +212,24 @@ export class VfioPciDevice implements PciFunction {
   configRead(offset: number, size: number): number {
     const bar = this.barAt(offset);
     if (bar) return this.barRegister(bar.bar, bar.high) >>> (8 * (offset & 3)) & (size === 4 ? 0xffffffff : (1 << (8 * size)) - 1);
-    if (offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_0 + 24) return 0; // unimplemented BAR slots
+    if (offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_5 + 4) return 0; // unimplemented BAR slots
     if (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4) return 0; // no option ROM for the guest
     const bytes = new Uint8Array(size);
-    P.writeLe(bytes, 0, size, this.rawRead(offset, size));
+    writeLe(bytes, 0, size, this.rawRead(offset, size));
     for (let i = 0; i < size; i++) {
       const o = this.overlay.get(offset + i);
       if (o !== undefined) bytes[i] = o;
       if (this.msi?.contains(offset + i)) bytes[i] = this.msi.read(offset + i);
       const m = this.msix?.cap;
-      if (m && offset + i === m.cap + 3) bytes[i] = (bytes[i]! & 0x3f) | (this.msixControl & 0xc0); // enable and function mask
+      if (m && offset + i === m.cap + MSIX_FLAGS_HI) bytes[i] = (bytes[i]! & ~(MSIX_ENABLE | MSIX_MASKALL)) | this.msixControl;
     }
-    return P.readLe(bytes, 0, size);
+    return readLe(bytes, 0, size);
   }
 
   configWrite(offset: number, size: number, value: number): void {
     const bar = this.barAt(offset);
     if (bar) return this.writeBar(bar.bar, bar.high, offset, size, value);
-    if ((offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_0 + 24) || (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4)) return;
+    if ((offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_5 + 4) || (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4)) return;
     const msi = this.msi;
     if (msi && msi.contains(offset)) {
       let turned: boolean | undefined;
@@ -238,11 +245,11 @@ export class VfioPciDevice implements PciFunction {
       return;
     }
     const m = this.msix?.cap;
-    if (m && offset <= m.cap + 3 && offset + size > m.cap + 3) {
-      this.msixControl = (value >>> (8 * (m.cap + 3 - offset))) & 0xc0;
-      this.msix!.setFunctionMask((this.msixControl & 0x40) !== 0);
+    if (m && offset <= m.cap + MSIX_FLAGS_HI && offset + size > m.cap + MSIX_FLAGS_HI) {
+      this.msixControl = (value >>> (8 * (m.cap + MSIX_FLAGS_HI - offset))) & (MSIX_ENABLE | MSIX_MASKALL);
+      this.msix!.setFunctionMask((this.msixControl & MSIX_MASKALL) !== 0);
       // vfio-pci runs one interrupt type at a time: INTx yields to MSI-X and comes back after it.
-      if (this.msixControl & 0x80) {
+      if (this.msixControl & MSIX_ENABLE) {
         this.intx?.disable();
         this.msix!.enable();
       } else {

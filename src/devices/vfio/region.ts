@@ -18,7 +18,7 @@ export interface RegionInfo {
 export function regionInfo(deviceFd: number, index: number, path: string): RegionInfo {
   let b = V.vfio_region_info.make(index);
   ioctl(deviceFd, V.VFIO_DEVICE_GET_REGION_INFO, b, `VFIO_DEVICE_GET_REGION_INFO(${index})`, { path });
-  if (V.vfio_region_info.flags(b) & V.VFIO_REGION_INFO_FLAG_CAPS && V.vfio_region_info.argsz(b) > 32) {
+  if (V.vfio_region_info.flags(b) & V.VFIO_REGION_INFO_FLAG_CAPS && V.vfio_region_info.argsz(b) > V.layout.vfio_region_info.sizeof) {
     // The kernel said how big the answer with capabilities is; ask again with that room.
     b = V.vfio_region_info.make(index, V.vfio_region_info.argsz(b));
     ioctl(deviceFd, V.VFIO_DEVICE_GET_REGION_INFO, b, `VFIO_DEVICE_GET_REGION_INFO(${index})`, { path });
