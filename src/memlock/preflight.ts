@@ -50,18 +50,34 @@ export interface RemapBudget {
   why: string;
 }
 
+/** Where remapBudget reads the limits: this process's /proc entries, unless a test gives fixed ones. */
+export interface LimitSource {
+  capIpcLock(): boolean;
+  memlockSoftKiB(): number | null;
+  uid(): number;
+  /** What the user's other processes have charged to user->locked_vm. */
+  othersKiB(uid: number): number;
+}
+
+const procLimits: LimitSource = {
+  capIpcLock: () => hasCapability(CAP_IPC_LOCK),
+  memlockSoftKiB: () => processCharge().memlockSoftKiB,
+  uid: () => process.getuid!(),
+  othersKiB: (uid) => userLockedKiB(uid, process.pid).totalKiB,
+};
+
 /**
  * The most a VM's DMA space may have charged while its map changes (a
  * transient remap): its own limit per process; per user, the limit less what
  * the user's other processes hold. null when the kernel checks nothing.
  */
-export function remapBudget(path: AccountingPath, mode: AccountingMode): RemapBudget | null {
-  const charge = pinCore.accountingCharge(path, mode, hasCapability(CAP_IPC_LOCK));
-  const limitKiB = processCharge().memlockSoftKiB;
+export function remapBudget(path: AccountingPath, mode: AccountingMode, limits: LimitSource = procLimits): RemapBudget | null {
+  const charge = pinCore.accountingCharge(path, mode, limits.capIpcLock());
+  const limitKiB = limits.memlockSoftKiB();
   if (charge.limit === 'none' || limitKiB === null) return null;
   if (charge.limit !== 'user-total') return { bytes: BigInt(limitKiB) * 1024n, why: `this process's RLIMIT_MEMLOCK of ${mib(limitKiB)}` };
-  const uid = process.getuid!();
-  const others = userLockedKiB(uid, process.pid).totalKiB;
+  const uid = limits.uid();
+  const others = limits.othersKiB(uid);
   return {
     bytes: BigInt(Math.max(0, limitKiB - others)) * 1024n,
     why: `RLIMIT_MEMLOCK ${mib(limitKiB)}, checked against user ${uid}'s total, of which other processes hold ${mib(others)}`,

@@ -23,7 +23,12 @@ export class IrqRouting {
   private nextGsi = FIRST_MSI_GSI;
   private readonly freed: number[] = [];
 
-  constructor(private readonly vmFd: number) {}
+  constructor(
+    vmFd: number,
+    /** KVM_SET_GSI_ROUTING; tests look at the table instead. */
+    private readonly setRouting = (entries: K.RoutingEntry[]): void =>
+      void ioctl(vmFd, K.KVM_SET_GSI_ROUTING, K.kvm_irq_routing(entries), 'KVM_SET_GSI_ROUTING'),
+  ) {}
 
   allocateGsi(): number {
     return this.freed.pop() ?? this.nextGsi++;
@@ -48,7 +53,7 @@ export class IrqRouting {
       entries.push({ gsi: pin, type: 'irqchip', irqchip: K.KVM_IRQCHIP_IOAPIC, pin });
     }
     for (const [gsi, m] of this.msi) entries.push({ gsi, type: 'msi', ...m });
-    ioctl(this.vmFd, K.KVM_SET_GSI_ROUTING, K.kvm_irq_routing(entries), 'KVM_SET_GSI_ROUTING');
+    this.setRouting(entries);
   }
 }
 

@@ -46,19 +46,47 @@ export function parseMsixCap(read: (off: number, size: number) => number, cap: n
   return { cap, size, tableBar, tableOffset: table & ~PCI_MSIX_TABLE_BIR, pbaBar, pbaOffset: pba & ~PCI_MSIX_PBA_BIR };
 }
 
+/** A vector's irqfd, as Msix uses it. */
+export type MsixVector = Pick<IrqFd, 'fd' | 'gsi' | 'attached' | 'attach' | 'detach' | 'close'>;
+
+/** The kernel calls behind Msix, injectable so the masking logic can be tested without KVM or VFIO. */
+export interface MsixKernel {
+  /** A detached, non-blocking irqfd for `gsi`. */
+  vector(gsi: number): MsixVector;
+  /** Reads and clears an eventfd's counter: 0 when nothing was signalled. */
+  take(fd: number): bigint;
+  signal(fd: number): void;
+  /** VFIO_DEVICE_SET_IRQS on the MSI-X index: trigger these eventfds, or (null) none. */
+  setIrqs(fds: number[] | null, what: string): void;
+}
+
+export function vfioMsixKernel(deviceFd: number, path: string, vmFd: number): MsixKernel {
+  return {
+    vector: (gsi) => new IrqFd(vmFd, gsi, { attach: false, nonBlocking: true }),
+    take: eventFdTake,
+    signal: eventFdSignal,
+    setIrqs: (fds, what) => {
+      const data = fds ? V.VFIO_IRQ_SET_DATA_EVENTFD : V.VFIO_IRQ_SET_DATA_NONE;
+      const set = V.vfio_irq_set(data | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, fds ?? []);
+      ioctl(deviceFd, V.VFIO_DEVICE_SET_IRQS, set, what, { path });
+    },
+  };
+}
+
 export class Msix {
   readonly table: Uint8Array;
-  private vectors: IrqFd[] = [];
+  private vectors: MsixVector[] = [];
   private functionMasked = false;
   /** Signalled while masked, and already taken out of the eventfd by a PBA read. */
   private readonly pending: boolean[];
 
   constructor(
     readonly cap: MsixCap,
-    private readonly deviceFd: number,
-    private readonly path: string,
+    deviceFd: number,
+    path: string,
     private readonly routing: IrqRouting,
-    private readonly vmFd: number,
+    vmFd: number,
+    private readonly kernel: MsixKernel = vfioMsixKernel(deviceFd, path, vmFd),
   ) {
     this.table = new Uint8Array(cap.size * PCI_MSIX_ENTRY_SIZE);
     // Every vector masked at reset.
@@ -110,7 +138,7 @@ export class Msix {
     const bytes = new Uint8Array(this.pbaSize);
     for (let i = 0; i < this.cap.size; i++) {
       const v = this.vectors[i];
-      if (v && !v.attached && eventFdTake(v.fd) > 0n) this.pending[i] = true;
+      if (v && !v.attached && this.kernel.take(v.fd) > 0n) this.pending[i] = true;
       if (this.pending[i]) bytes[i >> 3]! |= 1 << (i & 7);
     }
     const v = offset + data.length <= bytes.length ? readLe(bytes, offset, data.length) : 0;
@@ -120,19 +148,17 @@ export class Msix {
   /** Message Control's enable bit went to 1: wire every vector. */
   enable(): void {
     if (this.enabled) return;
-    for (let i = 0; i < this.cap.size; i++) this.vectors.push(new IrqFd(this.vmFd, this.routing.allocateGsi(), { attach: false, nonBlocking: true }));
+    for (let i = 0; i < this.cap.size; i++) this.vectors.push(this.kernel.vector(this.routing.allocateGsi()));
     for (let i = 0; i < this.cap.size; i++) {
       this.route(i);
       this.syncMask(i);
     }
-    const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, this.vectors.map((v) => v.fd));
-    ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`, { path: this.path });
+    this.kernel.setIrqs(this.vectors.map((v) => v.fd), `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`);
   }
 
   disable(): void {
     if (!this.enabled) return;
-    const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, []);
-    ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, 'VFIO_DEVICE_SET_IRQS(MSI-X off)', { path: this.path });
+    this.kernel.setIrqs(null, 'VFIO_DEVICE_SET_IRQS(MSI-X off)');
     for (const v of this.vectors) {
       v.close();
       this.routing.releaseGsi(v.gsi);
@@ -147,10 +173,10 @@ export class Msix {
     if (!v) return;
     if (this.masked(i)) return v.detach();
     if (v.attached) return;
-    const held = eventFdTake(v.fd) > 0n || this.pending[i];
+    const held = this.kernel.take(v.fd) > 0n || this.pending[i];
     this.pending[i] = false;
     v.attach();
-    if (held) eventFdSignal(v.fd);
+    if (held) this.kernel.signal(v.fd);
   }
 
   private route(i: number): void {

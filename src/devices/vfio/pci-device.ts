@@ -11,7 +11,7 @@ import type { MemoryRegion } from '../../memory/listener.js';
 import type { BarAllocator, BarSpace } from '../pci/bar-allocator.js';
 import { readLe, writeLe, type PciFunction } from '../pci/function.js';
 import * as P from '../../sys/pci-regs.js';
-import { Msix, parseMsixCap } from './msix.js';
+import { Msix, parseMsixCap, type MsixCap } from './msix.js';
 import { Intx } from './intx.js';
 import { Msi } from './msi.js';
 import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.js';
@@ -30,6 +30,43 @@ export interface DeviceHost {
   routing: IrqRouting;
   vmFd: number;
   bars: BarAllocator;
+}
+
+/** The kernel calls of an assigned device, injectable so its config-space and BAR logic can run against a model. */
+export interface DeviceIo {
+  /** VFIO_DEVICE_GET_INFO's flags. */
+  flags(): number;
+  /** VFIO_DEVICE_RESET. */
+  reset(): void;
+  regionInfo(index: number): RegionInfo;
+  read(r: RegionInfo, at: number, data: Uint8Array): void;
+  write(r: RegionInfo, at: number, data: Uint8Array): void;
+  /** A shared mapping of `len` bytes at `offset` of region `r`. */
+  mmap(r: RegionInfo, offset: number, len: number): MappedMemory;
+  /** The function's INTx on IOAPIC pin `gsi`, if VFIO offers INTx for it. */
+  intx(gsi: number): Intx | undefined;
+  msi(at: number, raw: Uint8Array): Msi;
+  msix(cap: MsixCap): Msix;
+}
+
+/** The real calls, through the VFIO device fd. */
+export function vfioDeviceIo(opened: OpenedDevice, env: DeviceHost): DeviceIo {
+  const { fd, path } = opened;
+  return {
+    flags: () => {
+      const info = V.vfio_device_info.make();
+      ioctl(fd, V.VFIO_DEVICE_GET_INFO, info, 'VFIO_DEVICE_GET_INFO', { path });
+      return V.vfio_device_info.flags(info);
+    },
+    reset: () => void ioctl(fd, V.VFIO_DEVICE_RESET, 0, 'VFIO_DEVICE_RESET', { path }),
+    regionInfo: (index) => regionInfo(fd, index, path),
+    read: (r, at, data) => regionRead(fd, r, at, data, path),
+    write: (r, at, data) => regionWrite(fd, r, at, data, path),
+    mmap: (r, offset, len) => mmapFd(len, MAP_SHARED, fd, r.offset + BigInt(offset), path),
+    intx: (gsi) => (Intx.offered(fd, path) ? new Intx(fd, path, env.vmFd, gsi) : undefined),
+    msi: (at, raw) => new Msi(at, raw, fd, path, env.routing, env.vmFd),
+    msix: (cap) => new Msix(cap, fd, path, env.routing, env.vmFd),
+  };
 }
 
 interface Bar {
@@ -61,14 +98,14 @@ export class VfioPciDevice implements PciFunction {
     private readonly opened: OpenedDevice,
     private readonly env: DeviceHost,
     readonly slot: number,
+    private readonly io: DeviceIo,
   ) {
     this.name = `vfio ${host.bdf}`;
-    const info = V.vfio_device_info.make();
-    ioctl(opened.fd, V.VFIO_DEVICE_GET_INFO, info, 'VFIO_DEVICE_GET_INFO', { path: opened.path });
-    if (!(V.vfio_device_info.flags(info) & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
-    this.resettable = (V.vfio_device_info.flags(info) & V.VFIO_DEVICE_FLAGS_RESET) !== 0;
+    const flags = io.flags();
+    if (!(flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
+    this.resettable = (flags & V.VFIO_DEVICE_FLAGS_RESET) !== 0;
     this.reset();
-    this.config = regionInfo(opened.fd, V.VFIO_PCI_CONFIG_REGION_INDEX, opened.path);
+    this.config = io.regionInfo(V.VFIO_PCI_CONFIG_REGION_INDEX);
     this.buildCapabilities();
     for (let i = 0; i < 6; i++) {
       const bar = this.probeBar(i);
@@ -79,17 +116,17 @@ export class VfioPciDevice implements PciFunction {
     for (const bar of this.bars) this.place(bar);
     // INTx on from the start, as on real hardware; swizzled over the IOAPIC's PCI pins 16-19 like a PC.
     const pin = this.rawRead(P.PCI_INTERRUPT_PIN, 1);
-    if (pin && Intx.offered(opened.fd, opened.path)) {
-      this.intx = new Intx(opened.fd, opened.path, env.vmFd, intxPin(slot, pin));
+    this.intx = pin ? io.intx(intxPin(slot, pin)) : undefined;
+    if (this.intx) {
       this.overlay.set(P.PCI_INTERRUPT_LINE, this.intx.gsi);
       this.intx.enable();
     }
   }
 
-  static open(host: HostDevice, iommu: VfioIommu, env: DeviceHost, slot: number): VfioPciDevice {
+  static open(host: HostDevice, iommu: VfioIommu, env: DeviceHost, slot: number, io = vfioDeviceIo): VfioPciDevice {
     const opened = iommu.openDevice(host);
     try {
-      return new VfioPciDevice(host, opened, env, slot);
+      return new VfioPciDevice(host, opened, env, slot, io(opened, env));
     } catch (e) {
       opened.close();
       throw e;
@@ -99,19 +136,19 @@ export class VfioPciDevice implements PciFunction {
   /** VFIO_DEVICE_RESET (function-level or bus reset, whatever vfio-pci can do for it). */
   reset(): void {
     if (!this.resettable) return;
-    ioctl(this.opened.fd, V.VFIO_DEVICE_RESET, 0, 'VFIO_DEVICE_RESET', { path: this.opened.path });
+    this.io.reset();
   }
 
   private rawRead(offset: number, size: number): number {
     const d = new Uint8Array(size);
-    regionRead(this.opened.fd, this.config, offset, d, this.opened.path);
+    this.io.read(this.config, offset, d);
     return readLe(d, 0, size);
   }
 
   private rawWrite(offset: number, size: number, value: number): void {
     const d = new Uint8Array(size);
     writeLe(d, 0, size, value);
-    regionWrite(this.opened.fd, this.config, offset, d, this.opened.path);
+    this.io.write(this.config, offset, d);
   }
 
   /** Walks the capability list: MSI and MSI-X are virtualised, the rest passed through. */
@@ -126,15 +163,15 @@ export class VfioPciDevice implements PciFunction {
     const msi = caps.find((c) => c.id === P.PCI_CAP_ID_MSI);
     if (msi) {
       const raw = new Uint8Array(24);
-      regionRead(this.opened.fd, this.config, msi.at, raw, this.opened.path);
-      this.msi = new Msi(msi.at, raw, this.opened.fd, this.opened.path, this.env.routing, this.env.vmFd);
+      this.io.read(this.config, msi.at, raw);
+      this.msi = this.io.msi(msi.at, raw);
     }
     const msix = caps.find((c) => c.id === P.PCI_CAP_ID_MSIX);
-    if (msix) this.msix = new Msix(parseMsixCap((o, s) => this.rawRead(o, s), msix.at), this.opened.fd, this.opened.path, this.env.routing, this.env.vmFd);
+    if (msix) this.msix = this.io.msix(parseMsixCap((o, s) => this.rawRead(o, s), msix.at));
   }
 
   private probeBar(i: number): Bar | undefined {
-    const region = regionInfo(this.opened.fd, V.VFIO_PCI_BAR0_REGION_INDEX + i, this.opened.path);
+    const region = this.io.regionInfo(V.VFIO_PCI_BAR0_REGION_INDEX + i);
     if (region.size === 0n) return undefined;
     const raw = this.rawRead(P.PCI_BASE_ADDRESS_0 + 4 * i, 4);
     const io = (raw & P.PCI_BASE_ADDRESS_SPACE_IO) !== 0;
@@ -182,7 +219,7 @@ export class VfioPciDevice implements PciFunction {
 
   private mapArea(bar: Bar, offset: number, len: number): void {
     if (offset % PAGE || len % PAGE) return; // a memslot needs whole pages; the rest stays trapped
-    const mem = mmapFd(len, MAP_SHARED, this.opened.fd, bar.region.offset + BigInt(offset), this.opened.path);
+    const mem = this.io.mmap(bar.region, offset, len);
     const region: MemoryRegion = { name: `${this.host.bdf} BAR${bar.index}+0x${offset.toString(16)}`, gpa: bar.address + BigInt(offset), size: BigInt(len), hva: mem.vaddr, kind: 'device' };
     try {
       this.env.memory.update((u) => u.add(region));
@@ -197,14 +234,14 @@ export class VfioPciDevice implements PciFunction {
     const m = this.msix;
     if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.readTable(off - m.cap.tableOffset, data);
     if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize) return m.readPba(off - m.cap.pbaOffset, data);
-    regionRead(this.opened.fd, bar.region, off, data, this.opened.path);
+    this.io.read(bar.region, off, data);
   }
 
   private barWrite(bar: Bar, off: number, data: Uint8Array): void {
     const m = this.msix;
     if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.writeTable(off - m.cap.tableOffset, data);
     if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize) return; // read-only
-    regionWrite(this.opened.fd, bar.region, off, data, this.opened.path);
+    this.io.write(bar.region, off, data);
   }
 
   // --- configuration space as the guest sees it ---
