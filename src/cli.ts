@@ -1,11 +1,8 @@
 #!/usr/bin/env node
 // pinion: the command line. Subcommands parse their own flags; every failure
 // ends in one line on stderr and a non-zero exit.
-import { rigCommand } from './cli/rig.js';
-import { demoCommand } from './cli/demo.js';
-import { runCommand } from './cli/run.js';
-import { openCommand } from './cli/open.js';
-import { memlockCommand } from './cli/memlock.js';
+// Each subcommand's modules load only when it runs: under the rig's emulation a
+// module graph costs seconds, and `run` is what starts a VM.
 
 const USAGE = `usage: pinion <command> [options]
   rig [--kernel type1|compat] [--uid N] [--memlock KiB] [--timeout S] [--rw DIR]
@@ -30,15 +27,15 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'rig':
-      return rigCommand(rest);
+      return (await import('./cli/rig.js')).rigCommand(rest);
     case 'run':
-      return runCommand(rest);
+      return (await import('./cli/run.js')).runCommand(rest);
     case 'demo':
-      return demoCommand(rest);
+      return (await import('./cli/demo.js')).demoCommand(rest);
     case 'open':
-      return openCommand(rest);
+      return (await import('./cli/open.js')).openCommand(rest);
     case 'memlock':
-      return memlockCommand(rest);
+      return (await import('./cli/memlock.js')).memlockCommand(rest);
     case undefined:
     case '-h':
     case '--help':

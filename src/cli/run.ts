@@ -52,6 +52,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     const fds = openerFds();
     const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
     machine = Machine.create({ payload, linux, memory, memoryArg, cpus, backend, cmdline, consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint, kvmPath: process.env.PINION_KVM_DEVICE });
+    const why = machine.ram.smallPagesWhy;
+    if (why) console.error(`pinion: note: ${why}`);
     if (devices.length) console.error(assignmentSummary(machine));
     const m = machine;
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);

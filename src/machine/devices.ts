@@ -11,6 +11,7 @@ import { COM1, COM1_IRQ, Serial16550, SERIAL_LEN } from '../devices/serial.js';
 import { DEBUG_EXIT_LEN, DEBUG_EXIT_PORT, DebugExit } from '../devices/debug-exit.js';
 import { PORT80, Port80 } from '../devices/port80.js';
 import { I8042, I8042_COMMAND } from '../devices/i8042.js';
+import { PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, PciConfigFront } from '../devices/pci/config-io.js';
 
 export type DeviceSpec =
   /** `vmFd` and `irq`: the UART's interrupt line (KVM_IRQ_LINE); `linux`: each byte goes out at once (an
@@ -18,10 +19,13 @@ export type DeviceSpec =
   | { kind: 'serial'; base: number; state: SharedArrayBuffer; fd: number; vmFd: number; irq: number; linux: boolean }
   | { kind: 'debug-exit'; port: number }
   | { kind: 'port80'; port: number }
-  | { kind: 'i8042'; port: number };
+  | { kind: 'i8042'; port: number }
+  /** PCI config mechanism #1's address register and bus map (PciConfigIo's state). */
+  | { kind: 'pci-config'; state: SharedArrayBuffer };
 
-export function standardDevices(consoleFd: number, vmFd: number, linux: boolean): DeviceSpec[] {
+export function standardDevices(consoleFd: number, vmFd: number, linux: boolean, pciState: SharedArrayBuffer): DeviceSpec[] {
   return [
+    { kind: 'pci-config', state: pciState },
     { kind: 'serial', base: COM1, state: Serial16550.newState(), fd: consoleFd, vmFd, irq: COM1_IRQ, linux },
     { kind: 'debug-exit', port: DEBUG_EXIT_PORT },
     { kind: 'port80', port: PORT80 },
@@ -81,6 +85,10 @@ export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClie
         break;
       case 'i8042':
         pio.register(s.port, 1, new I8042(stops.reset), 'i8042');
+        break;
+      case 'pci-config':
+        // Without a VMM thread to forward to (a loop run inline on it), the VMM's own PciConfigIo serves it.
+        if (rpc) pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, new PciConfigFront(s.state, rpc.device('pio')), 'pci config');
         break;
     }
   }

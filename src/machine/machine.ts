@@ -158,13 +158,13 @@ export class Machine {
       if (i > 0) v.setRunnable();
     }
     // Linux's console is interactive (prompts end without a newline); the test guest's lines stay whole.
-    this.devices = standardDevices(c.consoleFd, this.vm.fd, source.kind === 'linux');
+    const pci = new PciConfigIo();
+    this.devices = standardDevices(c.consoleFd, this.vm.fd, source.kind === 'linux', pci.state);
     this.startThreads();
     trace('vCPUs set up, their threads starting');
     this.load(boot);
     trace('boot image loaded');
 
-    const pci = new PciConfigIo();
     pci.add(0, hostBridge());
     this.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
     if (hosts.length) this.assign(hosts, pci);
@@ -179,6 +179,7 @@ export class Machine {
     const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
     this.iommu = iommu;
     this.undo.push(() => iommu.close());
+    trace(`IOMMU backend open (${kind})`);
     const env = { memory: this.memory, pio: this.pio, mmio: this.mmio, routing: new IrqRouting(this.vm.fd), vmFd: this.vm.fd, bars: new BarAllocator() };
     for (const h of hosts) {
       const slot = pci.freeSlot();
@@ -186,6 +187,7 @@ export class Machine {
       this.undo.push(() => dev.close());
       this.assigned.push(dev);
       pci.add(slot << 3, dev);
+      trace(`device ${h.bdf} open`);
     }
     // Refuse before the first page is pinned if the kernel would refuse part way.
     const acc = iommu.accounting();

@@ -24,6 +24,15 @@ export class GuestRam {
     private readonly mapping: libc.MappedMemory,
   ) {}
 
+  /** Why this RAM gets no 2 MiB pages, when it gets none (shown at start: every 4 KiB is then a page fault
+   * of KVM's and a separate IOMMU entry). */
+  get smallPagesWhy(): string | undefined {
+    if (this.backend !== 'memfd' || process.env.PINION_NO_THP) return undefined;
+    const mode = thpMode('/sys/kernel/mm/transparent_hugepage/shmem_enabled');
+    if (mode === undefined || ['advise', 'always', 'within_size', 'force'].includes(mode)) return undefined;
+    return `memfd guest RAM gets 4 KiB pages: shmem transparent huge pages are '${mode}'; allow them with: echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled (or use --memory-backend anon|hugetlb)`;
+  }
+
   static allocate(size: bigint, backend: RamBackend, pageSize: bigint): GuestRam {
     const align = backend === 'hugetlb' ? HUGE_2M : pageSize;
     if (size <= 0n || size % align !== 0n)
@@ -60,6 +69,15 @@ export class GuestRam {
   free(): void {
     this.mapping.unmap();
     if (this.fd >= 0) libc.closeFd(this.fd);
+  }
+}
+
+/** The selected word of a THP sysfs mode file ("always [madvise] never"), or undefined without THP. */
+export function thpMode(path: string): string | undefined {
+  try {
+    return /\[(\w+)\]/.exec(readFileSync(path, 'utf8'))?.[1];
+  } catch {
+    return undefined;
   }
 }
 
