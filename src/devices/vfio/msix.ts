@@ -10,7 +10,7 @@
 import { eventFdSignal, eventFdTake, ioctl } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
 import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
-import { readLe, writeLe } from '../pci/function.js';
+import { readLe } from '../pci/function.js';
 import {
   PCI_MSIX_ENTRY_CTRL_MASKBIT,
   PCI_MSIX_ENTRY_DATA,
@@ -73,6 +73,15 @@ export function vfioMsixKernel(deviceFd: number, path: string, vmFd: number): Ms
   };
 }
 
+/**
+ * An MMIO read of `data.length` bytes at `offset` of `src`, or zeros when it does not fit: copied byte for
+ * byte, since a qword (the PBA's natural access) does not survive readLe's 32-bit number.
+ */
+function copyOut(src: Uint8Array, offset: number, data: Uint8Array): void {
+  if (offset + data.length <= src.length) data.set(src.subarray(offset, offset + data.length));
+  else data.fill(0);
+}
+
 export class Msix {
   readonly table: Uint8Array;
   private vectors: MsixVector[] = [];
@@ -113,8 +122,7 @@ export class Msix {
   }
 
   readTable(offset: number, data: Uint8Array): void {
-    const v = offset + data.length <= this.table.length ? readLe(this.table, offset, data.length) : 0;
-    writeLe(data, 0, data.length, v);
+    copyOut(this.table, offset, data);
   }
 
   writeTable(offset: number, data: Uint8Array): void {
@@ -141,8 +149,7 @@ export class Msix {
       if (v && !v.attached && this.kernel.take(v.fd) > 0n) this.pending[i] = true;
       if (this.pending[i]) bytes[i >> 3]! |= 1 << (i & 7);
     }
-    const v = offset + data.length <= bytes.length ? readLe(bytes, offset, data.length) : 0;
-    writeLe(data, 0, data.length, v);
+    copyOut(bytes, offset, data);
   }
 
   /** Message Control's enable bit went to 1: wire every vector. */
