@@ -69,6 +69,9 @@ export function vfioDeviceIo(opened: OpenedDevice, env: DeviceHost): DeviceIo {
   };
 }
 
+/** The address bits of a BAR's low register: an I/O BAR's start at bit 2, a memory BAR's at bit 4. */
+const addressMask = (space: BarSpace): number => (space === 'io' ? P.PCI_BASE_ADDRESS_IO_MASK : P.PCI_BASE_ADDRESS_MEM_MASK);
+
 interface Bar {
   index: number;
   region: RegionInfo;
@@ -175,7 +178,7 @@ export class VfioPciDevice implements PciFunction {
     if (region.size === 0n) return undefined;
     const raw = this.rawRead(P.PCI_BASE_ADDRESS_0 + 4 * i, 4);
     const io = (raw & P.PCI_BASE_ADDRESS_SPACE_IO) !== 0;
-    const flags = io ? raw & 0x3 : raw & 0xf;
+    const flags = raw & ~addressMask(io ? 'io' : 'mem32');
     const space: BarSpace = io ? 'io' : flags & P.PCI_BASE_ADDRESS_MEM_TYPE_64 ? 'mem64' : 'mem32';
     const address = this.env.bars.allocate(space, region.size, `${this.host.bdf} BAR${i}`);
     return { index: i, region, space, flags, address, maps: [] };
@@ -313,19 +316,20 @@ export class VfioPciDevice implements PciFunction {
   private barRegister(bar: Bar, high: boolean): number {
     const mask = ~(bar.region.size - 1n) & 0xffff_ffff_ffff_ffffn;
     const v = this.sizing.has(`${bar.index}${high}`) ? mask : bar.address;
-    return high ? Number((v >> 32n) & 0xffffffffn) : Number(v & 0xffffffffn & ~0xfn) | bar.flags;
+    return high ? Number((v >> 32n) & 0xffffffffn) : (Number(v & 0xffffffffn) & addressMask(bar.space)) | bar.flags;
   }
 
   private writeBar(bar: Bar, high: boolean, offset: number, size: number, value: number): void {
     if (size !== 4 || offset & 3) return;
     const key = `${bar.index}${high}`;
-    if (value >>> 0 === 0xffffffff || (!high && (value | 0xf) >>> 0 === 0xffffffff)) {
+    const mask = addressMask(bar.space);
+    if (value >>> 0 === 0xffffffff || (!high && (value | ~mask) >>> 0 === 0xffffffff)) {
       this.sizing.add(key);
       return;
     }
     this.sizing.delete(key);
     const cur = bar.address;
-    const next = high ? (BigInt(value >>> 0) << 32n) | (cur & 0xffffffffn) : (cur & ~0xffffffffn) | BigInt((value & ~0xf) >>> 0);
+    const next = high ? (BigInt(value >>> 0) << 32n) | (cur & 0xffffffffn) : (cur & ~0xffffffffn) | BigInt((value & mask) >>> 0);
     const aligned = next & ~(bar.region.size - 1n);
     if (aligned !== cur) this.move(bar, aligned);
   }
