@@ -230,6 +230,15 @@ t.test('BAR registers: the placed address with the type bits; empty slots read 0
   t.equal(r(0x18, 1), 0x0c, 'a byte of a BAR');
 });
 
+t.test('BAR reads are unsigned when bit 31 is set, like every other config read', async (t) => {
+  const { dev, w } = attach();
+  t.equal(dev.configRead(0x10, 4), 0xc000_0000);
+  t.equal(dev.configRead(0x12, 2), 0xc000);
+  w(0x18, 4, 0xffffffff);
+  t.equal(dev.configRead(0x18, 4), 0xffff000c, 'a size mask');
+  t.equal(dev.configRead(0x00, 4), 0x10ca8086);
+});
+
 t.test('size probe of a 32-bit BAR: all ones reads back the size mask; the old value puts it back', async (t) => {
   const { r, w, log } = attach();
   const before = log.length;

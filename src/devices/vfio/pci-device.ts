@@ -251,7 +251,9 @@ export class VfioPciDevice implements PciFunction {
 
   configRead(offset: number, size: number): number {
     const bar = this.barAt(offset);
-    if (bar) return this.barRegister(bar.bar, bar.high) >>> (8 * (offset & 3)) & (size === 4 ? 0xffffffff : (1 << (8 * size)) - 1);
+    const byteMask = size === 4 ? 0xffffffff : (1 << (8 * size)) - 1;
+    // `>>> 0`: the `&` makes bit 31 a sign; config reads are unsigned.
+    if (bar) return ((this.barRegister(bar.bar, bar.high) >>> (8 * (offset & 3))) & byteMask) >>> 0;
     if (offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_5 + 4) return 0; // unimplemented BAR slots
     if (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4) return 0; // no option ROM for the guest
     const bytes = new Uint8Array(size);
