@@ -282,7 +282,7 @@ export class VfioPciDevice implements PciFunction {
         msi.enable();
       } else if (turned === false) {
         msi.disable();
-        this.intx?.enable();
+        this.intxUnlessMsi();
       }
       return;
     }
@@ -296,11 +296,16 @@ export class VfioPciDevice implements PciFunction {
         this.msix!.enable();
       } else {
         this.msix!.disable();
-        this.intx?.enable();
+        this.intxUnlessMsi();
       }
       return;
     }
     this.rawWrite(offset, size, value);
+  }
+
+  /** INTx back once neither MSI nor MSI-X runs, as QEMU: vfio-pci refuses INTx while either does. */
+  private intxUnlessMsi(): void {
+    if (!this.msi?.enabled && !this.msix?.enabled) this.intx?.enable();
   }
 
   private barAt(offset: number): { bar: Bar; high: boolean } | undefined {
@@ -356,7 +361,7 @@ export class VfioPciDevice implements PciFunction {
     return this.bars.map((b) => ({ bar: b.index, space: b.space, address: b.address, size: b.region.size, mapped: b.maps.reduce((n, m) => n + m.region.size, 0n) }));
   }
 
-  /** The IOAPIC pin INTx is wired to while MSI-X is off, if the function has INTx. */
+  /** The IOAPIC pin INTx is wired to while MSI and MSI-X are off, if the function has INTx. */
   get intxGsi(): number | undefined {
     return this.intx?.gsi;
   }
