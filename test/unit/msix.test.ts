@@ -14,16 +14,20 @@ class Irqs implements MsixKernel {
   /** GSIs injected into the guest, in order. */
   readonly injected: number[] = [];
   readonly sets: (number[] | null)[] = [];
+  /** A kernel call to fail, once: creating the irqfd of vector `vector`, attaching any irqfd, or SET_IRQS. */
+  fail: { vector: number } | 'attach' | 'setIrqs' | undefined;
   private nextFd = 100;
 
   vector(gsi: number): MsixVector {
     const irqs = this;
+    if (typeof this.fail === 'object' && this.fail.vector === this.vectors.length) this.failed('eventfd');
     const v = {
       fd: this.nextFd++,
       gsi,
       attached: false,
       closed: false,
       attach() {
+        if (irqs.fail === 'attach') irqs.failed('KVM_IRQFD');
         v.attached = true;
         irqs.kick(v.fd);
       },
@@ -51,7 +55,13 @@ class Irqs implements MsixKernel {
   }
 
   setIrqs(fds: number[] | null): void {
+    if (fds && this.fail === 'setIrqs') this.failed('VFIO_DEVICE_SET_IRQS');
     this.sets.push(fds);
+  }
+
+  private failed(op: string): never {
+    this.fail = undefined;
+    throw new Error(`${op}: EINVAL`);
   }
 
   private kick(fd: number): void {
@@ -62,10 +72,14 @@ class Irqs implements MsixKernel {
 
 const cap = (size: number): MsixCap => ({ cap: 0x70, size, tableBar: 0, tableOffset: 0, pbaBar: 0, pbaOffset: 0x800 });
 
-function msix(size = 4): { m: Msix; irqs: Irqs; tables: RoutingEntry[][]; raise: (i: number) => void } {
+function msix(size = 4, routeFails = () => false): { m: Msix; irqs: Irqs; tables: RoutingEntry[][]; raise: (i: number) => void } {
   const irqs = new Irqs();
   const tables: RoutingEntry[][] = [];
-  const m = new Msix(cap(size), -1, 'test', new IrqRouting(-1, (e) => void tables.push(e)), -1, irqs);
+  const setRouting = (e: RoutingEntry[]): void => {
+    if (routeFails()) throw new Error('KVM_SET_GSI_ROUTING: EINVAL');
+    tables.push(e);
+  };
+  const m = new Msix(cap(size), -1, 'test', new IrqRouting(-1, setRouting), -1, irqs);
   // The device signalling vector i: its eventfd, wherever it is bound.
   const raise = (i: number): void => irqs.signal(m.vectorFd(i)!);
   return { m, irqs, tables, raise };
@@ -280,4 +294,32 @@ t.test('disable: SET_IRQS off, irqfds closed, GSIs and routes released, pending 
   m.enable();
   t.same(irqs.vectors.slice(2).map((v) => v.gsi).sort((a, b) => a - b), [24, 25], 'the released GSIs come back');
   t.equal(pba(m), 0n, 'the old signal was not carried over');
+});
+
+t.test('an enable that fails wires nothing: irqfds closed, GSIs and routes released, not enabled; a retry starts afresh', async (t) => {
+  const cases = [
+    [{ vector: 2 }, 'eventfd', 'creating the third irqfd'],
+    ['route', 'KVM_SET_GSI_ROUTING', 'routing the second vector'],
+    ['attach', 'KVM_IRQFD', 'attaching an unmasked vector'],
+    ['setIrqs', 'VFIO_DEVICE_SET_IRQS', 'SET_IRQS'],
+  ] as const;
+  for (const [fail, op, what] of cases) {
+    let routes = 0;
+    const { m, irqs, tables, raise } = msix(3, () => fail === 'route' && ++routes === 2);
+    entry(m, 0, 0xfee00000, 0x30);
+    entry(m, 1, 0xfee01000, 0x31);
+    if (fail !== 'route') irqs.fail = fail;
+    t.throws(() => m.enable(), new RegExp(`^${op}: EINVAL$`), `${what}: the error comes out as it is`);
+    t.notOk(m.enabled, `${what}: not enabled`);
+    t.equal(m.vectorFd(0), undefined);
+    t.ok(irqs.vectors.length > 0 && irqs.vectors.every((v) => v.closed && !v.attached), `${what}: every irqfd made is closed`);
+    t.same(irqs.sets, [], `${what}: nothing reached VFIO`);
+    t.same(tables.at(-1)?.filter((e) => e.type === 'msi') ?? [], [], `${what}: no MSI route left`);
+    const made = irqs.vectors.length;
+    m.enable();
+    t.same(irqs.vectors.slice(made).map((v) => v.gsi).sort((a, b) => a - b), [24, 25, 26], `${what}: the same GSIs, free again`);
+    t.same(irqs.sets, [[...irqs.vectors.slice(made).map((v) => v.fd)]]);
+    raise(0);
+    t.same(irqs.injected, [irqs.vectors[made]!.gsi], `${what}: and it works`);
+  }
 });

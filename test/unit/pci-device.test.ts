@@ -23,17 +23,23 @@ const SLOT = 3;
 const GSI = 19; // slot 3 INTA
 
 class SpyIntx extends Intx {
+  private on = false;
   constructor(
     gsi: number,
     private readonly log: string[],
   ) {
     super(-1, 'model', -1, gsi);
   }
+  override get enabled(): boolean {
+    return this.on;
+  }
   override enable(): void {
     this.log.push('intx on');
+    this.on = true;
   }
   override disable(): void {
     this.log.push('intx off');
+    this.on = false;
   }
 }
 
@@ -43,6 +49,7 @@ class SpyMsi extends Msi {
     at: number,
     raw: Uint8Array,
     private readonly log: string[],
+    private readonly fails: () => boolean,
   ) {
     super(at, raw, -1, 'model', new IrqRouting(-1, () => {}), -1);
   }
@@ -50,6 +57,7 @@ class SpyMsi extends Msi {
     return this.on;
   }
   override enable(): void {
+    if (this.fails()) throw new Error('VFIO_DEVICE_SET_IRQS(MSI, 1 vector): EINVAL');
     this.log.push('msi on');
     this.on = true;
   }
@@ -70,6 +78,8 @@ const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 class Model implements DeviceIo {
   readonly config: Buffer;
   readonly log: string[] = [];
+  /** Make the next MSI or MSI-X enable fail at SET_IRQS. */
+  fail: 'msi' | 'msix' | undefined;
   private readonly regions = new Map<number, RegionInfo>();
   private readonly routing = new IrqRouting(-1, () => {});
 
@@ -121,7 +131,7 @@ class Model implements DeviceIo {
     return new SpyIntx(gsi, this.log);
   }
   msi(at: number, raw: Uint8Array): Msi {
-    return new SpyMsi(at, raw, this.log);
+    return new SpyMsi(at, raw, this.log, () => this.failing('msi'));
   }
   msix(cap: MsixCap): Msix {
     const log = this.log;
@@ -130,9 +140,17 @@ class Model implements DeviceIo {
       vector: (gsi) => ({ fd: fd++, gsi, attached: false, attach() {}, detach() {}, close() {} }),
       take: () => 0n,
       signal: () => {},
-      setIrqs: (fds) => void log.push(fds ? `msix ${fds.length} vectors` : 'msix off'),
+      setIrqs: (fds) => {
+        if (fds && this.failing('msix')) throw new Error(`VFIO_DEVICE_SET_IRQS(MSI-X, ${fds.length} vectors): EINVAL`);
+        log.push(fds ? `msix ${fds.length} vectors` : 'msix off');
+      },
     };
     return new Msix(cap, -1, 'model', this.routing, -1, kernel);
+  }
+  private failing(what: 'msi' | 'msix'): boolean {
+    if (this.fail !== what) return false;
+    this.fail = undefined;
+    return true;
   }
 }
 
@@ -403,6 +421,32 @@ t.test('with MSI-X on, MSI off leaves INTx off; MSI-X off brings it back', async
   t.same(log.slice(before), ['msi off'], 'INTx stays off');
   w(0x72, 2, 0x0000);
   t.same(log.slice(before), ['msi off', 'msix off', 'intx on']);
+});
+
+t.test('an MSI-X or MSI enable that fails: the error comes out of the config write, INTx is back on', async (t) => {
+  const { dev, r, w, log, model } = attach();
+  model.fail = 'msix';
+  let before = log.length;
+  t.throws(() => w(0x72, 2, 0x8000), /^VFIO_DEVICE_SET_IRQS\(MSI-X, 4 vectors\): EINVAL$/);
+  t.same(log.slice(before), ['intx off', 'intx on']);
+  t.equal(dev.msixVectorsWired, 0, 'no vector left wired');
+  w(0x72, 2, 0x8000);
+  t.equal(dev.msixVectorsWired, 4, 'the guest may try again');
+  w(0x72, 2, 0x0000);
+  model.fail = 'msi';
+  before = log.length;
+  t.throws(() => w(0x52, 2, 0x0001), /^VFIO_DEVICE_SET_IRQS\(MSI, 1 vector\): EINVAL$/);
+  t.same(log.slice(before), ['intx off', 'intx on']);
+  t.equal(r(0x52, 2), 0x0081, 'the guest still reads the enable bit it wrote');
+});
+
+t.test('a failed enable while INTx is off leaves it off', async (t) => {
+  const { w, log, model } = attach();
+  w(0x52, 2, 0x0001);
+  model.fail = 'msix';
+  const before = log.length;
+  t.throws(() => w(0x72, 2, 0x8000), /EINVAL/);
+  t.same(log.slice(before), ['intx off'], 'MSI had it off');
 });
 
 t.test('the MSI-X table and PBA are emulated; the rest of their pages goes to the device', async (t) => {

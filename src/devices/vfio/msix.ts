@@ -152,15 +152,40 @@ export class Msix {
     copyOut(bytes, offset, data);
   }
 
-  /** Message Control's enable bit went to 1: wire every vector. */
+  /** Message Control's enable bit went to 1: wire every vector, or on a failure none (the error is rethrown). */
   enable(): void {
     if (this.enabled) return;
-    for (let i = 0; i < this.cap.size; i++) this.vectors.push(this.kernel.vector(this.routing.allocateGsi()));
-    for (let i = 0; i < this.cap.size; i++) {
-      this.route(i);
-      this.syncMask(i);
+    const gsis: number[] = [];
+    try {
+      for (let i = 0; i < this.cap.size; i++) {
+        gsis.push(this.routing.allocateGsi());
+        this.vectors.push(this.kernel.vector(gsis[i]!));
+      }
+      for (let i = 0; i < this.cap.size; i++) {
+        this.route(i);
+        this.syncMask(i);
+      }
+      this.kernel.setIrqs(this.vectors.map((v) => v.fd), `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`);
+    } catch (e) {
+      // All or nothing: a half-wired MSI-X would read as enabled and keep GSIs, routes and irqfds.
+      for (const v of this.vectors) {
+        try {
+          v.close();
+        } catch {
+          // The enable's failure is what the caller needs to see.
+        }
+      }
+      this.vectors = [];
+      this.pending.fill(false);
+      for (const gsi of gsis) {
+        try {
+          this.routing.releaseGsi(gsi);
+        } catch {
+          // As above.
+        }
+      }
+      throw e;
     }
-    this.kernel.setIrqs(this.vectors.map((v) => v.fd), `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`);
   }
 
   disable(): void {

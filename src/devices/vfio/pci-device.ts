@@ -278,8 +278,7 @@ export class VfioPciDevice implements PciFunction {
       for (let i = 0; i < size; i++) turned = msi.write(offset + i, (value >>> (8 * i)) & 0xff) ?? turned;
       // vfio-pci runs one interrupt type at a time: INTx yields to MSI and comes back after it.
       if (turned === true) {
-        this.intx?.disable();
-        msi.enable();
+        this.instead(() => msi.enable());
       } else if (turned === false) {
         msi.disable();
         this.intxUnlessMsi();
@@ -292,8 +291,7 @@ export class VfioPciDevice implements PciFunction {
       this.msix!.setFunctionMask((this.msixControl & MSIX_MASKALL) !== 0);
       // vfio-pci runs one interrupt type at a time: INTx yields to MSI-X and comes back after it.
       if (this.msixControl & MSIX_ENABLE) {
-        this.intx?.disable();
-        this.msix!.enable();
+        this.instead(() => this.msix!.enable());
       } else {
         this.msix!.disable();
         this.intxUnlessMsi();
@@ -301,6 +299,22 @@ export class VfioPciDevice implements PciFunction {
       return;
     }
     this.rawWrite(offset, size, value);
+  }
+
+  /** Turns INTx off for MSI or MSI-X; if that enable fails (it then wires nothing), INTx is back as it was. */
+  private instead(enable: () => void): void {
+    const was = this.intx?.enabled ?? false;
+    this.intx?.disable();
+    try {
+      enable();
+    } catch (e) {
+      try {
+        if (was) this.intx!.enable();
+      } catch {
+        // The enable's failure is what the guest's write reports.
+      }
+      throw e;
+    }
   }
 
   /** INTx back once neither MSI nor MSI-X runs, as QEMU: vfio-pci refuses INTx while either does. */
