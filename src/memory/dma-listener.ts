@@ -9,7 +9,10 @@ import type { Region, SyncResult } from './pin-core.js';
 export class DmaListener implements MemoryListener {
   private readonly regions = new Set<MemoryRegion>();
   private readonly byFile: boolean;
+  /** The last sync that went through. */
   last: SyncResult | undefined;
+  /** What the space charges now: the last sync's final charge, even when that sync failed part way. */
+  held = 0n;
 
   constructor(
     readonly mapper: DmaMapper,
@@ -38,13 +41,18 @@ export class DmaListener implements MemoryListener {
     // A change that cannot fit at any order is refused before anything is
     // unmapped, rather than by the kernel half-way.
     const cap = this.budget();
-    const held = this.last?.finalCharged ?? 0n;
+    const held = this.held;
     const headroom = cap === null ? null : cap.bytes > held ? cap.bytes - held : 0n;
     try {
       this.last = this.mapper.sync(want, headroom);
+      this.held = this.last.finalCharged;
     } catch (e) {
-      if (e instanceof DmaError && cap && e.op === undefined && e.code === 'ENOMEM')
-        throw new DmaError(e.code, e.op, e.iova, e.size, e.path, `${e.message} (this VM holds ${held / 1048576n} MiB; the limit is ${cap.why}); the DMA map is unchanged`);
+      // A kernel error part way leaves the ops before it in place: the next headroom starts from what they charge.
+      if (e instanceof DmaError && e.finalCharged !== undefined) this.held = e.finalCharged;
+      if (e instanceof DmaError && cap && e.op === undefined && e.code === 'ENOMEM') {
+        const why = `(this VM holds ${held / 1048576n} MiB; the limit is ${cap.why}); the DMA map is unchanged`;
+        throw new DmaError(e.code, e.op, e.iova, e.size, e.path, `${e.message} ${why}`, e.finalCharged);
+      }
       throw e;
     }
   }

@@ -14,13 +14,15 @@ export class DmaError extends Error {
     readonly size: bigint | undefined,
     readonly path: string | undefined,
     message: string,
+    /** A failed sync's charge of the mapping table after it, as SyncResult.finalCharged. */
+    readonly finalCharged: bigint | undefined = undefined,
   ) {
     super(message);
   }
 
   static from(e: unknown): unknown {
     const p = e as PinCoreError;
-    return typeof p?.code === 'string' ? new DmaError(p.code, p.op, p.iova, p.size, p.path, p.message) : e;
+    return typeof p?.code === 'string' ? new DmaError(p.code, p.op, p.iova, p.size, p.path, p.message, p.finalCharged) : e;
   }
 }
 

@@ -111,6 +111,8 @@ export interface PinCoreError extends Error {
   iova?: bigint;
   size?: bigint;
   path?: string;
+  /** On a failed sync: what the mapping table charges after it (the ops that ran before a kernel error stay). */
+  finalCharged?: bigint;
 }
 
 function addonPath(): string {

@@ -101,11 +101,11 @@ t.test('a removed region is not mapped at the next commit', async (t) => {
   t.same(calls[0]!.regions.map((r) => r.iova), [MiB]);
 });
 
-const refusal = (code: string, op?: string): DmaError =>
-  new DmaError(code, op, undefined, undefined, undefined, `DMA plan refused: ${code}`);
+const refusal = (code: string, op?: string, finalCharged?: bigint): DmaError =>
+  new DmaError(code, op, undefined, undefined, undefined, `DMA plan refused: ${code}`, finalCharged);
 
 t.test('a plan refused over the limit says what is held and which limit; the held figure stays', async (t) => {
-  const { mapper, calls } = space([charged(300n * MiB), refusal('ENOMEM'), charged(300n * MiB)]);
+  const { mapper, calls } = space([charged(300n * MiB), refusal('ENOMEM', undefined, 300n * MiB), charged(300n * MiB)]);
   const l = new DmaListener(mapper, () => ({ bytes: GiB, why: 'the process limit' }));
   l.commit();
   t.throws(() => l.commit(), {
@@ -113,9 +113,31 @@ t.test('a plan refused over the limit says what is held and which limit; the hel
     code: 'ENOMEM',
     op: undefined,
     message: 'DMA plan refused: ENOMEM (this VM holds 300 MiB; the limit is the process limit); the DMA map is unchanged',
+    finalCharged: 300n * MiB,
   });
   l.commit();
   t.same(calls.map((c) => c.headroom), [GiB, 724n * MiB, 724n * MiB], 'a refused plan changed nothing, so neither does the headroom');
+});
+
+t.test('a kernel error part way: the next headroom starts from what the table charges after it', async (t) => {
+  // Make-before-break: the new 1 GiB was mapped, then unmapping the old one failed, so both are charged.
+  const { mapper, calls } = space([charged(GiB), refusal('EBUSY', 'VFIO_IOMMU_UNMAP_DMA', 2n * GiB), charged(GiB)]);
+  const l = new DmaListener(mapper, limit(4n * GiB));
+  l.commit();
+  t.throws(() => l.commit(), { code: 'EBUSY' });
+  t.equal(l.held, 2n * GiB);
+  l.commit();
+  t.same(calls.map((c) => c.headroom), [4n * GiB, 3n * GiB, 2n * GiB]);
+  t.equal(l.held, GiB, 'and from the next success');
+});
+
+t.test('a kernel error part way through GuestMemory: the rollback sync gets the headroom the partial map leaves', async (t) => {
+  const { mapper, calls } = space([charged(MiB), refusal('ENOMEM', 'VFIO_IOMMU_MAP_DMA', 5n * MiB), charged(MiB)]);
+  const m = new GuestMemory();
+  m.update((u) => u.add(ram(0n, MiB)));
+  m.addListener(new DmaListener(mapper, limit(8n * MiB)));
+  t.throws(() => m.update((u) => u.add(ram(GiB, 4n * MiB))), { code: 'ENOMEM', op: 'VFIO_IOMMU_MAP_DMA' });
+  t.same(calls.map((c) => c.headroom), [8n * MiB, 7n * MiB, 3n * MiB]);
 });
 
 t.test('other failures pass through as they are', async (t) => {

@@ -12,3 +12,10 @@ t.test('non-kernel errors pass through unchanged', async (t) => {
   const e = new TypeError('x');
   t.equal(DmaError.from(e), e);
 });
+
+t.test("a failed sync's error carries what the mapping table charges after it", async (t) => {
+  const e = DmaError.from(Object.assign(new Error('UNMAP failed'), { code: 'EBUSY', op: 'VFIO_IOMMU_UNMAP_DMA', finalCharged: 8192n }));
+  t.match(e, { name: 'DmaError', code: 'EBUSY', op: 'VFIO_IOMMU_UNMAP_DMA', finalCharged: 8192n });
+  const open = DmaError.from(Object.assign(new Error('x'), { code: 'ENOENT', op: 'open' })) as DmaError;
+  t.equal(open.finalCharged, undefined, 'none outside a sync');
+});

@@ -309,9 +309,14 @@ export_fns! {
                 e.mapper = Some(Mapper::new(e.backend.dma(), page()).map_err(kernel_error)?);
             }
             let m = e.mapper.as_mut().expect("just set");
-            m.sync(e.backend.dma(), &regions, budget).map_err(|err| match err {
-                SyncError::Plan(p) => JsError::new(crate::errno::name(p.errno()), format!("DMA plan refused: {p}")),
-                SyncError::Kernel { err, .. } => kernel_error(err),
+            m.sync(e.backend.dma(), &regions, budget).map_err(|err| {
+                let mut j = match err {
+                    SyncError::Plan(p) => JsError::new(crate::errno::name(p.errno()), format!("DMA plan refused: {p}")),
+                    SyncError::Kernel { err, .. } => kernel_error(err),
+                };
+                // Ops that ran before a kernel error stay, so the charge may have moved: say what the table holds now.
+                j.props.push(("finalCharged", Prop::Big(m.table().charged_bytes())));
+                j
             })
         })?;
         let ops = plan.ops.iter().map(|o| op_out(env, o)).collect::<JsResult<Vec<_>>>()?;

@@ -7,6 +7,8 @@ export interface PciFunction {
   configWrite(offset: number, size: number, value: number): void;
 }
 
+// readLe and writeLe go through a 32-bit number: 1, 2 or 4 bytes only. MMIO data of 8 bytes is copied as bytes.
+
 /** Little-endian read of `size` bytes at `offset` of a config-space image. */
 export function readLe(b: Uint8Array, offset: number, size: number): number {
   let v = 0;

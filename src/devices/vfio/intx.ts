@@ -2,7 +2,7 @@
 // an eventfd bound to an IOAPIC pin with KVM_IRQFD; when the guest EOIs, KVM
 // signals the resample eventfd, which VFIO takes as "unmask" (the device line
 // is masked by VFIO from assertion to EOI). No userspace hop either way.
-// vfio-pci runs one interrupt type at a time: INTx is off while MSI-X is on.
+// vfio-pci runs one interrupt type at a time: INTx is off while MSI or MSI-X is on.
 import { closeFd, eventFd, ioctl } from '../../sys/libc.js';
 import * as K from '../../sys/kvm.js';
 import * as V from '../../sys/vfio.js';

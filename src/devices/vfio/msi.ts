@@ -22,19 +22,42 @@ import {
   PCI_MSI_MASK_64,
 } from '../../sys/pci-regs.js';
 
+/** The vector's irqfd, as Msi uses it. */
+export type MsiVector = Pick<IrqFd, 'fd' | 'gsi' | 'close'>;
+
+/** The kernel calls behind Msi, injectable so enabling and its undoing can be tested without KVM or VFIO. */
+export interface MsiKernel {
+  /** An irqfd for `gsi`, attached. */
+  vector(gsi: number): MsiVector;
+  /** VFIO_DEVICE_SET_IRQS on the MSI index: trigger this eventfd, or (null) none. */
+  setIrqs(fd: number | null, what: string): void;
+}
+
+export function vfioMsiKernel(deviceFd: number, path: string, vmFd: number): MsiKernel {
+  return {
+    vector: (gsi) => new IrqFd(vmFd, gsi),
+    setIrqs: (fd, what) => {
+      const data = fd === null ? V.VFIO_IRQ_SET_DATA_NONE : V.VFIO_IRQ_SET_DATA_EVENTFD;
+      const set = V.vfio_irq_set(data | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSI_IRQ_INDEX, 0, fd === null ? [] : [fd]);
+      ioctl(deviceFd, V.VFIO_DEVICE_SET_IRQS, set, what, { path });
+    },
+  };
+}
+
 export class Msi {
   /** The capability as the guest sees it: id, next, control, address (lo, hi), data, padding. */
   readonly regs: Uint8Array;
   readonly is64: boolean;
-  private vector: IrqFd | undefined;
+  private vector: MsiVector | undefined;
 
   constructor(
     readonly cap: number,
     device: Uint8Array,
-    private readonly deviceFd: number,
-    private readonly path: string,
+    deviceFd: number,
+    path: string,
     private readonly routing: IrqRouting,
-    private readonly vmFd: number,
+    vmFd: number,
+    private readonly kernel: MsiKernel = vfioMsiKernel(deviceFd, path, vmFd),
   ) {
     this.regs = new Uint8Array(this.length(device));
     this.regs.set(device.subarray(0, this.regs.length));
@@ -74,21 +97,38 @@ export class Msi {
     return now !== was ? now : undefined;
   }
 
+  /** The enable bit went to 1: wire the vector, or on a failure nothing (the error is rethrown). */
   enable(): void {
     if (this.vector) return;
-    this.vector = new IrqFd(this.vmFd, this.routing.allocateGsi());
-    this.route();
-    const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSI_IRQ_INDEX, 0, [this.vector.fd]);
-    ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, 'VFIO_DEVICE_SET_IRQS(MSI, 1 vector)', { path: this.path });
+    const gsi = this.routing.allocateGsi();
+    try {
+      this.vector = this.kernel.vector(gsi);
+      this.route();
+      this.kernel.setIrqs(this.vector.fd, 'VFIO_DEVICE_SET_IRQS(MSI, 1 vector)');
+    } catch (e) {
+      // All or nothing: a half-wired MSI would read as enabled and keep its GSI, route and irqfd.
+      const v = this.vector;
+      this.vector = undefined;
+      try {
+        v?.close();
+      } catch {
+        // The enable's failure is what the caller needs to see.
+      }
+      try {
+        this.routing.releaseGsi(gsi);
+      } catch {
+        // As above.
+      }
+      throw e;
+    }
   }
 
   disable(): void {
     const v = this.vector;
     if (!v) return;
     this.vector = undefined;
-    const set = V.vfio_irq_set(V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSI_IRQ_INDEX, 0, []);
     try {
-      ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, set, 'VFIO_DEVICE_SET_IRQS(MSI off)', { path: this.path });
+      this.kernel.setIrqs(null, 'VFIO_DEVICE_SET_IRQS(MSI off)');
     } finally {
       v.close();
       this.routing.releaseGsi(v.gsi);

@@ -10,7 +10,7 @@
 import { eventFdSignal, eventFdTake, ioctl } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
 import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
-import { readLe, writeLe } from '../pci/function.js';
+import { readLe } from '../pci/function.js';
 import {
   PCI_MSIX_ENTRY_CTRL_MASKBIT,
   PCI_MSIX_ENTRY_DATA,
@@ -73,6 +73,15 @@ export function vfioMsixKernel(deviceFd: number, path: string, vmFd: number): Ms
   };
 }
 
+/**
+ * An MMIO read of `data.length` bytes at `offset` of `src`, or zeros when it does not fit: copied byte for
+ * byte, since a qword (the PBA's natural access) does not survive readLe's 32-bit number.
+ */
+function copyOut(src: Uint8Array, offset: number, data: Uint8Array): void {
+  if (offset + data.length <= src.length) data.set(src.subarray(offset, offset + data.length));
+  else data.fill(0);
+}
+
 export class Msix {
   readonly table: Uint8Array;
   private vectors: MsixVector[] = [];
@@ -113,8 +122,7 @@ export class Msix {
   }
 
   readTable(offset: number, data: Uint8Array): void {
-    const v = offset + data.length <= this.table.length ? readLe(this.table, offset, data.length) : 0;
-    writeLe(data, 0, data.length, v);
+    copyOut(this.table, offset, data);
   }
 
   writeTable(offset: number, data: Uint8Array): void {
@@ -141,19 +149,43 @@ export class Msix {
       if (v && !v.attached && this.kernel.take(v.fd) > 0n) this.pending[i] = true;
       if (this.pending[i]) bytes[i >> 3]! |= 1 << (i & 7);
     }
-    const v = offset + data.length <= bytes.length ? readLe(bytes, offset, data.length) : 0;
-    writeLe(data, 0, data.length, v);
+    copyOut(bytes, offset, data);
   }
 
-  /** Message Control's enable bit went to 1: wire every vector. */
+  /** Message Control's enable bit went to 1: wire every vector, or on a failure none (the error is rethrown). */
   enable(): void {
     if (this.enabled) return;
-    for (let i = 0; i < this.cap.size; i++) this.vectors.push(this.kernel.vector(this.routing.allocateGsi()));
-    for (let i = 0; i < this.cap.size; i++) {
-      this.route(i);
-      this.syncMask(i);
+    const gsis: number[] = [];
+    try {
+      for (let i = 0; i < this.cap.size; i++) {
+        gsis.push(this.routing.allocateGsi());
+        this.vectors.push(this.kernel.vector(gsis[i]!));
+      }
+      for (let i = 0; i < this.cap.size; i++) {
+        this.route(i);
+        this.syncMask(i);
+      }
+      this.kernel.setIrqs(this.vectors.map((v) => v.fd), `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`);
+    } catch (e) {
+      // All or nothing: a half-wired MSI-X would read as enabled and keep GSIs, routes and irqfds.
+      for (const v of this.vectors) {
+        try {
+          v.close();
+        } catch {
+          // The enable's failure is what the caller needs to see.
+        }
+      }
+      this.vectors = [];
+      this.pending.fill(false);
+      for (const gsi of gsis) {
+        try {
+          this.routing.releaseGsi(gsi);
+        } catch {
+          // As above.
+        }
+      }
+      throw e;
     }
-    this.kernel.setIrqs(this.vectors.map((v) => v.fd), `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`);
   }
 
   disable(): void {

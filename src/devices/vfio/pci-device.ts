@@ -69,6 +69,9 @@ export function vfioDeviceIo(opened: OpenedDevice, env: DeviceHost): DeviceIo {
   };
 }
 
+/** The address bits of a BAR's low register: an I/O BAR's start at bit 2, a memory BAR's at bit 4. */
+const addressMask = (space: BarSpace): number => (space === 'io' ? P.PCI_BASE_ADDRESS_IO_MASK : P.PCI_BASE_ADDRESS_MEM_MASK);
+
 interface Bar {
   index: number;
   region: RegionInfo;
@@ -175,7 +178,7 @@ export class VfioPciDevice implements PciFunction {
     if (region.size === 0n) return undefined;
     const raw = this.rawRead(P.PCI_BASE_ADDRESS_0 + 4 * i, 4);
     const io = (raw & P.PCI_BASE_ADDRESS_SPACE_IO) !== 0;
-    const flags = io ? raw & 0x3 : raw & 0xf;
+    const flags = raw & ~addressMask(io ? 'io' : 'mem32');
     const space: BarSpace = io ? 'io' : flags & P.PCI_BASE_ADDRESS_MEM_TYPE_64 ? 'mem64' : 'mem32';
     const address = this.env.bars.allocate(space, region.size, `${this.host.bdf} BAR${i}`);
     return { index: i, region, space, flags, address, maps: [] };
@@ -248,7 +251,9 @@ export class VfioPciDevice implements PciFunction {
 
   configRead(offset: number, size: number): number {
     const bar = this.barAt(offset);
-    if (bar) return this.barRegister(bar.bar, bar.high) >>> (8 * (offset & 3)) & (size === 4 ? 0xffffffff : (1 << (8 * size)) - 1);
+    const byteMask = size === 4 ? 0xffffffff : (1 << (8 * size)) - 1;
+    // `>>> 0`: the `&` makes bit 31 a sign; config reads are unsigned.
+    if (bar) return ((this.barRegister(bar.bar, bar.high) >>> (8 * (offset & 3))) & byteMask) >>> 0;
     if (offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_5 + 4) return 0; // unimplemented BAR slots
     if (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4) return 0; // no option ROM for the guest
     const bytes = new Uint8Array(size);
@@ -273,11 +278,10 @@ export class VfioPciDevice implements PciFunction {
       for (let i = 0; i < size; i++) turned = msi.write(offset + i, (value >>> (8 * i)) & 0xff) ?? turned;
       // vfio-pci runs one interrupt type at a time: INTx yields to MSI and comes back after it.
       if (turned === true) {
-        this.intx?.disable();
-        msi.enable();
+        this.instead(() => msi.enable());
       } else if (turned === false) {
         msi.disable();
-        this.intx?.enable();
+        this.intxUnlessMsi();
       }
       return;
     }
@@ -287,15 +291,35 @@ export class VfioPciDevice implements PciFunction {
       this.msix!.setFunctionMask((this.msixControl & MSIX_MASKALL) !== 0);
       // vfio-pci runs one interrupt type at a time: INTx yields to MSI-X and comes back after it.
       if (this.msixControl & MSIX_ENABLE) {
-        this.intx?.disable();
-        this.msix!.enable();
+        this.instead(() => this.msix!.enable());
       } else {
         this.msix!.disable();
-        this.intx?.enable();
+        this.intxUnlessMsi();
       }
       return;
     }
     this.rawWrite(offset, size, value);
+  }
+
+  /** Turns INTx off for MSI or MSI-X; if that enable fails (it then wires nothing), INTx is back as it was. */
+  private instead(enable: () => void): void {
+    const was = this.intx?.enabled ?? false;
+    this.intx?.disable();
+    try {
+      enable();
+    } catch (e) {
+      try {
+        if (was) this.intx!.enable();
+      } catch {
+        // The enable's failure is what the guest's write reports.
+      }
+      throw e;
+    }
+  }
+
+  /** INTx back once neither MSI nor MSI-X runs, as QEMU: vfio-pci refuses INTx while either does. */
+  private intxUnlessMsi(): void {
+    if (!this.msi?.enabled && !this.msix?.enabled) this.intx?.enable();
   }
 
   private barAt(offset: number): { bar: Bar; high: boolean } | undefined {
@@ -313,19 +337,20 @@ export class VfioPciDevice implements PciFunction {
   private barRegister(bar: Bar, high: boolean): number {
     const mask = ~(bar.region.size - 1n) & 0xffff_ffff_ffff_ffffn;
     const v = this.sizing.has(`${bar.index}${high}`) ? mask : bar.address;
-    return high ? Number((v >> 32n) & 0xffffffffn) : Number(v & 0xffffffffn & ~0xfn) | bar.flags;
+    return high ? Number((v >> 32n) & 0xffffffffn) : (Number(v & 0xffffffffn) & addressMask(bar.space)) | bar.flags;
   }
 
   private writeBar(bar: Bar, high: boolean, offset: number, size: number, value: number): void {
     if (size !== 4 || offset & 3) return;
     const key = `${bar.index}${high}`;
-    if (value >>> 0 === 0xffffffff || (!high && (value | 0xf) >>> 0 === 0xffffffff)) {
+    const mask = addressMask(bar.space);
+    if (value >>> 0 === 0xffffffff || (!high && (value | ~mask) >>> 0 === 0xffffffff)) {
       this.sizing.add(key);
       return;
     }
     this.sizing.delete(key);
     const cur = bar.address;
-    const next = high ? (BigInt(value >>> 0) << 32n) | (cur & 0xffffffffn) : (cur & ~0xffffffffn) | BigInt((value & ~0xf) >>> 0);
+    const next = high ? (BigInt(value >>> 0) << 32n) | (cur & 0xffffffffn) : (cur & ~0xffffffffn) | BigInt((value & mask) >>> 0);
     const aligned = next & ~(bar.region.size - 1n);
     if (aligned !== cur) this.move(bar, aligned);
   }
@@ -350,7 +375,7 @@ export class VfioPciDevice implements PciFunction {
     return this.bars.map((b) => ({ bar: b.index, space: b.space, address: b.address, size: b.region.size, mapped: b.maps.reduce((n, m) => n + m.region.size, 0n) }));
   }
 
-  /** The IOAPIC pin INTx is wired to while MSI-X is off, if the function has INTx. */
+  /** The IOAPIC pin INTx is wired to while MSI and MSI-X are off, if the function has INTx. */
   get intxGsi(): number | undefined {
     return this.intx?.gsi;
   }
