@@ -11,6 +11,7 @@ import { basename, dirname } from 'node:path';
 import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
 import { iperfServer, IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
 import { commitId, median } from './stats.js';
+import { FIGURES, sampleFigures } from './guest-figures.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = ''] = process.argv.slice(2);
 const ROUNDS = Number(process.env.PINION_BENCH_ROUNDS ?? 3);
@@ -30,22 +31,7 @@ const { vfs } = vfsForGuests(1);
 function report(): void {
   // Medians per VMM and path; ratios Pinion / QEMU per path.
   type Figures = Record<string, number>;
-  const figures = (s: Sample[]): Figures => ({
-    initMs: median(s.map((x) => x.initMs)),
-    rttMinMs: median(s.map((x) => x.rttMs.min)),
-    rttAvgMs: median(s.map((x) => x.rttMs.avg)),
-    rttMaxMs: median(s.map((x) => x.rttMs.max)),
-    tcpG2hMbps: median(s.map((x) => x.mbps['tcp-g2h']!)),
-    tcpH2gMbps: median(s.map((x) => x.mbps['tcp-h2g']!)),
-    udpG2hMbps: median(s.map((x) => x.mbps['udp-g2h']!)),
-    udpH2gMbps: median(s.map((x) => x.mbps['udp-h2g']!)),
-    exitsPer1000Packets: median(s.map((x) => x.exitsPer1000Packets)),
-    userspaceExitsPer1000Packets: median(s.map((x) => x.userspaceExitsPer1000Packets)),
-    rssKiB: median(s.map((x) => x.rssKiB)),
-    ownKiB: median(s.map((x) => x.ownKiB)),
-    vmLckKiB: median(s.map((x) => x.vmLckKiB)),
-    vmPinKiB: median(s.map((x) => x.vmPinKiB)),
-  });
+  const figures = (s: Sample[]): Figures => Object.fromEntries(FIGURES.map((k) => [k, median(s.map((x) => sampleFigures(x)[k]))]));
     const summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }> = {};
   for (const iommu of ['legacy', 'iommufd'] as const) {
     const p = figures(samples.filter((s) => s.vmm === 'pinion' && s.iommu === iommu));

@@ -3,6 +3,8 @@
 // Usage: node dist/bench/report.js [RESULTS_DIR]
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { TrafficSample } from '../rig/l1/guest-traffic.js';
+import { sampleFigures, type Figure } from './guest-figures.js';
 
 const dir = process.argv[2] ?? 'bench/results';
 type Figures = Record<string, number>;
@@ -12,10 +14,10 @@ interface Section {
   statistic: string;
   summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }>;
   failedBoots: { vmm: string; iommu: string; round: number; error: string }[];
-  samples: unknown[];
+  samples: TrafficSample[];
 }
 
-const ROWS: [string, string, (v: number) => string][] = [
+const ROWS: [Figure, string, (v: number) => string][] = [
   ['initMs', 'VMM start to guest init (s)', (v) => (v / 1000).toFixed(1)],
   ['rttAvgMs', 'ping RTT avg (ms)', (v) => v.toFixed(2)],
   ['rttMinMs', 'ping RTT min (ms)', (v) => v.toFixed(2)],
@@ -35,7 +37,7 @@ const lg = join(dir, 'linux-guest.json');
 if (existsSync(lg)) {
   const all = JSON.parse(readFileSync(lg, 'utf8')) as Record<string, Section>;
   for (const [kernel, s] of Object.entries(all)) {
-    console.log(`\n${kernel} kernel (${s.rigKernel}, commit ${s.commit}); ${s.statistic}:\n`);
+    console.log(`\n${kernel} kernel (${s.rigKernel}, commit ${s.commit}); ${s.statistic}; each cell: median (min-max over the boots):\n`);
     const paths = Object.keys(s.summary);
     console.log(`| | ${paths.map((p) => `Pinion ${p} | QEMU ${p} | ratio`).join(' | ')} |`);
     console.log(`|---|${paths.map(() => '---:|---:|---:').join('|')}|`);
@@ -43,7 +45,11 @@ if (existsSync(lg)) {
       const cells = paths.map((p) => {
         const x = s.summary[p]!;
         const r = x.ratio[k];
-        return `${fmt(x.pinion[k]!)} | ${fmt(x.qemu[k]!)} | ${r === null || r === undefined || !Number.isFinite(r) ? '-' : r.toFixed(2)}`;
+        const span = (vmm: string): string => {
+          const v = s.samples.filter((b) => b.vmm === vmm && b.iommu === p).map((b) => sampleFigures(b)[k]);
+          return v.length > 1 ? ` (${fmt(Math.min(...v))}-${fmt(Math.max(...v))})` : '';
+        };
+        return `${fmt(x.pinion[k]!)}${span('pinion')} | ${fmt(x.qemu[k]!)}${span('qemu')} | ${r === null || r === undefined || !Number.isFinite(r) ? '-' : r.toFixed(2)}`;
       });
       console.log(`| ${label} | ${cells.join(' | ')} |`);
     }
