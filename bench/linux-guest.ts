@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
-import { iperfServer, IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
+import { IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
 import { commitId, median } from './stats.js';
 import { FIGURES, sampleFigures } from './guest-figures.js';
 
@@ -58,28 +58,23 @@ function report(): void {
   }
 }
 
-const server = iperfServer();
 const samples: Sample[] = [];
 const failedBoots: { vmm: Vmm; iommu: IommuPath; round: number; error: string }[] = [];
-try {
-  for (let round = 0; round < ROUNDS; round++) {
-    const order = round % 2 ? [...CONFIGS].reverse() : CONFIGS;
-    for (const c of order) {
-      log(`round ${round}: ${c.vmm} ${c.iommu}`);
-      try {
-        const r = await measuredBootWithRetry({ ...c, kernel, initrd, device: vfs[0]! }, PLAN, peer);
-        samples.push({ ...r.sample, round });
-        failedBoots.push(...r.failures.map((error) => ({ ...c, round, error })));
-      } catch (e) {
-        // Twice short: the round has no figure for this VMM and path, and says why.
-        failedBoots.push({ ...c, round, error: (e as Error).message }, { ...c, round, error: 'retry failed too' });
-      }
+for (let round = 0; round < ROUNDS; round++) {
+  const order = round % 2 ? [...CONFIGS].reverse() : CONFIGS;
+  for (const c of order) {
+    log(`round ${round}: ${c.vmm} ${c.iommu}`);
+    try {
+      const r = await measuredBootWithRetry({ ...c, kernel, initrd, device: vfs[0]! }, PLAN, peer);
+      samples.push({ ...r.sample, round });
+      failedBoots.push(...r.failures.map((error) => ({ ...c, round, error })));
+    } catch (e) {
+      // Twice short: the round has no figure for this VMM and path, and says why.
+      failedBoots.push({ ...c, round, error: (e as Error).message }, { ...c, round, error: 'retry failed too' });
     }
-    // Each round's figures are kept as it ends: a rig that fails later leaves what was measured.
-    report();
   }
-} finally {
-  server.stop();
+  // Each round's figures are kept as it ends: a rig that fails later leaves what was measured.
+  report();
 }
 
 report();

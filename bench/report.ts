@@ -54,7 +54,10 @@ if (existsSync(lg)) {
       console.log(`| ${label} | ${cells.join(' | ')} |`);
     }
     const failed = s.failedBoots.filter((f) => f.error !== 'retry failed too');
-    console.log(`\n${s.samples.length} boots measured; ${failed.length} fell short and were run again${failed.length ? `: ${failed.map((f) => `${f.vmm} ${f.iommu} round ${f.round} (${f.error.split('\n')[0]})`).join('; ')}` : ''}.`);
+    const twice = (f: Section['failedBoots'][number]): boolean => s.failedBoots.some((g) => g.error === 'retry failed too' && g.vmm === f.vmm && g.iommu === f.iommu && g.round === f.round);
+    const what = (f: Section['failedBoots'][number]): string =>
+      `${f.vmm} ${f.iommu} round ${f.round} (${f.error.split('\n')[0]}${twice(f) ? '; short again, so that round has no figure for it' : ''})`;
+    console.log(`\n${s.samples.length} boots measured; ${failed.length} fell short and were run again${failed.length ? `: ${failed.map(what).join('; ')}` : ''}.`);
   }
 }
 

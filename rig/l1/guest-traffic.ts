@@ -45,13 +45,14 @@ export function trafficJob(p: TrafficPlan): string {
   return [
     `ping -c ${p.pings} -i 0.1 -W 2 ${PEER_IP} | tail -n 2 | sed 's/^/pinion-guest: ping /'`,
     'echo "pinion-guest: traffic-start"; sleep 1',
-    ...p.runs.map((r) => `iperf3 -c ${PEER_IP} -t ${p.iperfSec} -f m ${IPERF_ARGS[r]} 2>&1 | grep receiver | sed 's/^/pinion-guest: iperf ${r} /'`),
+    // A connection that stalls for good (seen under both VMMs, TCP guest -> L1) would hold iperf3 forever.
+    ...p.runs.map((r) => `timeout ${p.iperfSec + 20} iperf3 -c ${PEER_IP} -t ${p.iperfSec} -f m ${IPERF_ARGS[r]} 2>&1 | grep receiver | sed 's/^/pinion-guest: iperf ${r} /'`),
     'echo "pinion-guest: traffic-end"; sleep 1',
   ].join('\n');
 }
 
-/** An iperf3 server on L1's side of the hub, for the guests to run against. */
-export function iperfServer(): { stop(): void } {
+/** An iperf3 server on L1's side of the hub, for a guest to run against. */
+function iperfServer(): { stop(): void } {
   const p = spawn('iperf3', ['-s', '-B', PEER_IP], { stdio: 'ignore' });
   return { stop: () => void p.kill() };
 }
@@ -59,7 +60,17 @@ export function iperfServer(): { stop(): void } {
 /** Boots the guest with the traffic job and returns its figures; `echo` shows the guest's console lines as they come. */
 export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan: TrafficPlan, peer: string, echo?: (line: string) => void): Promise<TrafficSample> {
   spawnSync('ip', ['neigh', 'flush', 'all']);
-  const g = new LinuxGuest({ ...o, ip: '192.0.2.2/24', command: trafficJob(plan), limitMs: o.limitMs ?? 300_000, onLine: echo });
+  // An iperf3 server of the boot's own: one left serving a guest that died mid-test turns the next one away.
+  const server = iperfServer();
+  try {
+    return await measuredBootOn(o, plan, peer, echo);
+  } finally {
+    server.stop();
+  }
+}
+
+async function measuredBootOn(o: Omit<GuestOptions, 'command' | 'ip'>, plan: TrafficPlan, peer: string, echo?: (line: string) => void): Promise<TrafficSample> {
+  const g = new LinuxGuest({ ...o, ip: '192.0.2.2/24', command: trafficJob(plan), limitMs: o.limitMs ?? 180_000, onLine: echo });
   const fail = (what: string): never => {
     g.kill();
     throw new Error(`${o.vmm} ${o.iommu}: ${what}\nconsole:\n${g.console().slice(-3000)}\nstderr:\n${g.stderr.slice(-2000)}`);
@@ -116,7 +127,7 @@ export async function measuredBootWithRetry(o: Omit<GuestOptions, 'command' | 'i
     } catch (e) {
       failures.push((e as Error).message);
       process.stderr.write(`l1: ${o.vmm} ${o.iommu} boot failed, ${failures.length === 1 ? 'retrying once' : 'giving up'}: ${(e as Error).message.split('\n')[0]}\n`);
-      if (failures.length > 1) throw e;
+      if (failures.length > 1) throw new Error(failures.join('\n---- run again:\n'));
     }
   }
 }

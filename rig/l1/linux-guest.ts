@@ -136,18 +136,22 @@ export class LinuxGuest {
   /** The VMM process's memory now (kB): resident, locked and pinned, and how much of the resident set is
    * guest RAM (the mapping of the guest's RAM size, one memfd or anonymous region in both VMMs; the runtime's
    * larger reservations, V8's heap cage among them, are not it). */
-  memory(): { rssKiB: number; guestRamRssKiB: number; vmLckKiB: number; vmPinKiB: number } {
+  memory(): { rssKiB: number; guestRamRssKiB: number; guestRamHugeKiB: number; vmLckKiB: number; vmPinKiB: number } {
     const s = readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
     const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0);
     const ramKiB = GUEST_MEMORY_MIB * 1024;
     let guestRamRssKiB = 0;
+    let guestRamHugeKiB = 0;
     let size = 0;
     for (const l of readFileSync(`/proc/${this.proc.pid}/smaps`, 'utf8').split('\n')) {
-      const m = /^(Size|Rss):\s+(\d+) kB/.exec(l);
+      const m = /^(Size|Rss|AnonHugePages|ShmemPmdMapped):\s+(\d+) kB/.exec(l);
+      const ram = size >= ramKiB && size <= ramKiB + 4096;
       if (m?.[1] === 'Size') size = Number(m[2]);
-      else if (m?.[1] === 'Rss' && size >= ramKiB && size <= ramKiB + 4096) guestRamRssKiB = Math.max(guestRamRssKiB, Number(m[2]));
+      else if (m?.[1] === 'Rss' && ram) guestRamRssKiB = Math.max(guestRamRssKiB, Number(m[2]));
+      // Mapped with 2 MiB page-table entries: anonymous THP (QEMU) or shmem THP (memfd).
+      else if (m && ram) guestRamHugeKiB = Math.max(guestRamHugeKiB, Number(m[2]));
     }
-    return { rssKiB: kb('VmRSS'), guestRamRssKiB, vmLckKiB: kb('VmLck'), vmPinKiB: kb('VmPin') };
+    return { rssKiB: kb('VmRSS'), guestRamRssKiB, guestRamHugeKiB, vmLckKiB: kb('VmLck'), vmPinKiB: kb('VmPin') };
   }
 
   /** KVM's counters for this VMM's VM (debugfs, summed over its vCPUs), the same source for both VMMs. */

@@ -70,6 +70,8 @@ export type MachineResult =
   | { kind: 'fault'; report: string; exits: number }
   | { kind: 'stopped'; why: string; exits: number };
 
+const VCPU_YOUNG_GEN_MB = 4;
+
 export class Machine {
   readonly memory = new GuestMemory();
   private readonly undo: (() => void)[] = [];
@@ -224,7 +226,9 @@ export class Machine {
           new Promise<void>((resolve) => {
             const rpc = newRpcSlot();
             const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize: this.vm.kvm.vcpuMmapSize, control: this.control, devices: this.devices, rpc };
-            const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data });
+            // A vCPU loop allocates little but steadily; V8's default young generation (tens of MiB a thread)
+            // would be resident in full for nothing.
+            const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data, resourceLimits: { maxYoungGenerationSizeMb: VCPU_YOUNG_GEN_MB } });
             w.on('message', (m: VcpuMessage) => {
               if (m.type === 'ready') {
                 trace(`vCPU ${v.index} thread ready`);

@@ -28,7 +28,7 @@ interface Boot {
   h2gGuest?: string;
   h2gL1: string;
   fetchError?: string;
-  memory?: { rssKiB: number; vmLckKiB: number; vmPinKiB: number };
+  memory?: { rssKiB: number; guestRamHugeKiB: number; vmLckKiB: number; vmPinKiB: number };
   peerPackets: number;
   pinnedAfter: number;
   console: string;
@@ -68,6 +68,7 @@ for (const kernel of ['type1', 'compat'] as const) {
           t.ok(rx.length > 0, 'the driver uses MSI-X vectors', { msixAfter: b.msixAfter });
           t.ok(rx.some((k) => after.get(k)! > (before.get(k) ?? 0) + 100), 'MSI-X receive interrupts rise under traffic', { before: b.msixBefore, after: b.msixAfter });
           t.ok(b.memory && b.memory.vmLckKiB + b.memory.vmPinKiB >= 256 * 1024, 'guest RAM pinned while it runs', { memory: b.memory });
+          t.ok(b.memory && b.memory.guestRamHugeKiB >= 0.9 * 256 * 1024, 'guest RAM (memfd) mapped with 2 MiB pages: prefaulted through its mapping with shmem THP', { memory: b.memory });
           t.equal(b.pinnedAfter, 0, 'nothing pinned after the VM ends');
         });
       }

@@ -2,7 +2,7 @@
 // address register selects, and which bits a guest may change.
 import t from 'tap';
 import { ConfigSpace } from '../../src/devices/pci/config-space.js';
-import { PciConfigIo } from '../../src/devices/pci/config-io.js';
+import { PciConfigFront, PciConfigIo } from '../../src/devices/pci/config-io.js';
 import { hostBridge } from '../../src/devices/pci/host-bridge.js';
 import { le } from '../../src/vmm/bus.js';
 
@@ -73,4 +73,44 @@ t.test('an emulated function: only write-mask bits change; beyond 256 bytes read
   c.set(0xfe, 2, 0, 0xffff);
   c.configWrite(0xfe, 4, 0x12345678);
   t.equal(c.configRead(0xfe, 2), 0x5678, 'a write running past the end keeps its bytes inside');
+});
+
+t.test('a vCPU thread front: address writes and empty slots answered from shared state, the rest forwarded', async (t) => {
+  const { io, f } = mech1();
+  const forwarded: string[] = [];
+  // The VMM thread's side, as the RPC would reach it: the port's own address.
+  const vmm = {
+    read: (port: number, d: Uint8Array) => (forwarded.push(`r ${port.toString(16)}/${d.length}`), io.read(port - 0xcf8, d)),
+    write: (port: number, d: Uint8Array) => (forwarded.push(`w ${port.toString(16)}/${d.length}`), io.write(port - 0xcf8, d)),
+  };
+  const front = new PciConfigFront(io.state, vmm);
+  const r = (port: number, size: number): number => {
+    const d = new Uint8Array(size);
+    front.read(port - 0xcf8, d);
+    return le(d);
+  };
+  const w = (port: number, size: number, v: number): void => front.write(port - 0xcf8, bytes(v, size));
+  w(0xcf8, 4, 0x80001100);
+  t.equal(r(0xcf8, 4), 0x80001100, 'the address reads back on the front');
+  t.same(forwarded, [], 'address accesses stay on the vCPU thread');
+  t.equal(r(0xcfc, 4), 0x12345678, 'a present function is read on the VMM thread');
+  t.same(forwarded, ['r cfc/4'], 'through one forwarded access');
+  w(0xcf8, 4, 0x80001800); // 00:03.0, empty
+  t.equal(r(0xcfc, 4), 0xffffffff, 'an empty slot reads all ones');
+  w(0xcfc, 4, 0);
+  t.same(forwarded, ['r cfc/4'], 'and neither its read nor its write leaves the vCPU thread');
+  w(0xcf8, 4, 0x80011100); // bus 1
+  t.equal(r(0xcfc, 2), 0xffff, 'another bus reads all ones');
+  w(0xcf8, 4, 0x80001140);
+  w(0xcfc, 4, 0xcafef00d);
+  t.equal(f.configRead(0x40, 4), 0xcafef00d, 'a write to a present function lands, at the register the shared address selects');
+  const io2 = new PciConfigIo();
+  const f2 = new ConfigSpace('late');
+  f2.set(0, 4, 0xabcd1234);
+  const front2 = new PciConfigFront(io2.state, { read: (p, d) => io2.read(p - 0xcf8, d), write: (p, d) => io2.write(p - 0xcf8, d) });
+  io2.add(5 << 3, f2);
+  front2.write(0, bytes(0x80002800, 4));
+  const d = new Uint8Array(4);
+  front2.read(4, d);
+  t.equal(le(d), 0xabcd1234, 'a function added after the front was made is seen by it');
 });
