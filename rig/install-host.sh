@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the rig needs on the host, from Debian's packages only:
 # QEMU >= 8 (igb) from bookworm-backports, the kernel build tools, and what
-# the Linux guest image carries (iperf3, lspci).
+# the Linux guest image carries (iperf3, lspci), and clang-format for the
+# guest C's lint (scripts/lint.mjs).
 # The mirror is taken from the host's own apt sources, never hard-coded.
 set -euo pipefail
 
-need_pkgs=(flex bison bc libelf-dev libssl-dev rsync cpio busybox-static gcc make xz-utils iperf3 pciutils)
+need_pkgs=(flex bison bc libelf-dev libssl-dev rsync cpio busybox-static gcc make xz-utils iperf3 pciutils clang-format)
 sources=/etc/apt/sources.list.d/debian.sources
 
 mirror_uri() {

@@ -11,7 +11,8 @@ say() { echo "setup: $*" >&2; }
 bash rig/install-host.sh
 if ! command -v cargo >/dev/null; then
   say "installing cargo from Debian"
-  apt-get install -y -qq cargo >/dev/null
+  # rustfmt for the lint; clippy is optional there (the lint skips it when missing).
+  apt-get install -y -qq cargo rustfmt >/dev/null
 fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"

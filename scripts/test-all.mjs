@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// Runs every test runner (cargo test for pin-core, tap for unit and rig tests),
-// streams their output, and ends with one line: `N passed, N failed, N skipped`.
+// Runs every test runner (cargo test for pin-core, tap for unit and rig tests)
+// and the lint checks (scripts/lint.mjs, one count per check), streams their
+// output, and ends with one line: `N passed, N failed, N skipped`.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runLint } from './lint.mjs';
 import { tapCounts } from './tap-summary.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -69,7 +71,13 @@ async function tap(label, list, extra) {
   if (code !== 0 && !counts.fail) totals.failed += 1;
 }
 
-const only = process.argv[2]; // unit | rig | cargo, or all
+function lint() {
+  const counts = runLint();
+  for (const k of Object.keys(totals)) totals[k] += counts[k];
+}
+
+const only = process.argv[2]; // unit | rig | cargo | lint, or all
+if (!only || only === 'lint') lint();
 if (!only || only === 'cargo') await cargo();
 if (!only || only === 'unit') await tap('unit tests', files('dist/test/unit'), []);
 // Rig tests boot QEMU under TCG: one file at a time on a 2-core machine.

@@ -17,7 +17,8 @@ pub struct Mapper {
 #[derive(Debug)]
 pub enum SyncError {
     Plan(PlanError),
-    Kernel { err: KernelError, done: usize, plan: Plan },
+    // Boxed: the plan is large and only the failure path carries it (clippy::result_large_err).
+    Kernel { err: KernelError, done: usize, plan: Box<Plan> },
 }
 
 /// type1's default dma_entry_limit, when the kernel does not report DMA_AVAIL.
@@ -45,7 +46,7 @@ impl Mapper {
                 Op::Copy { src_iova, dst_iova, size } => backend.copy(*src_iova, *dst_iova, *size),
             };
             if let Err(err) = r {
-                return Err(SyncError::Kernel { err, done: i, plan });
+                return Err(SyncError::Kernel { err, done: i, plan: Box::new(plan) });
             }
             // The kernel accepted the op, so the table must too; a refusal here is a planner bug.
             planner::apply(&mut self.table, op).expect("table rejected an op the kernel accepted");
@@ -130,7 +131,7 @@ mod tests {
 
     fn kernel_err(e: SyncError) -> (KernelError, usize, Plan) {
         match e {
-            SyncError::Kernel { err, done, plan } => (err, done, plan),
+            SyncError::Kernel { err, done, plan } => (err, done, *plan),
             SyncError::Plan(p) => panic!("expected a kernel failure, got {p}"),
         }
     }
