@@ -3,8 +3,20 @@
 import type { TrafficSample } from '../rig/l1/guest-traffic.js';
 
 export const FIGURES = [
-  'initMs', 'rttMinMs', 'rttAvgMs', 'rttMaxMs', 'tcpG2hMbps', 'tcpH2gMbps', 'udpG2hMbps', 'udpH2gMbps',
-  'exitsPer1000Packets', 'userspaceExitsPer1000Packets', 'rssKiB', 'ownKiB', 'vmLckKiB', 'vmPinKiB',
+  'initMs',
+  'rttMinMs',
+  'rttAvgMs',
+  'rttMaxMs',
+  'tcpG2hMbps',
+  'tcpH2gMbps',
+  'udpG2hMbps',
+  'udpH2gMbps',
+  'exitsPer1000Packets',
+  'userspaceExitsPer1000Packets',
+  'rssKiB',
+  'ownKiB',
+  'vmLckKiB',
+  'vmPinKiB',
 ] as const;
 export type Figure = (typeof FIGURES)[number];
 

@@ -32,7 +32,7 @@ function report(): void {
   // Medians per VMM and path; ratios Pinion / QEMU per path.
   type Figures = Record<string, number>;
   const figures = (s: Sample[]): Figures => Object.fromEntries(FIGURES.map((k) => [k, median(s.map((x) => sampleFigures(x)[k]))]));
-    const summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }> = {};
+  const summary: Record<string, { pinion: Figures; qemu: Figures; ratio: Figures }> = {};
   for (const iommu of ['legacy', 'iommufd'] as const) {
     const p = figures(samples.filter((s) => s.vmm === 'pinion' && s.iommu === iommu));
     const q = figures(samples.filter((s) => s.vmm === 'qemu' && s.iommu === iommu));

@@ -28,10 +28,12 @@ const OURS = { min_samples: 3, max_samples: 3, min_cpu_time: 0, warmup_samples: 
 // would otherwise be charged to a 10 ms pair. The direct (hrtime) figure per pair is kept as a check.
 const pairsPerSample = (size: bigint): number => (size <= 256n * MiB ? 8 : 4);
 
-if (!existsSync(cLib)) throw new Error(`C reference ${cLib || '(none)'} not found: pass libmapbench.so built from bench/ref/mapbench.c with -DMAPBENCH_LIB`);
+if (!existsSync(cLib))
+  throw new Error(`C reference ${cLib || '(none)'} not found: pass libmapbench.so built from bench/ref/mapbench.c with -DMAPBENCH_LIB`);
 const lib = koffi.load(cLib);
-const mapbenchPair = lib.func('int64_t mapbench_pair(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size)');
-
+const mapbenchPair = lib.func(
+  'int64_t mapbench_pair(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size)',
+);
 
 const [vf] = createVfs(assignablePf().bdf, 1);
 const dev = bindVfio(vf!);
@@ -107,17 +109,33 @@ for (const [path, open] of Object.entries(PATHS)) {
         }, OURS);
         const oursNs = stats.p50 / n;
         const c = median(Array.from({ length: C_PAIRS }, () => cPair(o, mem.vaddr, byFile ? mem.fd : -1, size)));
-        hr.push(median(Array.from({ length: C_PAIRS }, () => {
-          const t0 = process.hrtime.bigint();
-          pinion();
-          return Number(process.hrtime.bigint() - t0);
-        })));
+        hr.push(
+          median(
+            Array.from({ length: C_PAIRS }, () => {
+              const t0 = process.hrtime.bigint();
+              pinion();
+              return Number(process.hrtime.bigint() - t0);
+            }),
+          ),
+        );
         ours.push(oursNs);
         ref.push(c);
         ratios.push(c / oursNs);
       }
       pinCore.memFree(mem.vaddr, size, mem.fd);
-      const row = { path, kind, sizeMiB: Number(size / MiB), pinionNsPerPair: Math.round(median(ours)), cNsPerPair: Math.round(median(ref)), ratio: +median(ratios).toFixed(3), roundRatios: ratios.map((r) => +r.toFixed(3)), rounds: ROUNDS, pairsPerSample: pairsPerSample(size), directNsPerPair: Math.round(median(hr)), directRatio: +(median(ref) / median(hr)).toFixed(3) };
+      const row = {
+        path,
+        kind,
+        sizeMiB: Number(size / MiB),
+        pinionNsPerPair: Math.round(median(ours)),
+        cNsPerPair: Math.round(median(ref)),
+        ratio: +median(ratios).toFixed(3),
+        roundRatios: ratios.map((r) => +r.toFixed(3)),
+        rounds: ROUNDS,
+        pairsPerSample: pairsPerSample(size),
+        directNsPerPair: Math.round(median(hr)),
+        directRatio: +(median(ref) / median(hr)).toFixed(3),
+      };
       results.push(row);
       console.log(JSON.stringify(row));
     }
@@ -125,13 +143,24 @@ for (const [path, open] of Object.entries(PATHS)) {
   // Per-call overhead: a 4 KiB pair, where the ioctl is cheap and the crossing shows.
   const small = pinCore.memAlloc('anon', 0x1000n);
   pinCore.memPopulate(small.vaddr, 0x1000n, 1);
-  const stats = await measure(() => {
-    pinCore.map(o.h, IOVA, 0x1000n, { vaddr: small.vaddr }, rw);
-    pinCore.unmap(o.h, IOVA, 0x1000n);
-  }, { min_cpu_time: 500e6 });
+  const stats = await measure(
+    () => {
+      pinCore.map(o.h, IOVA, 0x1000n, { vaddr: small.vaddr }, rw);
+      pinCore.unmap(o.h, IOVA, 0x1000n);
+    },
+    { min_cpu_time: 500e6 },
+  );
   const c = median(Array.from({ length: 2000 }, () => cPair(o, small.vaddr, -1, 0x1000n)));
   pinCore.memFree(small.vaddr, 0x1000n, small.fd);
-  const row = { path, kind: 'anon', sizeMiB: 4 / 1024, pinionNsPerPair: Math.round(stats.p50), cNsPerPair: Math.round(c), overheadNs: Math.round(stats.p50 - c), ratio: +(c / stats.p50).toFixed(3) };
+  const row = {
+    path,
+    kind: 'anon',
+    sizeMiB: 4 / 1024,
+    pinionNsPerPair: Math.round(stats.p50),
+    cNsPerPair: Math.round(c),
+    overheadNs: Math.round(stats.p50 - c),
+    ratio: +(c / stats.p50).toFixed(3),
+  };
   results.push(row);
   console.log(JSON.stringify(row));
   o.close();

@@ -10,7 +10,13 @@ import { basename, dirname } from 'node:path';
 import { LinuxGuest, peerUp, PEER_IP, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
 import { commitId, median } from './stats.js';
 
-const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommufd'] = process.argv.slice(2) as [string, string, string, string, IommuPath];
+const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommufd'] = process.argv.slice(2) as [
+  string,
+  string,
+  string,
+  string,
+  IommuPath,
+];
 const ROUNDS = Number(process.env.PINION_BENCH_ROUNDS ?? 6);
 const TIMEOUT_MS = 1000;
 const log = (s: string): void => void process.stderr.write(`nic ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);
@@ -19,11 +25,36 @@ if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: nic.js K
 peerUp();
 const { vfs } = vfsForGuests(2);
 const guests: Record<Vmm, { g: LinuxGuest; ip: string }> = {
-  pinion: { g: new LinuxGuest({ vmm: 'pinion', iommu, kernel, initrd, device: vfs[0]!, ip: '192.0.2.2/24', command: 'echo "pinion-guest: serving"; sleep 3600', limitMs: 1_800_000 }), ip: '192.0.2.2' },
-  qemu: { g: new LinuxGuest({ vmm: 'qemu', iommu, kernel, initrd, device: vfs[1]!, ip: '192.0.2.3/24', command: 'echo "pinion-guest: serving"; sleep 3600', limitMs: 1_800_000 }), ip: '192.0.2.3' },
+  pinion: {
+    g: new LinuxGuest({
+      vmm: 'pinion',
+      iommu,
+      kernel,
+      initrd,
+      device: vfs[0]!,
+      ip: '192.0.2.2/24',
+      command: 'echo "pinion-guest: serving"; sleep 3600',
+      limitMs: 1_800_000,
+    }),
+    ip: '192.0.2.2',
+  },
+  qemu: {
+    g: new LinuxGuest({
+      vmm: 'qemu',
+      iommu,
+      kernel,
+      initrd,
+      device: vfs[1]!,
+      ip: '192.0.2.3/24',
+      command: 'echo "pinion-guest: serving"; sleep 3600',
+      limitMs: 1_800_000,
+    }),
+    ip: '192.0.2.3',
+  },
 };
 for (const [vmm, { g }] of Object.entries(guests)) {
-  if (!(await g.waitFor(/^pinion-guest: serving/))) throw new Error(`${vmm}'s guest did not come up:\n${g.console().slice(-2000)}\n${g.stderr.slice(-1000)}`);
+  if (!(await g.waitFor(/^pinion-guest: serving/)))
+    throw new Error(`${vmm}'s guest did not come up:\n${g.console().slice(-2000)}\n${g.stderr.slice(-1000)}`);
   log(`${vmm}'s guest serving`);
 }
 

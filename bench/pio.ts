@@ -15,14 +15,19 @@ const GUEST = fileURLToPath(new URL('../guest/pinion-guest.elf', import.meta.url
 const ROUNDS = 5;
 const C_EXITS = 20000;
 
-
 function cNsPerExit(): number {
   const r = spawnSync(cRef, [GUEST, 'pio', String(C_EXITS), '3'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`piobench: ${r.stderr.trim()}`);
-  return median(r.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { nsPerExit: number }).nsPerExit));
+  return median(
+    r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { nsPerExit: number }).nsPerExit),
+  );
 }
 
-if (!existsSync(cRef)) throw new Error(`C reference ${cRef || '(none)'} not found: pass the piobench binary built from bench/ref/piobench.c`);
+if (!existsSync(cRef))
+  throw new Error(`C reference ${cRef || '(none)'} not found: pass the piobench binary built from bench/ref/piobench.c`);
 const m = Machine.create({ payload: GUEST, memory: 64n << 20n, cpus: 1, backend: 'memfd', cmdline: 'pio', consoleFd: 1 });
 const { runner } = m.inlineRunner(0);
 for (let i = 0; i < 2000; i++) if (runner.step()) throw new Error('guest stopped during warm-up');
@@ -36,7 +41,19 @@ for (let round = 0; round < ROUNDS; round++) {
 const exitsOnPort80 = runner.exits;
 m.close();
 const [pn, cn] = [median(ours), median(ref)];
-const row = { pinionNsPerExit: Math.round(pn), cNsPerExit: Math.round(cn), ratio: +(pn / cn).toFixed(3), rounds: ROUNDS, pinionRounds: ours.map(Math.round), cRounds: ref.map(Math.round), exitsOnPort80 };
+const row = {
+  pinionNsPerExit: Math.round(pn),
+  cNsPerExit: Math.round(cn),
+  ratio: +(pn / cn).toFixed(3),
+  rounds: ROUNDS,
+  pinionRounds: ours.map(Math.round),
+  cRounds: ref.map(Math.round),
+  exitsOnPort80,
+};
 console.log(JSON.stringify(row));
-const out = { date: new Date().toISOString(), note: 'ratio = Pinion ns / C ns per port-I/O exit round trip (medians over alternating rounds, same boot); target <= 1.5', ...row };
+const out = {
+  date: new Date().toISOString(),
+  note: 'ratio = Pinion ns / C ns per port-I/O exit round trip (medians over alternating rounds, same boot); target <= 1.5',
+  ...row,
+};
 if (outFile) writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');

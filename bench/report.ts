@@ -54,19 +54,37 @@ if (existsSync(lg)) {
       console.log(`| ${label} | ${cells.join(' | ')} |`);
     }
     const failed = s.failedBoots.filter((f) => f.error !== 'retry failed too');
-    const twice = (f: Section['failedBoots'][number]): boolean => s.failedBoots.some((g) => g.error === 'retry failed too' && g.vmm === f.vmm && g.iommu === f.iommu && g.round === f.round);
+    const twice = (f: Section['failedBoots'][number]): boolean =>
+      s.failedBoots.some((g) => g.error === 'retry failed too' && g.vmm === f.vmm && g.iommu === f.iommu && g.round === f.round);
     const what = (f: Section['failedBoots'][number]): string =>
       `${f.vmm} ${f.iommu} round ${f.round} (${f.error.split('\n')[0]}${twice(f) ? '; short again, so that round has no figure for it' : ''})`;
-    console.log(`\n${s.samples.length} boots measured; ${failed.length} fell short and were run again${failed.length ? `: ${failed.map(what).join('; ')}` : ''}.`);
+    console.log(
+      `\n${s.samples.length} boots measured; ${failed.length} fell short and were run again${failed.length ? `: ${failed.map(what).join('; ')}` : ''}.`,
+    );
   }
 }
 
 const nic = join(dir, 'nic.json');
 if (existsSync(nic)) {
-  const all = JSON.parse(readFileSync(nic, 'utf8')) as Record<string, { commit: string; rigKernel: string; statistic: string; pinionUs: number; qemuUs: number; ratio: number; ratioInterval: [number, number]; lost: number }>;
+  const all = JSON.parse(readFileSync(nic, 'utf8')) as Record<
+    string,
+    {
+      commit: string;
+      rigKernel: string;
+      statistic: string;
+      pinionUs: number;
+      qemuUs: number;
+      ratio: number;
+      ratioInterval: [number, number];
+      lost: number;
+    }
+  >;
   console.log(`\nUDP echo round trip through the VF (bench/nic.ts):\n`);
   console.log('| kernel, path | Pinion (µs) | QEMU (µs) | ratio | interval | lost | commit |');
   console.log('|---|---:|---:|---:|---|---:|---|');
-  for (const [k, r] of Object.entries(all)) console.log(`| ${k} | ${r.pinionUs} | ${r.qemuUs} | ${r.ratio.toFixed(2)} | ${r.ratioInterval.map((x) => x.toFixed(2)).join('–')} | ${r.lost} | ${r.commit} |`);
+  for (const [k, r] of Object.entries(all))
+    console.log(
+      `| ${k} | ${r.pinionUs} | ${r.qemuUs} | ${r.ratio.toFixed(2)} | ${r.ratioInterval.map((x) => x.toFixed(2)).join('–')} | ${r.lost} | ${r.commit} |`,
+    );
   console.log(`\n${Object.values(all)[0]?.statistic ?? ''}`);
 }

@@ -187,8 +187,7 @@ static void print_frame(unsigned n, const uint8_t *p, unsigned len)
 		put_mac(p + 6);
 		put_str(", ethertype 0x");
 		put_hex((uint64_t)p[12] << 8 | p[13], 4);
-		while (text < PAYLOAD_SHOWN && ETH_HLEN + text < len && p[ETH_HLEN + text] >= 0x20 &&
-		       p[ETH_HLEN + text] < 0x7f)
+		while (text < PAYLOAD_SHOWN && ETH_HLEN + text < len && p[ETH_HLEN + text] >= 0x20 && p[ETH_HLEN + text] < 0x7f)
 			text++;
 		/* Printable up to a NUL, the end, or PAYLOAD_SHOWN bytes. */
 		if (text && (text == PAYLOAD_SHOWN || ETH_HLEN + text == len || !p[ETH_HLEN + text])) {

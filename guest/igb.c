@@ -36,10 +36,19 @@ static uint64_t bar0;
 static uint8_t mac[6] = { 0x02, 0, 0, 0, 0, 0x01 }; /* until RAL0/RAH0 says */
 
 static const struct igbq_regs queue0 = {
-	.rdbal = RDBAL, .rdbah = RDBAH, .rdlen = RDLEN, .srrctl = SRRCTL,
-	.rdh = RDH, .rdt = RDT, .rxdctl = RXDCTL,
-	.tdbal = TDBAL, .tdbah = TDBAH, .tdlen = TDLEN,
-	.tdh = TDH, .tdt = TDT, .txdctl = TXDCTL,
+	.rdbal = RDBAL,
+	.rdbah = RDBAH,
+	.rdlen = RDLEN,
+	.srrctl = SRRCTL,
+	.rdh = RDH,
+	.rdt = RDT,
+	.rxdctl = RXDCTL,
+	.tdbal = TDBAL,
+	.tdbah = TDBAH,
+	.tdlen = TDLEN,
+	.tdh = TDH,
+	.tdt = TDT,
+	.txdctl = TXDCTL,
 };
 static struct igbq queue = {
 	.prefix = "igb: ",
@@ -108,8 +117,7 @@ static const char *link_up(void)
 {
 	wr(CTRL, rd(CTRL) | CTRL_SLU);
 	/* PHY register 0 (BMCR): autoneg on and restarted, 1000 full. */
-	wr(MDIC, MDIC_OP_WRITE | MDIC_PHY_ADDR | 0 << 16 | BMCR_ANENABLE | BMCR_ANRESTART |
-			 BMCR_FULLDPLX | BMCR_SPEED1000);
+	wr(MDIC, MDIC_OP_WRITE | MDIC_PHY_ADDR | 0 << 16 | BMCR_ANENABLE | BMCR_ANRESTART | BMCR_FULLDPLX | BMCR_SPEED1000);
 	if (!igb_wait_reg(bar0, MDIC, MDIC_READY, MDIC_READY, WAIT_TICKS))
 		return "MDIC write to the PHY did not complete";
 	if (!igb_wait_reg(bar0, STATUS, STATUS_LU, STATUS_LU, LINK_TICKS))
@@ -119,8 +127,7 @@ static const char *link_up(void)
 
 static void set_rctl(bool loopback)
 {
-	wr(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC |
-			 (loopback ? RCTL_LBM_MAC : 0));
+	wr(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC | (loopback ? RCTL_LBM_MAC : 0));
 }
 
 /*
@@ -398,8 +405,7 @@ uint64_t igb_test(bool baddma)
 		return failed("loopback", "BAR0 is not an assigned memory BAR", EXIT_LOOPBACK);
 	queue.bar0 = bar0;
 	/* The VMM placed the BARs; turning on decode and DMA is firmware's job, and there is none. */
-	pci_write16(f, PCI_COMMAND,
-		    (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+	pci_write16(f, PCI_COMMAND, (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
 
 	if ((why = reset()))
 		return failed("loopback", why, EXIT_LOOPBACK);

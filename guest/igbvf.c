@@ -28,10 +28,19 @@ static uint8_t mac[6];
 static uint32_t mbx_seen; /* read-to-clear mailbox bits seen but not yet consumed */
 
 static const struct igbq_regs queue0 = {
-	.rdbal = VF_RDBAL, .rdbah = VF_RDBAH, .rdlen = VF_RDLEN, .srrctl = VF_SRRCTL,
-	.rdh = VF_RDH, .rdt = VF_RDT, .rxdctl = VF_RXDCTL,
-	.tdbal = VF_TDBAL, .tdbah = VF_TDBAH, .tdlen = VF_TDLEN,
-	.tdh = VF_TDH, .tdt = VF_TDT, .txdctl = VF_TXDCTL,
+	.rdbal = VF_RDBAL,
+	.rdbah = VF_RDBAH,
+	.rdlen = VF_RDLEN,
+	.srrctl = VF_SRRCTL,
+	.rdh = VF_RDH,
+	.rdt = VF_RDT,
+	.rxdctl = VF_RXDCTL,
+	.tdbal = VF_TDBAL,
+	.tdbah = VF_TDBAH,
+	.tdlen = VF_TDLEN,
+	.tdh = VF_TDH,
+	.tdt = VF_TDT,
+	.txdctl = VF_TXDCTL,
 };
 static struct igbq queue = {
 	.prefix = "igbvf: ",
@@ -249,8 +258,7 @@ uint64_t igbvf_test(struct pci_fn f)
 	if (!bar0)
 		return failed("reset", "BAR0 is not an assigned memory BAR");
 	queue.bar0 = bar0;
-	pci_write16(f, PCI_COMMAND,
-		    (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+	pci_write16(f, PCI_COMMAND, (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
 
 	if ((why = reset()))
 		return failed("reset", why);

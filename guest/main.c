@@ -146,8 +146,7 @@ static __attribute__((noreturn)) void ap_main(uint64_t cpu, const struct options
 {
 	if (o->pio || o->hang || o->fault || o->ud)
 		halt_forever();
-	while (!__atomic_load_n(&aps_released, __ATOMIC_ACQUIRE) ||
-	       (uint64_t)__atomic_load_n(&aps_checked_in, __ATOMIC_ACQUIRE) != cpu - 1)
+	while (!__atomic_load_n(&aps_released, __ATOMIC_ACQUIRE) || (uint64_t)__atomic_load_n(&aps_checked_in, __ATOMIC_ACQUIRE) != cpu - 1)
 		cpu_relax();
 	line_begin();
 	put_str("cpu ");

@@ -261,8 +261,7 @@ const char *pci_msix_disable(struct pci_fn f)
 
 	if (!cap)
 		return "no MSI-X capability";
-	pci_write16(f, cap + MSIX_CTRL,
-		    (uint16_t)(pci_read16(f, cap + MSIX_CTRL) & ~MSIX_CTRL_ENABLE));
+	pci_write16(f, cap + MSIX_CTRL, (uint16_t)(pci_read16(f, cap + MSIX_CTRL) & ~MSIX_CTRL_ENABLE));
 	if (pci_read16(f, cap + MSIX_CTRL) & MSIX_CTRL_ENABLE)
 		return "MSI-X enable bit did not clear";
 	return NULL;
@@ -294,8 +293,7 @@ const char *pci_msi_route(struct pci_fn f, uint64_t addr, uint16_t data)
 		pci_write32(f, cap + MSI_ADDRESS_HI, (uint32_t)(addr >> 32));
 	data_at = cap + (wide ? MSI_DATA_64 : MSI_DATA_32);
 	pci_write16(f, data_at, data);
-	if (pci_read32(f, cap + MSI_ADDRESS) != (uint32_t)addr ||
-	    (wide && pci_read32(f, cap + MSI_ADDRESS_HI) != (uint32_t)(addr >> 32)))
+	if (pci_read32(f, cap + MSI_ADDRESS) != (uint32_t)addr || (wide && pci_read32(f, cap + MSI_ADDRESS_HI) != (uint32_t)(addr >> 32)))
 		return "MSI Message Address did not read back";
 	if (pci_read16(f, data_at) != data)
 		return "MSI Message Data did not read back";
@@ -314,8 +312,7 @@ void pci_msi_disable(struct pci_fn f)
 	unsigned cap = pci_find_cap(f, PCI_CAP_ID_MSI);
 
 	if (cap)
-		pci_write16(f, cap + MSI_CTRL,
-			    (uint16_t)(pci_read16(f, cap + MSI_CTRL) & ~MSI_CTRL_ENABLE));
+		pci_write16(f, cap + MSI_CTRL, (uint16_t)(pci_read16(f, cap + MSI_CTRL) & ~MSI_CTRL_ENABLE));
 }
 
 /*

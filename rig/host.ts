@@ -19,6 +19,8 @@ export function ensureHost(): void {
   process.stderr.write('rig: installing QEMU >= 8 (igb) and kernel build tools from Debian packages ...\n');
   const r = spawnSync('bash', [join(rigSourceDir(), 'install-host.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0 || !qemuUsable()) {
-    throw new RigError('QEMU >= 8 with the igb NIC is missing and could not be installed: run sudo bash rig/install-host.sh and read its error');
+    throw new RigError(
+      'QEMU >= 8 with the igb NIC is missing and could not be installed: run sudo bash rig/install-host.sh and read its error',
+    );
   }
 }

@@ -9,7 +9,11 @@ export type KernelVariant = (typeof KERNEL_VARIANTS)[number];
 
 export function parseKernelVariant(v: string): KernelVariant {
   if ((KERNEL_VARIANTS as readonly string[]).includes(v)) return v as KernelVariant;
-  throw new RigError(`unknown --kernel '${v}': use --kernel type1 (legacy VFIO container) or --kernel compat (iommufd serves /dev/vfio/vfio)`, undefined, 2);
+  throw new RigError(
+    `unknown --kernel '${v}': use --kernel type1 (legacy VFIO container) or --kernel compat (iommufd serves /dev/vfio/vfio)`,
+    undefined,
+    2,
+  );
 }
 
 /** Returns the bzImage path, building it first when the cache has none (progress on stderr).

@@ -6,7 +6,11 @@ import { existsSync } from 'node:fs';
 
 /** A rig failure with a one-line message meant for the user. */
 export class RigError extends Error {
-  constructor(message: string, readonly detail?: string, readonly exitCode = 1) {
+  constructor(
+    message: string,
+    readonly detail?: string,
+    readonly exitCode = 1,
+  ) {
     super(message);
     this.name = 'RigError';
   }

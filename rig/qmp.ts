@@ -37,7 +37,8 @@ export async function monitorCommands(socket: string, commands: string[], timeou
         if (msg.QMP) {
           send({ execute: 'qmp_capabilities' });
         } else if ('return' in msg || msg.error) {
-          if (next >= 0) out.set(commands[next]!, typeof msg.return === 'string' ? msg.return : `error: ${msg.error?.desc ?? JSON.stringify(msg)}`);
+          if (next >= 0)
+            out.set(commands[next]!, typeof msg.return === 'string' ? msg.return : `error: ${msg.error?.desc ?? JSON.stringify(msg)}`);
           next++;
           ask();
         }

@@ -77,7 +77,10 @@ function shQuote(s: string): string {
 
 /** The script L1's init runs in the chroot: environment, limits, uid, then the command. */
 export function commandScript(o: RigOptions, cwd: string): string {
-  const env: Record<string, string> = { HOME: '/tmp', PATH: `${dirname(process.execPath)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` };
+  const env: Record<string, string> = {
+    HOME: '/tmp',
+    PATH: `${dirname(process.execPath)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+  };
   for (const [k, v] of Object.entries(process.env)) if (ENV_PASSED.test(k) && v !== undefined) env[k] = v;
   Object.assign(env, o.env ?? {});
   const lines = ['set -e'];
@@ -88,7 +91,9 @@ export function commandScript(o: RigOptions, cwd: string): string {
   const argv = o.command.map(shQuote).join(' ');
   const [cmd] = o.command;
   // A missing command gets its own status line so the host can say so plainly.
-  lines.push(`if ! command -v ${shQuote(cmd ?? '')} >/dev/null 2>&1; then echo "pinion-rig: command not found in L1: ${cmd?.replace(/["$`\\]/g, '')}" >&2; exit ${EXIT_NOT_FOUND}; fi`);
+  lines.push(
+    `if ! command -v ${shQuote(cmd ?? '')} >/dev/null 2>&1; then echo "pinion-rig: command not found in L1: ${cmd?.replace(/["$`\\]/g, '')}" >&2; exit ${EXIT_NOT_FOUND}; fi`,
+  );
   if (o.uid !== undefined) {
     lines.push(`exec setpriv --reuid=${o.uid} --regid=${o.uid} --clear-groups -- ${argv}`);
   } else {
@@ -135,7 +140,8 @@ async function connectWhenListening(path: string, qemu: ChildProcess, deadline: 
 
 export async function runInRig(o: RigOptions): Promise<RigResult> {
   if (o.command.length === 0) throw new RigError('no command given: pinion rig [options] -- <command...>', undefined, 2);
-  if (o.uid !== undefined && (!Number.isInteger(o.uid) || o.uid < 0)) throw new RigError(`--uid must be a non-negative integer, got ${o.uid}`, undefined, 2);
+  if (o.uid !== undefined && (!Number.isInteger(o.uid) || o.uid < 0))
+    throw new RigError(`--uid must be a non-negative integer, got ${o.uid}`, undefined, 2);
   if (!(o.timeoutSec > 0)) throw new RigError(`--timeout must be a positive number of seconds, got ${o.timeoutSec}`, undefined, 2);
   const cwd = o.cwd ?? process.cwd();
   if (o.rwDir !== undefined && !statSync(o.rwDir, { throwIfNoEntry: false })?.isDirectory()) {
@@ -149,7 +155,15 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
   writeFileSync(join(runDir, 'cmd.sh'), commandScript(o, cwd));
 
   const t0 = Date.now();
-  const args = qemuArgs({ kernel, initramfs, runDir, rwDir: o.rwDir, memoryMiB: o.memoryMiB ?? 2048, cpus: o.cpus ?? 2, iommu: o.iommu ?? true });
+  const args = qemuArgs({
+    kernel,
+    initramfs,
+    runDir,
+    rwDir: o.rwDir,
+    memoryMiB: o.memoryMiB ?? 2048,
+    cpus: o.cpus ?? 2,
+    iommu: o.iommu ?? true,
+  });
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let qemuStderr = '';
   qemu.stderr?.on('data', (d: Buffer) => {
@@ -224,7 +238,11 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
           bootMs = Date.now() - t0;
           clearTimeout(timer);
           timer = setTimeout(() => {
-            failure = new RigError(`command timed out after ${o.timeoutSec} s in L1: ${o.command.join(' ')} (raise --timeout)`, undefined, 124);
+            failure = new RigError(
+              `command timed out after ${o.timeoutSec} s in L1: ${o.command.join(' ')} (raise --timeout)`,
+              undefined,
+              124,
+            );
             // The L1 kernel's own view (hung tasks, faults) goes with it, for whoever reads a CI log.
             if (process.env.PINION_RIG_VERBOSE || process.env.CI) failure.message += `\nlast console lines:\n${tail(runDir, 10)}`;
             finish();
@@ -247,7 +265,8 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
           // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status; or L1's
           // kernel panicked and L1 reset (QEMU runs it with -no-reboot): both are the rig failing, not the command.
           const panic = /Kernel panic - not syncing: .*/.exec(readConsole(runDir) ?? '')?.[0];
-          if (qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode)) failure = new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`);
+          if (qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode))
+            failure = new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`);
           else if (panic) failure = new RigCrashError(message, `L1's kernel panicked: ${panic}`);
           else failure = new RigError(message);
         }
@@ -281,11 +300,21 @@ function logBoot(o: RigOptions, bootMs: number, totalMs: number, exitCode: numbe
   const outcome = failure instanceof RigStallError ? 'stall' : failure instanceof RigCrashError ? 'crash' : failure ? 'error' : 'exit';
   // PINION_RIG_EXPECT_STALL: the rig's own watchdog test, whose stalls are made on purpose.
   const expected = process.env.PINION_RIG_EXPECT_STALL === '1';
-  appendFileSync(path, `${JSON.stringify({ kernel: o.kernel, bootMs, totalMs, outcome, expected, exitCode: exitCode ?? null, reason: failure?.message.split('\n')[0] })}\n`);
+  appendFileSync(
+    path,
+    `${JSON.stringify({ kernel: o.kernel, bootMs, totalMs, outcome, expected, exitCode: exitCode ?? null, reason: failure?.message.split('\n')[0] })}\n`,
+  );
 }
 
 /** Gathers what L1 and QEMU show of a stall, keeps it in a file and returns the error that reports it. QEMU is killed by the caller. */
-async function stallReport(o: RigOptions, reason: string, watch: StallWatch, runDir: string, hb: Socket, t0: number): Promise<RigStallError> {
+async function stallReport(
+  o: RigOptions,
+  reason: string,
+  watch: StallWatch,
+  runDir: string,
+  hb: Socket,
+  t0: number,
+): Promise<RigStallError> {
   const caughtAt = Date.now();
   const consoleNow = () => (readConsole(runDir) ?? '').replace(/\r/g, '');
   // QEMU's view first, as the stall left it; then L1's own answer, which
@@ -302,15 +331,21 @@ async function stallReport(o: RigOptions, reason: string, watch: StallWatch, run
   const l1Dump = watch.dump.length ? watch.dump.join('\n') : `(no answer from L1 within 5 s)`;
   const cpus = (monitor.get('info cpus') ?? '(QEMU monitor did not answer)').replace(/\r/g, '');
   const regs = monitor.get('info registers -a') ?? '';
-  const rips = [...regs.matchAll(/^CPU#(\d+)[\s\S]*?RIP=([0-9a-f]+)[\s\S]*?HLT=(\d)/gm)].map((m) => `CPU#${m[1]} RIP=${m[2]} HLT=${m[3]}`).join(', ');
+  const rips = [...regs.matchAll(/^CPU#(\d+)[\s\S]*?RIP=([0-9a-f]+)[\s\S]*?HLT=(\d)/gm)]
+    .map((m) => `CPU#${m[1]} RIP=${m[2]} HLT=${m[3]}`)
+    .join(', ');
   const full = [
     `L1 stalled: ${reason}`,
     `command: ${cmd}`,
     `kernel: ${o.kernel}; QEMU started ${((caughtAt - t0) / 1000).toFixed(1)} s before the stall was declared`,
     `last heartbeat: ${last ? `L1 uptime ${last.uptime} s, busy ${last.busy} idle ${last.idle} ticks, ${((caughtAt - last.at) / 1000).toFixed(1)} s before` : 'none'}`,
-    '', '== L1 dump (on request over the heartbeat port)', l1Dump,
+    '',
+    '== L1 dump (on request over the heartbeat port)',
+    l1Dump,
     ...cmds.flatMap((c) => ['', `== QEMU: ${c}`, monitor.get(c) ?? '(no answer)']),
-    '', '== L1 console (kernel log; the sysrq dump follows the stall)', consoleLog,
+    '',
+    '== L1 console (kernel log; the sysrq dump follows the stall)',
+    consoleLog,
   ].join('\n');
   const dir = join(cacheDir(), 'stalls');
   mkdirSync(dir, { recursive: true });
@@ -323,7 +358,11 @@ async function stallReport(o: RigOptions, reason: string, watch: StallWatch, run
     .join('\n');
   const message = [
     `L1 stalled: ${reason}, while running: ${cmd} (QEMU killed; full report: ${path})`,
-    `L1 dump: ${l1Dump.split('\n').filter((l) => !l.startsWith('irq ')).slice(0, 12).join(' | ')}`,
+    `L1 dump: ${l1Dump
+      .split('\n')
+      .filter((l) => !l.startsWith('irq '))
+      .slice(0, 12)
+      .join(' | ')}`,
     `QEMU vCPUs: ${cpus.trim().split('\n').join(' | ')}${rips ? `; ${rips}` : ''}`,
     `kernel warnings:\n${kernelLines || '(none)'}`,
     `last console lines before the dump:\n${tailText(before, 15)}`,

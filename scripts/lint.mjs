@@ -37,7 +37,8 @@ function checks(write) {
     {
       name: 'clang-format',
       run: () => {
-        if (!has('clang-format', ['--version'])) return { code: 1, out: 'clang-format is not installed: bash rig/install-host.sh (as root)' };
+        if (!has('clang-format', ['--version']))
+          return { code: 1, out: 'clang-format is not installed: bash rig/install-host.sh (as root)' };
         return sh('clang-format', write ? ['-i', ...c] : ['--dry-run', '--Werror', ...c]);
       },
     },

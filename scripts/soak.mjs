@@ -16,9 +16,19 @@ const arg = (name, dflt) => {
 };
 const rounds = Number(arg('rounds', 10));
 const out = arg('out', join(root, 'test/results/rig-soak.json'));
-const files = readdirSync(join(root, 'dist/test/rig')).filter((f) => f.endsWith('.test.js')).sort().map((f) => join('dist/test/rig', f));
+const files = readdirSync(join(root, 'dist/test/rig'))
+  .filter((f) => f.endsWith('.test.js'))
+  .sort()
+  .map((f) => join('dist/test/rig', f));
 const work = mkdtempSync(join(tmpdir(), 'pinion-soak-'));
-const lines = (p) => (existsSync(p) ? readFileSync(p, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
+const lines = (p) =>
+  existsSync(p)
+    ? readFileSync(p, 'utf8')
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l))
+    : [];
 
 const result = {
   date: new Date().toISOString(),
@@ -34,11 +44,15 @@ for (let r = 1; r <= rounds; r++) {
   const t0 = Date.now();
   const tapOut = await new Promise((resolve) => {
     let text = '';
-    const p = spawn(process.execPath, [join(root, 'node_modules/tap/dist/esm/run.mjs'), '--reporter=tap', '--jobs=1', '--timeout=1800', ...files], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, PINION_RIG_BOOT_LOG: bootLog, PINION_RIG_STALL_LOG: stallLog },
-    });
+    const p = spawn(
+      process.execPath,
+      [join(root, 'node_modules/tap/dist/esm/run.mjs'), '--reporter=tap', '--jobs=1', '--timeout=1800', ...files],
+      {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, PINION_RIG_BOOT_LOG: bootLog, PINION_RIG_STALL_LOG: stallLog },
+      },
+    );
     p.stdout.on('data', (d) => (text += d));
     p.on('close', () => resolve(text));
   });
@@ -59,15 +73,26 @@ for (let r = 1; r <= rounds; r++) {
     failures: [...tapOut.matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((x) => x[1]).slice(0, 20),
   };
   result.rounds.push(round);
-  console.log(`soak: round ${r}/${rounds}: ${round.passed} passed, ${round.failed} failed, ${round.boots} L1 boots, ${round.stalls.length} stall(s), ${round.crashes.length} QEMU crash(es), ${round.seconds} s`);
+  console.log(
+    `soak: round ${r}/${rounds}: ${round.passed} passed, ${round.failed} failed, ${round.boots} L1 boots, ${round.stalls.length} stall(s), ${round.crashes.length} QEMU crash(es), ${round.seconds} s`,
+  );
   for (const s of round.stalls) console.log(`soak:   stall (${s.kernel}): ${s.reason}`);
   for (const s of round.crashes) console.log(`soak:   QEMU crash (${s.kernel}): ${s.reason}`);
   mkdirSync(join(out, '..'), { recursive: true });
   const sum = (k) => result.rounds.reduce((a, x) => a + (Array.isArray(x[k]) ? x[k].length : x[k]), 0);
-  result.total = { rounds: result.rounds.length, passed: sum('passed'), failed: sum('failed'), boots: sum('boots'), stalls: sum('stalls'), crashes: sum('crashes') };
+  result.total = {
+    rounds: result.rounds.length,
+    passed: sum('passed'),
+    failed: sum('failed'),
+    boots: sum('boots'),
+    stalls: sum('stalls'),
+    crashes: sum('crashes'),
+  };
   writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
 }
 rmSync(work, { recursive: true, force: true });
 const t = result.total;
-console.log(`soak: ${t.rounds} rounds, ${t.boots} L1 boots, ${t.stalls} stall(s) caught, ${t.crashes} QEMU crash(es); tests ${t.passed} passed, ${t.failed} failed`);
+console.log(
+  `soak: ${t.rounds} rounds, ${t.boots} L1 boots, ${t.stalls} stall(s) caught, ${t.crashes} QEMU crash(es); tests ${t.passed} passed, ${t.failed} failed`,
+);
 process.exit(t.failed > 0 ? 1 : 0);

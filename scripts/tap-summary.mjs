@@ -3,5 +3,10 @@
 export function tapCounts(out) {
   const m = /^# \{ ([^}]*) \}$/m.exec(out);
   if (!m) return undefined;
-  return Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')).map(([k, v]) => [k, Number(v)]));
+  return Object.fromEntries(
+    m[1]
+      .split(', ')
+      .map((kv) => kv.split(': '))
+      .map(([k, v]) => [k, Number(v)]),
+  );
 }

@@ -84,12 +84,16 @@ if (!only || only === 'unit') await tap('unit tests', files('dist/test/unit'), [
 if (!only || only === 'rig') await tap('rig tests', files('dist/test/rig'), ['--jobs=1', '--timeout=1800']);
 
 const stalls = existsSync(process.env.PINION_RIG_STALL_LOG)
-  ? readFileSync(process.env.PINION_RIG_STALL_LOG, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+  ? readFileSync(process.env.PINION_RIG_STALL_LOG, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
   : [];
 rmSync(stallDir, { recursive: true, force: true });
 if (stalls.length) {
   console.log(`# !!! ${stalls.length} rig failure(s) (L1 stalled or QEMU crashed) retried from a fresh boot:`);
-  for (const s of stalls) console.log(`# !!!   ${s.at} ${s.kind} ${s.kernel}: ${s.reason} (${s.command.slice(0, 120)})${s.report ? `; report ${s.report}` : ''}`);
+  for (const s of stalls)
+    console.log(`# !!!   ${s.at} ${s.kind} ${s.kernel}: ${s.reason} (${s.command.slice(0, 120)})${s.report ? `; report ${s.report}` : ''}`);
 }
 console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(totals.failed > 0 ? 1 : 0);

@@ -138,23 +138,32 @@ static int map(struct path *p, struct backing *b, void *va, uint64_t iova, uint6
 		struct vfio_iommu_type1_dma_map m = {
 			.argsz = sizeof(m),
 			.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-			.vaddr = (uintptr_t)va, .iova = iova, .size = size,
+			.vaddr = (uintptr_t)va,
+			.iova = iova,
+			.size = size,
 		};
 		if (ioctl(p->fd, VFIO_IOMMU_MAP_DMA, &m))
 			return *what = "VFIO_IOMMU_MAP_DMA", -errno;
 	} else if (b && b->memfd >= 0) {
 		struct iommu_ioas_map_file m = {
-			.size = sizeof(m), .ioas_id = p->ioas, .fd = b->memfd,
+			.size = sizeof(m),
+			.ioas_id = p->ioas,
+			.fd = b->memfd,
 			.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-			.start = (uint64_t)((char *)va - (char *)b->va), .length = size, .iova = iova,
+			.start = (uint64_t)((char *)va - (char *)b->va),
+			.length = size,
+			.iova = iova,
 		};
 		if (ioctl(p->fd, IOMMU_IOAS_MAP_FILE, &m))
 			return *what = "IOMMU_IOAS_MAP_FILE", -errno;
 	} else {
 		struct iommu_ioas_map m = {
-			.size = sizeof(m), .ioas_id = p->ioas,
+			.size = sizeof(m),
+			.ioas_id = p->ioas,
 			.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-			.user_va = (uintptr_t)va, .length = size, .iova = iova,
+			.user_va = (uintptr_t)va,
+			.length = size,
+			.iova = iova,
 		};
 		if (ioctl(p->fd, IOMMU_IOAS_MAP, &m))
 			return *what = "IOMMU_IOAS_MAP", -errno;
@@ -199,7 +208,6 @@ static void must(int r, const char *what)
 	}
 }
 
-
 int main(int argc, char **argv)
 {
 	if (argc == 5 && !strcmp(argv[1], "small")) {
@@ -242,8 +250,8 @@ int main(int argc, char **argv)
 		t2 = now_ns();
 		if (i < 0)
 			continue;
-		printf("{\"op\":\"map\",\"ns\":%llu}\n{\"op\":\"unmap\",\"ns\":%llu}\n",
-		       (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+		printf("{\"op\":\"map\",\"ns\":%llu}\n{\"op\":\"unmap\",\"ns\":%llu}\n", (unsigned long long)(t1 - t0),
+		       (unsigned long long)(t2 - t1));
 	}
 	return 0;
 }

@@ -169,23 +169,19 @@ static uint64_t load_elf(uint8_t *ram, const char *path)
 	uint64_t entry;
 	int loaded = 0;
 
-	if (size < sizeof(*eh) || memcmp(eh->e_ident, ELFMAG, SELFMAG) ||
-	    eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != ELFDATA2LSB ||
-	    eh->e_machine != EM_X86_64 || eh->e_type != ET_EXEC)
+	if (size < sizeof(*eh) || memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+	    eh->e_ident[EI_DATA] != ELFDATA2LSB || eh->e_machine != EM_X86_64 || eh->e_type != ET_EXEC)
 		fail("guest: not an ELF64 x86-64 executable");
-	if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phoff > size ||
-	    (size - eh->e_phoff) / sizeof(Elf64_Phdr) < eh->e_phnum)
+	if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phoff > size || (size - eh->e_phoff) / sizeof(Elf64_Phdr) < eh->e_phnum)
 		fail("guest: bad program header table");
 	for (int i = 0; i < eh->e_phnum; i++) {
 		Elf64_Phdr *ph = (Elf64_Phdr *)(f + eh->e_phoff) + i;
 
 		if (ph->p_type != PT_LOAD)
 			continue;
-		if (ph->p_filesz > ph->p_memsz || ph->p_offset > size ||
-		    size - ph->p_offset < ph->p_filesz)
+		if (ph->p_filesz > ph->p_memsz || ph->p_offset > size || size - ph->p_offset < ph->p_filesz)
 			fail("guest: PT_LOAD outside the file");
-		if (ph->p_paddr < LOAD_MIN || ph->p_paddr > RAM_SIZE ||
-		    RAM_SIZE - ph->p_paddr < ph->p_memsz)
+		if (ph->p_paddr < LOAD_MIN || ph->p_paddr > RAM_SIZE || RAM_SIZE - ph->p_paddr < ph->p_memsz)
 			fail("guest: PT_LOAD outside [1 MiB, end of RAM)");
 		memcpy(ram + ph->p_paddr, f + ph->p_offset, ph->p_filesz);
 		memset(ram + ph->p_paddr + ph->p_filesz, 0, ph->p_memsz - ph->p_filesz);
@@ -267,8 +263,7 @@ static void create_vm(struct vm *vm, int ncpus, const char *elf, const char *cmd
 	IOCTL(vm->fd, KVM_CREATE_IRQCHIP, 0);
 	IOCTL(vm->fd, KVM_CREATE_PIT2, &pit);
 
-	vm->ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	vm->ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (vm->ram == MAP_FAILED)
 		die("mmap guest RAM");
 	mem.guest_phys_addr = 0;
@@ -308,22 +303,48 @@ static void set_sregs(struct vcpu *v)
 {
 	struct kvm_sregs s;
 	struct kvm_segment code = {
-		.base = 0, .limit = 0xffffffff, .selector = SEL_CODE, .type = 11,
-		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
+		.base = 0,
+		.limit = 0xffffffff,
+		.selector = SEL_CODE,
+		.type = 11,
+		.present = 1,
+		.dpl = 0,
+		.db = 0,
+		.s = 1,
+		.l = 1,
+		.g = 1,
 	};
 	struct kvm_segment data = {
-		.base = 0, .limit = 0xffffffff, .selector = SEL_DATA, .type = 3,
-		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+		.base = 0,
+		.limit = 0xffffffff,
+		.selector = SEL_DATA,
+		.type = 3,
+		.present = 1,
+		.dpl = 0,
+		.db = 1,
+		.s = 1,
+		.l = 0,
+		.g = 1,
 	};
 
 	IOCTL(v->fd, KVM_GET_SREGS, &s); /* keeps apic_base and the rest */
 	s.cs = code;
 	s.ds = s.es = s.fs = s.gs = s.ss = data;
 	s.tr = (struct kvm_segment){
-		.base = 0, .limit = 0xffff, .selector = SEL_TSS, .type = 11, .present = 1, .s = 0,
+		.base = 0,
+		.limit = 0xffff,
+		.selector = SEL_TSS,
+		.type = 11,
+		.present = 1,
+		.s = 0,
 	};
 	s.ldt = (struct kvm_segment){
-		.base = 0, .limit = 0xffff, .selector = 0, .type = 2, .present = 1, .s = 0,
+		.base = 0,
+		.limit = 0xffff,
+		.selector = 0,
+		.type = 2,
+		.present = 1,
+		.s = 0,
 	};
 	s.gdt.base = GDT_ADDR;
 	s.gdt.limit = 4 * 8 - 1;
@@ -340,8 +361,13 @@ static void set_sregs(struct vcpu *v)
 static void set_regs(struct vcpu *v)
 {
 	struct kvm_regs r = {
-		.rflags = 0x2, .rip = v->vm->entry, .rsp = 0,
-		.rdi = v->index, .rsi = CMDLINE_ADDR, .rdx = v->vm->ncpus, .rcx = RAM_SIZE,
+		.rflags = 0x2,
+		.rip = v->vm->entry,
+		.rsp = 0,
+		.rdi = v->index,
+		.rsi = CMDLINE_ADDR,
+		.rdx = v->vm->ncpus,
+		.rcx = RAM_SIZE,
 	};
 
 	IOCTL(v->fd, KVM_SET_REGS, &r);
@@ -438,8 +464,7 @@ static void __attribute__((noreturn)) report_exit(struct vcpu *v)
 		break;
 	case KVM_EXIT_FAIL_ENTRY:
 		what = "KVM_EXIT_FAIL_ENTRY";
-		snprintf(detail, sizeof(detail), " reason 0x%llx",
-			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		snprintf(detail, sizeof(detail), " reason 0x%llx", (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
 		break;
 	case KVM_EXIT_INTERNAL_ERROR:
 		what = "KVM_EXIT_INTERNAL_ERROR";
@@ -454,8 +479,7 @@ static void __attribute__((noreturn)) report_exit(struct vcpu *v)
 		regs.rip = ~0ull;
 	pthread_mutex_lock(&out_lock);
 	fflush(stdout);
-	fprintf(stderr, "piobench: vcpu %d: %s%s at rip 0x%llx\n", v->index, what, detail,
-		(unsigned long long)regs.rip);
+	fprintf(stderr, "piobench: vcpu %d: %s%s at rip 0x%llx\n", v->index, what, detail, (unsigned long long)regs.rip);
 	fflush(stderr);
 	_exit(1);
 }
@@ -514,8 +538,8 @@ static int pio(struct vcpu *v, unsigned long exits, unsigned long rounds)
 				done++;
 		}
 		ns = now_ns() - t0;
-		printf("{\"op\":\"pio\",\"exits\":%lu,\"ns\":%llu,\"nsPerExit\":%.1f}\n", exits,
-		       (unsigned long long)ns, (double)ns / exits);
+		printf("{\"op\":\"pio\",\"exits\":%lu,\"ns\":%llu,\"nsPerExit\":%.1f}\n", exits, (unsigned long long)ns,
+		       (double)ns / exits);
 		fflush(stdout);
 	}
 	return 0;

@@ -38,7 +38,12 @@ export interface TrafficSample {
   status: number | null;
 }
 
-const IPERF_ARGS: Record<IperfRun, string> = { 'tcp-g2h': '', 'tcp-h2g': '-R', 'udp-g2h': '-u -b 2G -l 1400', 'udp-h2g': '-u -b 2G -l 1400 -R' };
+const IPERF_ARGS: Record<IperfRun, string> = {
+  'tcp-g2h': '',
+  'tcp-h2g': '-R',
+  'udp-g2h': '-u -b 2G -l 1400',
+  'udp-h2g': '-u -b 2G -l 1400 -R',
+};
 
 /** The guest's part: pings, then the iperf3 runs between two markers L1 samples its counters at. */
 export function trafficJob(p: TrafficPlan): string {
@@ -46,7 +51,10 @@ export function trafficJob(p: TrafficPlan): string {
     `ping -c ${p.pings} -i 0.1 -W 2 ${PEER_IP} | tail -n 2 | sed 's/^/pinion-guest: ping /'`,
     'echo "pinion-guest: traffic-start"; sleep 1',
     // A connection that stalls for good (seen under both VMMs, TCP guest -> L1) would hold iperf3 forever.
-    ...p.runs.map((r) => `timeout ${p.iperfSec + 20} iperf3 -c ${PEER_IP} -t ${p.iperfSec} -f m ${IPERF_ARGS[r]} 2>&1 | grep receiver | sed 's/^/pinion-guest: iperf ${r} /'`),
+    ...p.runs.map(
+      (r) =>
+        `timeout ${p.iperfSec + 20} iperf3 -c ${PEER_IP} -t ${p.iperfSec} -f m ${IPERF_ARGS[r]} 2>&1 | grep receiver | sed 's/^/pinion-guest: iperf ${r} /'`,
+    ),
     'echo "pinion-guest: traffic-end"; sleep 1',
   ].join('\n');
 }
@@ -58,7 +66,12 @@ function iperfServer(): { stop(): void } {
 }
 
 /** Boots the guest with the traffic job and returns its figures; `echo` shows the guest's console lines as they come. */
-export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan: TrafficPlan, peer: string, echo?: (line: string) => void): Promise<TrafficSample> {
+export async function measuredBoot(
+  o: Omit<GuestOptions, 'command' | 'ip'>,
+  plan: TrafficPlan,
+  peer: string,
+  echo?: (line: string) => void,
+): Promise<TrafficSample> {
   spawnSync('ip', ['neigh', 'flush', 'all']);
   // An iperf3 server of the boot's own: one left serving a guest that died mid-test turns the next one away.
   const server = iperfServer();
@@ -69,7 +82,12 @@ export async function measuredBoot(o: Omit<GuestOptions, 'command' | 'ip'>, plan
   }
 }
 
-async function measuredBootOn(o: Omit<GuestOptions, 'command' | 'ip'>, plan: TrafficPlan, peer: string, echo?: (line: string) => void): Promise<TrafficSample> {
+async function measuredBootOn(
+  o: Omit<GuestOptions, 'command' | 'ip'>,
+  plan: TrafficPlan,
+  peer: string,
+  echo?: (line: string) => void,
+): Promise<TrafficSample> {
   const g = new LinuxGuest({ ...o, ip: '192.0.2.2/24', command: trafficJob(plan), limitMs: o.limitMs ?? 180_000, onLine: echo });
   const fail = (what: string): never => {
     g.kill();
@@ -119,14 +137,21 @@ async function measuredBootOn(o: Omit<GuestOptions, 'command' | 'ip'>, plan: Tra
 }
 
 /** measuredBoot, once more from a fresh VMM when a boot falls short (the failure is kept, not hidden). */
-export async function measuredBootWithRetry(o: Omit<GuestOptions, 'command' | 'ip'>, plan: TrafficPlan, peer: string, echo?: (line: string) => void): Promise<{ sample: TrafficSample; failures: string[] }> {
+export async function measuredBootWithRetry(
+  o: Omit<GuestOptions, 'command' | 'ip'>,
+  plan: TrafficPlan,
+  peer: string,
+  echo?: (line: string) => void,
+): Promise<{ sample: TrafficSample; failures: string[] }> {
   const failures: string[] = [];
   for (;;) {
     try {
       return { sample: await measuredBoot(o, plan, peer, echo), failures };
     } catch (e) {
       failures.push((e as Error).message);
-      process.stderr.write(`l1: ${o.vmm} ${o.iommu} boot failed, ${failures.length === 1 ? 'retrying once' : 'giving up'}: ${(e as Error).message.split('\n')[0]}\n`);
+      process.stderr.write(
+        `l1: ${o.vmm} ${o.iommu} boot failed, ${failures.length === 1 ? 'retrying once' : 'giving up'}: ${(e as Error).message.split('\n')[0]}\n`,
+      );
       if (failures.length > 1) throw new Error(failures.join('\n---- run again:\n'));
     }
   }

@@ -47,10 +47,61 @@ export interface ConsoleLine {
 export function vmmArgv(o: GuestOptions): [string, string[]] {
   const append = `console=ttyS0 quiet pinion.ip=${o.ip}${o.append ? ` ${o.append}` : ''}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
   if (o.vmm === 'pinion') {
-    return [process.execPath, [PINION_CLI, 'run', '--kernel', o.kernel, '--initrd', o.initrd, '--append', append, '--cpus', String(GUEST_CPUS), '--memory', `${GUEST_MEMORY_MIB}M`, '--device', o.device, '--iommu', o.iommu, ...(o.vmmArgs ?? [])]];
+    return [
+      process.execPath,
+      [
+        PINION_CLI,
+        'run',
+        '--kernel',
+        o.kernel,
+        '--initrd',
+        o.initrd,
+        '--append',
+        append,
+        '--cpus',
+        String(GUEST_CPUS),
+        '--memory',
+        `${GUEST_MEMORY_MIB}M`,
+        '--device',
+        o.device,
+        '--iommu',
+        o.iommu,
+        ...(o.vmmArgs ?? []),
+      ],
+    ];
   }
-  const dev = o.iommu === 'iommufd' ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${o.device},iommufd=ifd0`] : ['-device', `vfio-pci,host=${o.device}`];
-  return ['qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host', '-m', `${GUEST_MEMORY_MIB}M`, '-smp', String(GUEST_CPUS), '-kernel', o.kernel, '-initrd', o.initrd, '-append', append, '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio', ...dev, ...(o.vmmArgs ?? [])]];
+  const dev =
+    o.iommu === 'iommufd'
+      ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${o.device},iommufd=ifd0`]
+      : ['-device', `vfio-pci,host=${o.device}`];
+  return [
+    'qemu-system-x86_64',
+    [
+      '-accel',
+      'kvm',
+      '-M',
+      'q35',
+      '-cpu',
+      'host',
+      '-m',
+      `${GUEST_MEMORY_MIB}M`,
+      '-smp',
+      String(GUEST_CPUS),
+      '-kernel',
+      o.kernel,
+      '-initrd',
+      o.initrd,
+      '-append',
+      append,
+      '-nographic',
+      '-no-reboot',
+      '-nodefaults',
+      '-serial',
+      'stdio',
+      ...dev,
+      ...(o.vmmArgs ?? []),
+    ],
+  ];
 }
 
 /** A console line as text: no CR, and no terminal escapes (SeaBIOS clears the screen with some just before
@@ -81,7 +132,10 @@ export class LinuxGuest {
     // A guest silent for 30 s: say where the VMM's threads are, for the rig test's log.
     const silent = setInterval(() => {
       const last = this.lines.at(-1)?.at ?? 0;
-      if (performance.now() - this.started - last > 30_000) process.stderr.write(`l1: ${opts.vmm} guest silent for ${((performance.now() - this.started - last) / 1000).toFixed(0)} s; last line: ${this.lines.at(-1)?.text ?? '(none)'}\n${threadStates(this.proc.pid!)}`);
+      if (performance.now() - this.started - last > 30_000)
+        process.stderr.write(
+          `l1: ${opts.vmm} guest silent for ${((performance.now() - this.started - last) / 1000).toFixed(0)} s; last line: ${this.lines.at(-1)?.text ?? '(none)'}\n${threadStates(this.proc.pid!)}`,
+        );
     }, 30_000);
     this.done = new Promise((resolve) =>
       this.proc.on('close', (status, signal) => {
@@ -184,7 +238,13 @@ export interface KvmStats {
 }
 
 export function statsDelta(a: KvmStats, b: KvmStats): KvmStats {
-  return { exits: b.exits - a.exits, ioExits: b.ioExits - a.ioExits, mmioExits: b.mmioExits - a.mmioExits, haltExits: b.haltExits - a.haltExits, irqExits: b.irqExits - a.irqExits };
+  return {
+    exits: b.exits - a.exits,
+    ioExits: b.ioExits - a.ioExits,
+    mmioExits: b.mmioExits - a.mmioExits,
+    haltExits: b.haltExits - a.haltExits,
+    irqExits: b.irqExits - a.irqExits,
+  };
 }
 
 /** L1's side of the hub: the peer igb up at PEER_IP. Returns its interface name. */

@@ -57,8 +57,11 @@ function main(): void {
   console.log(`/dev/vfio/vfio:      ${yes(r.devVfioVfio)}${r.containerServedBy ? ` (served by ${r.containerServedBy})` : ''}`);
   console.log(`IOMMU groups:        ${Object.keys(r.iommuGroups).length}`);
   for (const d of r.igb) {
-    const role = d.device === '0x10ca' ? 'VF' : d.bdf.startsWith('0000:00:') ? 'PF (peer, on the QEMU hub)' : 'PF (assignable, behind a root port)';
-    console.log(`igb ${d.bdf}: ${role}, driver ${d.driver ?? 'none'}, IOMMU group ${d.iommuGroup ?? 'none'}${d.sriovTotalVfs ? `, SR-IOV up to ${d.sriovTotalVfs} VFs` : ''}`);
+    const role =
+      d.device === '0x10ca' ? 'VF' : d.bdf.startsWith('0000:00:') ? 'PF (peer, on the QEMU hub)' : 'PF (assignable, behind a root port)';
+    console.log(
+      `igb ${d.bdf}: ${role}, driver ${d.driver ?? 'none'}, IOMMU group ${d.iommuGroup ?? 'none'}${d.sriovTotalVfs ? `, SR-IOV up to ${d.sriovTotalVfs} VFs` : ''}`,
+    );
   }
   console.log(`VFIO cdevs:          ${r.vfioDevices.join(' ') || 'none (no device bound to vfio-pci)'}`);
 }

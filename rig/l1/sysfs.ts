@@ -25,7 +25,7 @@ export function pciDevice(bdf: string): PciDevice {
   if (!existsSync(d)) throw new Error(`no PCI device ${bdf} in L1 (see /sys/bus/pci/devices)`);
   const vf = join(d, 'sriov_totalvfs');
   const vfioDev = join(d, 'vfio-dev');
-  const cdev = existsSync(vfioDev) ? readdirSync(vfioDev).find((n) => n.startsWith('vfio')) ?? null : null;
+  const cdev = existsSync(vfioDev) ? (readdirSync(vfioDev).find((n) => n.startsWith('vfio')) ?? null) : null;
   return {
     bdf,
     vendor: read(join(d, 'vendor')),
@@ -117,7 +117,11 @@ export function createVfs(pf: string, n: number): string[] {
 
 export function vfioDeviceNodes(): string[] {
   const dir = '/dev/vfio/devices';
-  return existsSync(dir) ? readdirSync(dir).sort().map((n) => join(dir, n)) : [];
+  return existsSync(dir)
+    ? readdirSync(dir)
+        .sort()
+        .map((n) => join(dir, n))
+    : [];
 }
 
 /** CONFIG_* values of the running kernel from /proc/config.gz, when built in. */
@@ -131,4 +135,3 @@ export function kernelConfig(): Map<string, string> {
   }
   return m;
 }
-

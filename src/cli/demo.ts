@@ -20,7 +20,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
   for (const kernel of kernels) {
     console.log(`\n== rig, ${kernel} kernel`);
     const image = ensureGuestImage(kernel);
-    const script = [`${process.execPath} ${rigReportScript()}`, `${process.execPath} ${rigDemoScript()} ${image.kernel} ${image.initrd}`].join(' && ');
+    const script = [
+      `${process.execPath} ${rigReportScript()}`,
+      `${process.execPath} ${rigDemoScript()} ${image.kernel} ${image.initrd}`,
+    ].join(' && ');
     const r = await runInRig({ kernel, command: ['sh', '-c', script], timeoutSec: 900, env: { PINION_RIG_KERNEL: kernel } });
     console.log(`(L1 booted in ${(r.bootMs / 1000).toFixed(1)} s, whole run ${(r.totalMs / 1000).toFixed(1)} s)`);
     worst = Math.max(worst, r.exitCode);

@@ -19,7 +19,10 @@ export async function memlockCommand(argv: string[]): Promise<number> {
 }
 
 function planCommand(argv: string[]): number {
-  const p = parseFlags(argv.filter((a) => a !== '--json'), ['vm']);
+  const p = parseFlags(
+    argv.filter((a) => a !== '--json'),
+    ['vm'],
+  );
   const specs = p.all.get('vm') ?? [];
   if (!specs.length) throw new UsageError(`no VM given: ${USAGE}`);
   const vms: VmSpec[] = specs.map((s, i) => {
@@ -30,7 +33,8 @@ function planCommand(argv: string[]): number {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    if (!/^\d+$/.test(dev) || (sep !== undefined && sep !== 'separate')) throw new UsageError(`--vm '${s}': write RAM[:DEVICES[:separate]], e.g. 4G:2`);
+    if (!/^\d+$/.test(dev) || (sep !== undefined && sep !== 'separate'))
+      throw new UsageError(`--vm '${s}': write RAM[:DEVICES[:separate]], e.g. 4G:2`);
     return { name: `vm${i + 1}`, ramBytes, devices: Number(dev), separateAddressSpaces: sep === 'separate' };
   });
   const r = plan(vms, (path, mode) => pinCore.accountingCharge(path, mode, false));
@@ -41,7 +45,9 @@ function planCommand(argv: string[]): number {
   console.log('RLIMIT_MEMLOCK each VMM process needs (all VMs run as one user):');
   console.log('vm     RAM     devices  type1   iommufd per-user  iommufd per-process  libvirt (RAM+1G)');
   for (const x of r.rows)
-    console.log(`${x.vm.padEnd(6)} ${mib(x.ramBytes).padEnd(7)} ${String(x.devices).padEnd(8)} ${mib(x.needs.type1).padEnd(7)} ${mib(x.needs.iommufdPerUser).padEnd(17)} ${mib(x.needs.iommufdPerProcess).padEnd(20)} ${mib(x.libvirt)}`);
+    console.log(
+      `${x.vm.padEnd(6)} ${mib(x.ramBytes).padEnd(7)} ${String(x.devices).padEnd(8)} ${mib(x.needs.type1).padEnd(7)} ${mib(x.needs.iommufdPerUser).padEnd(17)} ${mib(x.needs.iommufdPerProcess).padEnd(20)} ${mib(x.libvirt)}`,
+    );
   for (const n of r.notes) console.log(`note: ${n}`);
   return 0;
 }
@@ -62,7 +68,9 @@ function statusCommand(argv: string[]): number {
   }
   console.log('pid      uid    name             VmLck      VmPin      RLIMIT_MEMLOCK');
   for (const p of procs)
-    console.log(`${String(p.pid).padEnd(8)} ${String(p.uid).padEnd(6)} ${p.comm.padEnd(16)} ${`${p.vmLckKiB}K`.padEnd(10)} ${`${p.vmPinKiB}K`.padEnd(10)} ${p.memlockSoftKiB === null ? 'unlimited' : `${p.memlockSoftKiB}K`}`);
+    console.log(
+      `${String(p.pid).padEnd(8)} ${String(p.uid).padEnd(6)} ${p.comm.padEnd(16)} ${`${p.vmLckKiB}K`.padEnd(10)} ${`${p.vmPinKiB}K`.padEnd(10)} ${p.memlockSoftKiB === null ? 'unlimited' : `${p.memlockSoftKiB}K`}`,
+    );
   for (const [uid, u] of users) console.log(`user ${uid}: VmLck ${u.vmLckKiB}K, VmPin ${u.vmPinKiB}K over ${u.pids.length} process(es)`);
   if (!procs.length) console.log('no process has locked or pinned memory');
   return 0;

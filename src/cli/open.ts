@@ -18,15 +18,18 @@ const FLAGS = ['user', 'device', 'memlock', 'iommu'] as const;
 export async function openCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
   const uid = intFlag(p, 'user');
-  if (uid === undefined || p.rest.length === 0) throw new UsageError('pinion open --user UID [--iommu iommufd|legacy] [--device BDF]... [--memlock BYTES] -- <VMM command...>');
-  if (process.getuid!() !== 0) throw new UsageError('pinion open must run as root (it sets per-process accounting, which needs CAP_SYS_RESOURCE); run it with sudo');
+  if (uid === undefined || p.rest.length === 0)
+    throw new UsageError('pinion open --user UID [--iommu iommufd|legacy] [--device BDF]... [--memlock BYTES] -- <VMM command...>');
+  if (process.getuid!() !== 0)
+    throw new UsageError('pinion open must run as root (it sets per-process accounting, which needs CAP_SYS_RESOURCE); run it with sudo');
   if (uid === 0) throw new UsageError('--user 0: the VMM would keep root; give the uid it should run as');
   const memlock = intFlag(p, 'memlock');
   const hosts = (p.all.get('device') ?? []).map((d) => hostDevice(d));
   hosts.forEach(checkAssignable);
 
   const legacy = p.flags.get('iommu') === 'legacy';
-  if (!['legacy', 'iommufd', undefined].includes(p.flags.get('iommu'))) throw new UsageError(`--iommu '${p.flags.get('iommu')}' is not one of legacy, iommufd`);
+  if (!['legacy', 'iommufd', undefined].includes(p.flags.get('iommu')))
+    throw new UsageError(`--iommu '${p.flags.get('iommu')}' is not one of legacy, iommufd`);
   const fds: number[] = [];
   const take = (path: string): number => {
     const fd = openPath(path);
@@ -42,19 +45,45 @@ export async function openCommand(argv: string[]): Promise<number> {
       take('/dev/vfio/vfio');
       const groups = [...new Set(hosts.map((d) => d.group!))];
       groups.forEach((g) => take(`/dev/vfio/${g}`));
-      env = { ...process.env, PINION_KVM_FD: '3', PINION_CONTAINER_FD: '4', PINION_GROUP_FDS: groups.map((g, i) => `${g}=${5 + i}`).join(',') };
+      env = {
+        ...process.env,
+        PINION_KVM_FD: '3',
+        PINION_CONTAINER_FD: '4',
+        PINION_GROUP_FDS: groups.map((g, i) => `${g}=${5 + i}`).join(','),
+      };
     } else {
       // Before any object exists in it: the kernel refuses a mode change (EBUSY) once an IOAS does.
       const iommufd = take('/dev/iommu');
-      ioctl(iommufd, IOMMU_OPTION, iommu_option(IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_OP_SET, 0, 1n), 'IOMMU_OPTION(RLIMIT_MODE=per-process)', { path: '/dev/iommu' });
+      ioctl(
+        iommufd,
+        IOMMU_OPTION,
+        iommu_option(IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_OP_SET, 0, 1n),
+        'IOMMU_OPTION(RLIMIT_MODE=per-process)',
+        { path: '/dev/iommu' },
+      );
       for (const d of hosts) {
         if (!d.cdev) throw new UsageError(`${d.bdf} has no VFIO cdev (no iommufd path on this kernel); use pinion open --iommu legacy`);
         take(d.cdev);
       }
-      env = { ...process.env, PINION_KVM_FD: '3', PINION_IOMMUFD_FD: '4', PINION_DEVICE_FDS: hosts.map((d, i) => `${d.bdf}=${5 + i}`).join(',') };
+      env = {
+        ...process.env,
+        PINION_KVM_FD: '3',
+        PINION_IOMMUFD_FD: '4',
+        PINION_DEVICE_FDS: hosts.map((d, i) => `${d.bdf}=${5 + i}`).join(','),
+      };
     }
     const pre = memlock === undefined ? [] : ['prlimit', `--memlock=${memlock}:${memlock}`];
-    const cmd = [...pre, 'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--', ...p.rest];
+    const cmd = [
+      ...pre,
+      'setpriv',
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      '--clear-groups',
+      '--inh-caps=-all',
+      '--bounding-set=-all',
+      '--',
+      ...p.rest,
+    ];
     const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['inherit', 'inherit', 'inherit', ...fds], env });
     // The VMM holds its own copies now; the opener keeps none.
     for (const fd of fds) closeFd(fd);

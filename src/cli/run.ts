@@ -8,7 +8,19 @@ import { parseSize } from '../memory/layout.js';
 import { processCharge } from '../memlock/status.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 
-const FLAGS = ['payload', 'kernel', 'initrd', 'append', 'memory', 'cpus', 'memory-backend', 'cmdline', 'console', 'device', 'iommu'] as const;
+const FLAGS = [
+  'payload',
+  'kernel',
+  'initrd',
+  'append',
+  'memory',
+  'cpus',
+  'memory-backend',
+  'cmdline',
+  'console',
+  'device',
+  'iommu',
+] as const;
 const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
 
@@ -20,12 +32,20 @@ function rigHint(argv: string[]): string {
 
 export async function runCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
-  if (p.rest.length) throw new UsageError(`unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`);
+  if (p.rest.length)
+    throw new UsageError(
+      `unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`,
+    );
   const payload = p.flags.get('payload');
   const kernel = p.flags.get('kernel');
-  if (payload && kernel) throw new UsageError('--payload and --kernel both given; boot one: the test guest (--payload) or Linux (--kernel)');
-  if (!payload && !kernel) throw new UsageError('nothing to boot: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf) or pinion run --kernel bzImage [--initrd FILE] [--append S]');
-  if (payload && (p.flags.has('initrd') || p.flags.has('append'))) throw new UsageError(`--${p.flags.has('initrd') ? 'initrd' : 'append'} goes with --kernel; the test guest takes --cmdline`);
+  if (payload && kernel)
+    throw new UsageError('--payload and --kernel both given; boot one: the test guest (--payload) or Linux (--kernel)');
+  if (!payload && !kernel)
+    throw new UsageError(
+      'nothing to boot: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf) or pinion run --kernel bzImage [--initrd FILE] [--append S]',
+    );
+  if (payload && (p.flags.has('initrd') || p.flags.has('append')))
+    throw new UsageError(`--${p.flags.has('initrd') ? 'initrd' : 'append'} goes with --kernel; the test guest takes --cmdline`);
   if (kernel && p.flags.has('cmdline')) throw new UsageError("--cmdline is the test guest's; a Linux kernel's command line is --append");
   const linux = kernel ? { kernel, initrd: p.flags.get('initrd') } : undefined;
   const cmdline = (kernel ? p.flags.get('append') : p.flags.get('cmdline')) ?? '';
@@ -51,7 +71,22 @@ export async function runCommand(argv: string[]): Promise<number> {
   try {
     const fds = openerFds();
     const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
-    machine = Machine.create({ payload, linux, memory, memoryArg, cpus, backend, cmdline, consoleFd, kvmHint: rigHint(argv), devices, iommu, fds, openerHint, kvmPath: process.env.PINION_KVM_DEVICE });
+    machine = Machine.create({
+      payload,
+      linux,
+      memory,
+      memoryArg,
+      cpus,
+      backend,
+      cmdline,
+      consoleFd,
+      kvmHint: rigHint(argv),
+      devices,
+      iommu,
+      fds,
+      openerHint,
+      kvmPath: process.env.PINION_KVM_DEVICE,
+    });
     const why = machine.ram.smallPagesWhy;
     if (why) console.error(`pinion: note: ${why}`);
     if (devices.length) console.error(assignmentSummary(machine));
@@ -90,29 +125,47 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 }
 
-
-
 /** What was assigned, through which path, and what the kernel charged for it (one line per device, one for memory). */
 function assignmentSummary(m: Machine): string {
   const mib = (b: bigint): string => `${Number(b) / 1048576} MiB`;
   const kib = (b: bigint): string => (b < 1024n ? `${b} B` : `${Number(b) / 1024} KiB`);
   const lines = m.assigned.map((d) => {
-    const bars = d.describe().map((b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`);
+    const bars = d
+      .describe()
+      .map(
+        (b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`,
+      );
     return `pinion: assigned ${d.host.bdf} at 00:${d.slot.toString(16).padStart(2, '0')}.0 via ${m.iommu!.kind === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.host.group + ')'}: ${bars.join(', ')}${d.resettable ? '' : '; no reset (vfio-pci offers none for it)'}${d.intxGsi === undefined ? '' : `; INTx -> IOAPIC pin ${d.intxGsi} (resample irqfd)`}`;
   });
   const mapped = m.dma?.mapper.mapped() ?? [];
   const bytes = mapped.reduce((n, r) => n + r.size, 0n);
   const c = processCharge();
   const caps = m.iommu!.dma.caps;
-  lines.push(`pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${caps.kind}${caps.servedByIommufd && caps.kind !== 'iommufd' ? ' served by iommufd' : ''}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`);
+  lines.push(
+    `pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${caps.kind}${caps.servedByIommufd && caps.kind !== 'iommufd' ? ' served by iommufd' : ''}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
+  );
   return lines.join('\n');
 }
 
 /** fds handed down by `pinion open` (see src/cli/open.ts), from its environment variables. */
-export function openerFds(): { kvm?: number; iommufd?: number; devices?: Record<string, number>; container?: number; groups?: Record<string, number> } | undefined {
+export function openerFds():
+  { kvm?: number; iommufd?: number; devices?: Record<string, number>; container?: number; groups?: Record<string, number> } | undefined {
   const e = process.env;
   if (!e.PINION_KVM_FD) return undefined;
   const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
-  const table = (v: string | undefined): Record<string, number> => Object.fromEntries((v ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]).map(([k, n]) => [k, Number(n)]));
-  return { kvm: num(e.PINION_KVM_FD), iommufd: num(e.PINION_IOMMUFD_FD), devices: table(e.PINION_DEVICE_FDS), container: num(e.PINION_CONTAINER_FD), groups: table(e.PINION_GROUP_FDS) };
+  const table = (v: string | undefined): Record<string, number> =>
+    Object.fromEntries(
+      (v ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => kv.split('=') as [string, string])
+        .map(([k, n]) => [k, Number(n)]),
+    );
+  return {
+    kvm: num(e.PINION_KVM_FD),
+    iommufd: num(e.PINION_IOMMUFD_FD),
+    devices: table(e.PINION_DEVICE_FDS),
+    container: num(e.PINION_CONTAINER_FD),
+    groups: table(e.PINION_GROUP_FDS),
+  };
 }

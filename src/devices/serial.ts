@@ -12,15 +12,29 @@ export const COM1 = 0x3f8;
 export const COM1_IRQ = 4;
 export const SERIAL_LEN = 8;
 
-const THR = 0, IER = 1, IIR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6;
+const THR = 0,
+  IER = 1,
+  IIR = 2,
+  LCR = 3,
+  MCR = 4,
+  LSR = 5,
+  MSR = 6;
 const LCR_DLAB = 0x80;
-const LSR_DR = 0x01, LSR_THRE = 0x20, LSR_TEMT = 0x40;
-const IER_RDI = 0x01, IER_THRI = 0x02;
-const IIR_NO_INT = 0x01, IIR_THRI = 0x02, IIR_RDI = 0x04, IIR_FIFO = 0xc0;
-const MCR_OUT2 = 0x08, MCR_LOOP = 0x10;
+const LSR_DR = 0x01,
+  LSR_THRE = 0x20,
+  LSR_TEMT = 0x40;
+const IER_RDI = 0x01,
+  IER_THRI = 0x02;
+const IIR_NO_INT = 0x01,
+  IIR_THRI = 0x02,
+  IIR_RDI = 0x04,
+  IIR_FIFO = 0xc0;
+const MCR_OUT2 = 0x08,
+  MCR_LOOP = 0x10;
 const FCR_CLEAR_RCVR = 0x02;
 // Register file: the eight registers, then DLL and DLM.
-const DLL = 8, DLM = 9;
+const DLL = 8,
+  DLM = 9;
 // Int32 words after the register file.
 const W = { lock: 0, rxHead: 1, rxTail: 2, threPending: 3, line: 4, watchedLen: 5 } as const;
 const WORDS = 6;

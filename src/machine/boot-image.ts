@@ -43,7 +43,8 @@ export function planBoot(src: BootSource, ranges: RamRange[], cmdline: string, c
     return { writes, layout: 'payload', regs: (i) => entryRegs(payload.entry, i, cpus, ramSize) };
   }
   const image = parseBzImage(readInput(src.kernel, 'kernel', 'give the path of a bzImage', KernelImageError), src.kernel);
-  const initrd = src.initrd === undefined ? undefined : readInput(src.initrd, 'initrd', 'give the path of an initramfs (cpio) file', KernelImageError);
+  const initrd =
+    src.initrd === undefined ? undefined : readInput(src.initrd, 'initrd', 'give the path of an initramfs (cpio) file', KernelImageError);
   const plan = linuxBoot({ image, ranges, cmdline, cpus, initrd, kernelName: src.kernel, initrdName: src.initrd, memoryArg });
   return {
     writes: [...bootWrites(cmdline, 'linux'), ...plan.writes],

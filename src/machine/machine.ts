@@ -179,18 +179,26 @@ export class Machine {
     this.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
     if (hosts.length) this.assign(hosts, pci);
     if (hosts.length) trace('devices attached, RAM DMA-mapped');
-
   }
 
   /** One IOMMU backend for all devices, the devices on bus 0, then all RAM DMA-mapped before any vCPU runs. */
   private assign(hosts: HostDevice[], pci: PciConfigIo): void {
     const fds = this.config.fds;
-    const kind = fds?.iommufd !== undefined ? 'iommufd' : fds?.container !== undefined ? 'legacy' : chooseIommu(this.config.iommu ?? 'auto', hosts);
-    const iommu: VfioIommu = kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
+    const kind =
+      fds?.iommufd !== undefined ? 'iommufd' : fds?.container !== undefined ? 'legacy' : chooseIommu(this.config.iommu ?? 'auto', hosts);
+    const iommu: VfioIommu =
+      kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
     this.iommu = iommu;
     this.undo.push(() => iommu.close());
     trace(`IOMMU backend open (${kind})`);
-    const env = { memory: this.memory, pio: this.pio, mmio: this.mmio, routing: new IrqRouting(this.vm.fd), vmFd: this.vm.fd, bars: new BarAllocator() };
+    const env = {
+      memory: this.memory,
+      pio: this.pio,
+      mmio: this.mmio,
+      routing: new IrqRouting(this.vm.fd),
+      vmFd: this.vm.fd,
+      bars: new BarAllocator(),
+    };
     for (const h of hosts) {
       const slot = pci.freeSlot();
       const dev = VfioPciDevice.open(h, iommu, env, slot);
@@ -201,8 +209,13 @@ export class Machine {
     }
     // Refuse before the first page is pinned if the kernel would refuse part way.
     const acc = iommu.accounting();
-    const ramBytes = this.memory.list().filter((r) => r.kind === 'ram').reduce((n, r) => n + r.size, 0n);
-    this.preflight = preflight(acc.path, acc.mode, ramBytes, { openerHint: this.config.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...' });
+    const ramBytes = this.memory
+      .list()
+      .filter((r) => r.kind === 'ram')
+      .reduce((n, r) => n + r.size, 0n);
+    this.preflight = preflight(acc.path, acc.mode, ramBytes, {
+      openerHint: this.config.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...',
+    });
     const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
     this.memory.addListener(dma);
     this.dma = dma;
@@ -225,10 +238,20 @@ export class Machine {
         (v) =>
           new Promise<void>((resolve) => {
             const rpc = newRpcSlot();
-            const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize: this.vm.kvm.vcpuMmapSize, control: this.control, devices: this.devices, rpc };
+            const data: VcpuThreadData = {
+              fd: v.fd,
+              index: v.index,
+              mmapSize: this.vm.kvm.vcpuMmapSize,
+              control: this.control,
+              devices: this.devices,
+              rpc,
+            };
             // A vCPU loop allocates little but steadily; V8's default young generation (tens of MiB a thread)
             // would be resident in full for nothing.
-            const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: data, resourceLimits: { maxYoungGenerationSizeMb: VCPU_YOUNG_GEN_MB } });
+            const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), {
+              workerData: data,
+              resourceLimits: { maxYoungGenerationSizeMb: VCPU_YOUNG_GEN_MB },
+            });
             w.on('message', (m: VcpuMessage) => {
               if (m.type === 'ready') {
                 trace(`vCPU ${v.index} thread ready`);
@@ -239,8 +262,7 @@ export class Machine {
               else if (m.type === 'panic') {
                 this.panicLine = m.line;
                 this.kickAll();
-              }
-              else {
+              } else {
                 // The thread waits for this before it ends, so a kick never targets a dead thread.
                 this.ends.push(m);
                 this.threads[v.index] = undefined;
@@ -286,7 +308,8 @@ export class Machine {
     const fault = ends.find((e) => e.end.kind === 'fault');
     const reason = Atomics.load(this.ctl, CONTROL.reason);
     if (errors.length) return { kind: 'fault', report: errors.join('; '), exits };
-    if (reason === STOP_REASON.guestExit) return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
+    if (reason === STOP_REASON.guestExit)
+      return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
     if (reason === STOP_REASON.guestReset) return { kind: 'reset', vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
     if (reason === STOP_REASON.guestPanic) return { kind: 'panic', line: this.panicLine, exits };
     if (reason === STOP_REASON.guestPoweroff) return { kind: 'poweroff', exits };
@@ -371,8 +394,12 @@ function directTo(bus: Bus): BusDevice {
 }
 
 function chooseIommu(want: 'auto' | IommuKind, hosts: HostDevice[]): IommuKind {
-  if (want === 'iommufd' && !existsSync('/dev/iommu')) throw new AssignError('--iommu iommufd: this kernel has no /dev/iommu (CONFIG_IOMMUFD); use --iommu legacy');
-  if (want === 'legacy' && !existsSync('/dev/vfio/vfio')) throw new AssignError('--iommu legacy: this kernel has no /dev/vfio/vfio (neither VFIO_CONTAINER nor IOMMUFD_VFIO_CONTAINER); use --iommu iommufd');
+  if (want === 'iommufd' && !existsSync('/dev/iommu'))
+    throw new AssignError('--iommu iommufd: this kernel has no /dev/iommu (CONFIG_IOMMUFD); use --iommu legacy');
+  if (want === 'legacy' && !existsSync('/dev/vfio/vfio'))
+    throw new AssignError(
+      '--iommu legacy: this kernel has no /dev/vfio/vfio (neither VFIO_CONTAINER nor IOMMUFD_VFIO_CONTAINER); use --iommu iommufd',
+    );
   if (want !== 'auto') return want;
   return existsSync('/dev/iommu') && hosts.every((h) => h.cdev) ? 'iommufd' : 'legacy';
 }

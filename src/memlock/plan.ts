@@ -35,13 +35,18 @@ type Model = (path: AccountingPath, mode: AccountingMode) => AccountingCharge;
 export function plan(vms: VmSpec[], model: Model): Plan {
   const pinned = (v: VmSpec): bigint => (v.devices === 0 ? 0n : v.ramBytes * BigInt(v.separateAddressSpaces ? v.devices : 1));
   const userTotal = vms.reduce((n, v) => n + pinned(v), 0n);
-  const need = (path: AccountingPath, mode: AccountingMode, v: VmSpec): bigint => (pinned(v) === 0n ? 0n : model(path, mode).limit === 'user-total' ? userTotal : pinned(v));
+  const need = (path: AccountingPath, mode: AccountingMode, v: VmSpec): bigint =>
+    pinned(v) === 0n ? 0n : model(path, mode).limit === 'user-total' ? userTotal : pinned(v);
   const rows = vms.map((v) => ({
     vm: v.name,
     ramBytes: v.ramBytes,
     devices: v.devices,
     pinnedBytes: pinned(v),
-    needs: { type1: need('type1', 'per-process', v), iommufdPerUser: need('iommufd', 'per-user', v), iommufdPerProcess: need('iommufd', 'per-process', v) },
+    needs: {
+      type1: need('type1', 'per-process', v),
+      iommufdPerUser: need('iommufd', 'per-user', v),
+      iommufdPerProcess: need('iommufd', 'per-process', v),
+    },
     // libvirt: guest RAM + 1 GiB, the RAM counted once per address space.
     libvirt: v.devices === 0 ? 0n : pinned(v) + GiB,
   }));
@@ -52,8 +57,12 @@ export function plan(vms: VmSpec[], model: Model): Plan {
       `iommufd per-user (the default): the kernel checks the user's total (${userTotal} bytes) against each VMM's own limit, so every VMM needs the total and no per-task limit can hold one VM to its share; a transient remap of one VM can fail once another took the headroom. Per-process mode (pinion open, CAP_SYS_RESOURCE) restores per-VM limits.`,
     );
   if (rows.some((r) => r.libvirt < r.needs.iommufdPerUser))
-    notes.push("libvirt's formula is below what iommufd per-user needs for at least one VM: with those limits the later VMs fail to start.");
+    notes.push(
+      "libvirt's formula is below what iommufd per-user needs for at least one VM: with those limits the later VMs fail to start.",
+    );
   if (vms.some((v) => v.separateAddressSpaces && v.devices > 1))
-    notes.push('separate address spaces pin the same RAM once per device on every path; a shared container or IOAS (Pinion\'s default) pins it once.');
+    notes.push(
+      "separate address spaces pin the same RAM once per device on every path; a shared container or IOAS (Pinion's default) pins it once.",
+    );
   return { rows, userTotalBytes: userTotal, notes };
 }

@@ -42,11 +42,14 @@ export class GuestMemory {
         removed.push(r);
       },
     });
-    const next = [...this.regions.filter((r) => !removed.includes(r)), ...added.filter((r) => !removed.includes(r))].sort((a, b) => (a.gpa < b.gpa ? -1 : 1));
+    const next = [...this.regions.filter((r) => !removed.includes(r)), ...added.filter((r) => !removed.includes(r))].sort((a, b) =>
+      a.gpa < b.gpa ? -1 : 1,
+    );
     for (const r of next) if (r.size <= 0n) throw new RangeError(`guest memory region ${r.name} at ${hex(r.gpa)} has no size`);
     for (let i = 1; i < next.length; i++) {
       const [a, b] = [next[i - 1]!, next[i]!];
-      if (a.gpa + a.size > b.gpa) throw new RangeError(`guest memory region ${b.name} at ${hex(b.gpa)} overlaps ${a.name} [${hex(a.gpa)}, ${hex(a.gpa + a.size)})`);
+      if (a.gpa + a.size > b.gpa)
+        throw new RangeError(`guest memory region ${b.name} at ${hex(b.gpa)} overlaps ${a.name} [${hex(a.gpa)}, ${hex(a.gpa + a.size)})`);
     }
     const dropped = removed.filter((r) => this.regions.includes(r));
     const fresh = added.filter((r) => !removed.includes(r));

@@ -36,13 +36,17 @@ export class GuestRam {
   static allocate(size: bigint, backend: RamBackend, pageSize: bigint): GuestRam {
     const align = backend === 'hugetlb' ? HUGE_2M : pageSize;
     if (size <= 0n || size % align !== 0n)
-      throw new RamError(`memory size ${size} bytes is not a multiple of the ${backend === 'hugetlb' ? '2 MiB huge' : `${pageSize}-byte`} page size; use e.g. --memory ${sizeArg(size <= 0n ? align : ((size + align - 1n) / align) * align)}`);
+      throw new RamError(
+        `memory size ${size} bytes is not a multiple of the ${backend === 'hugetlb' ? '2 MiB huge' : `${pageSize}-byte`} page size; use e.g. --memory ${sizeArg(size <= 0n ? align : ((size + align - 1n) / align) * align)}`,
+      );
     if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new RamError(`memory size ${size} is too large`);
     if (backend === 'hugetlb') {
       const free = hugePagesFree();
       const need = size / HUGE_2M;
       if (free < need)
-        throw new RamError(`hugetlb guest RAM needs ${need} free 2 MiB huge pages, ${free} are free; reserve them with: echo ${need} | sudo tee /proc/sys/vm/nr_hugepages`);
+        throw new RamError(
+          `hugetlb guest RAM needs ${need} free 2 MiB huge pages, ${free} are free; reserve them with: echo ${need} | sudo tee /proc/sys/vm/nr_hugepages`,
+        );
     }
     let fd = -1;
     try {
@@ -62,7 +66,8 @@ export class GuestRam {
 
   /** A view of [offset, offset+len) of the allocation, bounds-checked. */
   view(offset: bigint, len: number): Uint8Array {
-    if (offset < 0n || offset + BigInt(len) > this.size) throw new RangeError(`guest RAM access ${hex(offset)}+${hex(len)} is outside the ${hex(this.size)}-byte RAM`);
+    if (offset < 0n || offset + BigInt(len) > this.size)
+      throw new RangeError(`guest RAM access ${hex(offset)}+${hex(len)} is outside the ${hex(this.size)}-byte RAM`);
     return this.bytes.subarray(Number(offset), Number(offset) + len);
   }
 

@@ -7,7 +7,11 @@ export const ERRNO = constants.errno;
 // Second names glibc gives a number; the kernel's headers call it EAGAIN,
 // EOPNOTSUPP and EDEADLK, as pin-core's errno.rs does.
 const ALIASES = new Set(['EWOULDBLOCK', 'ENOTSUP', 'EDEADLOCK']);
-const ERRNO_NAMES = new Map<number, string>(Object.entries(ERRNO).filter(([name]) => !ALIASES.has(name)).map(([name, n]) => [n, name]));
+const ERRNO_NAMES = new Map<number, string>(
+  Object.entries(ERRNO)
+    .filter(([name]) => !ALIASES.has(name))
+    .map(([name, n]) => [n, name]),
+);
 
 export function errnoName(errno: number): string {
   return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;

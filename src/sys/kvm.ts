@@ -7,13 +7,40 @@ const KVMIO = 0xae;
 
 /** struct kvm_regs: 18 __u64 in this order. */
 export const KVM_REGS_FIELDS = [
-  'rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags',
+  'rax',
+  'rbx',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'rsp',
+  'rbp',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
+  'rip',
+  'rflags',
 ] as const;
 type KvmRegName = (typeof KVM_REGS_FIELDS)[number];
 /** struct kvm_segment (24 bytes) at `at`. */
 const segment = (at: number) => ({
-  base: at, limit: at + 8, selector: at + 12,
-  type: at + 14, present: at + 15, dpl: at + 16, db: at + 17, s: at + 18, l: at + 19, g: at + 20, avl: at + 21, unusable: at + 22,
+  base: at,
+  limit: at + 8,
+  selector: at + 12,
+  type: at + 14,
+  present: at + 15,
+  dpl: at + 16,
+  db: at + 17,
+  s: at + 18,
+  l: at + 19,
+  g: at + 20,
+  avl: at + 21,
+  unusable: at + 22,
 });
 
 /** Struct layouts (see layout.ts). */
@@ -34,11 +61,23 @@ export const layout = {
   kvm_regs: { sizeof: 144, ...(Object.fromEntries(KVM_REGS_FIELDS.map((f, i) => [f, i * 8])) as Record<KvmRegName, number>) },
   kvm_sregs: {
     sizeof: 312,
-    cs: segment(0), ds: segment(24), es: segment(48), fs: segment(72),
-    gs: segment(96), ss: segment(120), tr: segment(144), ldt: segment(168),
+    cs: segment(0),
+    ds: segment(24),
+    es: segment(48),
+    fs: segment(72),
+    gs: segment(96),
+    ss: segment(120),
+    tr: segment(144),
+    ldt: segment(168),
     gdt: { base: 192, limit: 200 },
     idt: { base: 208, limit: 216 },
-    cr0: 224, cr2: 232, cr3: 240, cr4: 248, cr8: 256, efer: 264, apic_base: 272,
+    cr0: 224,
+    cr2: 232,
+    cr3: 240,
+    cr4: 248,
+    cr8: 256,
+    efer: 264,
+    apic_base: 272,
   },
   kvm_mp_state: { sizeof: 4, mp_state: 0 },
   kvm_cpuid2: { sizeof: 8, nent: 0, entries: 8 },
@@ -48,7 +87,10 @@ export const layout = {
   kvm_irqfd: { sizeof: 32, fd: 0, gsi: 4, flags: 8, resamplefd: 12 },
   kvm_irq_routing: { sizeof: 8, nr: 0, flags: 4, entries: 8 },
   kvm_irq_routing_entry: {
-    sizeof: 48, gsi: 0, type: 4, flags: 8,
+    sizeof: 48,
+    gsi: 0,
+    type: 4,
+    flags: 8,
     u: { irqchip: { irqchip: 16, pin: 20 }, msi: { address_lo: 16, address_hi: 20, data: 24 } },
   },
 } as const satisfies Record<string, Offsets>;
@@ -119,11 +161,21 @@ export const KVM_EXIT_IO_OUT = 1;
 export const KVM_INTERNAL_ERROR_EMULATION = 1;
 
 export const EXIT_REASON_NAMES: Record<number, string> = {
-  0: 'KVM_EXIT_UNKNOWN', 1: 'KVM_EXIT_EXCEPTION', 2: 'KVM_EXIT_IO', 3: 'KVM_EXIT_HYPERCALL', 4: 'KVM_EXIT_DEBUG',
-  5: 'KVM_EXIT_HLT', 6: 'KVM_EXIT_MMIO', 7: 'KVM_EXIT_IRQ_WINDOW_OPEN', 8: 'KVM_EXIT_SHUTDOWN', 9: 'KVM_EXIT_FAIL_ENTRY',
-  10: 'KVM_EXIT_INTR', 16: 'KVM_EXIT_NMI', 17: 'KVM_EXIT_INTERNAL_ERROR', 24: 'KVM_EXIT_SYSTEM_EVENT',
+  0: 'KVM_EXIT_UNKNOWN',
+  1: 'KVM_EXIT_EXCEPTION',
+  2: 'KVM_EXIT_IO',
+  3: 'KVM_EXIT_HYPERCALL',
+  4: 'KVM_EXIT_DEBUG',
+  5: 'KVM_EXIT_HLT',
+  6: 'KVM_EXIT_MMIO',
+  7: 'KVM_EXIT_IRQ_WINDOW_OPEN',
+  8: 'KVM_EXIT_SHUTDOWN',
+  9: 'KVM_EXIT_FAIL_ENTRY',
+  10: 'KVM_EXIT_INTR',
+  16: 'KVM_EXIT_NMI',
+  17: 'KVM_EXIT_INTERNAL_ERROR',
+  24: 'KVM_EXIT_SYSTEM_EVENT',
 };
-
 
 /** The exit fields of struct kvm_run the run loop reads. */
 export const kvm_run = L.kvm_run;
@@ -253,7 +305,8 @@ export type RoutingEntry =
   | { gsi: number; type: 'irqchip'; irqchip: number; pin: number }
   | { gsi: number; type: 'msi'; addressLo: number; addressHi: number; data: number };
 export function kvm_irq_routing(entries: RoutingEntry[]): Buffer {
-  const R = L.kvm_irq_routing, E = L.kvm_irq_routing_entry;
+  const R = L.kvm_irq_routing,
+    E = L.kvm_irq_routing_entry;
   const b = Buffer.alloc(R.entries + entries.length * E.sizeof);
   b.writeUInt32LE(entries.length, R.nr);
   entries.forEach((e, i) => {

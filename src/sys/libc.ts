@@ -26,7 +26,13 @@ export function closeFd(fd: number): void {
 }
 
 /** ioctl with a struct buffer, or with an integer argument. Throws SysError with the op name. */
-export function ioctl(fd: number, request: number, arg: Buffer | number, op: string, ctx: { path?: string; iova?: bigint; size?: bigint } = {}): number {
+export function ioctl(
+  fd: number,
+  request: number,
+  arg: Buffer | number,
+  op: string,
+  ctx: { path?: string; iova?: bigint; size?: bigint } = {},
+): number {
   const r = (Buffer.isBuffer(arg) ? c_ioctl(fd, request, 'void *', arg) : c_ioctl(fd, request, 'unsigned long', arg)) as number;
   if (r < 0) throw SysError.fromErrno(koffi.errno(), op, ctx);
   return r;

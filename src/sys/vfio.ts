@@ -177,7 +177,8 @@ export function regionCaps(info: Buffer): { id: number; at: number }[] {
 
 /** The areas of a struct vfio_region_info_cap_sparse_mmap at `at`. */
 export function sparseMmapAreas(info: Buffer, at: number): { offset: bigint; size: bigint }[] {
-  const C = L.vfio_region_info_cap_sparse_mmap, A = L.vfio_region_sparse_mmap_area;
+  const C = L.vfio_region_info_cap_sparse_mmap,
+    A = L.vfio_region_sparse_mmap_area;
   const area = (i: number): number => at + C.areas + i * A.sizeof;
   return Array.from({ length: info.readUInt32LE(at + C.nr_areas) }, (_, i) => ({
     offset: info.readBigUInt64LE(area(i) + A.offset),

@@ -20,7 +20,9 @@ export const BOOT = {
   payloadMin: 0x100000n,
 } as const;
 
-const CODE64 = 0x00af9b000000ffffn, DATA = 0x00cf93000000ffffn, TSS = 0x008f8b000000ffffn;
+const CODE64 = 0x00af9b000000ffffn,
+  DATA = 0x00cf93000000ffffn,
+  TSS = 0x008f8b000000ffffn;
 /** The test guest's GDT, and the one Linux's 64-bit boot protocol asks for (__BOOT_CS 0x10, __BOOT_DS 0x18). */
 export const GDT_LAYOUTS = {
   payload: { entries: [0n, CODE64, DATA, TSS], cs: 0x08, ds: 0x10, tr: 0x18 },
@@ -28,9 +30,17 @@ export const GDT_LAYOUTS = {
 } as const;
 export type GdtLayout = keyof typeof GDT_LAYOUTS;
 
-const CR0_PE = 1n, CR0_MP = 2n, CR0_ET = 0x10n, CR0_NE = 0x20n, CR0_WP = 0x10000n, CR0_PG = 0x80000000n;
-const CR4_PAE = 1n << 5n, CR4_OSFXSR = 1n << 9n, CR4_OSXMMEXCPT = 1n << 10n;
-const EFER_LME = 0x100n, EFER_LMA = 0x400n;
+const CR0_PE = 1n,
+  CR0_MP = 2n,
+  CR0_ET = 0x10n,
+  CR0_NE = 0x20n,
+  CR0_WP = 0x10000n,
+  CR0_PG = 0x80000000n;
+const CR4_PAE = 1n << 5n,
+  CR4_OSFXSR = 1n << 9n,
+  CR4_OSXMMEXCPT = 1n << 10n;
+const EFER_LME = 0x100n,
+  EFER_LMA = 0x400n;
 
 /** The boot structures in low memory, as [gpa, bytes] writes. */
 export function bootWrites(cmdline: string, layout: GdtLayout = 'payload'): [bigint, Uint8Array][] {
@@ -56,7 +66,20 @@ export function bootWrites(cmdline: string, layout: GdtLayout = 'payload'): [big
 }
 
 function seg(selector: number, code: boolean): KvmSegment {
-  return { base: 0n, limit: 0xffffffff, selector, type: code ? 11 : 3, present: 1, dpl: 0, db: code ? 0 : 1, s: 1, l: code ? 1 : 0, g: 1, avl: 0, unusable: 0 };
+  return {
+    base: 0n,
+    limit: 0xffffffff,
+    selector,
+    type: code ? 11 : 3,
+    present: 1,
+    dpl: 0,
+    db: code ? 0 : 1,
+    s: 1,
+    l: code ? 1 : 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+  };
 }
 
 /** kvm_sregs for long mode; `current` is what KVM_GET_SREGS returned (keeps apic_base and the rest). */
@@ -65,8 +88,34 @@ export function longModeSregs(current: Buffer, layout: GdtLayout = 'payload'): B
   const b = Buffer.from(current);
   writeSegment(b, 'cs', seg(g.cs, true));
   for (const s of ['ds', 'es', 'fs', 'gs', 'ss'] as const) writeSegment(b, s, seg(g.ds, false));
-  writeSegment(b, 'tr', { base: 0n, limit: 0xffff, selector: g.tr, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 });
-  writeSegment(b, 'ldt', { base: 0n, limit: 0xffff, selector: 0, type: 2, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 });
+  writeSegment(b, 'tr', {
+    base: 0n,
+    limit: 0xffff,
+    selector: g.tr,
+    type: 11,
+    present: 1,
+    dpl: 0,
+    db: 0,
+    s: 0,
+    l: 0,
+    g: 0,
+    avl: 0,
+    unusable: 0,
+  });
+  writeSegment(b, 'ldt', {
+    base: 0n,
+    limit: 0xffff,
+    selector: 0,
+    type: 2,
+    present: 1,
+    dpl: 0,
+    db: 0,
+    s: 0,
+    l: 0,
+    g: 0,
+    avl: 0,
+    unusable: 0,
+  });
   writeDtable(b, S.gdt, BOOT.gdt, g.entries.length * 8 - 1);
   writeDtable(b, S.idt, 0n, 0);
   b.writeBigUInt64LE(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG, S.cr0);

@@ -6,9 +6,16 @@
 import type { Bus, BusDevice } from './bus.js';
 
 // Int32 words of a slot, then the access bytes at DATA.
-const STATE = 0, BUS = 1, WRITE = 2, SIZE = 3, ADDR_LO = 4, ADDR_HI = 5;
+const STATE = 0,
+  BUS = 1,
+  WRITE = 2,
+  SIZE = 3,
+  ADDR_LO = 4,
+  ADDR_HI = 5;
 const DATA = 32;
-const IDLE = 0, PENDING = 1, DONE = 2;
+const IDLE = 0,
+  PENDING = 1,
+  DONE = 2;
 export const RPC_SLOT_BYTES = 48;
 
 /** The vCPU-thread side: a bus fallback that hands the access to the VMM thread. */

@@ -42,8 +42,7 @@ export class Bus {
   private find(addr: number): Range | undefined {
     const l = this.last;
     if (l && addr >= l.base && addr < l.end) return l;
-    for (const r of this.ranges)
-      if (addr >= r.base && addr < r.end) return (this.last = r);
+    for (const r of this.ranges) if (addr >= r.base && addr < r.end) return (this.last = r);
     return undefined;
   }
 

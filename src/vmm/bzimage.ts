@@ -60,18 +60,26 @@ export interface BzImage {
 export function parseBzImage(file: Uint8Array, name: string): BzImage {
   const b = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
   const notBz = `${name} is not a Linux bzImage (no "HdrS" setup header at 0x202); give the kernel's arch/x86/boot/bzImage, not vmlinux or a compressed file`;
-  if (b.length < 0x264 || b.readUInt32LE(SETUP.header) !== HDRS || b.readUInt16LE(SETUP.boot_flag) !== BOOT_FLAG) throw new KernelImageError(notBz);
+  if (b.length < 0x264 || b.readUInt32LE(SETUP.header) !== HDRS || b.readUInt16LE(SETUP.boot_flag) !== BOOT_FLAG)
+    throw new KernelImageError(notBz);
   const version = b.readUInt16LE(SETUP.version);
   const v = `${version >> 8}.${(version & 0xff).toString().padStart(2, '0')}`;
-  if (version < MIN_VERSION) throw new KernelImageError(`${name} speaks boot protocol ${v}; Pinion's 64-bit entry needs 2.12 or later (Linux 3.8+)`);
+  if (version < MIN_VERSION)
+    throw new KernelImageError(`${name} speaks boot protocol ${v}; Pinion's 64-bit entry needs 2.12 or later (Linux 3.8+)`);
   const xloadflags = b.readUInt16LE(SETUP.xloadflags);
-  if (!(xloadflags & XLF_KERNEL_64)) throw new KernelImageError(`${name} has no 64-bit entry point (xloadflags ${hex(xloadflags)} lacks XLF_KERNEL_64); build an x86_64 kernel`);
-  if (!(b[SETUP.loadflags]! & LOADED_HIGH)) throw new KernelImageError(`${name} does not load at 1 MiB (loadflags lacks LOADED_HIGH): a zImage, not a bzImage`);
+  if (!(xloadflags & XLF_KERNEL_64))
+    throw new KernelImageError(
+      `${name} has no 64-bit entry point (xloadflags ${hex(xloadflags)} lacks XLF_KERNEL_64); build an x86_64 kernel`,
+    );
+  if (!(b[SETUP.loadflags]! & LOADED_HIGH))
+    throw new KernelImageError(`${name} does not load at 1 MiB (loadflags lacks LOADED_HIGH): a zImage, not a bzImage`);
   const setupSects = b[SETUP.setup_sects] || 4;
   const kernelOffset = (setupSects + 1) * 512;
   const kernelBytes = b.readUInt32LE(SETUP.syssize) * 16;
   if (b.length < kernelOffset + kernelBytes) {
-    throw new KernelImageError(`${name} is truncated: its header promises ${kernelOffset + kernelBytes} bytes, the file has ${b.length}; copy the bzImage again`);
+    throw new KernelImageError(
+      `${name} is truncated: its header promises ${kernelOffset + kernelBytes} bytes, the file has ${b.length}; copy the bzImage again`,
+    );
   }
   const headerEnd = 0x202 + b[SETUP.jump + 1]!;
   const relocatable = b[SETUP.relocatable_kernel] !== 0;

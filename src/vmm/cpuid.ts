@@ -1,6 +1,13 @@
 // Per-vCPU CPUID from KVM_GET_SUPPORTED_CPUID: the same features on every
 // vCPU, each with its own initial APIC ID. Pure (works on the kvm_cpuid2 buffer).
-import { kvm_cpuid2 as C, kvm_cpuid_entry2 as E, KVM_CPUID_FEATURES, KVM_FEATURE_ASYNC_PF, KVM_FEATURE_ASYNC_PF_INT, KVM_FEATURE_ASYNC_PF_VMEXIT } from '../sys/kvm.js';
+import {
+  kvm_cpuid2 as C,
+  kvm_cpuid_entry2 as E,
+  KVM_CPUID_FEATURES,
+  KVM_FEATURE_ASYNC_PF,
+  KVM_FEATURE_ASYNC_PF_INT,
+  KVM_FEATURE_ASYNC_PF_VMEXIT,
+} from '../sys/kvm.js';
 
 // Async page faults let a guest run other tasks while KVM faults in a page it
 // has not got yet. A VM with assigned devices has all its RAM pinned, so they

@@ -41,6 +41,8 @@ export function exitProfileReport(all: ExitCount[][], top = 20): string {
   const count = rows.reduce((n, r) => n + r.count, 0);
   const lines = [`pinion: exits to userspace: ${count}, ${(total / 1e6).toFixed(1)} ms on vCPU threads; by time:`];
   for (const r of rows.slice(0, top))
-    lines.push(`pinion:   ${r.key.padEnd(28)} ${String(r.count).padStart(7)} x ${(r.ns / r.count / 1e3).toFixed(1).padStart(8)} us = ${(r.ns / 1e6).toFixed(1).padStart(8)} ms`);
+    lines.push(
+      `pinion:   ${r.key.padEnd(28)} ${String(r.count).padStart(7)} x ${(r.ns / r.count / 1e3).toFixed(1).padStart(8)} us = ${(r.ns / 1e6).toFixed(1).padStart(8)} ms`,
+    );
   return lines.join('\n');
 }

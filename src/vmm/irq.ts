@@ -49,7 +49,8 @@ export class IrqRouting {
     // KVM_SET_GSI_ROUTING replaces the default table too, so the PIC and IOAPIC pins are restated (as KVM's default).
     const entries: K.RoutingEntry[] = [];
     for (let pin = 0; pin < 24; pin++) {
-      if (pin < 16) entries.push({ gsi: pin, type: 'irqchip', irqchip: pin < 8 ? K.KVM_IRQCHIP_PIC_MASTER : K.KVM_IRQCHIP_PIC_SLAVE, pin: pin % 8 });
+      if (pin < 16)
+        entries.push({ gsi: pin, type: 'irqchip', irqchip: pin < 8 ? K.KVM_IRQCHIP_PIC_MASTER : K.KVM_IRQCHIP_PIC_SLAVE, pin: pin % 8 });
       entries.push({ gsi: pin, type: 'irqchip', irqchip: K.KVM_IRQCHIP_IOAPIC, pin });
     }
     for (const [gsi, m] of this.msi) entries.push({ gsi, type: 'msi', ...m });

@@ -37,20 +37,28 @@ export class Kvm {
 
   /** Opens /dev/kvm; KvmUnavailable when there is none or it lacks what Pinion needs. */
   static open(path = '/dev/kvm', hint = 'pinion rig -- pinion run ...', adoptFd?: number): Kvm {
-    if (adoptFd === undefined && !existsSync(path)) throw new KvmUnavailable(`no ${path} on this machine (KVM is not available here); run Pinion inside the test rig: ${hint}`);
+    if (adoptFd === undefined && !existsSync(path))
+      throw new KvmUnavailable(`no ${path} on this machine (KVM is not available here); run Pinion inside the test rig: ${hint}`);
     let fd: number;
     try {
       fd = adoptFd ?? openPath(path);
     } catch (e) {
       if (e instanceof SysError && (e.code === 'EACCES' || e.code === 'EPERM'))
-        throw new KvmUnavailable(`cannot open ${path}: ${e.code}; add this user to the kvm group (sudo usermod -aG kvm $USER) or run as root`);
+        throw new KvmUnavailable(
+          `cannot open ${path}: ${e.code}; add this user to the kvm group (sudo usermod -aG kvm $USER) or run as root`,
+        );
       throw e;
     }
     try {
       const version = ioctl(fd, K.KVM_GET_API_VERSION, 0, 'KVM_GET_API_VERSION', { path });
       if (version !== K.KVM_API_VERSION) throw new KvmUnavailable(`${path} speaks KVM API ${version}, Pinion needs ${K.KVM_API_VERSION}`);
-      const missing = REQUIRED.filter(([cap]) => ioctl(fd, K.KVM_CHECK_EXTENSION, cap, 'KVM_CHECK_EXTENSION', { path }) <= 0).map(([, n]) => n);
-      if (missing.length) throw new KvmUnavailable(`${path} lacks ${missing.join(', ')}, which Pinion needs; use a kernel with KVM built with these (the rig kernel has them: pinion rig)`);
+      const missing = REQUIRED.filter(([cap]) => ioctl(fd, K.KVM_CHECK_EXTENSION, cap, 'KVM_CHECK_EXTENSION', { path }) <= 0).map(
+        ([, n]) => n,
+      );
+      if (missing.length)
+        throw new KvmUnavailable(
+          `${path} lacks ${missing.join(', ')}, which Pinion needs; use a kernel with KVM built with these (the rig kernel has them: pinion rig)`,
+        );
       const memory2 = ioctl(fd, K.KVM_CHECK_EXTENSION, K.KVM_CAP_USER_MEMORY2, 'KVM_CHECK_EXTENSION', { path }) > 0;
       const mmapSize = ioctl(fd, K.KVM_GET_VCPU_MMAP_SIZE, 0, 'KVM_GET_VCPU_MMAP_SIZE', { path });
       return new Kvm(fd, path, memory2, mmapSize);

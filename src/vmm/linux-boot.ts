@@ -76,7 +76,9 @@ export function linuxBoot(i: LinuxBootInput): LinuxBootPlan {
   const kernelSpan = img.initSize > BigInt(img.kernel.length) ? img.initSize : BigInt(img.kernel.length);
   const kernelEnd = img.loadAddress + kernelSpan;
   if (kernelEnd > lowEnd) {
-    throw new LinuxBootError(`kernel ${i.kernelName} needs guest RAM up to ${hex(kernelEnd)} (${mib(kernelEnd)}: loaded at ${hex(img.loadAddress)}, ${mib(kernelSpan)} while it unpacks) but --memory ${i.memoryArg} gives ${mib(lowEnd)}; raise --memory`);
+    throw new LinuxBootError(
+      `kernel ${i.kernelName} needs guest RAM up to ${hex(kernelEnd)} (${mib(kernelEnd)}: loaded at ${hex(img.loadAddress)}, ${mib(kernelSpan)} while it unpacks) but --memory ${i.memoryArg} gives ${mib(lowEnd)}; raise --memory`,
+    );
   }
   // The command line itself goes where bootWrites puts every command line.
   const clBytes = Buffer.byteLength(i.cmdline, 'utf8');

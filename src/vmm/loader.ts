@@ -45,7 +45,10 @@ export function parseElf(file: Uint8Array, name: string): Payload {
     const filesz = Number(b.readBigUInt64LE(at + 32));
     const memsz = b.readBigUInt64LE(at + 40);
     if (offset + filesz > b.length) throw new PayloadError(`payload ${name}: segment ${i} runs past the end of the file`);
-    if (paddr < BOOT.payloadMin) throw new PayloadError(`payload ${name}: segment ${i} loads at ${hex(paddr)}, below ${hex(BOOT.payloadMin)} where the VMM keeps boot structures; link it at 1 MiB or above`);
+    if (paddr < BOOT.payloadMin)
+      throw new PayloadError(
+        `payload ${name}: segment ${i} loads at ${hex(paddr)}, below ${hex(BOOT.payloadMin)} where the VMM keeps boot structures; link it at 1 MiB or above`,
+      );
     segments.push({ gpa: paddr, data: b.subarray(offset, offset + filesz), memsz });
     if (paddr + memsz > end) end = paddr + memsz;
   }
@@ -57,6 +60,8 @@ export function parseElf(file: Uint8Array, name: string): Payload {
 export function checkFits(p: Payload, ramEnd: bigint, name: string, memoryArg: string): void {
   if (p.end > ramEnd) {
     const needMiB = (p.end + (1n << 20n) - 1n) >> 20n;
-    throw new PayloadError(`payload ${name} needs guest RAM up to ${hex(p.end)} (${needMiB} MiB) but --memory ${memoryArg} gives ${hex(ramEnd)}; raise --memory`);
+    throw new PayloadError(
+      `payload ${name} needs guest RAM up to ${hex(p.end)} (${needMiB} MiB) but --memory ${memoryArg} gives ${hex(ramEnd)}; raise --memory`,
+    );
   }
 }

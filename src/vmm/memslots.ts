@@ -32,7 +32,21 @@ export class KvmMemslots implements MemoryListener {
 
   private set(slot: number, flags: number, gpa: bigint, size: bigint, hva: bigint): void {
     const ctx = { iova: gpa, size };
-    if (this.v2) ioctl(this.vmFd, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(slot, flags, gpa, size, hva), `KVM_SET_USER_MEMORY_REGION2(slot ${slot})`, ctx);
-    else ioctl(this.vmFd, K.KVM_SET_USER_MEMORY_REGION, K.kvm_userspace_memory_region(slot, flags, gpa, size, hva), `KVM_SET_USER_MEMORY_REGION(slot ${slot})`, ctx);
+    if (this.v2)
+      ioctl(
+        this.vmFd,
+        K.KVM_SET_USER_MEMORY_REGION2,
+        K.kvm_userspace_memory_region2(slot, flags, gpa, size, hva),
+        `KVM_SET_USER_MEMORY_REGION2(slot ${slot})`,
+        ctx,
+      );
+    else
+      ioctl(
+        this.vmFd,
+        K.KVM_SET_USER_MEMORY_REGION,
+        K.kvm_userspace_memory_region(slot, flags, gpa, size, hva),
+        `KVM_SET_USER_MEMORY_REGION(slot ${slot})`,
+        ctx,
+      );
   }
 }

@@ -10,13 +10,20 @@ export const LAPIC_BASE = 0xfee00000;
 export const IOAPIC_BASE = 0xfec00000;
 export const IOAPIC_PINS = 24;
 
-const MP_PROCESSOR = 0, MP_BUS = 1, MP_IOAPIC = 2, MP_INTSRC = 3, MP_LINTSRC = 4;
-const CPU_ENABLED = 1, CPU_BOOTPROCESSOR = 2;
-const MP_IRQTYPE_INT = 0, MP_IRQTYPE_NMI = 1, MP_IRQTYPE_EXTINT = 3;
+const MP_PROCESSOR = 0,
+  MP_BUS = 1,
+  MP_IOAPIC = 2,
+  MP_INTSRC = 3,
+  MP_LINTSRC = 4;
+const CPU_ENABLED = 1,
+  CPU_BOOTPROCESSOR = 2;
+const MP_IRQTYPE_INT = 0,
+  MP_IRQTYPE_NMI = 1,
+  MP_IRQTYPE_EXTINT = 3;
 /** irqflag: polarity active low (3) and level trigger (3 << 2), as PCI INTx lines are. */
 const MP_IRQ_PCI = 0x0f;
-const BUS_PCI = 0, BUS_ISA = 1;
-
+const BUS_PCI = 0,
+  BUS_ISA = 1;
 
 function checksum(b: Buffer): number {
   let s = 0;
@@ -67,7 +74,9 @@ export function mpTable(base: bigint, cpus: number): Buffer {
   // ISA IRQs on the IOAPIC pin of the same number, as KVM's default GSI routing has them (the PIT on GSI 0).
   for (let irq = 0; irq < 16; irq++) entries.push(intsrc(MP_IRQTYPE_INT, 0, BUS_ISA, irq, irq));
   // Every slot of bus 0, every pin: srcbusirq is (slot << 2) | (pin - 1).
-  for (let slot = 1; slot < 32; slot++) for (let pin = 1; pin <= 4; pin++) entries.push(intsrc(MP_IRQTYPE_INT, MP_IRQ_PCI, BUS_PCI, (slot << 2) | (pin - 1), intxPin(slot, pin)));
+  for (let slot = 1; slot < 32; slot++)
+    for (let pin = 1; pin <= 4; pin++)
+      entries.push(intsrc(MP_IRQTYPE_INT, MP_IRQ_PCI, BUS_PCI, (slot << 2) | (pin - 1), intxPin(slot, pin)));
   const lint = (type: number, lint: number): Buffer => {
     const e = Buffer.alloc(8);
     e.writeUInt8(MP_LINTSRC, 0);

@@ -52,7 +52,8 @@ for (const iommu of ['iommufd', 'legacy'] as const) {
 // The PF itself, with the guest's igb driver: loopback DMA, MSI-X, frames to the peer.
 writeFileSync(`/sys/bus/pci/devices/${pf}/sriov_numvfs`, '0');
 bindVfio(pf);
-for (const iommu of ['iommufd', 'legacy'] as const) out[`pf-${iommu}`] = withPeer(['--device', pf, '--iommu', iommu, '--cmdline', 'igb exit=0']);
+for (const iommu of ['iommufd', 'legacy'] as const)
+  out[`pf-${iommu}`] = withPeer(['--device', pf, '--iommu', iommu, '--cmdline', 'igb exit=0']);
 out.pinnedAfterPf = pinnedKiB();
 
 // A guest DMA to an IOVA Pinion never mapped, while another VM runs (on the peer igb, now assigned too).
@@ -62,7 +63,10 @@ bindVfio(peer);
   await other.started;
   const dmesgBefore = spawnSync('dmesg', { encoding: 'utf8' }).stdout.split('\n').length;
   const bad = run(['--device', pf, '--iommu', 'iommufd', '--cmdline', 'igb baddma exit=0']);
-  const faults = spawnSync('dmesg', { encoding: 'utf8' }).stdout.split('\n').slice(dmesgBefore - 1).filter((l) => /DMAR/.test(l));
+  const faults = spawnSync('dmesg', { encoding: 'utf8' })
+    .stdout.split('\n')
+    .slice(dmesgBefore - 1)
+    .filter((l) => /DMAR/.test(l));
   out.unmappedDma = { bad, faults, other: await other.stop() };
 }
 out.pfDriver = pciDevice(pf).driver;
@@ -73,11 +77,15 @@ out.pfDriver = pciDevice(pf).driver;
   const g = sharedGroup();
   const [a, b] = g.functions as [string, string];
   bindVfio(a);
-  const notViable = Object.fromEntries((['iommufd', 'legacy'] as const).map((iommu) => [iommu, run(['--device', a, '--iommu', iommu, '--cmdline', 'exit=0'])]));
+  const notViable = Object.fromEntries(
+    (['iommufd', 'legacy'] as const).map((iommu) => [iommu, run(['--device', a, '--iommu', iommu, '--cmdline', 'exit=0'])]),
+  );
   const bDriver = pciDevice(b).driver;
   const pinnedAfterRefusal = pinnedKiB();
   unbind(b);
-  const viable = Object.fromEntries((['iommufd', 'legacy'] as const).map((iommu) => [iommu, run(['--device', a, '--iommu', iommu, '--cmdline', 'exit=0'])]));
+  const viable = Object.fromEntries(
+    (['iommufd', 'legacy'] as const).map((iommu) => [iommu, run(['--device', a, '--iommu', iommu, '--cmdline', 'exit=0'])]),
+  );
   out.sharedGroup = { ...g, a, b, bDriver, notViable, pinnedAfterRefusal, viable, pinnedAfter: pinnedKiB() };
 }
 console.log(JSON.stringify(out));

@@ -13,7 +13,12 @@ import { DmaMapper } from '../../src/memory/dma-mapper.js';
 import { VfioGroup } from '../../src/devices/vfio/group.js';
 import { VfioCdev } from '../../src/devices/vfio/cdev.js';
 import { closeFd, ioctl, openPath } from '../../src/sys/libc.js';
-import { VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd } from '../../src/sys/vfio.js';
+import {
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  vfio_device_attach_iommufd_pt,
+  vfio_device_bind_iommufd,
+} from '../../src/sys/vfio.js';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
 
 export type PathName = 'type1' | 'type1v2' | 'compat-type1v2' | 'iommufd' | 'mock';
@@ -63,29 +68,57 @@ function open(path: PathName, dev: Prepared): Ctx {
     if (path === 'mock') {
       pinCore.iommufdMockDomain(h);
     } else {
-      record('cdev attach before bind', answer(() => {
-        const fd = openPath(dev.cdev);
-        try {
-          ioctl(fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, vfio_device_attach_iommufd_pt.make(pinCore.iommufdIoasId(h)), 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', { path: dev.cdev });
-        } finally {
-          closeFd(fd);
-        }
-      }));
+      record(
+        'cdev attach before bind',
+        answer(() => {
+          const fd = openPath(dev.cdev);
+          try {
+            ioctl(
+              fd,
+              VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+              vfio_device_attach_iommufd_pt.make(pinCore.iommufdIoasId(h)),
+              'VFIO_DEVICE_ATTACH_IOMMUFD_PT',
+              { path: dev.cdev },
+            );
+          } finally {
+            closeFd(fd);
+          }
+        }),
+      );
       const cdev = VfioCdev.bind(dev.cdev, pinCore.backendFd(h));
-      record('cdev bind twice', answer(() => ioctl(cdev.fd, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_bind_iommufd.make(pinCore.backendFd(h)), 'VFIO_DEVICE_BIND_IOMMUFD', { path: dev.cdev })));
-      record('group open while cdev bound', answer(() => closeFd(openPath(dev.group))));
+      record(
+        'cdev bind twice',
+        answer(() =>
+          ioctl(cdev.fd, VFIO_DEVICE_BIND_IOMMUFD, vfio_device_bind_iommufd.make(pinCore.backendFd(h)), 'VFIO_DEVICE_BIND_IOMMUFD', {
+            path: dev.cdev,
+          }),
+        ),
+      );
+      record(
+        'group open while cdev bound',
+        answer(() => closeFd(openPath(dev.group))),
+      );
       cdev.attach(pinCore.iommufdIoasId(h));
       cleanup.push(() => cdev.close());
     }
     const after = processCharge();
-    record('charge at attach', { ok: true, value: { vmLckKiB: after.vmLckKiB - before.vmLckKiB, vmPinKiB: after.vmPinKiB - before.vmPinKiB } });
+    record('charge at attach', {
+      ok: true,
+      value: { vmLckKiB: after.vmLckKiB - before.vmLckKiB, vmPinKiB: after.vmPinKiB - before.vmPinKiB },
+    });
     pinCore.unmap(h, IOVA, 2n * MiB);
     return { h, mapper: DmaMapper.fromHandle(h), path, cleanup };
   }
   const h = pinCore.type1Open('/dev/vfio/vfio', -1);
   const group = VfioGroup.open(dev.group);
-  record('group status', answer(() => group.status()));
-  record('map before SET_IOMMU', answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: anon(0x1000n).vaddr }, rw)));
+  record(
+    'group status',
+    answer(() => group.status()),
+  );
+  record(
+    'map before SET_IOMMU',
+    answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: anon(0x1000n).vaddr }, rw)),
+  );
   pinCore.type1AttachGroup(h, group.fd);
   pinCore.type1SetIommu(h, path === 'type1');
   // type1 pins at map time; iommufd's compat container only once the device
@@ -99,8 +132,14 @@ function open(path: PathName, dev: Prepared): Ctx {
   record('charge at map', { ok: true, value: { vmLckKiB: c1.vmLckKiB - c0.vmLckKiB, vmPinKiB: c1.vmPinKiB - c0.vmPinKiB } });
   record('charge at device open', { ok: true, value: { vmLckKiB: c2.vmLckKiB - c1.vmLckKiB, vmPinKiB: c2.vmPinKiB - c1.vmPinKiB } });
   pinCore.unmap(h, IOVA, 2n * MiB);
-  record('cdev open while group in a container', answer(() => closeFd(openPath(dev.cdev))));
-  cleanup.push(() => closeFd(devFd), () => group.close());
+  record(
+    'cdev open while group in a container',
+    answer(() => closeFd(openPath(dev.cdev))),
+  );
+  cleanup.push(
+    () => closeFd(devFd),
+    () => group.close(),
+  );
   return { h, mapper: DmaMapper.fromHandle(h), path, cleanup };
 }
 
@@ -135,91 +174,184 @@ function runCases(c: Ctx): void {
   const pin = () => processCharge().vmPinKiB;
 
   record('caps', { ok: true, value: pinCore.caps(h) as unknown });
-  record('iova ranges', answer(() => pinCore.iovaRanges(h).map(([s, l]) => [`0x${s.toString(16)}`, `0x${l.toString(16)}`])));
+  record(
+    'iova ranges',
+    answer(() => pinCore.iovaRanges(h).map(([s, l]) => [`0x${s.toString(16)}`, `0x${l.toString(16)}`])),
+  );
   const before = { lck: lck(), pin: pin() };
   const map2M = () => pinCore.map(h, IOVA, 2n * MiB, { vaddr: va }, rw);
-  record('map exact', answer(() => {
-    map2M();
-    return { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin };
-  }));
-  record('map same range again', answer(() => (map2M(), map2M())));
-  record('map overlapping tail', answer(() => (map2M(), pinCore.map(h, IOVA + MiB, 2n * MiB, { vaddr: va }, rw))));
-  record('unmap bisecting', answer(() => (map2M(), pinCore.unmap(h, IOVA, MiB))));
-  record('unmap exact', answer(() => (map2M(), pinCore.unmap(h, IOVA, 2n * MiB))));
+  record(
+    'map exact',
+    answer(() => {
+      map2M();
+      return { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin };
+    }),
+  );
+  record(
+    'map same range again',
+    answer(() => (map2M(), map2M())),
+  );
+  record(
+    'map overlapping tail',
+    answer(() => (map2M(), pinCore.map(h, IOVA + MiB, 2n * MiB, { vaddr: va }, rw))),
+  );
+  record(
+    'unmap bisecting',
+    answer(() => (map2M(), pinCore.unmap(h, IOVA, MiB))),
+  );
+  record(
+    'unmap exact',
+    answer(() => (map2M(), pinCore.unmap(h, IOVA, 2n * MiB))),
+  );
   record('charge after unmap', { ok: true, value: { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin } });
-  record('unmap empty range', answer(() => pinCore.unmap(h, IOVA, 2n * MiB)));
-  record('map unaligned iova', answer(() => pinCore.map(h, IOVA + 0x800n, 0x1000n, { vaddr: va }, rw)));
-  record('map unaligned vaddr', answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: va + 0x800n }, rw)));
-  record('map unaligned size', answer(() => pinCore.map(h, IOVA, 0x1800n, { vaddr: va }, rw)));
-  record('map zero size', answer(() => pinCore.map(h, IOVA, 0n, { vaddr: va }, rw)));
-  record('map iova+size overflows', answer(() => pinCore.map(h, 0xfffffffffffff000n, 0x2000n, { vaddr: va }, rw)));
-  record('map no access', answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: va }, { read: false, write: false })));
-  record('map read-only', answer(() => { pinCore.map(h, IOVA, 0x1000n, { vaddr: va }, { read: true, write: false }); pinCore.unmap(h, IOVA, 0x1000n); }));
-  record('map MSI window 0xfee00000', answer(() => pinCore.map(h, 0xfee00000n, 0x1000n, { vaddr: va }, rw)));
-  record('map above aperture', answer(() => pinCore.map(h, 1n << 60n, 0x1000n, { vaddr: va }, rw)));
+  record(
+    'unmap empty range',
+    answer(() => pinCore.unmap(h, IOVA, 2n * MiB)),
+  );
+  record(
+    'map unaligned iova',
+    answer(() => pinCore.map(h, IOVA + 0x800n, 0x1000n, { vaddr: va }, rw)),
+  );
+  record(
+    'map unaligned vaddr',
+    answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: va + 0x800n }, rw)),
+  );
+  record(
+    'map unaligned size',
+    answer(() => pinCore.map(h, IOVA, 0x1800n, { vaddr: va }, rw)),
+  );
+  record(
+    'map zero size',
+    answer(() => pinCore.map(h, IOVA, 0n, { vaddr: va }, rw)),
+  );
+  record(
+    'map iova+size overflows',
+    answer(() => pinCore.map(h, 0xfffffffffffff000n, 0x2000n, { vaddr: va }, rw)),
+  );
+  record(
+    'map no access',
+    answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: va }, { read: false, write: false })),
+  );
+  record(
+    'map read-only',
+    answer(() => {
+      pinCore.map(h, IOVA, 0x1000n, { vaddr: va }, { read: true, write: false });
+      pinCore.unmap(h, IOVA, 0x1000n);
+    }),
+  );
+  record(
+    'map MSI window 0xfee00000',
+    answer(() => pinCore.map(h, 0xfee00000n, 0x1000n, { vaddr: va }, rw)),
+  );
+  record(
+    'map above aperture',
+    answer(() => pinCore.map(h, 1n << 60n, 0x1000n, { vaddr: va }, rw)),
+  );
   // A VA range with an unmapped page in the middle cannot be pinned.
   const holed = anon(3n * 0x1000n);
   pinCore.memFree(holed.vaddr + 0x1000n, 0x1000n, -1);
   const beforeHole = lck();
-  record('map VA with a hole', answer(() => pinCore.map(h, IOVA, 0x3000n, { vaddr: holed.vaddr }, rw)));
+  record(
+    'map VA with a hole',
+    answer(() => pinCore.map(h, IOVA, 0x3000n, { vaddr: holed.vaddr }, rw)),
+  );
   record('charge after failed map', { ok: true, value: { vmLckKiB: lck() - beforeHole } });
   // unmap-all
-  record('map two then unmap all', answer(() => {
-    pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
-    pinCore.map(h, IOVA + 2n * MiB, MiB, { vaddr: va + MiB }, rw);
-    return pinCore.unmapAll(h);
-  }));
+  record(
+    'map two then unmap all',
+    answer(() => {
+      pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
+      pinCore.map(h, IOVA + 2n * MiB, MiB, { vaddr: va + MiB }, rw);
+      return pinCore.unmapAll(h);
+    }),
+  );
   record('charge after unmap all', { ok: true, value: { vmLckKiB: lck() - before.lck, vmPinKiB: pin() - before.pin } });
-  record('copy', answer(() => {
-    pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
-    const l0 = lck() + pin();
-    pinCore.copy(h, IOVA, IOVA + 4n * MiB, MiB);
-    const extra = lck() + pin() - l0;
-    pinCore.unmapAll(h);
-    return { extraKiB: extra };
-  }));
+  record(
+    'copy',
+    answer(() => {
+      pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
+      const l0 = lck() + pin();
+      pinCore.copy(h, IOVA, IOVA + 4n * MiB, MiB);
+      const extra = lck() + pin() - l0;
+      pinCore.unmapAll(h);
+      return { extraKiB: extra };
+    }),
+  );
   pinCore.unmapAll(h);
   const mf = pinCore.memAlloc('memfd', 2n * MiB);
-  record('map memfd by fd', answer(() => { pinCore.map(h, IOVA, 2n * MiB, { fd: mf.fd, offset: 0n }, rw); pinCore.unmap(h, IOVA, 2n * MiB); }));
-  record('map memfd by vaddr', answer(() => { pinCore.map(h, IOVA, 2n * MiB, { vaddr: mf.vaddr }, rw); pinCore.unmap(h, IOVA, 2n * MiB); }));
-  record('update vaddr', answer(() => {
-    pinCore.map(h, IOVA, MiB, { vaddr: mf.vaddr }, rw);
-    pinCore.type1UpdateVaddr(h, IOVA, MiB, null);
-    pinCore.type1UpdateVaddr(h, IOVA, MiB, mf.vaddr);
-    pinCore.unmap(h, IOVA, MiB);
-  }));
+  record(
+    'map memfd by fd',
+    answer(() => {
+      pinCore.map(h, IOVA, 2n * MiB, { fd: mf.fd, offset: 0n }, rw);
+      pinCore.unmap(h, IOVA, 2n * MiB);
+    }),
+  );
+  record(
+    'map memfd by vaddr',
+    answer(() => {
+      pinCore.map(h, IOVA, 2n * MiB, { vaddr: mf.vaddr }, rw);
+      pinCore.unmap(h, IOVA, 2n * MiB);
+    }),
+  );
+  record(
+    'update vaddr',
+    answer(() => {
+      pinCore.map(h, IOVA, MiB, { vaddr: mf.vaddr }, rw);
+      pinCore.type1UpdateVaddr(h, IOVA, MiB, null);
+      pinCore.type1UpdateVaddr(h, IOVA, MiB, mf.vaddr);
+      pinCore.unmap(h, IOVA, MiB);
+    }),
+  );
   pinCore.unmapAll(h);
-  record('change process, memfd mapping', answer(() => {
-    pinCore.map(h, IOVA, MiB, { fd: mf.fd, offset: 0n }, rw);
-    try {
-      pinCore.iommufdChangeProcess(h);
-    } finally {
-      pinCore.unmap(h, IOVA, MiB);
-    }
-  }));
-  record('change process, anonymous mapping', answer(() => {
-    pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
-    try {
-      pinCore.iommufdChangeProcess(h);
-    } finally {
-      pinCore.unmap(h, IOVA, MiB);
-    }
-  }));
-  record('rlimit mode get', answer(() => pinCore.iommufdOption(h, 'rlimit_mode', null)));
-  record('rlimit mode set unprivileged', answer(() => pinCore.iommufdOption(h, 'rlimit_mode', 1n)));
+  record(
+    'change process, memfd mapping',
+    answer(() => {
+      pinCore.map(h, IOVA, MiB, { fd: mf.fd, offset: 0n }, rw);
+      try {
+        pinCore.iommufdChangeProcess(h);
+      } finally {
+        pinCore.unmap(h, IOVA, MiB);
+      }
+    }),
+  );
+  record(
+    'change process, anonymous mapping',
+    answer(() => {
+      pinCore.map(h, IOVA, MiB, { vaddr: va }, rw);
+      try {
+        pinCore.iommufdChangeProcess(h);
+      } finally {
+        pinCore.unmap(h, IOVA, MiB);
+      }
+    }),
+  );
+  record(
+    'rlimit mode get',
+    answer(() => pinCore.iommufdOption(h, 'rlimit_mode', null)),
+  );
+  record(
+    'rlimit mode set unprivileged',
+    answer(() => pinCore.iommufdOption(h, 'rlimit_mode', 1n)),
+  );
   const lim0 = lck() + pin();
   const big = anon(16n * MiB);
-  record('map beyond RLIMIT_MEMLOCK', answer(() => pinCore.map(h, IOVA, 16n * MiB, { vaddr: big.vaddr }, rw)));
+  record(
+    'map beyond RLIMIT_MEMLOCK',
+    answer(() => pinCore.map(h, IOVA, 16n * MiB, { vaddr: big.vaddr }, rw)),
+  );
   record('charge after ENOMEM', { ok: true, value: { deltaKiB: lck() + pin() - lim0 } });
-  record('entry limit', answer(() => {
-    let n = 0;
-    try {
-      for (; n <= ENTRY_LIMIT; n++) pinCore.map(h, IOVA + BigInt(n) * 0x2000n, 0x1000n, { vaddr: va }, rw);
-      return { mapped: n };
-    } finally {
-      pinCore.unmapAll(h);
-    }
-  }));
+  record(
+    'entry limit',
+    answer(() => {
+      let n = 0;
+      try {
+        for (; n <= ENTRY_LIMIT; n++) pinCore.map(h, IOVA + BigInt(n) * 0x2000n, 0x1000n, { vaddr: va }, rw);
+        return { mapped: n };
+      } finally {
+        pinCore.unmapAll(h);
+      }
+    }),
+  );
   // The mapper: a transient remap of one region through the planner.
   const A = { iova: IOVA, size: MiB, backing: { vaddr: va }, prot: rw };
   const B = { iova: IOVA + MiB, size: MiB, backing: { vaddr: va + MiB }, prot: rw };
@@ -254,10 +386,26 @@ function prepare(): Prepared {
 
 function asUser(path: PathName, dev: Prepared): string {
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync('prlimit', [`--memlock=${MEMLOCK_BYTES}:${MEMLOCK_BYTES}`, 'setpriv', '--reuid=1000', '--regid=1000', '--clear-groups', '--', process.execPath, self, '--as-user', path, JSON.stringify(dev)], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const r = spawnSync(
+    'prlimit',
+    [
+      `--memlock=${MEMLOCK_BYTES}:${MEMLOCK_BYTES}`,
+      'setpriv',
+      '--reuid=1000',
+      '--regid=1000',
+      '--clear-groups',
+      '--',
+      process.execPath,
+      self,
+      '--as-user',
+      path,
+      JSON.stringify(dev),
+    ],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   if (r.status !== 0) throw new Error(`conformance run as uid 1000 exited ${r.status}`);
   return r.stdout;
 }
@@ -278,7 +426,9 @@ function main(): void {
   }
   const after = processCharge();
   record('counters after close', { ok: true, value: { vmLckKiB: after.vmLckKiB, vmPinKiB: after.vmPinKiB } });
-  console.log(JSON.stringify({ path, uid: process.getuid?.(), results }, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v)));
+  console.log(
+    JSON.stringify({ path, uid: process.getuid?.(), results }, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v)),
+  );
 }
 
 main();

@@ -68,7 +68,9 @@ function debugfsFrame(bdf: string, iova: bigint): bigint | null {
   if (!existsSync(f)) return null;
   const pfn = (iova >> 12n).toString(16);
   // Rows: "0x<IOVA_PFN> | <PML5E> <PML4E> <PDPE> <PDE> <PTE>"; the PTE holds the frame.
-  const row = readFileSync(f, 'utf8').split('\n').find((l) => new RegExp(`^0x0*${pfn}\\b`).test(l.trim()));
+  const row = readFileSync(f, 'utf8')
+    .split('\n')
+    .find((l) => new RegExp(`^0x0*${pfn}\\b`).test(l.trim()));
   const pte = row?.trim().split(/\s+/).pop();
   return pte ? (BigInt(pte) & 0x000ffffffffff000n) >> 12n : null;
 }

@@ -38,7 +38,7 @@ msix | p msix-after
 // L1's side of the transfers.
 const peer = peerUp();
 const h2g = randomBytes(4 << 20);
-const server = createServer((req, res) => (req.url === '/h2g' ? res.end(h2g) : (res.statusCode = 404, res.end())));
+const server = createServer((req, res) => (req.url === '/h2g' ? res.end(h2g) : ((res.statusCode = 404), res.end())));
 await new Promise<void>((r) => server.listen(8000, PEER_IP, r));
 
 async function fetchFromGuest(): Promise<string> {

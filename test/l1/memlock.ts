@@ -42,15 +42,42 @@ function vm(cmd: string[]): Vm {
   const done = new Promise<Run>((resolve) =>
     p.on('close', (status, signal) => {
       ready(false);
-      resolve({ status: status ?? (signal ? 128 + ({ SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal]! : null), stdout, stderr });
+      resolve({
+        status: status ?? (signal ? 128 + ({ SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal]! : null),
+        stdout,
+        stderr,
+      });
     }),
   );
   return { pid: p.pid!, started, stop: (sig = 'SIGTERM') => (p.kill(sig), done) };
 }
 
-const run = (device: string[], iommu: string, cmdline: string): string[] => [process.execPath, CLI, 'run', '--payload', GUEST, ...device.flatMap((d) => ['--device', d]), '--iommu', iommu, '--cmdline', cmdline];
+const run = (device: string[], iommu: string, cmdline: string): string[] => [
+  process.execPath,
+  CLI,
+  'run',
+  '--payload',
+  GUEST,
+  ...device.flatMap((d) => ['--device', d]),
+  '--iommu',
+  iommu,
+  '--cmdline',
+  cmdline,
+];
 const userVm = (vf: string[], iommu: string): Vm => vm([...asUser, ...run(vf, iommu, 'hang')]);
-const openedVm = (vf: string[]): Vm => vm([process.execPath, CLI, 'open', '--user', String(UID), '--memlock', String(LIMIT), ...vf.flatMap((d) => ['--device', d]), '--', ...run(vf, 'iommufd', 'hang')]);
+const openedVm = (vf: string[]): Vm =>
+  vm([
+    process.execPath,
+    CLI,
+    'open',
+    '--user',
+    String(UID),
+    '--memlock',
+    String(LIMIT),
+    ...vf.flatMap((d) => ['--device', d]),
+    '--',
+    ...run(vf, 'iommufd', 'hang'),
+  ]);
 
 /** Locked and pinned KiB of every process of the user, by pid, with uid and effective capabilities. */
 function userCharges(): { pid: number; vmLck: number; vmPin: number; capEff: string; uid: number }[] {
@@ -72,7 +99,8 @@ function userCharges(): { pid: number; vmLck: number; vmPin: number; capEff: str
 const out: Record<string, unknown> = {};
 const vfs = createVfs(assignablePf().bdf, 2).map((b) => bindVfio(b));
 // The user's VMM opens these itself on the paths without the opener.
-for (const node of ['/dev/kvm', '/dev/iommu', '/dev/vfio/vfio', ...vfs.flatMap((v) => [`/dev/vfio/${v.iommuGroup}`, v.vfioCdev!])]) chmodSync(node, 0o666);
+for (const node of ['/dev/kvm', '/dev/iommu', '/dev/vfio/vfio', ...vfs.flatMap((v) => [`/dev/vfio/${v.iommuGroup}`, v.vfioCdev!])])
+  chmodSync(node, 0o666);
 const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
 
 // type1: each process is charged and checked on its own.
@@ -88,14 +116,28 @@ const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
 {
   const a = userVm([vf0], 'iommufd');
   const aStarted = await a.started;
-  const refused = spawnSync(asUser[0]!, [...asUser.slice(1), ...run([vf1], 'iommufd', 'exit=0')], { encoding: 'utf8', timeout: 120_000, env });
+  const refused = spawnSync(asUser[0]!, [...asUser.slice(1), ...run([vf1], 'iommufd', 'exit=0')], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    env,
+  });
   const chargesWithA = userCharges();
   // SIGKILL: the kernel gives everything back; the second VM then fits.
   const killed = await a.stop('SIGKILL');
   const afterKill = userCharges();
   const b = userVm([vf1], 'iommufd');
   const bStarted = await b.started;
-  out.iommufdPerUser = { aStarted, aPid: a.pid, refused: { status: refused.status, stdout: refused.stdout, stderr: refused.stderr }, chargesWithA, killed, afterKill, bStarted, b: await b.stop(), after: userCharges() };
+  out.iommufdPerUser = {
+    aStarted,
+    aPid: a.pid,
+    refused: { status: refused.status, stdout: refused.stdout, stderr: refused.stderr },
+    chargesWithA,
+    killed,
+    afterKill,
+    bStarted,
+    b: await b.stop(),
+    after: userCharges(),
+  };
 }
 
 // Through the opener: per-process accounting, both VMs run.
@@ -111,7 +153,21 @@ const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
 
 // The opener on the legacy path: container and group fds handed over.
 {
-  const a = vm([process.execPath, CLI, 'open', '--user', String(UID), '--iommu', 'legacy', '--memlock', String(LIMIT), '--device', vf0, '--', ...run([vf0], 'legacy', 'hang')]);
+  const a = vm([
+    process.execPath,
+    CLI,
+    'open',
+    '--user',
+    String(UID),
+    '--iommu',
+    'legacy',
+    '--memlock',
+    String(LIMIT),
+    '--device',
+    vf0,
+    '--',
+    ...run([vf0], 'legacy', 'hang'),
+  ]);
   const started = await a.started;
   const charges = userCharges();
   out.openerLegacy = { started, charges, a: await a.stop(), after: userCharges() };

@@ -17,7 +17,9 @@ try {
 }
 out.driverAfterBind = pciDevice(pf).driver;
 out.cdevs = vfioDeviceNodes();
-out.runs = Object.fromEntries((['iommufd', 'legacy', 'auto'] as const).map((iommu) => [iommu, run(['--device', pf, '--iommu', iommu, '--cmdline', 'exit=0'])]));
+out.runs = Object.fromEntries(
+  (['iommufd', 'legacy', 'auto'] as const).map((iommu) => [iommu, run(['--device', pf, '--iommu', iommu, '--cmdline', 'exit=0'])]),
+);
 {
   const r = spawnSync(process.execPath, [CLI, 'open', '--user', '1000', '--device', pf, '--', 'true'], { encoding: 'utf8' });
   out.open = { status: r.status, stdout: r.stdout, stderr: r.stderr };

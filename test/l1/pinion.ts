@@ -22,7 +22,11 @@ export function progress(what: string): void {
 export function run(args: string[]): Run {
   progress(`pinion run ${args.join(' ')}`);
   // SIGKILL on timeout: a VMM stuck past SIGTERM would hold spawnSync forever.
-  const r = spawnSync(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { encoding: 'utf8', timeout: 180_000, killSignal: 'SIGKILL' });
+  const r = spawnSync(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], {
+    encoding: 'utf8',
+    timeout: 180_000,
+    killSignal: 'SIGKILL',
+  });
   if (r.signal) progress(`  ended by ${r.signal}; its stderr: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }

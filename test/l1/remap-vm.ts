@@ -18,14 +18,31 @@ const MiB = 1n << 20n;
 const GiB = 1n << 30n;
 const consolePath = `/tmp/remap-console-${process.pid}`;
 
-const m = Machine.create({ payload: GUEST, memory: 64n * MiB, cpus: 1, backend: 'memfd', cmdline: 'hang', consoleFd: openSync(consolePath, 'w'), devices: [vf], iommu: iommu as 'legacy' | 'iommufd', fds: openerFds() });
+const m = Machine.create({
+  payload: GUEST,
+  memory: 64n * MiB,
+  cpus: 1,
+  backend: 'memfd',
+  cmdline: 'hang',
+  consoleFd: openSync(consolePath, 'w'),
+  devices: [vf],
+  iommu: iommu as 'legacy' | 'iommufd',
+  fds: openerFds(),
+});
 let ended = false;
 const running = m.run().then((r) => ((ended = true), r));
 while (!readFileSync(consolePath, 'utf8').includes('cmdline')) await new Promise((r) => setTimeout(r, 100));
 
 const page = BigInt(pinCore.pageSize());
 const extraRam = GuestRam.allocate(16n * MiB, 'memfd', page);
-const extra = (gpa: bigint, ram: GuestRam): MemoryRegion => ({ name: `extra@${gpa.toString(16)}`, gpa, size: ram.size, hva: ram.vaddr, file: { fd: ram.fd, offset: 0n }, kind: 'ram' });
+const extra = (gpa: bigint, ram: GuestRam): MemoryRegion => ({
+  name: `extra@${gpa.toString(16)}`,
+  gpa,
+  size: ram.size,
+  hva: ram.vaddr,
+  file: { fd: ram.fd, offset: 0n },
+  kind: 'ram',
+});
 m.memory.update((u) => u.add(extra(GiB, extraRam)));
 const charged = processCharge();
 console.log('READY');
@@ -37,9 +54,18 @@ function attempt(change: () => void): Record<string, unknown> {
   try {
     change();
     const last = m.dma!.last!;
-    return { ok: true, ops: last.ops.map((o) => o.op), peakCharged: Number(last.peakCharged), map: m.dma!.mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`) };
+    return {
+      ok: true,
+      ops: last.ops.map((o) => o.op),
+      peakCharged: Number(last.peakCharged),
+      map: m.dma!.mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`),
+    };
   } catch (e) {
-    return { ok: false, error: `${(e as Error).name}: ${(e as Error).message}`, map: m.dma!.mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`) };
+    return {
+      ok: false,
+      error: `${(e as Error).name}: ${(e as Error).message}`,
+      map: m.dma!.mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`),
+    };
   }
 }
 

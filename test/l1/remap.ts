@@ -15,7 +15,8 @@ const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
 const MiB = 1024 * 1024;
 
 const vfs = createVfs(assignablePf().bdf, 2).map((b) => bindVfio(b));
-for (const node of ['/dev/kvm', '/dev/iommu', '/dev/vfio/vfio', ...vfs.flatMap((v) => [`/dev/vfio/${v.iommuGroup}`, v.vfioCdev!])]) chmodSync(node, 0o666);
+for (const node of ['/dev/kvm', '/dev/iommu', '/dev/vfio/vfio', ...vfs.flatMap((v) => [`/dev/vfio/${v.iommuGroup}`, v.vfioCdev!])])
+  chmodSync(node, 0o666);
 const [vf0, vf1] = vfs.map((v) => v.bdf) as [string, string];
 
 function wrap(how: 'user' | 'opener', limit: number, device: string, cmd: string[]): string[] {
@@ -33,7 +34,19 @@ async function scenario(iommu: 'legacy' | 'iommufd', how: 'user' | 'opener', lim
   const it = lines[Symbol.asyncIterator]();
   const ready = await it.next();
   if (ready.value !== 'READY') return { error: `VM1 did not start: ${ready.value ?? ''} ${err1}` };
-  const c2 = wrap(how, limit, vf1, [process.execPath, CLI, 'run', '--payload', GUEST, '--device', vf1, '--iommu', iommu, '--cmdline', 'hang']);
+  const c2 = wrap(how, limit, vf1, [
+    process.execPath,
+    CLI,
+    'run',
+    '--payload',
+    GUEST,
+    '--device',
+    vf1,
+    '--iommu',
+    iommu,
+    '--cmdline',
+    'hang',
+  ]);
   const vm2 = spawn(c2[0]!, c2.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out2 = '';
   let err2 = '';

@@ -60,7 +60,9 @@ function holdings(): { fds: string[]; maps: number } {
     })
     .filter((l) => /kvm|memfd|iommufd|vfio/.test(l))
     .sort();
-  const maps = readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => /pinion-guest-ram|kvm-vcpu/.test(l)).length;
+  const maps = readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => /pinion-guest-ram|kvm-vcpu/.test(l)).length;
   return { fds, maps };
 }
 
@@ -79,7 +81,9 @@ async function apiRun(cfg: Partial<MachineConfig>): Promise<Record<string, unkno
       break;
     }
   const untouchedAfter = [...m.memory.bytes(0x810000n, 16)].every((b) => b === 0);
-  const slots = m.memory.list().map((x) => ({ name: x.name, gpa: `0x${x.gpa.toString(16)}`, size: `0x${x.size.toString(16)}`, file: !!x.file }));
+  const slots = m.memory
+    .list()
+    .map((x) => ({ name: x.name, gpa: `0x${x.gpa.toString(16)}`, size: `0x${x.size.toString(16)}`, file: !!x.file }));
   m.close(); // guest memory views are invalid from here
   const after = holdings();
   (await import('node:fs')).closeSync(fd);
@@ -115,7 +119,8 @@ if (step('consoleFile')) {
 if (step('anon')) out.anon = cli(['run', '--payload', GUEST, '--memory-backend', 'anon', '--cmdline', 'exit=3']);
 if (step('fault')) out.fault = cli(['run', '--payload', GUEST, '--cmdline', 'fault']);
 if (step('ud')) out.ud = cli(['run', '--payload', GUEST, '--cmdline', 'ud']);
-if (step('hangTerm')) out.hangTerm = await cliSignalled(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'hang'], 'cmdline "hang"', 'SIGTERM');
+if (step('hangTerm'))
+  out.hangTerm = await cliSignalled(['run', '--payload', GUEST, '--cpus', '2', '--cmdline', 'hang'], 'cmdline "hang"', 'SIGTERM');
 if (step('noPayloadFlag')) out.noPayloadFlag = cli(['run']);
 if (step('missingPayload')) out.missingPayload = cli(['run', '--payload', '/nonexistent/guest.elf']);
 if (step('notElf')) out.notElf = cli(['run', '--payload', '/etc/hostname']);

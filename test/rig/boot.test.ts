@@ -23,7 +23,10 @@ for (const kernel of ['type1', 'compat'] as const) {
     t.ok(p.before.devIommu, '/dev/iommu exists');
     t.ok(p.before.devVfioVfio, '/dev/vfio/vfio exists');
     t.equal(p.before.igb.length, 2, 'two igb NICs: the SR-IOV one and its peer');
-    t.ok(p.before.igb.every((d) => d.iommuGroup !== null), 'every igb has an IOMMU group');
+    t.ok(
+      p.before.igb.every((d) => d.iommuGroup !== null),
+      'every igb has an IOMMU group',
+    );
     t.ok(p.pf && p.pf.sriovTotalVfs >= 2, 'an igb PF offers SR-IOV VFs');
     t.equal(p.vfs.length, 2, 'two VFs created');
     for (const vf of p.vfs) {
@@ -40,7 +43,7 @@ for (const kernel of ['type1', 'compat'] as const) {
       t.equal(p.before.containerServedBy, 'iommufd', 'compat: /dev/vfio/vfio is an iommufd');
       t.same([p.before.config.VFIO_CONTAINER, p.before.config.IOMMUFD_VFIO_CONTAINER], ['n', 'y']);
     } else {
-      t.equal(p.before.containerServedBy, 'vfio-type1', 'type1: /dev/vfio/vfio is VFIO\'s own container');
+      t.equal(p.before.containerServedBy, 'vfio-type1', "type1: /dev/vfio/vfio is VFIO's own container");
       t.same([p.before.config.VFIO_CONTAINER, p.before.config.IOMMUFD_VFIO_CONTAINER], ['y', 'n']);
     }
     t.equal(p.before.config.IOMMUFD_TEST, 'y', 'iommufd mock domain available');

@@ -16,7 +16,10 @@ t.test('a megabyte of output arrives whole, with the checkout at the same path',
   const [pwd, data] = [r.stdout.subarray(0, r.stdout.indexOf(10)).toString(), r.stdout.subarray(r.stdout.indexOf(10) + 1)];
   t.equal(pwd, process.cwd(), 'cwd in L1 is the host cwd');
   t.equal(data.length, 1048576);
-  t.ok(data.every((b) => b === 0x78), 'every byte is x');
+  t.ok(
+    data.every((b) => b === 0x78),
+    'every byte is x',
+  );
 });
 
 t.test('--uid and --memlock apply to the command', async (t) => {

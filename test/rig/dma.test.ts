@@ -10,8 +10,15 @@ for (const kernel of ['type1', 'compat'] as const) {
   t.test(`${kernel} kernel`, async (t) => {
     const run = await inRig(kernel, [process.execPath, l1Script('dma'), 'legacy', 'iommufd'], { timeoutSec: 300 });
     t.equal(run.exitCode, 0, run.stderr.toString().slice(-2000));
-    const rows = run.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    t.same(rows.map((r) => r.path), ['legacy', 'iommufd']);
+    const rows = run.stdout
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.same(
+      rows.map((r) => r.path),
+      ['legacy', 'iommufd'],
+    );
     for (const r of rows) {
       t.equal(r.received, true, `${r.path}: the looped frame was received`);
       t.equal(r.receivedLength, 128, `${r.path}: with its length`);

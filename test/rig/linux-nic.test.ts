@@ -42,9 +42,14 @@ function msix(lines: string[]): Map<string, number> {
 for (const kernel of ['type1', 'compat'] as const) {
   t.test(`${kernel} kernel`, async (t) => {
     const image = ensureGuestImage(kernel);
-    const { result: o, run } = await l1Json<Record<string, Boot>>(kernel, 'linux-nic', [kernel, image.kernel, image.initrd], { timeoutSec: 1200 });
+    const { result: o, run } = await l1Json<Record<string, Boot>>(kernel, 'linux-nic', [kernel, image.kernel, image.initrd], {
+      timeoutSec: 1200,
+    });
     t.equal(run.exitCode, 0, 'the L1 script ran to the end');
-    for (const [fn, driver, id] of [['vf', 'igbvf', '8086:10ca'], ['pf', 'igb', '8086:10c9']] as const) {
+    for (const [fn, driver, id] of [
+      ['vf', 'igbvf', '8086:10ca'],
+      ['pf', 'igb', '8086:10c9'],
+    ] as const) {
       for (const iommu of ['iommufd', 'legacy'] as const) {
         t.test(`${fn.toUpperCase()} on ${iommu}`, async (t) => {
           const b = o[`${fn}-${iommu}`]!;
@@ -53,22 +58,55 @@ for (const kernel of ['type1', 'compat'] as const) {
           t.match(b.stderr, /^pinion: guest powered off; the VM ends$/m);
           t.equal(b.cpus, '2', 'both vCPUs in /proc/cpuinfo');
           t.equal(b.clocksource, 'kvm-clock', 'the guest keeps time on kvm-clock');
-          t.ok(b.sleep3Ms !== undefined && b.sleep3Ms > 2700 && b.sleep3Ms < 4000, "the guest's `sleep 3` lasts 3 s of L1's clock (console latency aside)", { sleep3Ms: b.sleep3Ms });
-          t.same(b.iomem, ['00000000-00000fff : Reserved', '00001000-0009fbff : System RAM', '0009fc00-000fffff : Reserved', '00100000-0fffffff : System RAM'], '/proc/iomem is the guest memory map (256 MiB; the first page Linux keeps for itself)');
+          t.ok(
+            b.sleep3Ms !== undefined && b.sleep3Ms > 2700 && b.sleep3Ms < 4000,
+            "the guest's `sleep 3` lasts 3 s of L1's clock (console latency aside)",
+            { sleep3Ms: b.sleep3Ms },
+          );
+          t.same(
+            b.iomem,
+            [
+              '00000000-00000fff : Reserved',
+              '00001000-0009fbff : System RAM',
+              '0009fc00-000fffff : Reserved',
+              '00100000-0fffffff : System RAM',
+            ],
+            '/proc/iomem is the guest memory map (256 MiB; the first page Linux keeps for itself)',
+          );
           const fnLine = b.lspci.findIndex((l) => l.includes(`[${id}]`));
           t.ok(fnLine >= 0, `lspci shows the function [${id}]`, { lspci: b.lspci });
-          t.ok(b.lspci.slice(fnLine + 1, fnLine + 4).some((l) => l.trim() === `Kernel driver in use: ${driver}`), `with ${driver} bound`, { lspci: b.lspci });
+          t.ok(
+            b.lspci.slice(fnLine + 1, fnLine + 4).some((l) => l.trim() === `Kernel driver in use: ${driver}`),
+            `with ${driver} bound`,
+            { lspci: b.lspci },
+          );
           t.match(b.link ?? '', new RegExp(`^pinion-guest: link eth0 up driver=${driver} `), 'link up');
-          t.ok(b.ping.some((l) => /^20 packets transmitted, 20 packets received, 0% packet loss$/.test(l)), '20/20 pings to L1', { ping: b.ping, ctx });
+          t.ok(
+            b.ping.some((l) => /^20 packets transmitted, 20 packets received, 0% packet loss$/.test(l)),
+            '20/20 pings to L1',
+            { ping: b.ping, ctx },
+          );
           t.equal(b.h2gGuest, b.h2gL1, 'L1 -> guest: 4 MiB over TCP, same sha256');
-          t.ok(b.g2hGuest && b.g2hGuest === b.g2hL1, 'guest -> L1: 4 MiB over TCP, same sha256', { guest: b.g2hGuest, l1: b.g2hL1, error: b.fetchError });
+          t.ok(b.g2hGuest && b.g2hGuest === b.g2hL1, 'guest -> L1: 4 MiB over TCP, same sha256', {
+            guest: b.g2hGuest,
+            l1: b.g2hL1,
+            error: b.fetchError,
+          });
           const before = msix(b.msixBefore);
           const after = msix(b.msixAfter);
           const rx = [...after.keys()].filter((k) => /rx|TxRx/.test(k));
           t.ok(rx.length > 0, 'the driver uses MSI-X vectors', { msixAfter: b.msixAfter });
-          t.ok(rx.some((k) => after.get(k)! > (before.get(k) ?? 0) + 100), 'MSI-X receive interrupts rise under traffic', { before: b.msixBefore, after: b.msixAfter });
+          t.ok(
+            rx.some((k) => after.get(k)! > (before.get(k) ?? 0) + 100),
+            'MSI-X receive interrupts rise under traffic',
+            { before: b.msixBefore, after: b.msixAfter },
+          );
           t.ok(b.memory && b.memory.vmLckKiB + b.memory.vmPinKiB >= 256 * 1024, 'guest RAM pinned while it runs', { memory: b.memory });
-          t.ok(b.memory && b.memory.guestRamHugeKiB >= 0.9 * 256 * 1024, 'guest RAM (memfd) mapped with 2 MiB pages: prefaulted through its mapping with shmem THP', { memory: b.memory });
+          t.ok(
+            b.memory && b.memory.guestRamHugeKiB >= 0.9 * 256 * 1024,
+            'guest RAM (memfd) mapped with 2 MiB pages: prefaulted through its mapping with shmem THP',
+            { memory: b.memory },
+          );
           t.equal(b.pinnedAfter, 0, 'nothing pinned after the VM ends');
         });
       }

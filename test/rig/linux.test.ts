@@ -61,7 +61,11 @@ t.test('a guest whose init is missing panics: the VM ends non-zero with the pani
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const rd = initramfs(dir);
   const bz = ensureKernel('type1');
-  const r = await inRig('type1', [process.execPath, CLI, 'run', '--kernel', bz, '--initrd', rd, '--append', 'console=ttyS0 quiet rdinit=/missing', '--memory', '256M'], { timeoutSec: 600 });
+  const r = await inRig(
+    'type1',
+    [process.execPath, CLI, 'run', '--kernel', bz, '--initrd', rd, '--append', 'console=ttyS0 quiet rdinit=/missing', '--memory', '256M'],
+    { timeoutSec: 600 },
+  );
   t.equal(r.exitCode, 1);
   t.match(r.stderr.toString(), /^pinion: guest kernel panic: Kernel panic - not syncing: No working init found\./m);
 });

@@ -20,11 +20,24 @@ interface Charge {
 }
 interface Out {
   type1: { started: boolean[]; charges: Charge[]; a: Run; b: Run; after: Charge[] };
-  iommufdPerUser: { aStarted: boolean; aPid: number; refused: Run; chargesWithA: Charge[]; killed: Run; afterKill: Charge[]; bStarted: boolean; b: Run; after: Charge[] };
+  iommufdPerUser: {
+    aStarted: boolean;
+    aPid: number;
+    refused: Run;
+    chargesWithA: Charge[];
+    killed: Run;
+    afterKill: Charge[];
+    bStarted: boolean;
+    b: Run;
+    after: Charge[];
+  };
   opener: { started: boolean[]; charges: Charge[]; a: Run; b: Run; after: Charge[] };
   twoDevices: { started: boolean; charges: Charge[]; a: Run; after: Charge[] };
   openerLegacy: { started: boolean; charges: Charge[]; a: Run; after: Charge[] };
-  status: { processes: { pid: number; uid: number; vmLckKiB: number; vmPinKiB: number; memlockSoftKiB: number }[]; users: Record<string, { vmLckKiB: number; vmPinKiB: number; pids: number[] }> };
+  status: {
+    processes: { pid: number; uid: number; vmLckKiB: number; vmPinKiB: number; memlockSoftKiB: number }[];
+    users: Record<string, { vmLckKiB: number; vmPinKiB: number; pids: number[] }>;
+  };
 }
 
 const RAM_KIB = 65536;
@@ -36,7 +49,14 @@ t.test('two VMs of one user, type1 kernel', async (t) => {
 
   t.test('type1: each VM charged to its own process; both run', async (t) => {
     t.same(o.type1.started, [true, true]);
-    t.same(amounts(o.type1.charges), [[RAM_KIB, 0], [RAM_KIB, 0]], 'VmLck = RAM in each VMM');
+    t.same(
+      amounts(o.type1.charges),
+      [
+        [RAM_KIB, 0],
+        [RAM_KIB, 0],
+      ],
+      'VmLck = RAM in each VMM',
+    );
     for (const r of [o.type1.a, o.type1.b]) t.equal(r.status, 143, `stopped by SIGTERM (stderr: ${r.stderr.trim().split('\n').pop()})`);
     t.same(o.type1.after, [], 'nothing charged after');
   });
@@ -63,10 +83,27 @@ t.test('two VMs of one user, type1 kernel', async (t) => {
   t.test('through the opener: per-process accounting, both run unprivileged', async (t) => {
     const p = o.opener;
     t.same(p.started, [true, true]);
-    t.same(amounts(p.charges), [[RAM_KIB, RAM_KIB], [RAM_KIB, RAM_KIB]], 'each VMM charged VmLck (its own limit) and VmPin');
-    t.ok(p.charges.every((c) => /^0+$/.test(c.capEff)), 'the VMMs run with no capabilities');
+    t.same(
+      amounts(p.charges),
+      [
+        [RAM_KIB, RAM_KIB],
+        [RAM_KIB, RAM_KIB],
+      ],
+      'each VMM charged VmLck (its own limit) and VmPin',
+    );
+    t.ok(
+      p.charges.every((c) => /^0+$/.test(c.capEff)),
+      'the VMMs run with no capabilities',
+    );
     const mine = o.status.processes.filter((x) => x.uid === 1000);
-    t.same(mine.map((x) => [x.vmLckKiB, x.vmPinKiB, x.memlockSoftKiB]), [[RAM_KIB, RAM_KIB, 81920], [RAM_KIB, RAM_KIB, 81920]], 'pinion memlock status shows both VMMs with their limits');
+    t.same(
+      mine.map((x) => [x.vmLckKiB, x.vmPinKiB, x.memlockSoftKiB]),
+      [
+        [RAM_KIB, RAM_KIB, 81920],
+        [RAM_KIB, RAM_KIB, 81920],
+      ],
+      'pinion memlock status shows both VMMs with their limits',
+    );
     t.same(o.status.users['1000'], { vmLckKiB: 2 * RAM_KIB, vmPinKiB: 2 * RAM_KIB, pids: mine.map((x) => x.pid) }, 'and the user total');
     for (const r of [p.a, p.b]) t.equal(r.status, 143, `stopped by SIGTERM (stderr: ${r.stderr.trim().split('\n').pop()})`);
     t.same(p.after, []);
@@ -76,7 +113,10 @@ t.test('two VMs of one user, type1 kernel', async (t) => {
     const p = o.openerLegacy;
     t.ok(p.started, `the VM runs (${p.a.stderr.trim().split('\n').pop()})`);
     t.same(amounts(p.charges), [[RAM_KIB, 0]], 'type1 charges the VMM process');
-    t.ok(p.charges.every((c) => /^0+$/.test(c.capEff)), 'with no capabilities');
+    t.ok(
+      p.charges.every((c) => /^0+$/.test(c.capEff)),
+      'with no capabilities',
+    );
     t.match(p.a.stderr, /via the legacy container/);
     t.equal(p.a.status, 143);
     t.same(p.after, []);
@@ -85,7 +125,10 @@ t.test('two VMs of one user, type1 kernel', async (t) => {
   t.test('two devices in one VM: one IOAS, RAM charged once', async (t) => {
     t.ok(o.twoDevices.started);
     t.same(amounts(o.twoDevices.charges), [[0, RAM_KIB]]);
-    t.match(o.twoDevices.a.stderr, /assigned 0000:01:10\.0 at 00:01\.0 via iommufd[^\n]*\npinion: assigned 0000:01:10\.2 at 00:02\.0 via iommufd/);
+    t.match(
+      o.twoDevices.a.stderr,
+      /assigned 0000:01:10\.0 at 00:01\.0 via iommufd[^\n]*\npinion: assigned 0000:01:10\.2 at 00:02\.0 via iommufd/,
+    );
     t.same(o.twoDevices.after, []);
   });
 });

@@ -27,13 +27,22 @@ t.test('transient remap while another VM of the same user runs (type1 kernel)', 
   t.equal(run.exitCode, 0, 'the L1 script ran to the end');
   const old = ['0x0+0x4000000', '0x80000000+0x1000000'];
 
-  for (const [k, name] of [['type1', 'type1 (limit 96 MiB)'], ['perProcess', 'iommufd per-process through pinion open (limit 96 MiB)'], ['perUser', 'iommufd per-user (limit 150 MiB, VM2 holds 64 MiB)']] as const) {
+  for (const [k, name] of [
+    ['type1', 'type1 (limit 96 MiB)'],
+    ['perProcess', 'iommufd per-process through pinion open (limit 96 MiB)'],
+    ['perUser', 'iommufd per-user (limit 150 MiB, VM2 holds 64 MiB)'],
+  ] as const) {
     t.test(name, async (t) => {
       const s = o[k];
       t.equal(s.vm1Stderr, '', 'VM1 reported nothing wrong');
       t.ok(s.vm1.move.ok, `moving the same backing succeeds (${s.vm1.move.ops?.join(', ')})`);
       t.same(s.vm1.move.map, old, 'the IOMMU maps RAM and the region at its new address');
-      if (k === 'type1') t.same([s.vm1.move.ops, s.vm1.move.peakCharged], [['map', 'unmap'], 96 * MiB], 'type1 cannot copy: map first, within the 96 MiB limit');
+      if (k === 'type1')
+        t.same(
+          [s.vm1.move.ops, s.vm1.move.peakCharged],
+          [['map', 'unmap'], 96 * MiB],
+          'type1 cannot copy: map first, within the 96 MiB limit',
+        );
       else t.same([s.vm1.move.ops, s.vm1.move.peakCharged], [['copy', 'unmap'], 80 * MiB], 'iommufd copies: no second charge');
       if (k === 'perUser') {
         t.notOk(s.vm1.replace.ok, 'a new, larger backing does not fit in what VM2 left');
@@ -52,5 +61,9 @@ t.test('transient remap while another VM of the same user runs (type1 kernel)', 
       t.equal(s.vm2Status, 143, 'VM2 ran until stopped');
     });
   }
-  t.same([o.perProcess.vm1.charged.vmLckKiB, o.perUser.vm1.charged.vmLckKiB, o.type1.vm1.charged.vmLckKiB], [80 * 1024, 0, 80 * 1024], 'VM1 charged 80 MiB: VmLck per process, nothing per process under per-user');
+  t.same(
+    [o.perProcess.vm1.charged.vmLckKiB, o.perUser.vm1.charged.vmLckKiB, o.type1.vm1.charged.vmLckKiB],
+    [80 * 1024, 0, 80 * 1024],
+    'VM1 charged 80 MiB: VmLck per process, nothing per process under per-user',
+  );
 });

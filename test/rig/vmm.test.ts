@@ -52,7 +52,12 @@ t.test('no KVM device on this machine: says so and gives the rig command', async
   const r = await runCli(['run', '--payload', GUEST, '--cmdline', 'exit=3'], 300_000, { PINION_KVM_DEVICE: missing });
   t.equal(r.code, 1);
   t.ok(oneLine(r.stderr), 'one line');
-  t.match(r.stderr, new RegExp(`no ${missing.replace(/\//g, '\\/')} on this machine .* run Pinion inside the test rig: node \\S*cli\\.js rig -- node \\S*cli\\.js run --payload \\S+pinion-guest\\.elf --cmdline exit=3`));
+  t.match(
+    r.stderr,
+    new RegExp(
+      `no ${missing.replace(/\//g, '\\/')} on this machine .* run Pinion inside the test rig: node \\S*cli\\.js rig -- node \\S*cli\\.js run --payload \\S+pinion-guest\\.elf --cmdline exit=3`,
+    ),
+  );
 });
 
 t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
@@ -65,7 +70,10 @@ t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
     t.equal(r.status, 7);
     t.ok(guestLine(r.stdout, 'hello from vCPU 0 of 1, 64 MiB RAM'), 'banner with the vCPU count and RAM size');
     t.ok(guestLine(r.stdout, 'cmdline "exit=7"'), 'the command line reached the guest');
-    t.ok(guestLine(r.stdout, 'pci 00:00.0 8086:0d57 class 06:00:00'), 'PCI scan through 0xcf8/0xcfc (served on the VMM thread) finds the host bridge');
+    t.ok(
+      guestLine(r.stdout, 'pci 00:00.0 8086:0d57 class 06:00:00'),
+      'PCI scan through 0xcf8/0xcfc (served on the VMM thread) finds the host bridge',
+    );
     t.ok(guestLine(r.stdout, 'pci: 1 device(s)'));
     t.ok(guestLine(r.stdout, 'exit 7'));
     t.equal(r.stderr, '', 'nothing on stderr');
@@ -92,7 +100,12 @@ t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
     t.equal(o.hugeFree.after, o.hugeFree.before, 'huge pages all free again after the VM');
   });
 
-  for (const [name, r] of [['memfd, 2 vCPUs', o.apiMemfd], ['anon', o.apiAnon], ['hugetlb', o.apiHugetlb], ['anon, RAM above 4 GiB', o.apiHigh]] as const) {
+  for (const [name, r] of [
+    ['memfd, 2 vCPUs', o.apiMemfd],
+    ['anon', o.apiAnon],
+    ['hugetlb', o.apiHugetlb],
+    ['anon, RAM above 4 GiB', o.apiHigh],
+  ] as const) {
     t.test(`the host sees the guest's RAM pattern at 0x800000 (${name})`, async (t) => {
       t.equal(r.result.kind, 'exit');
       t.equal(r.result.status, 0);
@@ -102,11 +115,19 @@ t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
       t.same(r.after, r.before, 'close gives back every KVM fd, memfd and mapping');
     });
   }
-  t.same(o.apiHigh.slots.map((s) => [s.name, s.gpa, s.size]), [
-    ['ram-low', '0x0', '0xc0000000'],
-    ['ram-high', '0x100000000', '0x4000000'],
-  ], '3 GiB + 64 MiB: the 32-bit hole is left for PCI, the rest sits above 4 GiB');
-  t.same(o.apiMemfd.slots.map((s) => s.file), [true], 'memfd RAM carries its fd (for DMA by file)');
+  t.same(
+    o.apiHigh.slots.map((s) => [s.name, s.gpa, s.size]),
+    [
+      ['ram-low', '0x0', '0xc0000000'],
+      ['ram-high', '0x100000000', '0x4000000'],
+    ],
+    '3 GiB + 64 MiB: the 32-bit hole is left for PCI, the rest sits above 4 GiB',
+  );
+  t.same(
+    o.apiMemfd.slots.map((s) => s.file),
+    [true],
+    'memfd RAM carries its fd (for DMA by file)',
+  );
 
   t.test('a faulting guest ends the VM with a report, not a hang', async (t) => {
     for (const k of ['fault', 'ud'] as const) {
@@ -127,12 +148,20 @@ t.test('in the rig (type1 kernel, nested KVM)', async (t) => {
 
   t.test('bad input: one line, non-zero, nothing left behind', async (t) => {
     const cases: [string, number, RegExp][] = [
-      ['noPayloadFlag', 2, /^pinion: nothing to boot: pinion run --payload FILE \(the test guest is dist\/guest\/pinion-guest\.elf\) or pinion run --kernel bzImage/],
+      [
+        'noPayloadFlag',
+        2,
+        /^pinion: nothing to boot: pinion run --payload FILE \(the test guest is dist\/guest\/pinion-guest\.elf\) or pinion run --kernel bzImage/,
+      ],
       ['missingPayload', 1, /^pinion: payload \/nonexistent\/guest\.elf does not exist/],
       ['notElf', 1, /^pinion: payload \/etc\/hostname is not an ELF64 x86-64 executable/],
       ['tooSmall', 1, /^pinion: payload \S+ needs guest RAM up to 0x[0-9a-f]+ \(\d+ MiB\) but --memory 1M gives 0x100000; raise --memory/],
       ['unaligned', 1, /^pinion: memory size 67109888 bytes is not a multiple of the 4096-byte page size; use e\.g\. --memory 65540K/],
-      ['hugetlbNone', 1, /^pinion: hugetlb guest RAM needs 32 free 2 MiB huge pages, 0 are free; reserve them with: echo 32 \| sudo tee \/proc\/sys\/vm\/nr_hugepages/],
+      [
+        'hugetlbNone',
+        1,
+        /^pinion: hugetlb guest RAM needs 32 free 2 MiB huge pages, 0 are free; reserve them with: echo 32 \| sudo tee \/proc\/sys\/vm\/nr_hugepages/,
+      ],
     ];
     for (const [k, code, re] of cases) {
       const r = o[k]!;

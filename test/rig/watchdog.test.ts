@@ -25,9 +25,16 @@ t.test('a silent heartbeat is a stall: caught, QEMU killed, report with L1 dump,
   const secs = (Date.now() - start) / 1000;
   t.equal(r.code, 125, 'exit 125: the rig stalled');
   t.ok(secs < 60, `caught in ${secs.toFixed(0)} s (boot included)`);
-  t.match(r.stderr, /^pinion: L1 stalled: no heartbeat from L1 for 1\d s \(the last one at L1 uptime [\d.]+ s\), while running: sh -c kill -STOP/m);
+  t.match(
+    r.stderr,
+    /^pinion: L1 stalled: no heartbeat from L1 for 1\d s \(the last one at L1 uptime [\d.]+ s\), while running: sh -c kill -STOP/m,
+  );
   t.match(r.stderr, /L1 dump: uptime [\d.]+ [\d.]+ loadavg .* \| clocksource \w+/, "L1's own answer, given without a timer");
-  t.match(r.stderr, /QEMU vCPUs: .*CPU #0: thread_id=\d+ \|.*CPU #1: thread_id=\d+; CPU#0 RIP=[0-9a-f]+ HLT=[01], CPU#1 RIP=/, "QEMU's view of both vCPUs");
+  t.match(
+    r.stderr,
+    /QEMU vCPUs: .*CPU #0: thread_id=\d+ \|.*CPU #1: thread_id=\d+; CPU#0 RIP=[0-9a-f]+ HLT=[01], CPU#1 RIP=/,
+    "QEMU's view of both vCPUs",
+  );
   const report = /full report: (\S+)\)/.exec(r.stderr)?.[1];
   t.ok(report && existsSync(report), 'the full report is kept');
   const text = readFileSync(report!, 'utf8');
@@ -43,7 +50,10 @@ t.test('an idle L1 with a silent command is a stall when --idle asks for it', as
   const r = await runCli(['rig', '--idle', '15', '--', 'sleep', '300']);
   t.equal(r.code, 125);
   t.ok((Date.now() - start) / 1000 < 60, 'caught within a minute');
-  t.match(r.stderr, /^pinion: L1 stalled: L1 idle for \d+ s \([\d.]+ busy ticks\/s\) with no output from the command, while running: sleep 300/m);
+  t.match(
+    r.stderr,
+    /^pinion: L1 stalled: L1 idle for \d+ s \([\d.]+ busy ticks\/s\) with no output from the command, while running: sleep 300/m,
+  );
   t.match(r.stderr, /L1 dump: .*task \d+ \(sleep\) S wchan=\w+/, 'the dump shows where each user thread waits');
 });
 
@@ -57,10 +67,16 @@ t.test('a test command whose L1 stalls is retried once from a fresh boot, and th
     rmSync(dir, { recursive: true, force: true });
   });
   // The first boot freezes its heartbeat; the second finds the marker and finishes.
-  const r = await inRig('type1', ['sh', '-c', `if [ -e ${dir}/first ]; then echo second boot; else touch ${dir}/first; ${FREEZE}; fi`], { rwDir: dir, stallSec: 10 });
+  const r = await inRig('type1', ['sh', '-c', `if [ -e ${dir}/first ]; then echo second boot; else touch ${dir}/first; ${FREEZE}; fi`], {
+    rwDir: dir,
+    stallSec: 10,
+  });
   t.equal(r.exitCode, 0);
   t.equal(r.stdout.toString(), 'second boot\n');
-  const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string; kernel: string });
+  const entries = readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { reason: string; kernel: string });
   t.equal(entries.length, 1, 'one stall logged for the runner summary');
   t.match(entries[0]!.reason, /^no heartbeat from L1 for 1\d s/);
 });
@@ -82,21 +98,30 @@ t.test('a test command whose QEMU crashes is retried once from a fresh boot, and
   let aborted = 0;
   const watcher = setInterval(() => {
     if (aborted || !existsSync(marker)) return;
-    const pid = Number(spawnSync('pgrep', ['-f', `${own}/pinion-rig-`], { encoding: 'utf8' }).stdout.trim().split('\n')[0]);
+    const pid = Number(
+      spawnSync('pgrep', ['-f', `${own}/pinion-rig-`], { encoding: 'utf8' })
+        .stdout.trim()
+        .split('\n')[0],
+    );
     if (pid) aborted = (process.kill(pid, 'SIGABRT'), pid);
   }, 200);
-  const r = await inRig('type1', ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; sleep 120; fi`], { rwDir: own });
+  const r = await inRig('type1', ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; sleep 120; fi`], {
+    rwDir: own,
+  });
   clearInterval(watcher);
   t.ok(aborted, 'the first QEMU was aborted');
   t.equal(r.exitCode, 0);
   t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
-  const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; reason: string });
+  const entries = readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; reason: string });
   t.equal(entries.length, 1);
   t.equal(entries[0]!.kind, 'crash');
   t.match(entries[0]!.reason, /^QEMU died of SIGABRT/);
 });
 
-t.test("a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retried once, and the panic is named", async (t) => {
+t.test('a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retried once, and the panic is named', async (t) => {
   const own = mkdtempSync(join(tmpdir(), 'pinion-panic-'));
   const saved = process.env.PINION_RIG_STALL_LOG;
   const log = join(own, 'failures.jsonl');
@@ -106,10 +131,17 @@ t.test("a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retri
     rmSync(own, { recursive: true, force: true });
   });
   const marker = join(own, 'first');
-  const r = await inRig('type1', ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; echo c > /proc/sysrq-trigger; sleep 60; fi`], { rwDir: own });
+  const r = await inRig(
+    'type1',
+    ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; echo c > /proc/sysrq-trigger; sleep 60; fi`],
+    { rwDir: own },
+  );
   t.equal(r.exitCode, 0);
   t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
-  const entries = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; reason: string });
+  const entries = readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; reason: string });
   t.equal(entries.length, 1);
   t.equal(entries[0]!.kind, 'crash');
   t.match(entries[0]!.reason, /^L1's kernel panicked: Kernel panic - not syncing: sysrq triggered crash/);

@@ -3,7 +3,17 @@
 import { SETUP } from '../../src/vmm/bzimage.js';
 
 /** A bzImage with a valid setup header and `kernelBytes` of protected-mode code. */
-export function bzImage(o: { version?: number; xloadflags?: number; relocatable?: number; kernelBytes?: number; cut?: number; pref?: bigint; initSize?: number } = {}): Buffer {
+export function bzImage(
+  o: {
+    version?: number;
+    xloadflags?: number;
+    relocatable?: number;
+    kernelBytes?: number;
+    cut?: number;
+    pref?: bigint;
+    initSize?: number;
+  } = {},
+): Buffer {
   const setupSects = 4;
   const kernelBytes = o.kernelBytes ?? 4096;
   const b = Buffer.alloc((setupSects + 1) * 512 + kernelBytes);

@@ -5,21 +5,59 @@
 // autoneg timer (kick autoneg through MDIC), RX uses advanced descriptors only,
 // reset completion shows as CTRL.RST clearing.
 import { ioctl, preadExact, pwriteExact } from '../../src/sys/libc.js';
-import { VFIO_DEVICE_GET_REGION_INFO, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, vfio_region_info } from '../../src/sys/vfio.js';
+import {
+  VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_PCI_BAR0_REGION_INDEX,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  vfio_region_info,
+} from '../../src/sys/vfio.js';
 
 // Register offsets (82576 datasheet, section 8)
-const CTRL = 0x0000, STATUS = 0x0008, MDIC = 0x0020, IMC = 0x1528, RCTL = 0x0100, TCTL = 0x0400;
-const RDBAL = 0xc000, RDBAH = 0xc004, RDLEN = 0xc008, SRRCTL = 0xc00c, RDH = 0xc010, RDT = 0xc018, RXDCTL = 0xc028;
-const TDBAL = 0xe000, TDBAH = 0xe004, TDLEN = 0xe008, TDH = 0xe010, TDT = 0xe018, TXDCTL = 0xe028;
-const CTRL_RST = 1 << 26, CTRL_SLU = 1 << 6, STATUS_LU = 1 << 1;
-const RCTL_EN = 1 << 1, RCTL_UPE = 1 << 3, RCTL_MPE = 1 << 4, RCTL_LBM_MAC = 1 << 6, RCTL_BAM = 1 << 15, RCTL_SECRC = 1 << 26;
-const TCTL_EN = 1 << 1, TCTL_PSP = 1 << 3;
+const CTRL = 0x0000,
+  STATUS = 0x0008,
+  MDIC = 0x0020,
+  IMC = 0x1528,
+  RCTL = 0x0100,
+  TCTL = 0x0400;
+const RDBAL = 0xc000,
+  RDBAH = 0xc004,
+  RDLEN = 0xc008,
+  SRRCTL = 0xc00c,
+  RDH = 0xc010,
+  RDT = 0xc018,
+  RXDCTL = 0xc028;
+const TDBAL = 0xe000,
+  TDBAH = 0xe004,
+  TDLEN = 0xe008,
+  TDH = 0xe010,
+  TDT = 0xe018,
+  TXDCTL = 0xe028;
+const CTRL_RST = 1 << 26,
+  CTRL_SLU = 1 << 6,
+  STATUS_LU = 1 << 1;
+const RCTL_EN = 1 << 1,
+  RCTL_UPE = 1 << 3,
+  RCTL_MPE = 1 << 4,
+  RCTL_LBM_MAC = 1 << 6,
+  RCTL_BAM = 1 << 15,
+  RCTL_SECRC = 1 << 26;
+const TCTL_EN = 1 << 1,
+  TCTL_PSP = 1 << 3;
 const QUEUE_ENABLE = 1 << 25;
 const SRRCTL_DESCTYPE_ADV_ONEBUF = 1 << 25;
-const MDIC_OP_WRITE = 1 << 26, MDIC_READY = 1 << 28, PHY_ADDR = 1 << 21;
-const BMCR_ANENABLE = 0x1000, BMCR_ANRESTART = 0x0200, BMCR_FULLDPLX = 0x0100, BMCR_SPEED1000 = 0x0040;
+const MDIC_OP_WRITE = 1 << 26,
+  MDIC_READY = 1 << 28,
+  PHY_ADDR = 1 << 21;
+const BMCR_ANENABLE = 0x1000,
+  BMCR_ANRESTART = 0x0200,
+  BMCR_FULLDPLX = 0x0100,
+  BMCR_SPEED1000 = 0x0040;
 // Advanced TX data descriptor: DTYP data, DEXT, EOP, IFCS, RS
-const ADVTXD_DTYP_DATA = 0x3 << 20, TXD_EOP = 1 << 24, TXD_IFCS = 1 << 25, TXD_RS = 1 << 27, TXD_DEXT = 1 << 29;
+const ADVTXD_DTYP_DATA = 0x3 << 20,
+  TXD_EOP = 1 << 24,
+  TXD_IFCS = 1 << 25,
+  TXD_RS = 1 << 27,
+  TXD_DEXT = 1 << 29;
 export const RING_ENTRIES = 8; // 128 bytes: the minimum ring length multiple
 
 export interface DmaPage {

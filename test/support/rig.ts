@@ -53,7 +53,11 @@ export async function inRig(kernel: KernelVariant, command: string[], opts: Part
     const line = `RIG ${what} (${kernel}): ${e.reason}; retrying once from a fresh boot.${report ? ` Report: ${report}` : ''}`;
     process.stderr.write(`\n!!! ${line}\n${e.message}\n\n`);
     process.stdout.write(`# !!! ${line.split('\n')[0]}\n`);
-    if (process.env.PINION_RIG_STALL_LOG) appendFileSync(process.env.PINION_RIG_STALL_LOG, `${JSON.stringify({ kind: what.toLowerCase(), kernel, command: command.join(' '), reason: e.reason, report, at: new Date().toISOString() })}\n`);
+    if (process.env.PINION_RIG_STALL_LOG)
+      appendFileSync(
+        process.env.PINION_RIG_STALL_LOG,
+        `${JSON.stringify({ kind: what.toLowerCase(), kernel, command: command.join(' '), reason: e.reason, report, at: new Date().toISOString() })}\n`,
+      );
     return await inRigOnce(kernel, command, opts);
   }
 }
@@ -64,7 +68,12 @@ export function l1Script(name: string): string {
 }
 
 /** Runs a script from test/l1/ in L1 and parses the JSON it prints last. */
-export async function l1Json<T>(kernel: KernelVariant, name: string, args: string[] = [], opts: Partial<RigOptions> = {}): Promise<{ result: T; run: Captured }> {
+export async function l1Json<T>(
+  kernel: KernelVariant,
+  name: string,
+  args: string[] = [],
+  opts: Partial<RigOptions> = {},
+): Promise<{ result: T; run: Captured }> {
   const run = await inRig(kernel, [process.execPath, l1Script(name), ...args], opts);
   const lines = run.stdout.toString().trim().split('\n');
   let result: T;
@@ -79,7 +88,11 @@ export async function l1Json<T>(kernel: KernelVariant, name: string, args: strin
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
 /** Runs the built `pinion` CLI as a user would. */
-export function runCli(args: string[], timeoutMs = 300_000, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  timeoutMs = 300_000,
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';

@@ -4,18 +4,41 @@ import { BarAllocator } from '../../src/devices/pci/bar-allocator.js';
 import { PciConfigIo } from '../../src/devices/pci/config-io.js';
 import { hostBridge } from '../../src/devices/pci/host-bridge.js';
 
-const dev = (over: Partial<HostDevice>): HostDevice => ({ bdf: '0000:01:00.0', driver: 'vfio-pci', group: '7', groupMembers: [{ bdf: '0000:01:00.0', driver: 'vfio-pci' }], cdev: '/dev/vfio/devices/vfio0', iommus: 1, ...over });
+const dev = (over: Partial<HostDevice>): HostDevice => ({
+  bdf: '0000:01:00.0',
+  driver: 'vfio-pci',
+  group: '7',
+  groupMembers: [{ bdf: '0000:01:00.0', driver: 'vfio-pci' }],
+  cdev: '/dev/vfio/devices/vfio0',
+  iommus: 1,
+  ...over,
+});
 
 t.test('assignability: no IOMMU, wrong driver, group not viable', async (t) => {
   t.doesNotThrow(() => checkAssignable(dev({})));
-  t.throws(() => checkAssignable(dev({ group: null, iommus: 0 })), /^0000:01:00\.0 has no IOMMU group: the host has no IOMMU enabled \(\/sys\/class\/iommu lists none\); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on$/);
-  t.throws(() => checkAssignable(dev({ group: null })), /^0000:01:00\.0 has no IOMMU group: it sits behind none of the host's 1 IOMMU\(s\)/);
+  t.throws(
+    () => checkAssignable(dev({ group: null, iommus: 0 })),
+    /^0000:01:00\.0 has no IOMMU group: the host has no IOMMU enabled \(\/sys\/class\/iommu lists none\); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on$/,
+  );
+  t.throws(
+    () => checkAssignable(dev({ group: null })),
+    /^0000:01:00\.0 has no IOMMU group: it sits behind none of the host's 1 IOMMU\(s\)/,
+  );
   t.throws(
     () => checkAssignable(dev({ driver: 'igb' })),
     /bound to igb, not vfio-pci; bind it with: echo 0000:01:00\.0 > \/sys\/bus\/pci\/devices\/0000:01:00\.0\/driver\/unbind; echo vfio-pci > \/sys\/bus\/pci\/devices\/0000:01:00\.0\/driver_override; echo 0000:01:00\.0 > \/sys\/bus\/pci\/drivers_probe/,
   );
   t.throws(
-    () => checkAssignable(dev({ groupMembers: [{ bdf: '0000:01:00.0', driver: 'vfio-pci' }, { bdf: '0000:01:00.1', driver: 'igb' }, { bdf: '0000:00:1c.0', driver: 'pcieport' }] })),
+    () =>
+      checkAssignable(
+        dev({
+          groupMembers: [
+            { bdf: '0000:01:00.0', driver: 'vfio-pci' },
+            { bdf: '0000:01:00.1', driver: 'igb' },
+            { bdf: '0000:00:1c.0', driver: 'pcieport' },
+          ],
+        }),
+      ),
     /^IOMMU group 7 of 0000:01:00\.0 is not viable: 0000:01:00\.1 \(igb\) must be bound to vfio-pci or unbound too: echo 0000:01:00\.1 > \/sys\/bus\/pci\/devices\/0000:01:00\.1\/driver\/unbind$/,
   );
   t.equal(normaliseBdf('01:00.0'), '0000:01:00.0');
@@ -36,7 +59,8 @@ t.test('BARs: aligned to size, 32-bit in the hole, 64-bit high, I/O from 0xc000'
 t.test('config mechanism #1 reaches bus 0 functions; absent ones read all ones', async (t) => {
   const io = new PciConfigIo();
   io.add(0, hostBridge());
-  const w32 = (port: number, v: number): void => io.write(port - 0xcf8, Uint8Array.of(v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24));
+  const w32 = (port: number, v: number): void =>
+    io.write(port - 0xcf8, Uint8Array.of(v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24));
   const r = (port: number, size: number): number => {
     const d = new Uint8Array(size);
     io.read(port - 0xcf8, d);

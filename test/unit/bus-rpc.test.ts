@@ -10,7 +10,15 @@ t.test('a vCPU thread reaches a VMM-thread device through its slot, reads and wr
   const mmio = new Bus('mmio');
   const writes: string[] = [];
   let reg = 0;
-  pio.register(0xcf8, 4, { read: (_o, d) => new DataView(d.buffer, d.byteOffset).setUint32(0, reg, true), write: (_o, d) => void (reg = new DataView(d.buffer, d.byteOffset).getUint32(0, true)) }, 'cfg');
+  pio.register(
+    0xcf8,
+    4,
+    {
+      read: (_o, d) => new DataView(d.buffer, d.byteOffset).setUint32(0, reg, true),
+      write: (_o, d) => void (reg = new DataView(d.buffer, d.byteOffset).getUint32(0, true)),
+    },
+    'cfg',
+  );
   mmio.register(0x1_0000_0000 + 0x1000, 8, { read: (o, d) => d.fill(o), write: (o, d) => void writes.push(`${o}:${[...d]}`) }, 'high');
   const slot = newRpcSlot();
   const w = new Worker(

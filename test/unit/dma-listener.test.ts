@@ -48,7 +48,10 @@ t.test('headroom: the limit less what the space held after the last sync', async
   l.regionAdd(ram(GiB, 768n * MiB));
   l.commit();
   l.commit();
-  t.same(calls.map((c) => c.headroom), [GiB, 768n * MiB, 0n]);
+  t.same(
+    calls.map((c) => c.headroom),
+    [GiB, 768n * MiB, 0n],
+  );
   t.equal(l.last?.finalCharged, GiB);
 });
 
@@ -59,7 +62,11 @@ t.test('headroom never goes below 0 when the limit drops under what is held', as
   l.commit();
   cap = 512n * MiB;
   l.commit();
-  t.same(calls.map((c) => c.headroom), [GiB, 0n], 'asked afresh at each commit');
+  t.same(
+    calls.map((c) => c.headroom),
+    [GiB, 0n],
+    'asked afresh at each commit',
+  );
 });
 
 t.test('no limit: the planner gets null', async (t) => {
@@ -67,7 +74,10 @@ t.test('no limit: the planner gets null', async (t) => {
   const l = new DmaListener(mapper);
   l.commit();
   l.commit();
-  t.same(calls.map((c) => c.headroom), [null, null]);
+  t.same(
+    calls.map((c) => c.headroom),
+    [null, null],
+  );
 });
 
 t.test('what is mapped: RAM only, IOVA = GPA, by file where the backend can, read-only kept', async (t) => {
@@ -98,7 +108,10 @@ t.test('a removed region is not mapped at the next commit', async (t) => {
   l.regionAdd(ram(MiB, MiB));
   l.regionRemove(a);
   l.commit();
-  t.same(calls[0]!.regions.map((r) => r.iova), [MiB]);
+  t.same(
+    calls[0]!.regions.map((r) => r.iova),
+    [MiB],
+  );
 });
 
 const refusal = (code: string, op?: string, finalCharged?: bigint): DmaError =>
@@ -116,7 +129,11 @@ t.test('a plan refused over the limit says what is held and which limit; the hel
     finalCharged: 300n * MiB,
   });
   l.commit();
-  t.same(calls.map((c) => c.headroom), [GiB, 724n * MiB, 724n * MiB], 'a refused plan changed nothing, so neither does the headroom');
+  t.same(
+    calls.map((c) => c.headroom),
+    [GiB, 724n * MiB, 724n * MiB],
+    'a refused plan changed nothing, so neither does the headroom',
+  );
 });
 
 t.test('a kernel error part way: the next headroom starts from what the table charges after it', async (t) => {
@@ -127,7 +144,10 @@ t.test('a kernel error part way: the next headroom starts from what the table ch
   t.throws(() => l.commit(), { code: 'EBUSY' });
   t.equal(l.held, 2n * GiB);
   l.commit();
-  t.same(calls.map((c) => c.headroom), [4n * GiB, 3n * GiB, 2n * GiB]);
+  t.same(
+    calls.map((c) => c.headroom),
+    [4n * GiB, 3n * GiB, 2n * GiB],
+  );
   t.equal(l.held, GiB, 'and from the next success');
 });
 
@@ -137,7 +157,10 @@ t.test('a kernel error part way through GuestMemory: the rollback sync gets the 
   m.update((u) => u.add(ram(0n, MiB)));
   m.addListener(new DmaListener(mapper, limit(8n * MiB)));
   t.throws(() => m.update((u) => u.add(ram(GiB, 4n * MiB))), { code: 'ENOMEM', op: 'VFIO_IOMMU_MAP_DMA' });
-  t.same(calls.map((c) => c.headroom), [8n * MiB, 7n * MiB, 3n * MiB]);
+  t.same(
+    calls.map((c) => c.headroom),
+    [8n * MiB, 7n * MiB, 3n * MiB],
+  );
 });
 
 t.test('other failures pass through as they are', async (t) => {
@@ -169,9 +192,18 @@ t.test('a refusal through GuestMemory: the old map is put back and synced again'
   m.update((u) => u.add(ram(0n, MiB)));
   m.addListener(new DmaListener(mapper, limit(2n * MiB)));
   t.throws(() => m.update((u) => u.add(ram(GiB, 4n * MiB))), { code: 'ENOMEM' });
-  t.same(calls.map((c) => c.regions.map((r) => r.iova)), [[0n], [0n, GiB], [0n]]);
-  t.same(calls.map((c) => c.headroom), [2n * MiB, MiB, MiB]);
-  t.same(m.list().map((r) => r.gpa), [0n]);
+  t.same(
+    calls.map((c) => c.regions.map((r) => r.iova)),
+    [[0n], [0n, GiB], [0n]],
+  );
+  t.same(
+    calls.map((c) => c.headroom),
+    [2n * MiB, MiB, MiB],
+  );
+  t.same(
+    m.list().map((r) => r.gpa),
+    [0n],
+  );
 });
 
 function limits(over: Partial<{ cap: boolean; softKiB: number | null; othersKiB: number }> = {}): LimitSource & { asked: number[] } {

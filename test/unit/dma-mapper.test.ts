@@ -4,7 +4,12 @@ import t from 'tap';
 import { DmaError, DmaMapper } from '../../src/memory/dma-mapper.js';
 
 t.test('a failed open is a DmaError with errno name, op and path', async (t) => {
-  t.throws(() => DmaMapper.iommufd({ path: '/nonexistent/iommu' }), { name: 'DmaError', code: 'ENOENT', op: 'open', path: '/nonexistent/iommu' });
+  t.throws(() => DmaMapper.iommufd({ path: '/nonexistent/iommu' }), {
+    name: 'DmaError',
+    code: 'ENOENT',
+    op: 'open',
+    path: '/nonexistent/iommu',
+  });
   t.throws(() => DmaMapper.legacy([], { containerPath: '/nonexistent/vfio' }), { name: 'DmaError', code: 'ENOENT' });
 });
 

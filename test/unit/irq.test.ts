@@ -18,7 +18,11 @@ t.test('INTx: slot and pin swizzled over IOAPIC pins 16-19', async (t) => {
   t.equal(intxPin(2, 1), intxPin(1, 2), 'the next slot INTA shares the previous slot INTB');
   for (let slot = 0; slot < 32; slot++) {
     const pins = [1, 2, 3, 4].map((p) => intxPin(slot, p));
-    t.same([...pins].sort((a, b) => a - b), [16, 17, 18, 19], `slot ${slot}: its four pins reach four different IOAPIC pins`);
+    t.same(
+      [...pins].sort((a, b) => a - b),
+      [16, 17, 18, 19],
+      `slot ${slot}: its four pins reach four different IOAPIC pins`,
+    );
   }
 });
 
@@ -61,7 +65,10 @@ t.test('MSI routes: rewritten in place, dropped with their GSI', async (t) => {
   ]);
   r.releaseGsi(a);
   t.equal(tables.length, 4, 'releasing a routed GSI pushes the table without it');
-  t.same(msiRoutes(tables.at(-1)).map((e) => e.gsi), [b]);
+  t.same(
+    msiRoutes(tables.at(-1)).map((e) => e.gsi),
+    [b],
+  );
   t.equal(tables.at(-1)!.length, 16 + 24 + 1);
 });
 

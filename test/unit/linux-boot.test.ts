@@ -15,12 +15,31 @@ t.test('bzImage: header fields, and each bad image refused with what to do', asy
   t.equal(img.kernel.length, 4096);
   t.equal(img.setupHeader.length, 0x26c - 0x1f1, 'the header up to the end its jump gives');
   t.equal(img.cmdlineMax, 2048);
-  t.throws(() => parseBzImage(Buffer.from('{"name": "not a kernel"}'), 'package.json'), new KernelImageError('package.json is not a Linux bzImage (no "HdrS" setup header at 0x202); give the kernel\'s arch/x86/boot/bzImage, not vmlinux or a compressed file'));
-  t.throws(() => parseBzImage(bzImage({ version: 0x020a }), 'old'), /old speaks boot protocol 2\.10; Pinion's 64-bit entry needs 2\.12 or later/);
+  t.throws(
+    () => parseBzImage(Buffer.from('{"name": "not a kernel"}'), 'package.json'),
+    new KernelImageError(
+      'package.json is not a Linux bzImage (no "HdrS" setup header at 0x202); give the kernel\'s arch/x86/boot/bzImage, not vmlinux or a compressed file',
+    ),
+  );
+  t.throws(
+    () => parseBzImage(bzImage({ version: 0x020a }), 'old'),
+    /old speaks boot protocol 2\.10; Pinion's 64-bit entry needs 2\.12 or later/,
+  );
   t.throws(() => parseBzImage(bzImage({ xloadflags: 0 }), 'k32'), /k32 has no 64-bit entry point \(xloadflags 0x0 lacks XLF_KERNEL_64\)/);
-  t.throws(() => parseBzImage(bzImage({ cut: 3000 }), 'cut'), /cut is truncated: its header promises 6656 bytes, the file has 3000; copy the bzImage again/);
-  t.equal(parseBzImage(bzImage({ relocatable: 0, pref: 0x1000000n }), 'fixed').loadAddress, 0x1000000n, 'a non-relocatable kernel runs at its own address');
-  t.equal(parseBzImage(bzImage({ pref: 0x1100000n }), 'odd').loadAddress, 0x1200000n, 'a relocatable one is aligned up to kernel_alignment');
+  t.throws(
+    () => parseBzImage(bzImage({ cut: 3000 }), 'cut'),
+    /cut is truncated: its header promises 6656 bytes, the file has 3000; copy the bzImage again/,
+  );
+  t.equal(
+    parseBzImage(bzImage({ relocatable: 0, pref: 0x1000000n }), 'fixed').loadAddress,
+    0x1000000n,
+    'a non-relocatable kernel runs at its own address',
+  );
+  t.equal(
+    parseBzImage(bzImage({ pref: 0x1100000n }), 'odd').loadAddress,
+    0x1200000n,
+    'a relocatable one is aligned up to kernel_alignment',
+  );
 });
 
 t.test('e820: the guest memory map, the BIOS area reserved, nothing over the PCI hole', async (t) => {
@@ -30,16 +49,29 @@ t.test('e820: the guest memory map, the BIOS area reserved, nothing over the PCI
     { addr: MiB, size: 255n * MiB, type: E820_RAM },
   ]);
   const big = e820Map(ramRanges(4n * GiB));
-  t.same(big.slice(2), [
-    { addr: MiB, size: 3n * GiB - MiB, type: E820_RAM },
-    { addr: 4n * GiB, size: GiB, type: E820_RAM },
-  ], 'RAM ends at 3 GiB and resumes at 4 GiB');
+  t.same(
+    big.slice(2),
+    [
+      { addr: MiB, size: 3n * GiB - MiB, type: E820_RAM },
+      { addr: 4n * GiB, size: GiB, type: E820_RAM },
+    ],
+    'RAM ends at 3 GiB and resumes at 4 GiB',
+  );
 });
 
 t.test('placement: kernel at its address, initrd as high as allowed, boot_params filled', async (t) => {
   const image = parseBzImage(bzImage(), 'bz');
   const initrd = Buffer.alloc(3 * 1048576 + 5, 7);
-  const p = linuxBoot({ image, ranges: ramRanges(256n * MiB), cmdline: 'console=ttyS0', cpus: 2, initrd, kernelName: 'bz', initrdName: 'rd', memoryArg: '256M' });
+  const p = linuxBoot({
+    image,
+    ranges: ramRanges(256n * MiB),
+    cmdline: 'console=ttyS0',
+    cpus: 2,
+    initrd,
+    kernelName: 'bz',
+    initrdName: 'rd',
+    memoryArg: '256M',
+  });
   t.equal(p.entry, 0x1000200n, '64-bit entry at load + 0x200');
   t.equal(p.zeroPage, LINUX.zeroPage);
   t.same(p.initrd, { gpa: ((256n * MiB - 3n * MiB - 5n) / 4096n) * 4096n, size: 3n * MiB + 5n });
@@ -57,9 +89,20 @@ t.test('placement: kernel at its address, initrd as high as allowed, boot_params
 t.test('placement: what does not fit is refused with the memory it needs', async (t) => {
   const image = parseBzImage(bzImage({ initSize: 40 * 1048576 }), 'bz');
   const base = { image, cpus: 1, cmdline: '', kernelName: 'bz', initrdName: 'rd' };
-  t.throws(() => linuxBoot({ ...base, ranges: ramRanges(32n * MiB), memoryArg: '32M' }), new LinuxBootError('kernel bz needs guest RAM up to 0x3800000 (56 MiB: loaded at 0x1000000, 40 MiB while it unpacks) but --memory 32M gives 32 MiB; raise --memory'));
-  t.throws(() => linuxBoot({ ...base, ranges: ramRanges(64n * MiB), memoryArg: '64M', initrd: Buffer.alloc(16 * 1048576) }), /^initrd rd \(16 MiB\) does not fit in guest RAM: it must lie between the kernel's end 0x3800000 and 0x4000000 \(--memory 64M\); raise --memory to at least 73 MiB$/);
-  t.throws(() => linuxBoot({ ...base, ranges: ramRanges(64n * MiB), memoryArg: '64M', cmdline: 'x'.repeat(2049) }), /--append is 2049 bytes; this kernel takes at most 2048/);
+  t.throws(
+    () => linuxBoot({ ...base, ranges: ramRanges(32n * MiB), memoryArg: '32M' }),
+    new LinuxBootError(
+      'kernel bz needs guest RAM up to 0x3800000 (56 MiB: loaded at 0x1000000, 40 MiB while it unpacks) but --memory 32M gives 32 MiB; raise --memory',
+    ),
+  );
+  t.throws(
+    () => linuxBoot({ ...base, ranges: ramRanges(64n * MiB), memoryArg: '64M', initrd: Buffer.alloc(16 * 1048576) }),
+    /^initrd rd \(16 MiB\) does not fit in guest RAM: it must lie between the kernel's end 0x3800000 and 0x4000000 \(--memory 64M\); raise --memory to at least 73 MiB$/,
+  );
+  t.throws(
+    () => linuxBoot({ ...base, ranges: ramRanges(64n * MiB), memoryArg: '64M', cmdline: 'x'.repeat(2049) }),
+    /--append is 2049 bytes; this kernel takes at most 2048/,
+  );
 });
 
 t.test('MP table: floating pointer and table checksums, every CPU, the IOAPIC, ISA and PCI wiring', async (t) => {
@@ -83,7 +126,15 @@ t.test('MP table: floating pointer and table checksums, every CPU, the IOAPIC, I
   }
   t.equal(at, table.length, 'entries fill the table exactly');
   const cpus = entries.filter((e) => e[0] === 0);
-  t.same(cpus.map((e) => [e[1], e[3]]), [[0, 3], [1, 1], [2, 1]], 'APIC ids 0-2, the first one the boot CPU');
+  t.same(
+    cpus.map((e) => [e[1], e[3]]),
+    [
+      [0, 3],
+      [1, 1],
+      [2, 1],
+    ],
+    'APIC ids 0-2, the first one the boot CPU',
+  );
   const ioapic = entries.find((e) => e[0] === 2)!;
   t.same([ioapic[1], ioapic.readUInt32LE(4)], [3, 0xfec00000], 'IOAPIC after the CPUs, at 0xfec00000');
   const intsrc = entries.filter((e) => e[0] === 3);
@@ -93,5 +144,12 @@ t.test('MP table: floating pointer and table checksums, every CPU, the IOAPIC, I
   const slot3pinB = pci.find((e) => e[5] === ((3 << 2) | 1))!;
   t.equal(slot3pinB[7], intxPin(3, 2), 'slot 3 INTB on the pin the VFIO INTx wiring uses');
   t.equal(slot3pinB.readUInt16LE(2), 0x0f, 'level, active low');
-  t.same(entries.filter((e) => e[0] === 4).map((e) => [e[1], e[7]]), [[3, 0], [1, 1]], 'ExtINT on LINT0, NMI on LINT1');
+  t.same(
+    entries.filter((e) => e[0] === 4).map((e) => [e[1], e[7]]),
+    [
+      [3, 0],
+      [1, 1],
+    ],
+    'ExtINT on LINT0, NMI on LINT1',
+  );
 });

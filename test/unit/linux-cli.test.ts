@@ -23,17 +23,29 @@ const oneLine = (t: Test, r: { code: number | null; stderr: string }, re: RegExp
 };
 
 t.test('a file that is not a bzImage', async (t) => {
-  oneLine(t, await runCli(['run', '--kernel', 'package.json']), /^pinion: package\.json is not a Linux bzImage \(no "HdrS" setup header at 0x202\)/);
+  oneLine(
+    t,
+    await runCli(['run', '--kernel', 'package.json']),
+    /^pinion: package\.json is not a Linux bzImage \(no "HdrS" setup header at 0x202\)/,
+  );
 });
 
 t.test('a truncated bzImage', async (t) => {
-  oneLine(t, await runCli(['run', '--kernel', bz(65536, 20000)]), /is truncated: its header promises 68096 bytes, the file has 20000; copy the bzImage again/);
+  oneLine(
+    t,
+    await runCli(['run', '--kernel', bz(65536, 20000)]),
+    /is truncated: its header promises 68096 bytes, the file has 20000; copy the bzImage again/,
+  );
 });
 
 t.test('an initrd larger than guest RAM', async (t) => {
   const big = join(dir, 'big.cpio');
   writeFileSync(big, Buffer.alloc(80 * 1048576));
-  oneLine(t, await runCli(['run', '--kernel', bz(4096), '--initrd', big, '--memory', '64M']), /^pinion: initrd \S+big\.cpio \(80 MiB\) does not fit in guest RAM: it must lie between the kernel's end 0x1800000 and 0x4000000 \(--memory 64M\); raise --memory to at least 105 MiB$/m);
+  oneLine(
+    t,
+    await runCli(['run', '--kernel', bz(4096), '--initrd', big, '--memory', '64M']),
+    /^pinion: initrd \S+big\.cpio \(80 MiB\) does not fit in guest RAM: it must lie between the kernel's end 0x1800000 and 0x4000000 \(--memory 64M\); raise --memory to at least 105 MiB$/m,
+  );
 });
 
 t.test('flags that do not go together', async (t) => {

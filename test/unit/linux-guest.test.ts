@@ -3,7 +3,13 @@
 import t from 'tap';
 import { consoleText, vmmArgv } from '../../rig/l1/linux-guest.js';
 
-const o = { kernel: '/k/bzImage', initrd: '/k/rd.gz', device: '0000:01:10.0', ip: '192.0.2.2/24', command: 'echo "a b"; ping -c 3 192.0.2.1' };
+const o = {
+  kernel: '/k/bzImage',
+  initrd: '/k/rd.gz',
+  device: '0000:01:10.0',
+  ip: '192.0.2.2/24',
+  command: 'echo "a b"; ping -c 3 192.0.2.1',
+};
 
 t.test('Pinion and QEMU get the same kernel, initrd, command line, memory, vCPUs and function', async (t) => {
   const [pc, pa] = vmmArgv({ ...o, vmm: 'pinion', iommu: 'iommufd' });

@@ -51,7 +51,10 @@ t.test('listeners get a replay, then removals before additions, then commit', as
     u.add(region('a2', 0n, 0x800n));
   });
   t.same(rec.log, ['remove a', 'add b', 'add a2', 'commit']);
-  t.same(m.list().map((r) => r.name), ['a2', 'b']);
+  t.same(
+    m.list().map((r) => r.name),
+    ['a2', 'b'],
+  );
 });
 
 t.test('an overlapping update is refused whole and listeners hear nothing', async (t) => {
@@ -69,7 +72,10 @@ t.test('an overlapping update is refused whole and listeners hear nothing', asyn
     /region b at 0x1000 overlaps a \[0x0, 0x2000\)/,
   );
   t.same(rec.log, []);
-  t.same(m.list().map((r) => r.name), ['a']);
+  t.same(
+    m.list().map((r) => r.name),
+    ['a'],
+  );
   t.throws(() => m.update((u) => u.remove(0x9000n)), /no guest memory region starts at 0x9000/);
 });
 
@@ -109,6 +115,13 @@ t.test('a listener refusing a change puts the old map back in every listener', a
       }),
     /over budget/,
   );
-  t.same(rec.log, ['remove a', 'add a-moved', 'commit', 'remove a-moved', 'add a', 'commit'], 'the first listener saw the change and its undo');
-  t.same(m.list().map((r) => r.name), ['a']);
+  t.same(
+    rec.log,
+    ['remove a', 'add a-moved', 'commit', 'remove a-moved', 'add a', 'commit'],
+    'the first listener saw the change and its undo',
+  );
+  t.same(
+    m.list().map((r) => r.name),
+    ['a'],
+  );
 });

@@ -66,7 +66,10 @@ t.test('enable: a GSI and an irqfd, routed by the message, handed to VFIO; disab
   const { m, calls, tables } = msi();
   m.enable();
   t.ok(m.enabled);
-  t.same(calls.vectors.map((v) => v.gsi), [24]);
+  t.same(
+    calls.vectors.map((v) => v.gsi),
+    [24],
+  );
   t.same(calls.sets, [100]);
   t.same(msiRoutes(tables), [{ gsi: 24, type: 'msi', addressLo: 0xfee01000, addressHi: 0, data: 0x4041 }]);
   m.enable();
@@ -90,7 +93,10 @@ t.test('an enable that fails wires nothing: irqfd closed, GSI and route released
     if (fail !== 'route') calls.fail = fail;
     t.throws(() => m.enable(), new RegExp(`^${op}: EINVAL$`), `${what}: the error comes out as it is`);
     t.notOk(m.enabled, `${what}: not enabled`);
-    t.ok(calls.vectors.every((v) => v.closed), `${what}: the irqfd, if made, is closed`);
+    t.ok(
+      calls.vectors.every((v) => v.closed),
+      `${what}: the irqfd, if made, is closed`,
+    );
     t.same(calls.sets, [], `${what}: nothing reached VFIO`);
     t.same(msiRoutes(tables), [], `${what}: no MSI route left`);
     m.enable();

@@ -173,7 +173,10 @@ t.test('an 8-byte write of data and vector control, read back as a qword, routes
   t.equal(read(m, 'table', 24, 8), 0x80000000_00004041n);
   t.notOk(m.masked(1));
   t.ok(irqs.vectors[1]!.attached);
-  t.same(tables.at(-1)!.find((e) => e.gsi === 25), { gsi: 25, type: 'msi', addressLo: 0, addressHi: 0, data: 0x4041 });
+  t.same(
+    tables.at(-1)!.find((e) => e.gsi === 25),
+    { gsi: 25, type: 'msi', addressLo: 0, addressHi: 0, data: 0x4041 },
+  );
 });
 
 t.test('enable: a GSI and irqfd per vector, routed by the table, handed to VFIO; masked vectors stay detached', async (t) => {
@@ -183,9 +186,15 @@ t.test('enable: a GSI and irqfd per vector, routed by the table, handed to VFIO;
   entry(m, 2, 0xfee02000, 0x32, 1);
   m.enable();
   t.ok(m.enabled);
-  t.same(irqs.vectors.map((v) => v.gsi), [24, 25, 26]);
+  t.same(
+    irqs.vectors.map((v) => v.gsi),
+    [24, 25, 26],
+  );
   t.same(irqs.sets, [[100, 101, 102]], 'one SET_IRQS with every eventfd');
-  t.same(irqs.vectors.map((v) => v.attached), [true, true, false]);
+  t.same(
+    irqs.vectors.map((v) => v.attached),
+    [true, true, false],
+  );
   const routes = tables.at(-1)!.filter((e) => e.type === 'msi');
   t.same(routes, [
     { gsi: 24, type: 'msi', addressLo: 0xfee00000, addressHi: 0, data: 0x30 },
@@ -202,7 +211,10 @@ t.test('a table write while enabled re-routes that vector', async (t) => {
   const pushes = tables.length;
   w32(m, 16 + 8, 0x55);
   t.equal(tables.length, pushes + 1);
-  t.same(tables.at(-1)!.find((e) => e.gsi === 25), { gsi: 25, type: 'msi', addressLo: 0, addressHi: 0, data: 0x55 });
+  t.same(
+    tables.at(-1)!.find((e) => e.gsi === 25),
+    { gsi: 25, type: 'msi', addressLo: 0, addressHi: 0, data: 0x55 },
+  );
 });
 
 t.test('per-vector mask: a masked vector waits in the PBA and is delivered on unmask', async (t) => {
@@ -240,13 +252,19 @@ t.test('function mask: holds every vector, and unmasking it leaves masked vector
   for (const i of [0, 1, 3]) unmask(m, i);
   m.setFunctionMask(true);
   t.ok([0, 1, 2, 3].every((i) => m.masked(i)));
-  t.same(irqs.vectors.map((v) => v.attached), [false, false, false, false]);
+  t.same(
+    irqs.vectors.map((v) => v.attached),
+    [false, false, false, false],
+  );
   raise(0);
   raise(2);
   t.equal(pba(m), 0b101n, 'vector 2 is pending too: pending does not depend on why it is masked');
   m.setFunctionMask(false);
   t.same(irqs.injected, [24], 'vector 0 delivered; vector 2 still masked by its own bit');
-  t.same(irqs.vectors.map((v) => v.attached), [true, true, false, true]);
+  t.same(
+    irqs.vectors.map((v) => v.attached),
+    [true, true, false, true],
+  );
   t.equal(pba(m), 0b100n);
   unmask(m, 2);
   t.same(irqs.injected, [24, 26]);
@@ -257,7 +275,10 @@ t.test('function mask set before enable: nothing is attached at enable', async (
   unmask(m, 0);
   m.setFunctionMask(true);
   m.enable();
-  t.same(irqs.vectors.map((v) => v.attached), [false, false]);
+  t.same(
+    irqs.vectors.map((v) => v.attached),
+    [false, false],
+  );
   raise(0);
   t.same(irqs.injected, []);
   m.setFunctionMask(false);
@@ -288,11 +309,22 @@ t.test('disable: SET_IRQS off, irqfds closed, GSIs and routes released, pending 
   t.notOk(m.enabled);
   t.same(irqs.sets, [[100, 101], null]);
   t.ok(irqs.vectors.every((v) => v.closed));
-  t.same(tables.at(-1)!.filter((e) => e.type === 'msi'), [], 'no MSI route left');
+  t.same(
+    tables.at(-1)!.filter((e) => e.type === 'msi'),
+    [],
+    'no MSI route left',
+  );
   t.equal(pba(m), 0n, 'nothing pending once off');
   t.equal(read(m, 'table', 8, 4), 0x30n, 'the table itself survives');
   m.enable();
-  t.same(irqs.vectors.slice(2).map((v) => v.gsi).sort((a, b) => a - b), [24, 25], 'the released GSIs come back');
+  t.same(
+    irqs.vectors
+      .slice(2)
+      .map((v) => v.gsi)
+      .sort((a, b) => a - b),
+    [24, 25],
+    'the released GSIs come back',
+  );
   t.equal(pba(m), 0n, 'the old signal was not carried over');
 });
 
@@ -317,7 +349,14 @@ t.test('an enable that fails wires nothing: irqfds closed, GSIs and routes relea
     t.same(tables.at(-1)?.filter((e) => e.type === 'msi') ?? [], [], `${what}: no MSI route left`);
     const made = irqs.vectors.length;
     m.enable();
-    t.same(irqs.vectors.slice(made).map((v) => v.gsi).sort((a, b) => a - b), [24, 25, 26], `${what}: the same GSIs, free again`);
+    t.same(
+      irqs.vectors
+        .slice(made)
+        .map((v) => v.gsi)
+        .sort((a, b) => a - b),
+      [24, 25, 26],
+      `${what}: the same GSIs, free again`,
+    );
     t.same(irqs.sets, [[...irqs.vectors.slice(made).map((v) => v.fd)]]);
     raise(0);
     t.same(irqs.injected, [irqs.vectors[made]!.gsi], `${what}: and it works`);

@@ -232,7 +232,10 @@ t.test('attach: reset, BARs placed by type and size, mmap around the MSI-X pages
     ],
     'whole BARs trapped under their memslots',
   );
-  t.same(env.pio.list().map((x) => [x.base, x.len]), [[0xc000, 0x20]]);
+  t.same(
+    env.pio.list().map((x) => [x.base, x.len]),
+    [[0xc000, 0x20]],
+  );
   t.same(deviceRegions(env), [
     [0xc000_0000n, 0x2000n],
     [0x40_0000_0000n, 0x10000n],
@@ -319,7 +322,10 @@ t.test('moving a 32-bit BAR: trap, memslot and MSI-X table follow', async (t) =>
   t.equal(dev.describe()[0]!.address, 0xd000_0000n);
   t.same(log.slice(before), ['munmap BAR0+0x0', 'mmap BAR0+0x0 0x2000']);
   t.same(deviceRegions(env)[0], [0xd000_0000n, 0x2000n]);
-  t.same(env.mmio.list().map((x) => x.base), [0xd000_0000, 0x40_0000_0000]);
+  t.same(
+    env.mmio.list().map((x) => x.base),
+    [0xd000_0000, 0x40_0000_0000],
+  );
   t.equal(mmio(0xd000_2000 + 12), 1, 'the MSI-X table at its new place: vector 0 masked');
   t.equal(mmio(0xc000_2000 + 12), 0xffffffff, 'nothing left at the old place');
   w(0x10, 4, 0xd000_1234);
@@ -335,7 +341,10 @@ t.test('moving a 64-bit BAR by its high half, and an I/O BAR', async (t) => {
   t.same(deviceRegions(env)[1], [0x50_0000_0000n, 0x10000n]);
   w(0x14, 4, 0xc101);
   t.equal(r(0x14), 0xc101);
-  t.same(env.pio.list().map((x) => x.base), [0xc100]);
+  t.same(
+    env.pio.list().map((x) => x.base),
+    [0xc100],
+  );
 });
 
 t.test('the ROM reads 0 and ignores writes', async (t) => {
@@ -501,12 +510,21 @@ t.test('an 8-byte I/O BAR at an address that is not 16-aligned', async (t) => {
   c.writeUInt32LE(0, 0x18);
   c[0x34] = 0x90;
   const { dev, env, r, w } = attach(new Model(c, [{ size: 8n }, { size: 8n }]));
-  t.same(dev.describe().map((b) => b.address), [0xc000n, 0xc008n]);
+  t.same(
+    dev.describe().map((b) => b.address),
+    [0xc000n, 0xc008n],
+  );
   t.equal(r(0x14), 0xc009, 'BAR1 reads where it is');
   w(0x10, 4, 0xffffffff);
   t.equal(r(0x10), 0xfffffff9, 'the size mask of 8 bytes');
   w(0x10, 4, 0xc001);
   w(0x14, 4, 0xc019);
   t.equal(r(0x14), 0xc019, 'the guest may place it off a 16-byte boundary');
-  t.same(env.pio.list().map((x) => [x.base, x.len]), [[0xc000, 8], [0xc018, 8]]);
+  t.same(
+    env.pio.list().map((x) => [x.base, x.len]),
+    [
+      [0xc000, 8],
+      [0xc018, 8],
+    ],
+  );
 });

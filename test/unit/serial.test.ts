@@ -4,12 +4,20 @@ import t from 'tap';
 import { Serial16550 } from '../../src/devices/serial.js';
 import { consoleLineStop } from '../../src/machine/devices.js';
 
-const IER = 1, IIR = 2, MCR = 4, LSR = 5;
+const IER = 1,
+  IIR = 2,
+  MCR = 4,
+  LSR = 5;
 
 function uart(): { u: Serial16550; out: string[]; edges: boolean[]; r: (o: number) => number; w: (o: number, v: number) => void } {
   const out: string[] = [];
   const edges: boolean[] = [];
-  const u = new Serial16550(Serial16550.newState(), (b) => void out.push(Buffer.from(b).toString()), (l) => void edges.push(l), true);
+  const u = new Serial16550(
+    Serial16550.newState(),
+    (b) => void out.push(Buffer.from(b).toString()),
+    (l) => void edges.push(l),
+    true,
+  );
   const r = (o: number): number => {
     const d = new Uint8Array(1);
     u.read(o, d);
@@ -75,23 +83,54 @@ t.test('FCR "clear receive FIFO" drops what was typed before the driver opened t
 
 t.test('whole lines go to the watcher, carriage return dropped', async (t) => {
   const lines: string[] = [];
-  const u = new Serial16550(Serial16550.newState(), () => {}, () => {}, true, (l) => void lines.push(l));
+  const u = new Serial16550(
+    Serial16550.newState(),
+    () => {},
+    () => {},
+    true,
+    (l) => void lines.push(l),
+  );
   for (const c of Buffer.from('[ 1.0] Kernel panic - not syncing: x\r\npartial')) u.write(0, Uint8Array.of(c));
   t.same(lines, ['[ 1.0] Kernel panic - not syncing: x']);
 });
 
 t.test("a Linux guest's console lines that end the VM: a panic (with the line) and a power-down", async (t) => {
   const seen: string[] = [];
-  const stops = { exit: () => seen.push('exit'), reset: () => seen.push('reset'), panic: (l: string) => seen.push(`panic ${l}`), poweroff: () => seen.push('poweroff') };
-  for (const l of ['[    2.5] Kernel panic - not syncing: No working init found.', '[   15.7] reboot: Power down', 'reboot: Power down\r', '[    9.92] reboot: Power off not available: System halted instead', 'echo reboot: Power down', '[ 1.0] reboot: Restarting system']) consoleLineStop(l, stops);
+  const stops = {
+    exit: () => seen.push('exit'),
+    reset: () => seen.push('reset'),
+    panic: (l: string) => seen.push(`panic ${l}`),
+    poweroff: () => seen.push('poweroff'),
+  };
+  for (const l of [
+    '[    2.5] Kernel panic - not syncing: No working init found.',
+    '[   15.7] reboot: Power down',
+    'reboot: Power down\r',
+    '[    9.92] reboot: Power off not available: System halted instead',
+    'echo reboot: Power down',
+    '[ 1.0] reboot: Restarting system',
+  ])
+    consoleLineStop(l, stops);
   t.same(seen, ['panic Kernel panic - not syncing: No working init found.', 'poweroff', 'poweroff', 'poweroff']);
 });
 
 t.test('a console line whose bytes come from two vCPU threads is watched whole', async (t) => {
   const state = Serial16550.newState();
   const lines: string[] = [];
-  const a = new Serial16550(state, () => {}, () => {}, true, (l) => lines.push(l));
-  const b = new Serial16550(state, () => {}, () => {}, true, (l) => lines.push(l));
+  const a = new Serial16550(
+    state,
+    () => {},
+    () => {},
+    true,
+    (l) => lines.push(l),
+  );
+  const b = new Serial16550(
+    state,
+    () => {},
+    () => {},
+    true,
+    (l) => lines.push(l),
+  );
   const text = Buffer.from('[   21.7] reboot: Power off not available: System halted instead\r\n');
   text.forEach((c, i) => (i % 3 ? a : b).write(0, Uint8Array.of(c)));
   t.same(lines, ['[   21.7] reboot: Power off not available: System halted instead']);

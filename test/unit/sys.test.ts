@@ -22,7 +22,11 @@ t.test('SysError keeps errno name, operation, path, IOVA and size', async (t) =>
 });
 
 t.test('a real failing syscall comes back as SysError with the errno name', async (t) => {
-  t.throws(() => openPath('/nonexistent/pinion'), { name: 'SysError', code: 'ENOENT', message: /open failed: ENOENT \(path \/nonexistent\/pinion\)/ });
+  t.throws(() => openPath('/nonexistent/pinion'), {
+    name: 'SysError',
+    code: 'ENOENT',
+    message: /open failed: ENOENT \(path \/nonexistent\/pinion\)/,
+  });
   const fd = openPath('/dev/null');
   t.throws(() => ioctl(fd, VFIO_GET_API_VERSION, 0, 'VFIO_GET_API_VERSION', { path: '/dev/null' }), { code: 'ENOTTY' });
 });

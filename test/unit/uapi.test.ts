@@ -12,7 +12,9 @@ t.test('constants, struct sizes, field offsets and errno names agree with the he
   const r = checkUapi();
   const n = (side: string, kind: string): number => r.items.filter((i) => i.side === side && i.kind === kind).length;
   for (const s of ['TS', 'Rust']) {
-    t.comment(`${s}: ${n(s, 'constant')} constants, ${n(s, 'struct')} struct sizes, ${n(s, 'field')} field checks, ${n(s, 'errno')} errnos`);
+    t.comment(
+      `${s}: ${n(s, 'constant')} constants, ${n(s, 'struct')} struct sizes, ${n(s, 'field')} field checks, ${n(s, 'errno')} errnos`,
+    );
   }
   t.comment(`headers: ${r.include}; not integers, left out: ${r.skipped.join(', ') || 'none'}`);
   for (const p of r.problems) t.fail(p);

@@ -45,7 +45,10 @@ t.test('ELF payload: segments, entry and end', async (t) => {
   t.same([...p.segments[0]!.data], [0xf4, 0x90]);
   t.equal(p.end, 0x103000n);
   t.doesNotThrow(() => checkFits(p, 0x103000n, 'g.elf', '1M'));
-  t.throws(() => checkFits(p, 0x102000n, 'g.elf', '1M'), /payload g.elf needs guest RAM up to 0x103000 \(2 MiB\) but --memory 1M gives 0x102000; raise --memory/);
+  t.throws(
+    () => checkFits(p, 0x102000n, 'g.elf', '1M'),
+    /payload g.elf needs guest RAM up to 0x103000 \(2 MiB\) but --memory 1M gives 0x102000; raise --memory/,
+  );
 });
 
 t.test('non-ELF, wrong machine, low segments and truncation are refused by name', async (t) => {

@@ -80,7 +80,9 @@ pub fn effective_mode(path: Path, requested: Mode) -> Mode {
 pub fn charge(path: Path, mode: Mode, cap_ipc_lock: bool) -> Charge {
     let mode = effective_mode(path, mode);
     match path {
-        Path::Type1 => Charge { counters: vec![Counter::VmLck], limit: if cap_ipc_lock { Limit::None } else { Limit::Process }, when: When::Map },
+        Path::Type1 => {
+            Charge { counters: vec![Counter::VmLck], limit: if cap_ipc_lock { Limit::None } else { Limit::Process }, when: When::Map }
+        }
         Path::Compat | Path::Iommufd => {
             let when = When::DeviceAttach;
             if cap_ipc_lock {

@@ -89,7 +89,10 @@ fn backing(env: Env, v: Value) -> JsResult<Backing> {
 }
 
 fn prot(env: Env, v: Value) -> JsResult<Prot> {
-    Ok(Prot { read: napi::get_bool(env, napi::get(env, v, "read")?, "prot.read")?, write: napi::get_bool(env, napi::get(env, v, "write")?, "prot.write")? })
+    Ok(Prot {
+        read: napi::get_bool(env, napi::get(env, v, "read")?, "prot.read")?,
+        write: napi::get_bool(env, napi::get(env, v, "write")?, "prot.write")?,
+    })
 }
 
 fn region_in(env: Env, v: Value) -> JsResult<Region> {
@@ -120,11 +123,20 @@ fn region_out(env: Env, r: &Region) -> JsResult {
 
 fn op_out(env: Env, op: &Op) -> JsResult {
     match op {
-        Op::Unmap { iova, size } => obj(env, &[("op", napi::string(env, "unmap")?), ("iova", napi::bigint(env, *iova)?), ("size", napi::bigint(env, *size)?)]),
-        Op::Map(r) => obj(env, &[("op", napi::string(env, "map")?), ("iova", napi::bigint(env, r.iova)?), ("size", napi::bigint(env, r.size)?)]),
+        Op::Unmap { iova, size } => {
+            obj(env, &[("op", napi::string(env, "unmap")?), ("iova", napi::bigint(env, *iova)?), ("size", napi::bigint(env, *size)?)])
+        }
+        Op::Map(r) => {
+            obj(env, &[("op", napi::string(env, "map")?), ("iova", napi::bigint(env, r.iova)?), ("size", napi::bigint(env, r.size)?)])
+        }
         Op::Copy { src_iova, dst_iova, size } => obj(
             env,
-            &[("op", napi::string(env, "copy")?), ("srcIova", napi::bigint(env, *src_iova)?), ("dstIova", napi::bigint(env, *dst_iova)?), ("size", napi::bigint(env, *size)?)],
+            &[
+                ("op", napi::string(env, "copy")?),
+                ("srcIova", napi::bigint(env, *src_iova)?),
+                ("dstIova", napi::bigint(env, *dst_iova)?),
+                ("size", napi::bigint(env, *size)?),
+            ],
         ),
     }
 }

@@ -68,7 +68,9 @@ impl Iommufd {
     /// Moves every pinned-page charge of this iommufd to the calling process.
     pub fn change_process(&mut self) -> KResult<()> {
         let mut c = iommu_ioas_change_process { size: argsz::<iommu_ioas_change_process>(), __reserved: 0 };
-        sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_CHANGE_PROCESS, &mut c).map(|_| ()).map_err(|e| self.err("IOMMU_IOAS_CHANGE_PROCESS", e))
+        sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_CHANGE_PROCESS, &mut c)
+            .map(|_| ())
+            .map_err(|e| self.err("IOMMU_IOAS_CHANGE_PROCESS", e))
     }
 
     pub fn destroy(&mut self, id: u32) -> KResult<()> {
@@ -87,7 +89,9 @@ impl Iommufd {
 }
 
 fn ioas_flags(prot: Prot) -> u32 {
-    IOMMU_IOAS_MAP_FIXED_IOVA | (if prot.read { IOMMU_IOAS_MAP_READABLE } else { 0 }) | (if prot.write { IOMMU_IOAS_MAP_WRITEABLE } else { 0 })
+    IOMMU_IOAS_MAP_FIXED_IOVA
+        | (if prot.read { IOMMU_IOAS_MAP_READABLE } else { 0 })
+        | (if prot.write { IOMMU_IOAS_MAP_WRITEABLE } else { 0 })
 }
 
 impl DmaBackend for Iommufd {
@@ -104,15 +108,20 @@ impl DmaBackend for Iommufd {
         let r = match *backing {
             Backing::Vaddr(user_va) => {
                 let (flags, ioas_id) = (ioas_flags(prot), self.ioas_id);
-                let mut m = iommu_ioas_map {
-                    size: argsz::<iommu_ioas_map>(), flags, ioas_id, user_va, length: size, iova, ..Default::default()
-                };
+                let mut m =
+                    iommu_ioas_map { size: argsz::<iommu_ioas_map>(), flags, ioas_id, user_va, length: size, iova, ..Default::default() };
                 sys::ioctl_ptr(fd, IOMMU_IOAS_MAP, &mut m).map_err(|e| KernelError::new("IOMMU_IOAS_MAP", e))
             }
             Backing::File { fd: file, offset } => {
                 let (flags, ioas_id) = (ioas_flags(prot), self.ioas_id);
                 let mut m = iommu_ioas_map_file {
-                    size: argsz::<iommu_ioas_map_file>(), flags, ioas_id, fd: file, start: offset, length: size, iova
+                    size: argsz::<iommu_ioas_map_file>(),
+                    flags,
+                    ioas_id,
+                    fd: file,
+                    start: offset,
+                    length: size,
+                    iova,
                 };
                 sys::ioctl_ptr(fd, IOMMU_IOAS_MAP_FILE, &mut m).map_err(|e| KernelError::new("IOMMU_IOAS_MAP_FILE", e))
             }
@@ -137,7 +146,9 @@ impl DmaBackend for Iommufd {
         let flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
         let (dst_ioas_id, src_ioas_id) = (self.ioas_id, self.ioas_id);
         let mut c = iommu_ioas_copy { size: argsz::<iommu_ioas_copy>(), flags, dst_ioas_id, src_ioas_id, length: size, dst_iova, src_iova };
-        sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_COPY, &mut c).map(|_| ()).map_err(|e| self.err("IOMMU_IOAS_COPY", e).at(dst_iova, size))
+        sys::ioctl_ptr(self.fd.as_raw_fd(), IOMMU_IOAS_COPY, &mut c)
+            .map(|_| ())
+            .map_err(|e| self.err("IOMMU_IOAS_COPY", e).at(dst_iova, size))
     }
 
     fn iova_ranges(&mut self) -> KResult<Vec<(u64, u64)>> {

@@ -27,7 +27,11 @@ const TYPE1_DEFAULT_ENTRIES: usize = 65535;
 impl Mapper {
     pub fn new(backend: &mut dyn DmaBackend, page_size: u64) -> Result<Mapper, KernelError> {
         let iova_ranges = backend.iova_ranges()?;
-        let max_entries = backend.caps().max_entries.map(|n| n as usize).unwrap_or(if backend.caps().can_copy { usize::MAX } else { TYPE1_DEFAULT_ENTRIES });
+        let max_entries = backend.caps().max_entries.map(|n| n as usize).unwrap_or(if backend.caps().can_copy {
+            usize::MAX
+        } else {
+            TYPE1_DEFAULT_ENTRIES
+        });
         let table = MappingTable::new(TableRules { page_size, iova_ranges, max_entries });
         Ok(Mapper { table })
     }

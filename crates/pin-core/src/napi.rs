@@ -21,7 +21,14 @@ pub const NAPI_NULL: i32 = 1;
 pub const NAPI_BIGINT: i32 = 9;
 
 extern "C" {
-    fn napi_get_cb_info(env: napi_env, info: napi_callback_info, argc: *mut usize, argv: *mut napi_value, this: *mut napi_value, data: *mut *mut c_void) -> napi_status;
+    fn napi_get_cb_info(
+        env: napi_env,
+        info: napi_callback_info,
+        argc: *mut usize,
+        argv: *mut napi_value,
+        this: *mut napi_value,
+        data: *mut *mut c_void,
+    ) -> napi_status;
     fn napi_typeof(env: napi_env, v: napi_value, out: *mut i32) -> napi_status;
     fn napi_get_undefined(env: napi_env, out: *mut napi_value) -> napi_status;
     fn napi_get_null(env: napi_env, out: *mut napi_value) -> napi_status;
@@ -40,7 +47,14 @@ extern "C" {
     fn napi_set_element(env: napi_env, v: napi_value, i: u32, e: napi_value) -> napi_status;
     fn napi_get_named_property(env: napi_env, obj: napi_value, name: *const c_char, out: *mut napi_value) -> napi_status;
     fn napi_set_named_property(env: napi_env, obj: napi_value, name: *const c_char, v: napi_value) -> napi_status;
-    fn napi_create_function(env: napi_env, name: *const c_char, len: usize, cb: napi_callback, data: *mut c_void, out: *mut napi_value) -> napi_status;
+    fn napi_create_function(
+        env: napi_env,
+        name: *const c_char,
+        len: usize,
+        cb: napi_callback,
+        data: *mut c_void,
+        out: *mut napi_value,
+    ) -> napi_status;
     fn napi_create_error(env: napi_env, code: napi_value, msg: napi_value, out: *mut napi_value) -> napi_status;
     fn napi_throw(env: napi_env, err: napi_value) -> napi_status;
 }

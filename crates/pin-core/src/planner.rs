@@ -71,8 +71,14 @@ pub struct Plan {
 pub enum PlanError {
     /// The desired regions themselves are not mappable (overlap, alignment...).
     Invalid(TableError),
-    TooManyEntries { needed: usize, limit: usize },
-    OverBudget { needed: u64, budget: u64 },
+    TooManyEntries {
+        needed: usize,
+        limit: usize,
+    },
+    OverBudget {
+        needed: u64,
+        budget: u64,
+    },
 }
 
 impl PlanError {
@@ -91,8 +97,12 @@ impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlanError::Invalid(e) => write!(f, "desired region not mappable: {e}"),
-            PlanError::TooManyEntries { needed, limit } => write!(f, "{needed} DMA mappings needed even after coalescing, limit is {limit}"),
-            PlanError::OverBudget { needed, budget } => write!(f, "new memory map needs {needed:#x} more locked bytes, only {budget:#x} available"),
+            PlanError::TooManyEntries { needed, limit } => {
+                write!(f, "{needed} DMA mappings needed even after coalescing, limit is {limit}")
+            }
+            PlanError::OverBudget { needed, budget } => {
+                write!(f, "new memory map needs {needed:#x} more locked bytes, only {budget:#x} available")
+            }
         }
     }
 }
@@ -221,7 +231,11 @@ struct Item {
 
 impl Item {
     fn cost(&self) -> u64 {
-        if self.source.is_some() { 0 } else { self.region.size }
+        if self.source.is_some() {
+            0
+        } else {
+            self.region.size
+        }
     }
 
     fn op(&self) -> Op {
@@ -255,7 +269,10 @@ fn choose_sources(current: &MappingTable, kept: &HashSet<u64>, todo: Vec<Region>
 type Span = (Option<i32>, u64, u64);
 
 fn span(b: &Backing, size: u64) -> Span {
-    let object = match *b { Backing::Vaddr(_) => None, Backing::File { fd, .. } => Some(fd) };
+    let object = match *b {
+        Backing::Vaddr(_) => None,
+        Backing::File { fd, .. } => Some(fd),
+    };
     (object, b.addr(), b.addr() + (size - 1))
 }
 
@@ -320,7 +337,8 @@ impl Scheduler {
             n > 0 && wanted[n - 1].mapping().last() >= m.iova
         };
         let gone = |m: &&Mapping| !sources.contains(&m.iova) && !iova_wanted(m) && !memory_wanted(&memory, m);
-        let abandoned: Vec<(u64, u64)> = self.pending.keys().filter_map(|k| self.sim.get(*k)).filter(gone).map(|m| (m.iova, m.size)).collect();
+        let abandoned: Vec<(u64, u64)> =
+            self.pending.keys().filter_map(|k| self.sim.get(*k)).filter(gone).map(|m| (m.iova, m.size)).collect();
         for (iova, size) in abandoned {
             self.emit(Op::Unmap { iova, size })?;
         }
@@ -392,7 +410,11 @@ impl Scheduler {
         let shared: HashSet<u64> = self.sim.iter().filter_map(|m| m.shares_with).collect();
         let release = |iova: u64, size: u64| {
             let owner = self.sim.get(iova).is_some_and(|m| m.shares_with.is_none());
-            if owner && !shared.contains(&iova) { size } else { 0 }
+            if owner && !shared.contains(&iova) {
+                size
+            } else {
+                0
+            }
         };
         let (&iova, &size) = self.pending.iter().max_by_key(|(&i, &s)| (!sources.contains(&i), release(i, s), Reverse(i)))?;
         Some((iova, size))

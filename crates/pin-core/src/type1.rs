@@ -24,7 +24,8 @@ impl Type1Container {
 
     /// Takes a container fd opened elsewhere (e.g. by a privileged opener).
     pub fn adopt(fd: OwnedFd, path: &str) -> KResult<Self> {
-        let v = sys::ioctl_int(fd.as_raw_fd(), VFIO_GET_API_VERSION, 0).map_err(|e| KernelError::new("VFIO_GET_API_VERSION", e).path(path))?;
+        let v =
+            sys::ioctl_int(fd.as_raw_fd(), VFIO_GET_API_VERSION, 0).map_err(|e| KernelError::new("VFIO_GET_API_VERSION", e).path(path))?;
         if v != VFIO_API_VERSION {
             return Err(KernelError::errno("VFIO_GET_API_VERSION", EINVAL).path(path));
         }
@@ -51,7 +52,9 @@ impl Type1Container {
 
     pub fn attach_group(&mut self, group_fd: RawFd) -> KResult<()> {
         let mut cfd: i32 = self.fd.as_raw_fd();
-        sys::ioctl_ptr(group_fd, VFIO_GROUP_SET_CONTAINER, &mut cfd).map(|_| ()).map_err(|e| KernelError::new("VFIO_GROUP_SET_CONTAINER", e).path(&self.path))
+        sys::ioctl_ptr(group_fd, VFIO_GROUP_SET_CONTAINER, &mut cfd)
+            .map(|_| ())
+            .map_err(|e| KernelError::new("VFIO_GROUP_SET_CONTAINER", e).path(&self.path))
     }
 
     /// VFIO_SET_IOMMU: type1v2 unless asked for (or only offered) type1.
@@ -68,13 +71,15 @@ impl Type1Container {
     /// VFIO_IOMMU_GET_INFO twice: once for argsz, once with room for the caps.
     fn info(&self) -> KResult<Vec<u8>> {
         let mut hdr = vfio_iommu_type1_info { argsz: argsz::<vfio_iommu_type1_info>(), ..Default::default() };
-        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_GET_INFO, &mut hdr).map_err(|e| KernelError::new("VFIO_IOMMU_GET_INFO", e).path(&self.path))?;
+        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_GET_INFO, &mut hdr)
+            .map_err(|e| KernelError::new("VFIO_IOMMU_GET_INFO", e).path(&self.path))?;
         let len = (hdr.argsz as usize).max(size_of::<vfio_iommu_type1_info>());
         let mut buf = vec![0u64; len.div_ceil(8)];
         // SAFETY: buf holds at least a vfio_iommu_type1_info and is 8-aligned, as that struct is.
         let info = unsafe { &mut *(buf.as_mut_ptr() as *mut vfio_iommu_type1_info) };
         info.argsz = len as u32;
-        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_GET_INFO, info).map_err(|e| KernelError::new("VFIO_IOMMU_GET_INFO", e).path(&self.path))?;
+        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_GET_INFO, info)
+            .map_err(|e| KernelError::new("VFIO_IOMMU_GET_INFO", e).path(&self.path))?;
         Ok(buf.iter().flat_map(|w| w.to_ne_bytes()).take(len).collect())
     }
 
@@ -92,13 +97,20 @@ impl Type1Container {
         let r = match vaddr {
             None => {
                 let mut u = vfio_iommu_type1_dma_unmap {
-                    argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: VFIO_DMA_UNMAP_FLAG_VADDR, iova, size
+                    argsz: argsz::<vfio_iommu_type1_dma_unmap>(),
+                    flags: VFIO_DMA_UNMAP_FLAG_VADDR,
+                    iova,
+                    size,
                 };
                 sys::ioctl_ptr(fd, VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA(VADDR)", e))
             }
             Some(v) => {
                 let mut m = vfio_iommu_type1_dma_map {
-                    argsz: argsz::<vfio_iommu_type1_dma_map>(), flags: VFIO_DMA_MAP_FLAG_VADDR, vaddr: v, iova, size
+                    argsz: argsz::<vfio_iommu_type1_dma_map>(),
+                    flags: VFIO_DMA_MAP_FLAG_VADDR,
+                    vaddr: v,
+                    iova,
+                    size,
                 };
                 sys::ioctl_ptr(fd, VFIO_IOMMU_MAP_DMA, &mut m).map_err(|e| KernelError::new("VFIO_IOMMU_MAP_DMA(VADDR)", e))
             }
@@ -168,20 +180,23 @@ impl DmaBackend for Type1Container {
             return Err(KernelError::errno("VFIO_IOMMU_MAP_DMA(file)", EOPNOTSUPP).at(iova, size).path(&self.path));
         };
         let mut m = vfio_iommu_type1_dma_map { argsz: argsz::<vfio_iommu_type1_dma_map>(), flags: type1_flags(prot), vaddr, iova, size };
-        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_MAP_DMA, &mut m).map(|_| ()).map_err(|e| KernelError::new("VFIO_IOMMU_MAP_DMA", e).at(iova, size).path(&self.path))
+        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_MAP_DMA, &mut m)
+            .map(|_| ())
+            .map_err(|e| KernelError::new("VFIO_IOMMU_MAP_DMA", e).at(iova, size).path(&self.path))
     }
 
     fn unmap(&mut self, iova: u64, size: u64) -> KResult<u64> {
         let mut u = vfio_iommu_type1_dma_unmap { argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: 0, iova, size };
-        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA", e).at(iova, size).path(&self.path))?;
+        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut u)
+            .map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA", e).at(iova, size).path(&self.path))?;
         Ok(u.size)
     }
 
     fn unmap_all(&mut self) -> KResult<u64> {
-        let mut u = vfio_iommu_type1_dma_unmap {
-            argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: VFIO_DMA_UNMAP_FLAG_ALL, iova: 0, size: 0
-        };
-        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA(ALL)", e).path(&self.path))?;
+        let mut u =
+            vfio_iommu_type1_dma_unmap { argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags: VFIO_DMA_UNMAP_FLAG_ALL, iova: 0, size: 0 };
+        sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut u)
+            .map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA(ALL)", e).path(&self.path))?;
         Ok(u.size)
     }
 

@@ -11,7 +11,9 @@ export const PCI_CONFIG_ADDRESS = 0xcf8;
 export const PCI_CONFIG_LEN = 8;
 
 /** Int32 words of the shared state: the address register, then a bitmap of the 256 devfns of bus 0. */
-const ADDRESS = 0, PRESENT = 1, STATE_WORDS = 1 + 256 / 32;
+const ADDRESS = 0,
+  PRESENT = 1,
+  STATE_WORDS = 1 + 256 / 32;
 
 /** The function the address register selects: its devfn, or -1 (disabled, another bus, or nothing there). */
 function selected(words: Int32Array): number {
@@ -34,7 +36,10 @@ export class PciConfigIo implements BusDevice {
   private readonly functions = new Map<number, PciFunction>();
 
   add(devfn: number, f: PciFunction): void {
-    if (this.functions.has(devfn)) throw new RangeError(`PCI slot 00:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7} is taken by ${this.functions.get(devfn)!.name}`);
+    if (this.functions.has(devfn))
+      throw new RangeError(
+        `PCI slot 00:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7} is taken by ${this.functions.get(devfn)!.name}`,
+      );
     this.functions.set(devfn, f);
     Atomics.or(this.words, PRESENT + (devfn >> 5), 1 << (devfn & 31));
   }
@@ -66,7 +71,10 @@ export class PciConfigIo implements BusDevice {
 export class PciConfigFront implements BusDevice {
   private readonly words: Int32Array;
 
-  constructor(state: SharedArrayBuffer, private readonly vmm: BusDevice) {
+  constructor(
+    state: SharedArrayBuffer,
+    private readonly vmm: BusDevice,
+  ) {
     this.words = new Int32Array(state);
   }
 

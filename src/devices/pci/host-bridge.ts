@@ -1,7 +1,16 @@
 // The host bridge at 00:00.0, so a guest scanning bus 0 finds a root like
 // on any PC (cloud-hypervisor's choice of ID: Intel 0x0d57).
 import { ConfigSpace } from './config-space.js';
-import { PCI_CLASS_REVISION, PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_DEVICE_ID, PCI_HEADER_TYPE, PCI_VENDOR_ID } from '../../sys/pci-regs.js';
+import {
+  PCI_CLASS_REVISION,
+  PCI_COMMAND,
+  PCI_COMMAND_IO,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_DEVICE_ID,
+  PCI_HEADER_TYPE,
+  PCI_VENDOR_ID,
+} from '../../sys/pci-regs.js';
 
 export function hostBridge(): ConfigSpace {
   const c = new ConfigSpace('host bridge');

@@ -66,12 +66,19 @@ export function hostDevice(bdfArg: string): HostDevice {
 /** Throws unless the device can be assigned: in an IOMMU group, bound to vfio-pci, its group viable. */
 export function checkAssignable(d: HostDevice): void {
   if (!d.group) {
-    if (d.iommus === 0) throw new AssignError(`${d.bdf} has no IOMMU group: the host has no IOMMU enabled (/sys/class/iommu lists none); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on`);
-    throw new AssignError(`${d.bdf} has no IOMMU group: it sits behind none of the host's ${d.iommus} IOMMU(s) (see dmesg for DMAR or AMD-Vi), so it cannot be assigned`);
+    if (d.iommus === 0)
+      throw new AssignError(
+        `${d.bdf} has no IOMMU group: the host has no IOMMU enabled (/sys/class/iommu lists none); turn on VT-d or AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on`,
+      );
+    throw new AssignError(
+      `${d.bdf} has no IOMMU group: it sits behind none of the host's ${d.iommus} IOMMU(s) (see dmesg for DMAR or AMD-Vi), so it cannot be assigned`,
+    );
   }
   if (d.driver !== 'vfio-pci') {
     const unbind = d.driver ? `echo ${d.bdf} > /sys/bus/pci/devices/${d.bdf}/driver/unbind; ` : '';
-    throw new AssignError(`${d.bdf} is bound to ${d.driver ?? 'no driver'}, not vfio-pci; bind it with: ${unbind}echo vfio-pci > /sys/bus/pci/devices/${d.bdf}/driver_override; echo ${d.bdf} > /sys/bus/pci/drivers_probe`);
+    throw new AssignError(
+      `${d.bdf} is bound to ${d.driver ?? 'no driver'}, not vfio-pci; bind it with: ${unbind}echo vfio-pci > /sys/bus/pci/devices/${d.bdf}/driver_override; echo ${d.bdf} > /sys/bus/pci/drivers_probe`,
+    );
   }
   const blockers = d.groupMembers.filter((m) => m.bdf !== d.bdf && m.driver !== null && m.driver !== 'vfio-pci' && m.driver !== 'pcieport');
   if (blockers.length)

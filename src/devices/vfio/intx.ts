@@ -34,7 +34,12 @@ export class Intx {
     const trigger = eventFd();
     const resample = eventFd();
     try {
-      ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(trigger, this.gsi, K.KVM_IRQFD_FLAG_RESAMPLE, resample), `KVM_IRQFD(resample, gsi ${this.gsi})`);
+      ioctl(
+        this.vmFd,
+        K.KVM_IRQFD,
+        K.kvm_irqfd(trigger, this.gsi, K.KVM_IRQFD_FLAG_RESAMPLE, resample),
+        `KVM_IRQFD(resample, gsi ${this.gsi})`,
+      );
       this.fds = { trigger, resample };
       this.set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, [trigger], 'INTx trigger');
       this.set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_UNMASK, [resample], 'INTx unmask');
@@ -62,6 +67,12 @@ export class Intx {
   }
 
   private set(flags: number, fds: number[], what: string): void {
-    ioctl(this.deviceFd, V.VFIO_DEVICE_SET_IRQS, V.vfio_irq_set(flags, V.VFIO_PCI_INTX_IRQ_INDEX, 0, fds), `VFIO_DEVICE_SET_IRQS(${what})`, { path: this.path });
+    ioctl(
+      this.deviceFd,
+      V.VFIO_DEVICE_SET_IRQS,
+      V.vfio_irq_set(flags, V.VFIO_PCI_INTX_IRQ_INDEX, 0, fds),
+      `VFIO_DEVICE_SET_IRQS(${what})`,
+      { path: this.path },
+    );
   }
 }

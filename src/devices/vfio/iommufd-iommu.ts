@@ -25,7 +25,10 @@ export class IommufdIommu implements VfioIommu {
   }
 
   openDevice(d: HostDevice): OpenedDevice {
-    if (!d.cdev) throw new AssignError(`${d.bdf} has no VFIO cdev (/dev/vfio/devices/vfioN): this kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --iommu legacy`);
+    if (!d.cdev)
+      throw new AssignError(
+        `${d.bdf} has no VFIO cdev (/dev/vfio/devices/vfioN): this kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --iommu legacy`,
+      );
     const given = this.deviceFds[d.bdf];
     // A device another VMM holds fails to bind (EBUSY, or EINVAL once that one has bound it): say who.
     const held = given === undefined ? holders(d.cdev, `/dev/vfio/${d.group}`) : '';

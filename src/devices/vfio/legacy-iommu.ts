@@ -37,11 +37,15 @@ export class LegacyIommu implements VfioIommu {
         const given = d.group ? this.groupFds[d.group] : undefined;
         group = given === undefined ? VfioGroup.open(path) : VfioGroup.adopt(path, given);
       } catch (e) {
-        if (e instanceof SysError && e.code === 'EBUSY') throw new AssignError(`${d.bdf} is in use: its group ${path} is open in another process${holders(path)}`);
+        if (e instanceof SysError && e.code === 'EBUSY')
+          throw new AssignError(`${d.bdf} is in use: its group ${path} is open in another process${holders(path)}`);
         throw e;
       }
       try {
-        if (!group.status().viable) throw new AssignError(`IOMMU group ${d.group} of ${d.bdf} is not viable: every device in it must be bound to vfio-pci (members: ${d.groupMembers.map((m) => `${m.bdf} (${m.driver ?? 'no driver'})`).join(', ')})`);
+        if (!group.status().viable)
+          throw new AssignError(
+            `IOMMU group ${d.group} of ${d.bdf} is not viable: every device in it must be bound to vfio-pci (members: ${d.groupMembers.map((m) => `${m.bdf} (${m.driver ?? 'no driver'})`).join(', ')})`,
+          );
         if (!this.mapper) this.mapper = DmaMapper.legacy([group.fd], { containerPath: this.containerPath, containerFd: this.containerFd });
         else pinCore.type1AttachGroup(this.mapper.handle, group.fd);
       } catch (e) {

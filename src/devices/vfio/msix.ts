@@ -42,7 +42,8 @@ export function parseMsixCap(read: (off: number, size: number) => number, cap: n
   const table = read(cap + PCI_MSIX_TABLE, 4);
   const pba = read(cap + PCI_MSIX_PBA, 4);
   const size = (ctrl & PCI_MSIX_FLAGS_QSIZE) + 1;
-  const tableBar = table & PCI_MSIX_TABLE_BIR, pbaBar = pba & PCI_MSIX_PBA_BIR;
+  const tableBar = table & PCI_MSIX_TABLE_BIR,
+    pbaBar = pba & PCI_MSIX_PBA_BIR;
   return { cap, size, tableBar, tableOffset: table & ~PCI_MSIX_TABLE_BIR, pbaBar, pbaOffset: pba & ~PCI_MSIX_PBA_BIR };
 }
 
@@ -165,7 +166,10 @@ export class Msix {
         this.route(i);
         this.syncMask(i);
       }
-      this.kernel.setIrqs(this.vectors.map((v) => v.fd), `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`);
+      this.kernel.setIrqs(
+        this.vectors.map((v) => v.fd),
+        `VFIO_DEVICE_SET_IRQS(MSI-X, ${this.cap.size} vectors)`,
+      );
     } catch (e) {
       // All or nothing: a half-wired MSI-X would read as enabled and keep GSIs, routes and irqfds.
       for (const v of this.vectors) {

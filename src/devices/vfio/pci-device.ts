@@ -21,7 +21,8 @@ import type { OpenedDevice, VfioIommu } from './iommu.js';
 const PAGE = 0x1000;
 // The MSI-X enable and function-mask bits live in Message Control's high byte.
 const MSIX_FLAGS_HI = P.PCI_MSIX_FLAGS + 1;
-const MSIX_ENABLE = P.PCI_MSIX_FLAGS_ENABLE >> 8, MSIX_MASKALL = P.PCI_MSIX_FLAGS_MASKALL >> 8;
+const MSIX_ENABLE = P.PCI_MSIX_FLAGS_ENABLE >> 8,
+  MSIX_MASKALL = P.PCI_MSIX_FLAGS_MASKALL >> 8;
 
 export interface DeviceHost {
   memory: GuestMemory;
@@ -223,7 +224,13 @@ export class VfioPciDevice implements PciFunction {
   private mapArea(bar: Bar, offset: number, len: number): void {
     if (offset % PAGE || len % PAGE) return; // a memslot needs whole pages; the rest stays trapped
     const mem = this.io.mmap(bar.region, offset, len);
-    const region: MemoryRegion = { name: `${this.host.bdf} BAR${bar.index}+0x${offset.toString(16)}`, gpa: bar.address + BigInt(offset), size: BigInt(len), hva: mem.vaddr, kind: 'device' };
+    const region: MemoryRegion = {
+      name: `${this.host.bdf} BAR${bar.index}+0x${offset.toString(16)}`,
+      gpa: bar.address + BigInt(offset),
+      size: BigInt(len),
+      hva: mem.vaddr,
+      kind: 'device',
+    };
     try {
       this.env.memory.update((u) => u.add(region));
     } catch (e) {
@@ -235,14 +242,17 @@ export class VfioPciDevice implements PciFunction {
 
   private barRead(bar: Bar, off: number, data: Uint8Array): void {
     const m = this.msix;
-    if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.readTable(off - m.cap.tableOffset, data);
-    if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize) return m.readPba(off - m.cap.pbaOffset, data);
+    if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length)
+      return m.readTable(off - m.cap.tableOffset, data);
+    if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize)
+      return m.readPba(off - m.cap.pbaOffset, data);
     this.io.read(bar.region, off, data);
   }
 
   private barWrite(bar: Bar, off: number, data: Uint8Array): void {
     const m = this.msix;
-    if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length) return m.writeTable(off - m.cap.tableOffset, data);
+    if (m && m.cap.tableBar === bar.index && off >= m.cap.tableOffset && off < m.cap.tableOffset + m.table.length)
+      return m.writeTable(off - m.cap.tableOffset, data);
     if (m && m.cap.pbaBar === bar.index && off >= m.cap.pbaOffset && off < m.cap.pbaOffset + m.pbaSize) return; // read-only
     this.io.write(bar.region, off, data);
   }
@@ -271,7 +281,11 @@ export class VfioPciDevice implements PciFunction {
   configWrite(offset: number, size: number, value: number): void {
     const bar = this.barAt(offset);
     if (bar) return this.writeBar(bar.bar, bar.high, offset, size, value);
-    if ((offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_5 + 4) || (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4)) return;
+    if (
+      (offset >= P.PCI_BASE_ADDRESS_0 && offset < P.PCI_BASE_ADDRESS_5 + 4) ||
+      (offset >= P.PCI_ROM_ADDRESS && offset < P.PCI_ROM_ADDRESS + 4)
+    )
+      return;
     const msi = this.msi;
     if (msi && msi.contains(offset)) {
       let turned: boolean | undefined;
@@ -372,7 +386,13 @@ export class VfioPciDevice implements PciFunction {
 
   /** What the guest sees, for reports: BAR addresses and sizes. */
   describe(): { bar: number; space: BarSpace; address: bigint; size: bigint; mapped: bigint }[] {
-    return this.bars.map((b) => ({ bar: b.index, space: b.space, address: b.address, size: b.region.size, mapped: b.maps.reduce((n, m) => n + m.region.size, 0n) }));
+    return this.bars.map((b) => ({
+      bar: b.index,
+      space: b.space,
+      address: b.address,
+      size: b.region.size,
+      mapped: b.maps.reduce((n, m) => n + m.region.size, 0n),
+    }));
   }
 
   /** The IOAPIC pin INTx is wired to while MSI and MSI-X are off, if the function has INTx. */
@@ -405,4 +425,3 @@ export class VfioPciDevice implements PciFunction {
     }
   }
 }
-

@@ -28,7 +28,14 @@ export function regionInfo(deviceFd: number, index: number, path: string): Regio
   const caps = flags & V.VFIO_REGION_INFO_FLAG_CAPS ? V.regionCaps(b) : [];
   const sparse = caps.find((c) => c.id === V.VFIO_REGION_INFO_CAP_SPARSE_MMAP);
   const mmapAreas = !(flags & V.VFIO_REGION_INFO_FLAG_MMAP) ? [] : sparse ? V.sparseMmapAreas(b, sparse.at) : [{ offset: 0n, size }];
-  return { index, size, offset: V.vfio_region_info.offset(b), flags, mmapAreas, msixMappable: caps.some((c) => c.id === V.VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) };
+  return {
+    index,
+    size,
+    offset: V.vfio_region_info.offset(b),
+    flags,
+    mmapAreas,
+    msixMappable: caps.some((c) => c.id === V.VFIO_REGION_INFO_CAP_MSIX_MAPPABLE),
+  };
 }
 
 export function regionRead(fd: number, r: RegionInfo, at: number, data: Uint8Array, path: string): void {
