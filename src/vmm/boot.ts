@@ -82,40 +82,19 @@ function seg(selector: number, code: boolean): KvmSegment {
   };
 }
 
+/** A system segment (TSS, LDT) as long mode wants it: present, 64 KiB, byte-granular. */
+function systemSegment(selector: number, type: number): KvmSegment {
+  return { base: 0n, limit: 0xffff, selector, type, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 };
+}
+
 /** kvm_sregs for long mode; `current` is what KVM_GET_SREGS returned (keeps apic_base and the rest). */
 export function longModeSregs(current: Buffer, layout: GdtLayout = 'payload'): Buffer {
   const g = GDT_LAYOUTS[layout];
   const b = Buffer.from(current);
   writeSegment(b, 'cs', seg(g.cs, true));
   for (const s of ['ds', 'es', 'fs', 'gs', 'ss'] as const) writeSegment(b, s, seg(g.ds, false));
-  writeSegment(b, 'tr', {
-    base: 0n,
-    limit: 0xffff,
-    selector: g.tr,
-    type: 11,
-    present: 1,
-    dpl: 0,
-    db: 0,
-    s: 0,
-    l: 0,
-    g: 0,
-    avl: 0,
-    unusable: 0,
-  });
-  writeSegment(b, 'ldt', {
-    base: 0n,
-    limit: 0xffff,
-    selector: 0,
-    type: 2,
-    present: 1,
-    dpl: 0,
-    db: 0,
-    s: 0,
-    l: 0,
-    g: 0,
-    avl: 0,
-    unusable: 0,
-  });
+  writeSegment(b, 'tr', systemSegment(g.tr, 11));
+  writeSegment(b, 'ldt', systemSegment(0, 2));
   writeDtable(b, S.gdt, BOOT.gdt, g.entries.length * 8 - 1);
   writeDtable(b, S.idt, 0n, 0);
   b.writeBigUInt64LE(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG, S.cr0);

@@ -7,8 +7,6 @@ import {
   VFIO_GROUP_FLAGS_VIABLE,
   VFIO_GROUP_GET_DEVICE_FD,
   VFIO_GROUP_GET_STATUS,
-  VFIO_GROUP_SET_CONTAINER,
-  VFIO_GROUP_UNSET_CONTAINER,
   deviceName,
   vfio_group_status,
 } from '../../sys/vfio.js';
@@ -38,17 +36,6 @@ export class VfioGroup {
     ioctl(this.fd, VFIO_GROUP_GET_STATUS, b, 'VFIO_GROUP_GET_STATUS', { path: this.path });
     const f = vfio_group_status.flags(b);
     return { viable: (f & VFIO_GROUP_FLAGS_VIABLE) !== 0, containerSet: (f & VFIO_GROUP_FLAGS_CONTAINER_SET) !== 0 };
-  }
-
-  /** VFIO_GROUP_SET_CONTAINER takes a pointer to the container fd. */
-  setContainer(containerFd: number): void {
-    const b = Buffer.alloc(4);
-    b.writeInt32LE(containerFd, 0);
-    ioctl(this.fd, VFIO_GROUP_SET_CONTAINER, b, 'VFIO_GROUP_SET_CONTAINER', { path: this.path });
-  }
-
-  unsetContainer(): void {
-    ioctl(this.fd, VFIO_GROUP_UNSET_CONTAINER, 0, 'VFIO_GROUP_UNSET_CONTAINER', { path: this.path });
   }
 
   /** Opens a device of the group (needs the group in a container with an IOMMU set).
