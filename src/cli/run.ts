@@ -87,9 +87,12 @@ export async function runCommand(argv: string[]): Promise<number> {
       openerHint,
       kvmPath: process.env.PINION_KVM_DEVICE,
     });
-    const why = machine.ram.smallPagesWhy;
-    if (why) console.error(`pinion: note: ${why}`);
-    if (devices.length) console.error(assignmentSummary(machine));
+    if (devices.length) {
+      // With a device assigned all of RAM is pinned: 4 KiB pages then cost pins, IOMMU entries and faults.
+      const why = machine.ram.smallPagesWhy;
+      if (why) console.error(`pinion: note: ${why}`);
+      console.error(assignmentSummary(machine));
+    }
     const m = machine;
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
