@@ -96,11 +96,13 @@ for (const kernel of ['type1', 'compat'] as const) {
           const after = msix(b.msixAfter);
           const rx = [...after.keys()].filter((k) => /rx|TxRx/.test(k));
           t.ok(rx.length > 0, 'the driver uses MSI-X vectors', { msixAfter: b.msixAfter });
-          t.ok(
-            rx.some((k) => after.get(k)! > (before.get(k) ?? 0) + 100),
-            'MSI-X receive interrupts rise under traffic',
-            { before: b.msixBefore, after: b.msixAfter },
-          );
+          // Summed over the receive vectors: the PF spreads its flows over one queue per vCPU, and NAPI takes
+          // more frames per interrupt the faster the guest runs.
+          const rxSum = (m: Map<string, number>): number => rx.reduce((n, k) => n + (m.get(k) ?? 0), 0);
+          t.ok(rxSum(after) > rxSum(before) + 100, 'MSI-X receive interrupts rise under traffic', {
+            before: b.msixBefore,
+            after: b.msixAfter,
+          });
           t.ok(b.memory && b.memory.vmLckKiB + b.memory.vmPinKiB >= 256 * 1024, 'guest RAM pinned while it runs', { memory: b.memory });
           t.ok(
             b.memory && b.memory.guestRamHugeKiB >= 0.9 * 256 * 1024,
