@@ -3,7 +3,7 @@
 // read line by line with L1's clock, the VMM's memory and KVM's own exit
 // counters for the VM. The tests and the side-by-side benchmark share it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs, peerPf } from './sysfs.js';
@@ -66,6 +66,10 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
         o.device,
         '--iommu',
         o.iommu,
+        // Anonymous RAM with THP, as QEMU's: memfd RAM gets 2 MiB pages only where shmem THP is allowed, and
+        // with shmem THP allowed L1 lost timer events on one CPU (guests idle for good, under both VMMs).
+        '--memory-backend',
+        'anon',
         ...(o.vmmArgs ?? []),
       ],
     ];
@@ -265,25 +269,12 @@ export function peerPackets(ifname: string): number {
 export function vfsForGuests(n: number): { pf: string; vfs: string[] } {
   const pf = assignablePf().bdf;
   spawnSync('ip', ['link', 'set', readdirSync(`/sys/bus/pci/devices/${pf}/net`)[0]!, 'up']);
-  const vfs = createVfs(pf, n).map((b) => bindVfio(b).bdf);
-  shmemHugePages();
-  return { pf, vfs };
+  return { pf, vfs: createVfs(pf, n).map((b) => bindVfio(b).bdf) };
 }
 
 /** The PF itself bound to vfio-pci (its VFs removed first). */
 export function pfForGuest(): string {
   const pf = assignablePf().bdf;
   createVfs(pf, 0);
-  const bdf = bindVfio(pf).bdf;
-  shmemHugePages();
-  return bdf;
-}
-
-/** L1 as a host set up for VMs with file-backed (memfd) RAM: shmem takes transparent huge pages where a
- * mapping asks (madvise), as anonymous memory (QEMU's RAM) does by default; without them every 4 KiB of
- * Pinion's guest RAM is a nested page fault and an IOMMU entry. Set once the functions are bound: with it
- * set at L1's boot, before the VFs were created, the guests' igbvf never got past its first mailbox
- * exchange with the PF (both VMMs; 2 of 2 L1 boots, not understood). */
-export function shmemHugePages(): void {
-  writeFileSync('/sys/kernel/mm/transparent_hugepage/shmem_enabled', 'advise');
+  return bindVfio(pf).bdf;
 }

@@ -106,7 +106,7 @@ for (const kernel of ['type1', 'compat'] as const) {
           t.ok(b.memory && b.memory.vmLckKiB + b.memory.vmPinKiB >= 256 * 1024, 'guest RAM pinned while it runs', { memory: b.memory });
           t.ok(
             b.memory && b.memory.guestRamHugeKiB >= 0.9 * 256 * 1024,
-            'guest RAM (memfd) mapped with 2 MiB pages: prefaulted through its mapping with shmem THP',
+            'guest RAM mapped with 2 MiB pages: anonymous THP, prefaulted before it is pinned',
             { memory: b.memory },
           );
           t.equal(b.pinnedAfter, 0, 'nothing pinned after the VM ends');
