@@ -33,8 +33,6 @@ export interface GuestOptions {
   append?: string;
   /** Called with each console line as it comes. */
   onLine?: (line: string) => void;
-  /** More arguments for the VMM (e.g. Pinion's --memory-backend). */
-  vmmArgs?: string[];
 }
 
 export interface ConsoleLine {
@@ -70,7 +68,6 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
         // with shmem THP allowed L1 lost timer events on one CPU (guests idle for good, under both VMMs).
         '--memory-backend',
         'anon',
-        ...(o.vmmArgs ?? []),
       ],
     ];
   }
@@ -103,7 +100,6 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
       '-serial',
       'stdio',
       ...dev,
-      ...(o.vmmArgs ?? []),
     ],
   ];
 }

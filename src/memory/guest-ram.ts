@@ -27,7 +27,7 @@ export class GuestRam {
   /** Why this RAM gets no 2 MiB pages, when it gets none (shown at start: every 4 KiB is then a page fault
    * of KVM's and a separate IOMMU entry). */
   get smallPagesWhy(): string | undefined {
-    if (this.backend !== 'memfd' || process.env.PINION_NO_THP) return undefined;
+    if (this.backend !== 'memfd') return undefined;
     const mode = thpMode('/sys/kernel/mm/transparent_hugepage/shmem_enabled');
     if (mode === undefined || ['advise', 'always', 'within_size', 'force'].includes(mode)) return undefined;
     return `memfd guest RAM gets 4 KiB pages: shmem transparent huge pages are '${mode}'; allow them with: echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled (or use --memory-backend anon|hugetlb)`;
@@ -56,7 +56,7 @@ export class GuestRam {
       }
       const flags = fd < 0 ? libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE : libc.MAP_SHARED;
       const m = libc.mmapFd(Number(size), flags, fd, 0n, fd < 0 ? 'anonymous guest RAM' : 'memfd:pinion-guest-ram');
-      if (backend !== 'hugetlb' && !process.env.PINION_NO_THP) m.advise(libc.MADV_HUGEPAGE, 'madvise(MADV_HUGEPAGE) of guest RAM');
+      if (backend !== 'hugetlb') m.advise(libc.MADV_HUGEPAGE, 'madvise(MADV_HUGEPAGE) of guest RAM');
       return new GuestRam(backend, size, m.vaddr, m.bytes, fd, m);
     } catch (e) {
       if (fd >= 0) libc.closeFd(fd);
