@@ -11,7 +11,7 @@ const USAGE = `usage: pinion <command> [options]
         and run <command> inside it with this checkout at the same path;
         exits 125 with a report when L1 stalls (no heartbeat for --stall S, default 20;
         idle with a silent command for --idle S, off by default)
-  run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S]
+  run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]
       [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE]
         boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) or a Linux kernel
         in a KVM VM, guest console on stdout (and stdin, for Linux); exits with the guest's

@@ -7,6 +7,7 @@ import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
 import { parseSize } from '../memory/layout.js';
 import { processCharge } from '../memlock/status.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
+import { DECOMPRESS, type Decompress } from '../vmm/vmlinux.js';
 
 const FLAGS = [
   'payload',
@@ -20,6 +21,7 @@ const FLAGS = [
   'console',
   'device',
   'iommu',
+  'decompress',
 ] as const;
 const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
@@ -34,7 +36,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
   if (p.rest.length)
     throw new UsageError(
-      `unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`,
+      `unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`,
     );
   const payload = p.flags.get('payload');
   const kernel = p.flags.get('kernel');
@@ -47,7 +49,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (payload && (p.flags.has('initrd') || p.flags.has('append')))
     throw new UsageError(`--${p.flags.has('initrd') ? 'initrd' : 'append'} goes with --kernel; the test guest takes --cmdline`);
   if (kernel && p.flags.has('cmdline')) throw new UsageError("--cmdline is the test guest's; a Linux kernel's command line is --append");
-  const linux = kernel ? { kernel, initrd: p.flags.get('initrd') } : undefined;
+  const decompress = (p.flags.get('decompress') ?? 'kernel') as Decompress;
+  if (!DECOMPRESS.includes(decompress))
+    throw new UsageError(
+      `--decompress '${decompress}' is not one of ${DECOMPRESS.join(', ')} (kernel: the bzImage's own decompressor, the default; vmm: Pinion inflates a gzip kernel and enters vmlinux)`,
+    );
+  if (payload && p.flags.has('decompress')) throw new UsageError('--decompress goes with --kernel; the test guest is not compressed');
+  const linux = kernel ? { kernel, initrd: p.flags.get('initrd'), decompress } : undefined;
   const cmdline = (kernel ? p.flags.get('append') : p.flags.get('cmdline')) ?? '';
   const memoryArg = p.flags.get('memory') ?? '64M';
   let memory: bigint;

@@ -8,10 +8,13 @@ import type { RamRange } from '../memory/layout.js';
 import { BOOT, bootWrites, entryRegs, type GdtLayout } from '../vmm/boot.js';
 import { KernelImageError, parseBzImage } from '../vmm/bzimage.js';
 import { linuxBoot } from '../vmm/linux-boot.js';
+import { unpackKernel, type Decompress } from '../vmm/vmlinux.js';
+import { segmentWrites } from '../vmm/elf.js';
+import { trace } from '../vmm/trace.js';
 import { checkFits, parseElf, PayloadError } from '../vmm/loader.js';
 import type { KvmRegs } from '../sys/kvm.js';
 
-export type BootSource = { kind: 'payload'; path: string } | { kind: 'linux'; kernel: string; initrd?: string };
+export type BootSource = { kind: 'payload'; path: string } | { kind: 'linux'; kernel: string; initrd?: string; decompress?: Decompress };
 
 export interface BootPlan {
   writes: [bigint, Uint8Array][];
@@ -34,18 +37,16 @@ export function planBoot(src: BootSource, ranges: RamRange[], cmdline: string, c
     const file = readInput(src.path, 'payload', 'the test guest is built by npm run build (dist/guest/pinion-guest.elf)', PayloadError);
     const payload = parseElf(file, src.path);
     checkFits(payload, ranges[0]!.size, src.path, memoryArg);
-    const writes = bootWrites(cmdline, 'payload');
-    for (const s of payload.segments) {
-      writes.push([s.gpa, s.data]);
-      const rest = s.memsz - BigInt(s.data.length);
-      if (rest > 0n) writes.push([s.gpa + BigInt(s.data.length), new Uint8Array(Number(rest))]);
-    }
+    const writes = [...bootWrites(cmdline, 'payload'), ...segmentWrites(payload)];
     return { writes, layout: 'payload', regs: (i) => entryRegs(payload.entry, i, cpus, ramSize) };
   }
   const image = parseBzImage(readInput(src.kernel, 'kernel', 'give the path of a bzImage', KernelImageError), src.kernel);
   const initrd =
     src.initrd === undefined ? undefined : readInput(src.initrd, 'initrd', 'give the path of an initramfs (cpio) file', KernelImageError);
-  const plan = linuxBoot({ image, ranges, cmdline, cpus, initrd, kernelName: src.kernel, initrdName: src.initrd, memoryArg });
+  const unpacked = src.decompress === 'vmm' ? unpackKernel(image, src.kernel) : { why: 'the default (--decompress kernel)' };
+  trace('vmlinux' in unpacked ? 'kernel inflated: entering vmlinux' : `kernel decompresses itself: ${unpacked.why}`);
+  const vmlinux = 'vmlinux' in unpacked ? unpacked.vmlinux : undefined;
+  const plan = linuxBoot({ image, ranges, cmdline, cpus, initrd, vmlinux, kernelName: src.kernel, initrdName: src.initrd, memoryArg });
   return {
     writes: [...bootWrites(cmdline, 'linux'), ...plan.writes],
     layout: 'linux',

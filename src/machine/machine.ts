@@ -14,6 +14,7 @@ import { Vcpu } from '../vmm/vcpu.js';
 import { vcpuCpuid } from '../vmm/cpuid.js';
 import { longModeSregs } from '../vmm/boot.js';
 import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
+import type { Decompress } from '../vmm/vmlinux.js';
 import { CONTROL, STOP_REASON, VcpuRunner } from '../vmm/run-loop.js';
 import { buildBuses, serialOn, standardDevices, type DeviceSpec } from './devices.js';
 import type { Serial16550 } from '../devices/serial.js';
@@ -39,7 +40,7 @@ export interface MachineConfig {
   /** The test guest's ELF payload, unless `linux` is given. */
   payload?: string;
   /** A Linux bzImage (and initrd) to boot instead; `cmdline` is its command line. */
-  linux?: { kernel: string; initrd?: string };
+  linux?: { kernel: string; initrd?: string; decompress?: Decompress };
   memory: bigint;
   /** How the user wrote --memory, for messages. */
   memoryArg?: string;

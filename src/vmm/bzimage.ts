@@ -29,6 +29,8 @@ export const SETUP = {
   relocatable_kernel: 0x234,
   xloadflags: 0x236,
   cmdline_size: 0x238,
+  payload_offset: 0x248,
+  payload_length: 0x24c,
   pref_address: 0x258,
   init_size: 0x260,
 } as const;
@@ -45,6 +47,8 @@ export interface BzImage {
   setupHeader: Uint8Array;
   /** The protected-mode kernel, loaded at `loadAddress`. */
   kernel: Uint8Array;
+  /** The compressed vmlinux inside `kernel` (payload_offset, payload_length). */
+  payload: Uint8Array;
   version: number;
   /** Where the kernel wants to run (pref_address; aligned to kernel_alignment when relocatable). */
   loadAddress: bigint;
@@ -81,6 +85,12 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
       `${name} is truncated: its header promises ${kernelOffset + kernelBytes} bytes, the file has ${b.length}; copy the bzImage again`,
     );
   }
+  const payloadAt = b.readUInt32LE(SETUP.payload_offset);
+  const payloadLen = b.readUInt32LE(SETUP.payload_length);
+  if (payloadAt + payloadLen > kernelBytes)
+    throw new KernelImageError(
+      `${name} is damaged: its compressed kernel (payload at ${hex(payloadAt)}, ${payloadLen} bytes) runs past the protected-mode part (${kernelBytes} bytes); copy the bzImage again`,
+    );
   const headerEnd = 0x202 + b[SETUP.jump + 1]!;
   const relocatable = b[SETUP.relocatable_kernel] !== 0;
   const align = BigInt(b.readUInt32LE(SETUP.kernel_alignment)) || 0x200000n;
@@ -94,6 +104,7 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
   return {
     setupHeader: b.subarray(SETUP.setup_sects, headerEnd),
     kernel: b.subarray(kernelOffset),
+    payload: b.subarray(kernelOffset + payloadAt, kernelOffset + payloadAt + payloadLen),
     version,
     loadAddress: load,
     relocatable,

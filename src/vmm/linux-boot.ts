@@ -7,6 +7,7 @@ import { hex, MiB, type RamRange } from '../memory/layout.js';
 import { BOOT } from './boot.js';
 import { SETUP, type BzImage } from './bzimage.js';
 import { mpTable } from './mptable.js';
+import { segmentWrites, type ElfImage } from './elf.js';
 
 export class LinuxBootError extends Error {
   override readonly name = 'LinuxBootError';
@@ -48,7 +49,7 @@ export function e820Map(ranges: RamRange[]): E820Entry[] {
 
 export interface LinuxBootPlan {
   writes: [bigint, Uint8Array][];
-  /** The 64-bit entry: load address + 0x200. */
+  /** The 64-bit entry: vmlinux's startup_64, or the bzImage's at load address + 0x200. */
   entry: bigint;
   zeroPage: bigint;
   e820: E820Entry[];
@@ -61,6 +62,8 @@ export interface LinuxBootInput {
   cmdline: string;
   cpus: number;
   initrd?: Uint8Array;
+  /** The kernel already inflated (vmlinux.ts): loaded instead of the bzImage's decompressor. */
+  vmlinux?: ElfImage;
   /** For messages: the files and how --memory was written. */
   kernelName: string;
   initrdName?: string;
@@ -73,7 +76,8 @@ const mib = (n: bigint): string => `${(n + MiB - 1n) / MiB} MiB`;
 export function linuxBoot(i: LinuxBootInput): LinuxBootPlan {
   const img = i.image;
   const lowEnd = i.ranges[0]!.size;
-  const kernelSpan = img.initSize > BigInt(img.kernel.length) ? img.initSize : BigInt(img.kernel.length);
+  const spans = [img.initSize, BigInt(img.kernel.length), i.vmlinux ? i.vmlinux.end - img.loadAddress : 0n];
+  const kernelSpan = spans.reduce((a, b) => (b > a ? b : a));
   const kernelEnd = img.loadAddress + kernelSpan;
   if (kernelEnd > lowEnd) {
     throw new LinuxBootError(
@@ -123,8 +127,9 @@ export function linuxBoot(i: LinuxBootInput): LinuxBootPlan {
   const writes: [bigint, Uint8Array][] = [
     [LINUX.zeroPage, zp],
     [LINUX.mpTable, mpTable(LINUX.mpTable, i.cpus)],
-    [img.loadAddress, img.kernel],
+    ...(i.vmlinux ? segmentWrites(i.vmlinux) : [[img.loadAddress, img.kernel] as [bigint, Uint8Array]]),
   ];
   if (initrd) writes.push([initrd.gpa, i.initrd!]);
-  return { writes, entry: img.loadAddress + 0x200n, zeroPage: LINUX.zeroPage, e820, initrd };
+  const entry = i.vmlinux ? i.vmlinux.entry : img.loadAddress + 0x200n;
+  return { writes, entry, zeroPage: LINUX.zeroPage, e820, initrd };
 }

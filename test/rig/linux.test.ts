@@ -2,6 +2,8 @@
 // bzImage with a busybox initramfs. Both vCPUs come online (MP table, INIT/
 // SIPI), /proc/iomem is the guest memory map, the console works both ways
 // through the 16550's interrupt, and `reboot -f` ends the VM with status 0.
+// The kernel boots both ways: through the bzImage's own decompressor (the
+// default), and inflated by Pinion and entered at vmlinux's startup_64.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,7 +42,7 @@ t.test('Linux boots with 2 vCPUs, its memory map, a two-way console, and reboot 
   // Typed once the guest reads (what comes before the driver opens the port is dropped, as on a real UART).
   const run = [
     `mkfifo ${dir}/in; exec 3<>${dir}/in`,
-    `${process.execPath} ${CLI} run --kernel ${bz} --initrd ${rd} --append 'console=ttyS0 quiet' --cpus 2 --memory 256M --console ${dir}/out < ${dir}/in & pid=$!`,
+    `PINION_TRACE=1 ${process.execPath} ${CLI} run --kernel ${bz} --initrd ${rd} --append 'console=ttyS0 quiet' --cpus 2 --memory 256M --decompress vmm --console ${dir}/out < ${dir}/in & pid=$!`,
     `n=0; until grep -q 'guest: ready' ${dir}/out 2>/dev/null || [ $n -ge 3000 ]; do sleep 0.1; n=$((n + 1)); done`,
     `echo 'typed at the console' >&3`,
     `wait $pid; rc=$?; cat ${dir}/out; exit $rc`,
@@ -49,6 +51,7 @@ t.test('Linux boots with 2 vCPUs, its memory map, a two-way console, and reboot 
   const out = r.stdout.toString();
   t.equal(r.exitCode, 0, `exit 0 (stderr: ${r.stderr.toString().trim().split('\n').pop()})`);
   t.match(r.stderr.toString(), /^pinion: guest reset \(reboot\); the VM ends$/m);
+  t.match(r.stderr.toString(), /^pinion: trace \+\d+ ms kernel inflated: entering vmlinux$/m, 'Pinion inflated the gzip kernel');
   t.match(out, /^guest: cpus=2\r?$/m, 'both vCPUs online');
   t.match(out, /^guest: iomem 00001000-0009fbff : System RAM\r?$/m, 'base memory up to the BIOS area');
   t.match(out, /^guest: iomem 0009fc00-000fffff : Reserved\r?$/m, 'the BIOS area reserved');
@@ -56,16 +59,34 @@ t.test('Linux boots with 2 vCPUs, its memory map, a two-way console, and reboot 
   t.match(out, /^guest: read 'typed at the console'\r?$/m, "Pinion's stdin reached the guest's console");
 });
 
-t.test('a guest whose init is missing panics: the VM ends non-zero with the panic line', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'pinion-linux-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const rd = initramfs(dir);
-  const bz = ensureKernel('type1');
-  const r = await inRig(
-    'type1',
-    [process.execPath, CLI, 'run', '--kernel', bz, '--initrd', rd, '--append', 'console=ttyS0 quiet rdinit=/missing', '--memory', '256M'],
-    { timeoutSec: 600 },
-  );
-  t.equal(r.exitCode, 1);
-  t.match(r.stderr.toString(), /^pinion: guest kernel panic: Kernel panic - not syncing: No working init found\./m);
-});
+t.test(
+  'a guest whose init is missing panics (the kernel decompressing itself, the default): the VM ends non-zero with the panic line',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'pinion-linux-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const rd = initramfs(dir);
+    const bz = ensureKernel('type1');
+    const r = await inRig(
+      'type1',
+      [
+        'env',
+        'PINION_TRACE=1',
+        process.execPath,
+        CLI,
+        'run',
+        '--kernel',
+        bz,
+        '--initrd',
+        rd,
+        '--append',
+        'console=ttyS0 quiet rdinit=/missing',
+        '--memory',
+        '256M',
+      ],
+      { timeoutSec: 600 },
+    );
+    t.match(r.stderr.toString(), /^pinion: trace \+\d+ ms kernel decompresses itself: the default \(--decompress kernel\)$/m);
+    t.equal(r.exitCode, 1);
+    t.match(r.stderr.toString(), /^pinion: guest kernel panic: Kernel panic - not syncing: No working init found\./m);
+  },
+);

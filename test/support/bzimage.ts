@@ -12,10 +12,12 @@ export function bzImage(
     cut?: number;
     pref?: bigint;
     initSize?: number;
+    /** The compressed kernel (payload_offset/payload_length), placed at the start of the protected-mode part. */
+    payload?: Uint8Array;
   } = {},
 ): Buffer {
   const setupSects = 4;
-  const kernelBytes = o.kernelBytes ?? 4096;
+  const kernelBytes = o.kernelBytes ?? Math.max(4096, Math.ceil((o.payload?.length ?? 0) / 16) * 16);
   const b = Buffer.alloc((setupSects + 1) * 512 + kernelBytes);
   b[SETUP.setup_sects] = setupSects;
   b.writeUInt32LE(kernelBytes / 16, SETUP.syssize);
@@ -33,5 +35,9 @@ export function bzImage(
   b.writeBigUInt64LE(o.pref ?? 0x1000000n, SETUP.pref_address);
   b.writeUInt32LE(o.initSize ?? 8 * 1048576, SETUP.init_size);
   b.fill(0xcc, (setupSects + 1) * 512);
+  if (o.payload) {
+    b.set(o.payload, (setupSects + 1) * 512);
+    b.writeUInt32LE(o.payload.length, SETUP.payload_length);
+  }
   return o.cut ? b.subarray(0, o.cut) : b;
 }

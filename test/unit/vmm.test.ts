@@ -1,5 +1,6 @@
 import t from 'tap';
 import { parseElf, checkFits } from '../../src/vmm/loader.js';
+import { elf } from '../support/elf.js';
 import { BOOT, bootWrites, entryRegs, longModeSregs } from '../../src/vmm/boot.js';
 import { cpuidReg, vcpuCpuid } from '../../src/vmm/cpuid.js';
 import { Bus, le } from '../../src/vmm/bus.js';
@@ -8,35 +9,6 @@ import { DebugExit } from '../../src/devices/debug-exit.js';
 import { kvm_sregs } from '../../src/sys/kvm.js';
 
 /** A minimal ELF64 x86-64 executable with the given PT_LOAD segments. */
-function elf(entry: bigint, segs: { paddr: bigint; data: number[]; memsz?: number }[]): Uint8Array {
-  const phoff = 64;
-  const dataOff = phoff + segs.length * 56;
-  const total = dataOff + segs.reduce((n, s) => n + s.data.length, 0);
-  const b = Buffer.alloc(total);
-  b.writeUInt32BE(0x7f454c46, 0);
-  b[4] = 2; // ELFCLASS64
-  b[5] = 1; // little-endian
-  b[6] = 1;
-  b.writeUInt16LE(2, 16); // ET_EXEC
-  b.writeUInt16LE(62, 18); // EM_X86_64
-  b.writeBigUInt64LE(entry, 24);
-  b.writeBigUInt64LE(BigInt(phoff), 32);
-  b.writeUInt16LE(56, 54);
-  b.writeUInt16LE(segs.length, 56);
-  let off = dataOff;
-  segs.forEach((s, i) => {
-    const at = phoff + i * 56;
-    b.writeUInt32LE(1, at); // PT_LOAD
-    b.writeBigUInt64LE(BigInt(off), at + 8);
-    b.writeBigUInt64LE(s.paddr, at + 16);
-    b.writeBigUInt64LE(s.paddr, at + 24);
-    b.writeBigUInt64LE(BigInt(s.data.length), at + 32);
-    b.writeBigUInt64LE(BigInt(s.memsz ?? s.data.length), at + 40);
-    Buffer.from(s.data).copy(b, off);
-    off += s.data.length;
-  });
-  return b;
-}
 
 t.test('ELF payload: segments, entry and end', async (t) => {
   const p = parseElf(elf(0x100010n, [{ paddr: 0x100000n, data: [0xf4, 0x90], memsz: 0x3000 }]), 'g.elf');
@@ -58,7 +30,7 @@ t.test('non-ELF, wrong machine, low segments and truncation are refused by name'
   t.throws(() => parseElf(arm, 'arm.elf'), /not an ELF64 x86-64/);
   t.throws(() => parseElf(elf(0x7c00n, [{ paddr: 0x7c00n, data: [0] }]), 'low.elf'), /segment 0 loads at 0x7c00, below 0x100000/);
   const cut = elf(0x100000n, [{ paddr: 0x100000n, data: [1, 2, 3, 4] }]).subarray(0, 64 + 56 + 2);
-  t.throws(() => parseElf(cut, 'cut.elf'), /segment 0 runs past the end of the file/);
+  t.throws(() => parseElf(cut, 'cut.elf'), /payload cut.elf has segment 0 running past the end of the file/);
 });
 
 t.test('boot structures: identity map of 512 GiB (2 MiB pages below 4 GiB), GDT, command line', async (t) => {
