@@ -23,6 +23,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 npm run --silent build:native >/dev/null 2>&1 || { say "pin-core build failed:"; npm run build:native; exit 1; }
 npx tsc -p tsconfig.json || { say "TypeScript build failed (errors above)"; exit 1; }
+node scripts/bundle.mjs || { say "bundling the CLI failed (errors above)"; exit 1; }
 bash scripts/build-guest.sh || { say "test guest build failed (errors above)"; exit 1; }
 if [ -z "${PINION_SKIP_KERNELS:-}" ]; then
   for k in type1 compat; do bash rig/build-kernel.sh "$k" >/dev/null; done

@@ -7,8 +7,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs, peerPf } from './sysfs.js';
+import { pinionCli } from './paths.js';
 
-export const PINION_CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+export const PINION_CLI = pinionCli();
 export const PEER_IP = '192.0.2.1';
 export const GUEST_MEMORY_MIB = 256;
 export const GUEST_CPUS = 2;
@@ -31,6 +32,8 @@ export interface GuestOptions {
   limitMs?: number;
   /** More kernel parameters. */
   append?: string;
+  /** Pinion only: who inflates the kernel (pinion run --decompress); Pinion's default when unset. */
+  decompress?: 'vmm' | 'kernel';
   /** Called with each console line as it comes. */
   onLine?: (line: string) => void;
 }
@@ -68,6 +71,7 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
         // with shmem THP allowed L1 lost timer events on one CPU (guests idle for good, under both VMMs).
         '--memory-backend',
         'anon',
+        ...(o.decompress ? ['--decompress', o.decompress] : []),
       ],
     ];
   }

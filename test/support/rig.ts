@@ -85,7 +85,8 @@ export async function l1Json<T>(
   return { result, run };
 }
 
-export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+/** The shipped CLI (package.json's bin), as users run it. */
+export const CLI = fileURLToPath(new URL('../../bundle/pinion.js', import.meta.url));
 
 /** Runs the built `pinion` CLI as a user would. */
 export function runCli(
