@@ -2,7 +2,8 @@
 //! Each callback converts arguments, calls plain Rust, and converts back.
 //! Backends live in a handle table; a handle is an index into it.
 
-use crate::backend::{AnyBackend, KernelError};
+use crate::backend::KernelError;
+use crate::dispatch::AnyBackend;
 use crate::errno::EOPNOTSUPP;
 use crate::iommufd::Iommufd;
 use crate::mapper::{Mapper, SyncError};

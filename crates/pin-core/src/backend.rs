@@ -1,6 +1,8 @@
 //! One small interface over the two IOMMU backends (VFIO's legacy container
 //! and iommufd), chosen once when the VMM opens its DMA space. Both implement
 //! every method; what one path cannot do is a typed EOPNOTSUPP, never a panic.
+//! The backends import this module and nothing here knows them: the choice
+//! between them is `dispatch.rs`, one level up.
 //!
 //! Contract: memory handed to `map` is pinned and may be written by devices at
 //! any time, so no Rust reference may alias memory mapped for DMA; pin-core
@@ -92,22 +94,6 @@ pub trait DmaBackend: Send {
     fn copy(&mut self, src_iova: u64, dst_iova: u64, size: u64) -> KResult<()>;
     /// Usable IOVA ranges, inclusive.
     fn iova_ranges(&mut self) -> KResult<Vec<(u64, u64)>>;
-}
-
-/// The backend a VMM chose, as a closed set: path-specific calls (VADDR
-/// update, IOMMU options) match on it instead of downcasting.
-pub enum AnyBackend {
-    Type1(crate::type1::Type1Container),
-    Iommufd(crate::iommufd::Iommufd),
-}
-
-impl AnyBackend {
-    pub fn dma(&mut self) -> &mut dyn DmaBackend {
-        match self {
-            AnyBackend::Type1(c) => c,
-            AnyBackend::Iommufd(i) => i,
-        }
-    }
 }
 
 #[cfg(test)]
