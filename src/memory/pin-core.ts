@@ -73,10 +73,9 @@ export interface PinCore {
   /** MADV_POPULATE_WRITE over [vaddr, vaddr+size), split across `threads` threads. */
   memPopulate(vaddr: bigint, size: bigint, threads: number): void;
 
-  /** Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. */
+  /** Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. Groups join it themselves (VfioGroup.joinContainer). */
   type1Open(path: string, fd: number): BackendHandle;
-  type1AttachGroup(h: BackendHandle, groupFd: number): void;
-  /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`. */
+  /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`; the container needs a group in it first. */
   type1SetIommu(h: BackendHandle, v1only: boolean): void;
   type1UpdateVaddr(h: BackendHandle, iova: bigint, size: bigint, vaddr: bigint | null): void;
 

@@ -217,11 +217,6 @@ export_fns! {
         let c = match fd { Some(fd) => Type1Container::adopt(fd, &path), None => Type1Container::open(&path) }.map_err(kernel_error)?;
         napi::number(env, insert(AnyBackend::Type1(c))?)
     };
-    "type1AttachGroup" => type1_attach_group(2) |env, a: [Value; 2]| {
-        let gfd = napi::get_i32(env, a[1], "groupFd")?;
-        with_type1(env, a[0], "type1AttachGroup", |c| c.attach_group(gfd))?;
-        napi::undefined(env)
-    };
     "type1SetIommu" => type1_set_iommu(2) |env, a: [Value; 2]| {
         let v1 = napi::get_bool(env, a[1], "v1only")?;
         with_type1(env, a[0], "type1SetIommu", |c| c.set_iommu(v1))?;

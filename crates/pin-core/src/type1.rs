@@ -8,7 +8,7 @@ use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
 use std::mem::{offset_of, size_of};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 pub struct Type1Container {
     fd: OwnedFd,
@@ -50,14 +50,9 @@ impl Type1Container {
         sys::ioctl_int(self.fd.as_raw_fd(), VFIO_CHECK_EXTENSION, ext).map(|r| r > 0).unwrap_or(false)
     }
 
-    pub fn attach_group(&mut self, group_fd: RawFd) -> KResult<()> {
-        let mut cfd: i32 = self.fd.as_raw_fd();
-        sys::ioctl_ptr(group_fd, VFIO_GROUP_SET_CONTAINER, &mut cfd)
-            .map(|_| ())
-            .map_err(|e| KernelError::new("VFIO_GROUP_SET_CONTAINER", e).path(&self.path))
-    }
-
-    /// VFIO_SET_IOMMU: type1v2 unless asked for (or only offered) type1.
+    /// VFIO_SET_IOMMU: type1v2 unless asked for (or only offered) type1. The
+    /// kernel takes it only once a group has joined (VfioGroup in TypeScript
+    /// owns the groups: VFIO_GROUP_SET_CONTAINER is theirs, on their fds).
     pub fn set_iommu(&mut self, v1_only: bool) -> KResult<()> {
         let v2 = !v1_only && self.check_extension(VFIO_TYPE1v2_IOMMU);
         let ty = if v2 { VFIO_TYPE1v2_IOMMU } else { VFIO_TYPE1_IOMMU };
