@@ -2,7 +2,7 @@
 // VMM process needs on each path and mode, next to libvirt's formula, and
 // which setups per-task limits cannot express. Pure; the charging rules come
 // from pin-core's accounting model.
-import type { AccountingCharge, AccountingMode, AccountingPath } from '../memory/pin-core.js';
+import type { AccountingCharge, AccountingMode, IommuPath } from '../memory/pin-core.js';
 
 const GiB = 1n << 30n;
 
@@ -30,12 +30,12 @@ export interface Plan {
   notes: string[];
 }
 
-type Model = (path: AccountingPath, mode: AccountingMode) => AccountingCharge;
+type Model = (path: IommuPath, mode: AccountingMode) => AccountingCharge;
 
 export function plan(vms: VmSpec[], model: Model): Plan {
   const pinned = (v: VmSpec): bigint => (v.devices === 0 ? 0n : v.ramBytes * BigInt(v.separateAddressSpaces ? v.devices : 1));
   const userTotal = vms.reduce((n, v) => n + pinned(v), 0n);
-  const need = (path: AccountingPath, mode: AccountingMode, v: VmSpec): bigint =>
+  const need = (path: IommuPath, mode: AccountingMode, v: VmSpec): bigint =>
     pinned(v) === 0n ? 0n : model(path, mode).limit === 'user-total' ? userTotal : pinned(v);
   const rows = vms.map((v) => ({
     vm: v.name,

@@ -1,9 +1,9 @@
 import t from 'tap';
 import { plan } from '../../src/memlock/plan.js';
-import { pinCore } from '../../src/memory/pin-core.js';
+import { pinCore, type AccountingMode, type IommuPath } from '../../src/memory/pin-core.js';
 
 const G = 1n << 30n;
-const model = (p: 'type1' | 'compat' | 'iommufd', m: 'per-user' | 'per-process') => pinCore.accountingCharge(p, m, false);
+const model = (p: IommuPath, m: AccountingMode) => pinCore.accountingCharge(p, m, false);
 
 t.test('accounting model: counters, limit and timing per path and mode', async (t) => {
   t.same(pinCore.accountingCharge('type1', 'per-user', false), { mode: 'per-process', counters: ['VmLck'], limit: 'process', when: 'map' });

@@ -2,7 +2,7 @@
 //! Each callback converts arguments, calls plain Rust, and converts back.
 //! Backends live in a handle table; a handle is an index into it.
 
-use crate::backend::KernelError;
+use crate::backend::{IommuPath, KernelError};
 use crate::dispatch::AnyBackend;
 use crate::errno::EOPNOTSUPP;
 use crate::iommufd::Iommufd;
@@ -176,10 +176,8 @@ export_fns! {
 
     "accountingCharge" => accounting_charge(3) |env, a: [Value; 3]| {
         use crate::accounting::{self as acc, Counter, Limit, When};
-        let path = match napi::get_string(env, a[0], "path")?.as_str() {
-            "type1" => acc::Path::Type1, "compat" => acc::Path::Compat, "iommufd" => acc::Path::Iommufd,
-            p => return Err(JsError::arg(format!("unknown path '{p}' (type1, compat, iommufd)"))),
-        };
+        let p = napi::get_string(env, a[0], "path")?;
+        let path = IommuPath::parse(&p).ok_or_else(|| JsError::arg(format!("unknown path '{p}' (type1, compat, iommufd)")))?;
         let mode = match napi::get_string(env, a[1], "mode")?.as_str() {
             "per-user" => acc::Mode::PerUser, "per-process" => acc::Mode::PerProcess,
             m => return Err(JsError::arg(format!("unknown mode '{m}' (per-user, per-process)"))),
@@ -268,10 +266,10 @@ export_fns! {
     };
     "caps" => caps(1) |env, a: [Value; 1]| {
         let c = with(env, a[0], |e| Ok(e.backend.dma().caps().clone()))?;
-        let kind = match c.kind { crate::backend::BackendKind::Type1 => "type1", crate::backend::BackendKind::Type1v2 => "type1v2", crate::backend::BackendKind::Iommufd => "iommufd" };
+        let container_type = match c.container_type { Some(t) => napi::string(env, t.name())?, None => napi::null(env)? };
         let max = match c.max_entries { Some(n) => napi::number(env, n as f64)?, None => napi::null(env)? };
         obj(env, &[
-            ("kind", napi::string(env, kind)?), ("servedByIommufd", napi::boolean(env, c.served_by_iommufd)?),
+            ("path", napi::string(env, c.path.name())?), ("containerType", container_type),
             ("canCopy", napi::boolean(env, c.can_copy)?), ("canMapFile", napi::boolean(env, c.can_map_file)?),
             ("unmapAll", napi::boolean(env, c.unmap_all)?), ("updateVaddr", napi::boolean(env, c.update_vaddr)?),
             ("maxEntries", max), ("pgsizeBitmap", napi::bigint(env, c.pgsize_bitmap)?),

@@ -2,7 +2,7 @@
 //! iommufd's compatibility layer behind the same node. Pinned pages are
 //! charged to the mapping process's mm->locked_vm at MAP_DMA time (type1).
 
-use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::backend::{Caps, ContainerType, DmaBackend, IommuPath, KResult, KernelError};
 use crate::errno::{EINVAL, EOPNOTSUPP};
 use crate::sys;
 use crate::table::{Backing, Prot};
@@ -34,8 +34,8 @@ impl Type1Container {
         let mut opt = iommu_option { size: 24, option_id: IOMMU_OPTION_RLIMIT_MODE, op: IOMMU_OPTION_OP_GET, ..Default::default() };
         let served_by_iommufd = sys::ioctl_ptr(fd.as_raw_fd(), IOMMU_OPTION, &mut opt).is_ok();
         let caps = Caps {
-            kind: BackendKind::Type1v2,
-            served_by_iommufd,
+            path: if served_by_iommufd { IommuPath::Compat } else { IommuPath::Type1 },
+            container_type: None,
             can_copy: false,
             can_map_file: false,
             unmap_all: false,
@@ -57,7 +57,7 @@ impl Type1Container {
         let v2 = !v1_only && self.check_extension(VFIO_TYPE1v2_IOMMU);
         let ty = if v2 { VFIO_TYPE1v2_IOMMU } else { VFIO_TYPE1_IOMMU };
         sys::ioctl_int(self.fd.as_raw_fd(), VFIO_SET_IOMMU, ty).map_err(|e| KernelError::new("VFIO_SET_IOMMU", e).path(&self.path))?;
-        self.caps.kind = if v2 { BackendKind::Type1v2 } else { BackendKind::Type1 };
+        self.caps.container_type = Some(if v2 { ContainerType::Type1v2 } else { ContainerType::Type1 });
         self.caps.unmap_all = self.check_extension(VFIO_UNMAP_ALL);
         self.caps.update_vaddr = self.check_extension(VFIO_UPDATE_VADDR);
         self.read_info()

@@ -2,6 +2,7 @@
 // joins it, the first one lets the container take an IOMMU type (type1v2,
 // else type1), and the device fd comes from its group.
 import { DmaMapper } from '../../memory/dma-mapper.js';
+import type { IommuPath } from '../../memory/pin-core.js';
 import { SysError } from '../../sys/errors.js';
 import { closeFd } from '../../sys/libc.js';
 import { VfioGroup } from './group.js';
@@ -62,8 +63,8 @@ export class LegacyIommu implements VfioIommu {
     return { fd, path, close: () => closeFd(fd) };
   }
 
-  accounting(): { path: 'type1' | 'compat'; mode: 'per-process' } {
-    return { path: this.dma.caps.servedByIommufd ? 'compat' : 'type1', mode: 'per-process' };
+  accounting(): { path: IommuPath; mode: 'per-process' } {
+    return { path: this.dma.caps.path, mode: 'per-process' };
   }
 
   close(): void {
