@@ -8,7 +8,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
+import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
+import type { IommuKind } from '../src/devices/vfio/iommu.js';
 import { IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
 import { commitId, median } from './stats.js';
 import { FIGURES, sampleFigures } from './guest-figures.js';
@@ -16,7 +17,7 @@ import { FIGURES, sampleFigures } from './guest-figures.js';
 const [variant = 'type1', kernel = '', initrd = '', outFile = ''] = process.argv.slice(2);
 const ROUNDS = Number(process.env.PINION_BENCH_ROUNDS ?? 3);
 const PLAN = { pings: 100, iperfSec: 4, runs: IPERF_RUNS };
-const CONFIGS: { vmm: Vmm; iommu: IommuPath }[] = [
+const CONFIGS: { vmm: Vmm; iommu: IommuKind }[] = [
   { vmm: 'pinion', iommu: 'legacy' },
   { vmm: 'qemu', iommu: 'legacy' },
   { vmm: 'pinion', iommu: 'iommufd' },
@@ -59,7 +60,7 @@ function report(): void {
 }
 
 const samples: Sample[] = [];
-const failedBoots: { vmm: Vmm; iommu: IommuPath; round: number; error: string }[] = [];
+const failedBoots: { vmm: Vmm; iommu: IommuKind; round: number; error: string }[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   const order = round % 2 ? [...CONFIGS].reverse() : CONFIGS;
   for (const c of order) {

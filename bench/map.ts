@@ -50,7 +50,7 @@ const PATHS: Record<string, () => Opened> = {
   legacy() {
     const h = pinCore.type1Open('/dev/vfio/vfio', -1);
     const g = VfioGroup.open(groupPath);
-    pinCore.type1AttachGroup(h, g.fd);
+    g.joinContainer(pinCore.backendFd(h));
     pinCore.type1SetIommu(h, false);
     // Opening the device gives it a domain: iommufd's compat container pins only then.
     const devFd = g.deviceFd(dev.bdf);

@@ -7,7 +7,8 @@ import { measure } from 'mitata';
 import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { LinuxGuest, peerUp, PEER_IP, vfsForGuests, type IommuPath, type Vmm } from '../rig/l1/linux-guest.js';
+import { LinuxGuest, peerUp, PEER_IP, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
+import type { IommuKind } from '../src/devices/vfio/iommu.js';
 import { commitId, median } from './stats.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommufd'] = process.argv.slice(2) as [
@@ -15,7 +16,7 @@ const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommu
   string,
   string,
   string,
-  IommuPath,
+  IommuKind,
 ];
 const ROUNDS = Number(process.env.PINION_BENCH_ROUNDS ?? 6);
 const TIMEOUT_MS = 1000;

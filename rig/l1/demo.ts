@@ -2,7 +2,8 @@
 // under Pinion (its console shown as it boots, links up, pings and runs
 // iperf3 against L1), then the same under QEMU on the same VF, on both IOMMU
 // paths, and the two side by side. Exits non-zero if any boot fell short.
-import { peerUp, vfsForGuests, vmmArgv, type IommuPath, type Vmm } from './linux-guest.js';
+import { peerUp, vfsForGuests, vmmArgv, type Vmm } from './linux-guest.js';
+import type { IommuKind } from '../../src/devices/vfio/iommu.js';
 import { measuredBootWithRetry, type TrafficSample } from './guest-traffic.js';
 
 const [kernel = '', initrd = ''] = process.argv.slice(2);
@@ -14,7 +15,7 @@ console.log(
 );
 const rows: TrafficSample[] = [];
 let ok = true;
-for (const iommu of ['iommufd', 'legacy'] as IommuPath[]) {
+for (const iommu of ['iommufd', 'legacy'] as IommuKind[]) {
   for (const vmm of ['pinion', 'qemu'] as Vmm[]) {
     const o = { vmm, iommu, kernel, initrd, device: vfs[0]! };
     const [cmd, args] = vmmArgv({ ...o, ip: '192.0.2.2/24' });

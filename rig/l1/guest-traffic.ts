@@ -4,7 +4,8 @@
 // counters around the iperf3 runs, and the VMM's memory while it runs. The
 // side-by-side benchmark and the demo share it.
 import { spawn, spawnSync } from 'node:child_process';
-import { LinuxGuest, peerPackets, PEER_IP, statsDelta, type GuestOptions, type IommuPath, type KvmStats, type Vmm } from './linux-guest.js';
+import { LinuxGuest, peerPackets, PEER_IP, statsDelta, type GuestOptions, type KvmStats, type Vmm } from './linux-guest.js';
+import type { IommuKind } from '../../src/devices/vfio/iommu.js';
 
 export const IPERF_RUNS = ['tcp-g2h', 'tcp-h2g', 'udp-g2h', 'udp-h2g'] as const;
 export type IperfRun = (typeof IPERF_RUNS)[number];
@@ -17,7 +18,7 @@ export interface TrafficPlan {
 
 export interface TrafficSample {
   vmm: Vmm;
-  iommu: IommuPath;
+  iommu: IommuKind;
   initMs: number;
   linkMs: number;
   rttMs: { min: number; avg: number; max: number };

@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { IommuKind } from '../../src/devices/vfio/iommu.js';
 import { assignablePf, bindVfio, createVfs, peerPf } from './sysfs.js';
 import { pinionCli } from './paths.js';
 
@@ -15,11 +16,10 @@ export const GUEST_MEMORY_MIB = 256;
 export const GUEST_CPUS = 2;
 
 export type Vmm = 'pinion' | 'qemu';
-export type IommuPath = 'legacy' | 'iommufd';
 
 export interface GuestOptions {
   vmm: Vmm;
-  iommu: IommuPath;
+  iommu: IommuKind;
   kernel: string;
   initrd: string;
   /** The assigned function's BDF, bound to vfio-pci. */

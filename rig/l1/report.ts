@@ -9,7 +9,7 @@ import { assignablePf, bindVfio, createVfs, igbDevices, iommuGroups, kernelConfi
 function containerServedBy(path: string): 'iommufd' | 'vfio-type1' {
   const h = pinCore.type1Open(path, -1);
   try {
-    return pinCore.caps(h).servedByIommufd ? 'iommufd' : 'vfio-type1';
+    return pinCore.caps(h).path === 'compat' ? 'iommufd' : 'vfio-type1';
   } finally {
     pinCore.close(h);
   }

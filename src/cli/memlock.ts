@@ -2,7 +2,7 @@
 // assignment, computed (plan) or read live from /proc (status).
 import { pinCore } from '../memory/pin-core.js';
 import { parseSize } from '../memory/layout.js';
-import { plan, type VmSpec } from '../memlock/plan.js';
+import { memlockLimits, type VmSpec } from '../memlock/limits.js';
 import { chargedProcesses } from '../memlock/status.js';
 import { parseFlags, UsageError } from './args.js';
 
@@ -37,7 +37,7 @@ function planCommand(argv: string[]): number {
       throw new UsageError(`--vm '${s}': write RAM[:DEVICES[:separate]], e.g. 4G:2`);
     return { name: `vm${i + 1}`, ramBytes, devices: Number(dev), separateAddressSpaces: sep === 'separate' };
   });
-  const r = plan(vms, (path, mode) => pinCore.accountingCharge(path, mode, false));
+  const r = memlockLimits(vms, (path, mode) => pinCore.accountingCharge(path, mode, false));
   if (argv.includes('--json')) {
     console.log(json(r));
     return 0;

@@ -5,6 +5,7 @@ import { relative } from 'node:path';
 import { Machine } from '../machine/machine.js';
 import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
 import { parseSize } from '../memory/layout.js';
+import type { Caps } from '../memory/pin-core.js';
 import { processCharge } from '../memlock/status.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
 import { DECOMPRESS, type Decompress } from '../vmm/vmlinux.js';
@@ -136,6 +137,11 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** The DMA space as the summary names it: the container type (and who serves it), or iommufd. */
+export function dmaSpaceName(caps: Pick<Caps, 'path' | 'containerType'>): string {
+  return `${caps.containerType ?? caps.path}${caps.path === 'compat' ? ' served by iommufd' : ''}`;
+}
+
 /** What was assigned, through which path, and what the kernel charged for it (one line per device, one for memory). */
 function assignmentSummary(m: Machine): string {
   const mib = (b: bigint): string => `${Number(b) / 1048576} MiB`;
@@ -153,7 +159,7 @@ function assignmentSummary(m: Machine): string {
   const c = processCharge();
   const caps = m.iommu!.dma.caps;
   lines.push(
-    `pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${caps.kind}${caps.servedByIommufd && caps.kind !== 'iommufd' ? ' served by iommufd' : ''}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
+    `pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${dmaSpaceName(caps)}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
   );
   return lines.join('\n');
 }

@@ -2,7 +2,7 @@
 // DMA-mapping guest RAM on this path, against which limit, and whether it
 // fits. A refusal is one line: what is needed, the limit, who holds what,
 // and the fix.
-import { pinCore, type AccountingCharge, type AccountingMode, type AccountingPath } from '../memory/pin-core.js';
+import { pinCore, type AccountingCharge, type AccountingMode, type IommuPath } from '../memory/pin-core.js';
 import { CAP_IPC_LOCK, hasCapability, processCharge, userLockedKiB } from './status.js';
 
 export class MemlockRefusal extends Error {
@@ -18,7 +18,7 @@ export interface PreflightResult {
 
 const mib = (kib: number): string => `${+(kib / 1024).toFixed(1)} MiB`;
 
-export function preflight(path: AccountingPath, mode: AccountingMode, bytes: bigint, fix: { openerHint: string }): PreflightResult {
+export function preflight(path: IommuPath, mode: AccountingMode, bytes: bigint, fix: { openerHint: string }): PreflightResult {
   const charge = pinCore.accountingCharge(path, mode, hasCapability(CAP_IPC_LOCK));
   const self = processCharge();
   const needKiB = Number(bytes / 1024n);
@@ -71,7 +71,7 @@ const procLimits: LimitSource = {
  * transient remap): its own limit per process; per user, the limit less what
  * the user's other processes hold. null when the kernel checks nothing.
  */
-export function remapBudget(path: AccountingPath, mode: AccountingMode, limits: LimitSource = procLimits): RemapBudget | null {
+export function remapBudget(path: IommuPath, mode: AccountingMode, limits: LimitSource = procLimits): RemapBudget | null {
   const charge = pinCore.accountingCharge(path, mode, limits.capIpcLock());
   const limitKiB = limits.memlockSoftKiB();
   if (charge.limit === 'none' || limitKiB === null) return null;

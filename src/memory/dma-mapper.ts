@@ -37,11 +37,18 @@ function call<T>(f: () => T): T {
 export class DmaMapper {
   private constructor(readonly handle: BackendHandle) {}
 
-  /** The legacy path: a container with these groups (fds of /dev/vfio/N) attached. */
-  static legacy(groupFds: number[], opts: { containerPath?: string; containerFd?: number; v1only?: boolean } = {}): DmaMapper {
+  /**
+   * The legacy path: a container that `joinFirstGroup` puts a group in (given
+   * the container fd: the group's owner does VFIO_GROUP_SET_CONTAINER), then
+   * an IOMMU type, which the kernel refuses on an empty container.
+   */
+  static legacy(
+    joinFirstGroup: (containerFd: number) => void,
+    opts: { containerPath?: string; containerFd?: number; v1only?: boolean } = {},
+  ): DmaMapper {
     const h = call(() => pinCore.type1Open(opts.containerPath ?? '/dev/vfio/vfio', opts.containerFd ?? -1));
     try {
-      for (const g of groupFds) call(() => pinCore.type1AttachGroup(h, g));
+      joinFirstGroup(call(() => pinCore.backendFd(h)));
       call(() => pinCore.type1SetIommu(h, opts.v1only ?? false));
     } catch (e) {
       pinCore.close(h);

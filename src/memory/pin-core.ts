@@ -15,9 +15,20 @@ export interface Prot {
   write: boolean;
 }
 
+/**
+ * The kernel code serving a DMA space (pin-core's IommuPath): VFIO's own type1
+ * container, iommufd's compat container behind /dev/vfio/vfio, or iommufd. It
+ * decides who is charged for pins. The legacy interface (IommuKind) lands on
+ * type1 or compat, as the kernel was built.
+ */
+export type IommuPath = 'type1' | 'compat' | 'iommufd';
+/** What VFIO_SET_IOMMU gave a legacy container. */
+export type ContainerType = 'type1' | 'type1v2';
+
 export interface Caps {
-  kind: 'type1' | 'type1v2' | 'iommufd';
-  servedByIommufd: boolean;
+  path: IommuPath;
+  /** null on iommufd, and on a legacy container before type1SetIommu. */
+  containerType: ContainerType | null;
   canCopy: boolean;
   canMapFile: boolean;
   unmapAll: boolean;
@@ -26,7 +37,6 @@ export interface Caps {
   pgsizeBitmap: bigint;
 }
 
-export type AccountingPath = 'type1' | 'compat' | 'iommufd';
 export type AccountingMode = 'per-user' | 'per-process';
 export interface AccountingCharge {
   /** The mode in effect (type1 and compat are per-process whatever was asked). */
@@ -65,7 +75,7 @@ export interface PinCore {
   threadKick(thread: bigint): void;
 
   /** The accounting model: what pinning on `path` in `mode` charges, against which limit, and when. */
-  accountingCharge(path: AccountingPath, mode: AccountingMode, capIpcLock: boolean): AccountingCharge;
+  accountingCharge(path: IommuPath, mode: AccountingMode, capIpcLock: boolean): AccountingCharge;
 
   /** Guest-RAM-like memory: returns its address (and memfd, else -1). Populated when asked. */
   memAlloc(kind: MemoryKind, size: bigint): { vaddr: bigint; fd: number };
@@ -73,10 +83,9 @@ export interface PinCore {
   /** MADV_POPULATE_WRITE over [vaddr, vaddr+size), split across `threads` threads. */
   memPopulate(vaddr: bigint, size: bigint, threads: number): void;
 
-  /** Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. */
+  /** Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. Groups join it themselves (VfioGroup.joinContainer). */
   type1Open(path: string, fd: number): BackendHandle;
-  type1AttachGroup(h: BackendHandle, groupFd: number): void;
-  /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`. */
+  /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`; the container needs a group in it first. */
   type1SetIommu(h: BackendHandle, v1only: boolean): void;
   type1UpdateVaddr(h: BackendHandle, iova: bigint, size: bigint, vaddr: bigint | null): void;
 

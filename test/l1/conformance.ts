@@ -119,7 +119,7 @@ function open(path: PathName, dev: Prepared): Ctx {
     'map before SET_IOMMU',
     answer(() => pinCore.map(h, IOVA, 0x1000n, { vaddr: anon(0x1000n).vaddr }, rw)),
   );
-  pinCore.type1AttachGroup(h, group.fd);
+  group.joinContainer(pinCore.backendFd(h));
   pinCore.type1SetIommu(h, path === 'type1');
   // type1 pins at map time; iommufd's compat container only once the device
   // is opened and gets a domain. Map first, open the device, watch the charge.

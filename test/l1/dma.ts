@@ -35,7 +35,7 @@ function open(path: string): Device {
   }
   const h = pinCore.type1Open('/dev/vfio/vfio', -1);
   const g = VfioGroup.open(`/dev/vfio/${dev.iommuGroup}`);
-  pinCore.type1AttachGroup(h, g.fd);
+  g.joinContainer(pinCore.backendFd(h));
   pinCore.type1SetIommu(h, false);
   const fd = g.deviceFd(dev.bdf);
   return { h, fd, close: () => (closeFd(fd), pinCore.close(h), g.close()) };

@@ -8,7 +8,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { spawnSync } from 'node:child_process';
-import { LinuxGuest, peerPackets, peerUp, pfForGuest, PEER_IP, vfsForGuests, type IommuPath } from '../../rig/l1/linux-guest.js';
+import { LinuxGuest, peerPackets, peerUp, pfForGuest, PEER_IP, vfsForGuests } from '../../rig/l1/linux-guest.js';
+import type { IommuKind } from '../../src/devices/vfio/iommu.js';
 import { pinnedKiB, progress } from './pinion.js';
 
 const [kernelVariant, kernel, initrd] = process.argv.slice(2) as [string, string, string];
@@ -51,7 +52,7 @@ async function fetchFromGuest(): Promise<string> {
   return got;
 }
 
-async function boot(device: string, iommu: IommuPath): Promise<Record<string, unknown>> {
+async function boot(device: string, iommu: IommuKind): Promise<Record<string, unknown>> {
   progress(`Linux guest on ${device} (${iommu})`);
   spawnSync('ip', ['neigh', 'flush', 'all']);
   const packetsBefore = peerPackets(peer);

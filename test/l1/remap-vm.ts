@@ -5,6 +5,7 @@
 // new, larger backing in its place. Prints one JSON object.
 import { openSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import type { IommuKind } from '../../src/devices/vfio/iommu.js';
 import { Machine } from '../../src/machine/machine.js';
 import { GuestRam } from '../../src/memory/guest-ram.js';
 import type { MemoryRegion } from '../../src/memory/listener.js';
@@ -26,7 +27,7 @@ const m = Machine.create({
   cmdline: 'hang',
   consoleFd: openSync(consolePath, 'w'),
   devices: [vf],
-  iommu: iommu as 'legacy' | 'iommufd',
+  iommu: iommu as IommuKind,
   fds: openerFds(),
 });
 let ended = false;

@@ -7,6 +7,7 @@ import { chmodSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
+import type { IommuKind } from '../../src/devices/vfio/iommu.js';
 import { CLI, GUEST, progress } from './pinion.js';
 
 const VM1 = fileURLToPath(new URL('./remap-vm.js', import.meta.url));
@@ -24,7 +25,7 @@ function wrap(how: 'user' | 'opener', limit: number, device: string, cmd: string
   return ['prlimit', `--memlock=${limit}:${limit}`, 'setpriv', `--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', '--', ...cmd];
 }
 
-async function scenario(iommu: 'legacy' | 'iommufd', how: 'user' | 'opener', limit: number): Promise<unknown> {
+async function scenario(iommu: IommuKind, how: 'user' | 'opener', limit: number): Promise<unknown> {
   progress(`scenario ${iommu} ${how} limit ${limit / MiB} MiB: starting VM1`);
   const c1 = wrap(how, limit, vf0, [process.execPath, VM1, iommu, vf0]);
   const vm1 = spawn(c1[0]!, c1.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env });

@@ -5,7 +5,8 @@
 import t from 'tap';
 import { l1Json } from '../support/rig.js';
 
-type Path = 'iommufd' | 'legacy';
+// src/devices/vfio/iommu.ts's IommuKind, written out: rig tests import nothing from src/.
+type IommuKind = 'iommufd' | 'legacy';
 interface Run {
   status: number | null;
   stdout: string;
@@ -23,9 +24,9 @@ type Out = Record<string, Run> & {
     a: string;
     b: string;
     bDriver: string;
-    notViable: Record<Path, Run>;
+    notViable: Record<IommuKind, Run>;
     pinnedAfterRefusal: number;
-    viable: Record<Path, Run>;
+    viable: Record<IommuKind, Run>;
     pinnedAfter: number;
   };
 } & Record<`twoVms-${'iommufd' | 'legacy'}`, { a: Run; b: Run; pidA: number; inUse: Run; pinnedDuring: number; pinnedAfter: number }> &

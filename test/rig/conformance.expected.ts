@@ -42,19 +42,19 @@ export const EXPECTED: Record<string, Partial<Record<PathKey, string>>> = {
   },
   caps: {
     'type1/type1':
-      'ok {"kind":"type1","servedByIommufd":false,"canCopy":false,"canMapFile":false,"unmapAll":true,"updateVaddr":true,"maxEntries":100,"pgsizeBitmap":"0x40201000"}',
+      'ok {"path":"type1","containerType":"type1","canCopy":false,"canMapFile":false,"unmapAll":true,"updateVaddr":true,"maxEntries":100,"pgsizeBitmap":"0x40201000"}',
     'type1/type1v2':
-      'ok {"kind":"type1v2","servedByIommufd":false,"canCopy":false,"canMapFile":false,"unmapAll":true,"updateVaddr":true,"maxEntries":100,"pgsizeBitmap":"0x40201000"}',
+      'ok {"path":"type1","containerType":"type1v2","canCopy":false,"canMapFile":false,"unmapAll":true,"updateVaddr":true,"maxEntries":100,"pgsizeBitmap":"0x40201000"}',
     'type1/iommufd':
-      'ok {"kind":"iommufd","servedByIommufd":true,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
+      'ok {"path":"iommufd","containerType":null,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
     'type1/mock':
-      'ok {"kind":"iommufd","servedByIommufd":true,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
+      'ok {"path":"iommufd","containerType":null,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
     'compat/compat-type1v2':
-      'ok {"kind":"type1v2","servedByIommufd":true,"canCopy":false,"canMapFile":false,"unmapAll":true,"updateVaddr":false,"maxEntries":4294967295,"pgsizeBitmap":"0xfffffffffffff000"}',
+      'ok {"path":"compat","containerType":"type1v2","canCopy":false,"canMapFile":false,"unmapAll":true,"updateVaddr":false,"maxEntries":4294967295,"pgsizeBitmap":"0xfffffffffffff000"}',
     'compat/iommufd':
-      'ok {"kind":"iommufd","servedByIommufd":true,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
+      'ok {"path":"iommufd","containerType":null,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
     'compat/mock':
-      'ok {"kind":"iommufd","servedByIommufd":true,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
+      'ok {"path":"iommufd","containerType":null,"canCopy":true,"canMapFile":true,"unmapAll":true,"updateVaddr":false,"maxEntries":null,"pgsizeBitmap":"0x0"}',
   },
   'iova ranges': {
     'type1/type1': 'ok [["0x0","0xfedfffff"],["0xfef00000","0xffffffffffff"]]',

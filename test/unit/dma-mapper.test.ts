@@ -10,7 +10,14 @@ t.test('a failed open is a DmaError with errno name, op and path', async (t) => 
     op: 'open',
     path: '/nonexistent/iommu',
   });
-  t.throws(() => DmaMapper.legacy([], { containerPath: '/nonexistent/vfio' }), { name: 'DmaError', code: 'ENOENT' });
+  let joined = false;
+  t.throws(() => DmaMapper.legacy(() => (joined = true), { containerPath: '/nonexistent/vfio' }), {
+    name: 'DmaError',
+    code: 'ENOENT',
+    op: 'open',
+    path: '/nonexistent/vfio',
+  });
+  t.notOk(joined, 'no group is asked to join a container that did not open');
 });
 
 t.test('non-kernel errors pass through unchanged', async (t) => {

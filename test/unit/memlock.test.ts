@@ -1,9 +1,9 @@
 import t from 'tap';
-import { plan } from '../../src/memlock/plan.js';
-import { pinCore } from '../../src/memory/pin-core.js';
+import { memlockLimits } from '../../src/memlock/limits.js';
+import { pinCore, type AccountingMode, type IommuPath } from '../../src/memory/pin-core.js';
 
 const G = 1n << 30n;
-const model = (p: 'type1' | 'compat' | 'iommufd', m: 'per-user' | 'per-process') => pinCore.accountingCharge(p, m, false);
+const model = (p: IommuPath, m: AccountingMode) => pinCore.accountingCharge(p, m, false);
 
 t.test('accounting model: counters, limit and timing per path and mode', async (t) => {
   t.same(pinCore.accountingCharge('type1', 'per-user', false), { mode: 'per-process', counters: ['VmLck'], limit: 'process', when: 'map' });
@@ -29,8 +29,8 @@ t.test('accounting model: counters, limit and timing per path and mode', async (
   t.throws(() => pinCore.accountingCharge('vfio' as 'type1', 'per-user', false), /unknown path 'vfio'/);
 });
 
-t.test('plan: per-user needs the user total in every VMM; per-process and type1 their own RAM', async (t) => {
-  const r = plan(
+t.test('memlock limits: per-user needs the user total in every VMM; per-process and type1 their own RAM', async (t) => {
+  const r = memlockLimits(
     [
       { name: 'a', ramBytes: 4n * G, devices: 1, separateAddressSpaces: false },
       { name: 'b', ramBytes: 2n * G, devices: 2, separateAddressSpaces: false },
@@ -49,8 +49,8 @@ t.test('plan: per-user needs the user total in every VMM; per-process and type1 
   t.match(r.notes[1], /libvirt's formula is below what iommufd per-user needs/);
 });
 
-t.test('plan: separate address spaces pin RAM once per device; a VM without devices pins nothing', async (t) => {
-  const r = plan(
+t.test('memlock limits: separate address spaces pin RAM once per device; a VM without devices pins nothing', async (t) => {
+  const r = memlockLimits(
     [
       { name: 'a', ramBytes: 1n * G, devices: 3, separateAddressSpaces: true },
       { name: 'b', ramBytes: 8n * G, devices: 0, separateAddressSpaces: false },

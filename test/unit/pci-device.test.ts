@@ -4,7 +4,7 @@
 // through or virtualised, the interrupt type switching; against a model
 // device standing in for the VFIO fd.
 import t from 'tap';
-import { VfioPciDevice, type DeviceHost, type DeviceIo } from '../../src/devices/vfio/pci-device.js';
+import { VfioPciDevice, type VmPlatform, type DeviceIo } from '../../src/devices/vfio/pci-device.js';
 import type { HostDevice } from '../../src/devices/vfio/host-device.js';
 import type { VfioIommu } from '../../src/devices/vfio/iommu.js';
 import type { RegionInfo } from '../../src/devices/vfio/region.js';
@@ -179,7 +179,7 @@ const BARS: BarSpec[] = [{ size: 0x4000n, mmap: true }, { size: 0x20n }, { size:
 const host: HostDevice = { bdf: '0000:01:00.0', driver: 'vfio-pci', group: '7', groupMembers: [], cdev: null, iommus: 1 };
 
 function attach(model = new Model(config(), BARS)) {
-  const env: DeviceHost = {
+  const env: VmPlatform = {
     memory: new GuestMemory(),
     pio: new Bus('pio'),
     mmio: new Bus('mmio'),
@@ -211,7 +211,7 @@ function attach(model = new Model(config(), BARS)) {
   return { dev, model, env, r, w, mmio, log: model.log, bytes };
 }
 
-const deviceRegions = (env: DeviceHost): [bigint, bigint][] => env.memory.list().map((x) => [x.gpa, x.size]);
+const deviceRegions = (env: VmPlatform): [bigint, bigint][] => env.memory.list().map((x) => [x.gpa, x.size]);
 
 t.test('attach: reset, BARs placed by type and size, mmap around the MSI-X pages, INTx on', async (t) => {
   const { dev, env, log } = attach();

@@ -19,13 +19,7 @@
 //!   attached (a domain exists), else at attach (cdev ATTACH, or opening the
 //!   device fd under the compat container).
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    Type1,
-    /// /dev/vfio/vfio served by iommufd (IOMMUFD_VFIO_CONTAINER).
-    Compat,
-    Iommufd,
-}
+use crate::backend::IommuPath;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -70,20 +64,20 @@ pub struct Charge {
 }
 
 /// The mode a path runs in: type1 and compat are per-process by nature.
-pub fn effective_mode(path: Path, requested: Mode) -> Mode {
+pub fn effective_mode(path: IommuPath, requested: Mode) -> Mode {
     match path {
-        Path::Iommufd => requested,
-        Path::Type1 | Path::Compat => Mode::PerProcess,
+        IommuPath::Iommufd => requested,
+        IommuPath::Type1 | IommuPath::Compat => Mode::PerProcess,
     }
 }
 
-pub fn charge(path: Path, mode: Mode, cap_ipc_lock: bool) -> Charge {
+pub fn charge(path: IommuPath, mode: Mode, cap_ipc_lock: bool) -> Charge {
     let mode = effective_mode(path, mode);
     match path {
-        Path::Type1 => {
+        IommuPath::Type1 => {
             Charge { counters: vec![Counter::VmLck], limit: if cap_ipc_lock { Limit::None } else { Limit::Process }, when: When::Map }
         }
-        Path::Compat | Path::Iommufd => {
+        IommuPath::Compat | IommuPath::Iommufd => {
             let when = When::DeviceAttach;
             if cap_ipc_lock {
                 return Charge { counters: vec![Counter::VmPin], limit: Limit::None, when };
@@ -102,21 +96,21 @@ mod tests {
 
     #[test]
     fn type1_charges_vmlck_at_map_per_process() {
-        let c = charge(Path::Type1, Mode::PerUser, false);
+        let c = charge(IommuPath::Type1, Mode::PerUser, false);
         assert_eq!(c, Charge { counters: vec![Counter::VmLck], limit: Limit::Process, when: When::Map });
-        assert_eq!(charge(Path::Type1, Mode::PerProcess, true).limit, Limit::None);
+        assert_eq!(charge(IommuPath::Type1, Mode::PerProcess, true).limit, Limit::None);
     }
 
     #[test]
     fn iommufd_default_charges_the_user_against_the_task_limit() {
-        let c = charge(Path::Iommufd, Mode::PerUser, false);
+        let c = charge(IommuPath::Iommufd, Mode::PerUser, false);
         assert_eq!(c.counters, vec![Counter::UserLockedVm, Counter::VmPin]);
         assert_eq!((c.limit, c.when), (Limit::UserTotal, When::DeviceAttach));
     }
 
     #[test]
     fn per_process_mode_and_compat_look_like_type1_plus_vmpin() {
-        for c in [charge(Path::Iommufd, Mode::PerProcess, false), charge(Path::Compat, Mode::PerUser, false)] {
+        for c in [charge(IommuPath::Iommufd, Mode::PerProcess, false), charge(IommuPath::Compat, Mode::PerUser, false)] {
             assert_eq!(c.counters, vec![Counter::VmLck, Counter::VmPin]);
             assert_eq!(c.limit, Limit::Process);
         }
@@ -124,7 +118,7 @@ mod tests {
 
     #[test]
     fn cap_ipc_lock_leaves_only_vmpin_on_iommufd() {
-        assert_eq!(charge(Path::Compat, Mode::PerProcess, true).counters, vec![Counter::VmPin]);
-        assert_eq!(charge(Path::Iommufd, Mode::PerUser, true).limit, Limit::None);
+        assert_eq!(charge(IommuPath::Compat, Mode::PerProcess, true).counters, vec![Counter::VmPin]);
+        assert_eq!(charge(IommuPath::Iommufd, Mode::PerUser, true).limit, Limit::None);
     }
 }

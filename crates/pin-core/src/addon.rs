@@ -2,7 +2,8 @@
 //! Each callback converts arguments, calls plain Rust, and converts back.
 //! Backends live in a handle table; a handle is an index into it.
 
-use crate::backend::{AnyBackend, KernelError};
+use crate::backend::{IommuPath, KernelError};
+use crate::dispatch::AnyBackend;
 use crate::errno::EOPNOTSUPP;
 use crate::iommufd::Iommufd;
 use crate::mapper::{Mapper, SyncError};
@@ -175,10 +176,8 @@ export_fns! {
 
     "accountingCharge" => accounting_charge(3) |env, a: [Value; 3]| {
         use crate::accounting::{self as acc, Counter, Limit, When};
-        let path = match napi::get_string(env, a[0], "path")?.as_str() {
-            "type1" => acc::Path::Type1, "compat" => acc::Path::Compat, "iommufd" => acc::Path::Iommufd,
-            p => return Err(JsError::arg(format!("unknown path '{p}' (type1, compat, iommufd)"))),
-        };
+        let p = napi::get_string(env, a[0], "path")?;
+        let path = IommuPath::parse(&p).ok_or_else(|| JsError::arg(format!("unknown path '{p}' (type1, compat, iommufd)")))?;
         let mode = match napi::get_string(env, a[1], "mode")?.as_str() {
             "per-user" => acc::Mode::PerUser, "per-process" => acc::Mode::PerProcess,
             m => return Err(JsError::arg(format!("unknown mode '{m}' (per-user, per-process)"))),
@@ -215,11 +214,6 @@ export_fns! {
         let (path, fd) = adopt_or_open(env, a[0], a[1])?;
         let c = match fd { Some(fd) => Type1Container::adopt(fd, &path), None => Type1Container::open(&path) }.map_err(kernel_error)?;
         napi::number(env, insert(AnyBackend::Type1(c))?)
-    };
-    "type1AttachGroup" => type1_attach_group(2) |env, a: [Value; 2]| {
-        let gfd = napi::get_i32(env, a[1], "groupFd")?;
-        with_type1(env, a[0], "type1AttachGroup", |c| c.attach_group(gfd))?;
-        napi::undefined(env)
     };
     "type1SetIommu" => type1_set_iommu(2) |env, a: [Value; 2]| {
         let v1 = napi::get_bool(env, a[1], "v1only")?;
@@ -272,10 +266,10 @@ export_fns! {
     };
     "caps" => caps(1) |env, a: [Value; 1]| {
         let c = with(env, a[0], |e| Ok(e.backend.dma().caps().clone()))?;
-        let kind = match c.kind { crate::backend::BackendKind::Type1 => "type1", crate::backend::BackendKind::Type1v2 => "type1v2", crate::backend::BackendKind::Iommufd => "iommufd" };
+        let container_type = match c.container_type { Some(t) => napi::string(env, t.name())?, None => napi::null(env)? };
         let max = match c.max_entries { Some(n) => napi::number(env, n as f64)?, None => napi::null(env)? };
         obj(env, &[
-            ("kind", napi::string(env, kind)?), ("servedByIommufd", napi::boolean(env, c.served_by_iommufd)?),
+            ("path", napi::string(env, c.path.name())?), ("containerType", container_type),
             ("canCopy", napi::boolean(env, c.can_copy)?), ("canMapFile", napi::boolean(env, c.can_map_file)?),
             ("unmapAll", napi::boolean(env, c.unmap_all)?), ("updateVaddr", napi::boolean(env, c.update_vaddr)?),
             ("maxEntries", max), ("pgsizeBitmap", napi::bigint(env, c.pgsize_bitmap)?),

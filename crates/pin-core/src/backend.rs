@@ -1,6 +1,8 @@
 //! One small interface over the two IOMMU backends (VFIO's legacy container
 //! and iommufd), chosen once when the VMM opens its DMA space. Both implement
 //! every method; what one path cannot do is a typed EOPNOTSUPP, never a panic.
+//! The backends import this module and nothing here knows them: the choice
+//! between them is `dispatch.rs`, one level up.
 //!
 //! Contract: memory handed to `map` is pinned and may be written by devices at
 //! any time, so no Rust reference may alias memory mapped for DMA; pin-core
@@ -10,19 +12,56 @@ use crate::table::{Backing, Prot};
 use std::fmt;
 use std::io;
 
+/// The kernel code serving a DMA space, named as in the README's glossary and
+/// in TypeScript's `IommuPath`. It decides who is charged for pins (accounting.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendKind {
+pub enum IommuPath {
+    /// VFIO's own container (CONFIG_VFIO_CONTAINER).
+    Type1,
+    /// /dev/vfio/vfio served by iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER).
+    Compat,
+    /// /dev/iommu and an IOAS.
+    Iommufd,
+}
+
+impl IommuPath {
+    pub const ALL: [IommuPath; 3] = [IommuPath::Type1, IommuPath::Compat, IommuPath::Iommufd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IommuPath::Type1 => "type1",
+            IommuPath::Compat => "compat",
+            IommuPath::Iommufd => "iommufd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IommuPath> {
+        IommuPath::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// The IOMMU type VFIO_SET_IOMMU gave a legacy container (type1 or compat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerType {
     Type1,
     Type1v2,
-    Iommufd,
+}
+
+impl ContainerType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerType::Type1 => "type1",
+            ContainerType::Type1v2 => "type1v2",
+        }
+    }
 }
 
 /// What a backend can do, as the kernel answered (not guessed from versions).
 #[derive(Clone, Debug)]
 pub struct Caps {
-    pub kind: BackendKind,
-    /// /dev/vfio/vfio served by iommufd's compatibility layer.
-    pub served_by_iommufd: bool,
+    pub path: IommuPath,
+    /// None on iommufd, and on a legacy container before VFIO_SET_IOMMU.
+    pub container_type: Option<ContainerType>,
     pub can_copy: bool,
     pub can_map_file: bool,
     pub unmap_all: bool,
@@ -94,25 +133,17 @@ pub trait DmaBackend: Send {
     fn iova_ranges(&mut self) -> KResult<Vec<(u64, u64)>>;
 }
 
-/// The backend a VMM chose, as a closed set: path-specific calls (VADDR
-/// update, IOMMU options) match on it instead of downcasting.
-pub enum AnyBackend {
-    Type1(crate::type1::Type1Container),
-    Iommufd(crate::iommufd::Iommufd),
-}
-
-impl AnyBackend {
-    pub fn dma(&mut self) -> &mut dyn DmaBackend {
-        match self {
-            AnyBackend::Type1(c) => c,
-            AnyBackend::Iommufd(i) => i,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_names_round_trip() {
+        for p in IommuPath::ALL {
+            assert_eq!(IommuPath::parse(p.name()), Some(p));
+        }
+        assert_eq!(IommuPath::parse("legacy"), None, "legacy is the VFIO interface, not a path: it lands on type1 or compat");
+    }
 
     #[test]
     fn display_keeps_errno_name_and_context() {

@@ -4,7 +4,7 @@
 //! Pages are pinned when a domain is attached to the IOAS, so a map with no
 //! device attached charges nothing yet.
 
-use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::backend::{Caps, DmaBackend, IommuPath, KResult, KernelError};
 use crate::errno::EMSGSIZE;
 use crate::sys;
 use crate::table::{Backing, Prot};
@@ -29,8 +29,8 @@ impl Iommufd {
         let mut a = iommu_ioas_alloc { size: argsz::<iommu_ioas_alloc>(), ..Default::default() };
         sys::ioctl_ptr(fd.as_raw_fd(), IOMMU_IOAS_ALLOC, &mut a).map_err(|e| KernelError::new("IOMMU_IOAS_ALLOC", e).path(path))?;
         let caps = Caps {
-            kind: BackendKind::Iommufd,
-            served_by_iommufd: true,
+            path: IommuPath::Iommufd,
+            container_type: None,
             can_copy: true,
             can_map_file: true,
             unmap_all: true,

@@ -62,7 +62,7 @@ impl Mapper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{BackendKind, Caps, KResult};
+    use crate::backend::{Caps, IommuPath, KResult};
     use crate::table::{Backing, Mapping, Prot};
 
     const P: u64 = 0x1000;
@@ -77,11 +77,11 @@ mod tests {
         fail_at: Option<usize>,
     }
 
-    fn fake(kind: BackendKind, max_entries: Option<u32>) -> Fake {
+    fn fake(path: IommuPath, max_entries: Option<u32>) -> Fake {
         let caps = Caps {
-            kind,
-            served_by_iommufd: false,
-            can_copy: kind == BackendKind::Iommufd,
+            path,
+            container_type: None,
+            can_copy: path == IommuPath::Iommufd,
             can_map_file: false,
             unmap_all: true,
             update_vaddr: false,
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn failure_part_way_keeps_what_ran_and_stops() {
-        let mut b = fake(BackendKind::Type1v2, None);
+        let mut b = fake(IommuPath::Type1, None);
         let mut m = mapped(&mut b, &[]);
         let rs = [r(0, 1, 0x10_0000), r(4 * P, 1, 0x20_0000), r(8 * P, 1, 0x30_0000)];
         b.fail_at = Some(1);
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn failure_at_the_first_op_leaves_the_table_as_it_was() {
-        let mut b = fake(BackendKind::Type1v2, None);
+        let mut b = fake(IommuPath::Type1, None);
         let old = r(0, 4, 0x10_0000);
         let mut m = mapped(&mut b, &[old]);
         b.fail_at = Some(0);
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn failed_unmap_after_make_before_break_leaves_both_and_a_retry_finishes_it() {
-        let mut b = fake(BackendKind::Type1v2, None);
+        let mut b = fake(IommuPath::Type1, None);
         let old = r(0, 4, 0x10_0000);
         let new = Region { iova: FAR, ..old };
         let mut m = mapped(&mut b, &[old]);
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn resync_to_the_old_map_undoes_the_part_that_ran() {
-        let mut b = fake(BackendKind::Type1v2, None);
+        let mut b = fake(IommuPath::Type1, None);
         let whole = r(0, 8, 0x10_0000);
         let (lo, hi) = (r(0, 4, 0x10_0000), r(4 * P, 4, 0x10_0000 + 4 * P));
         let mut m = mapped(&mut b, &[whole]);
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn failed_unmap_after_a_copy_keeps_the_sharer_uncharged() {
-        let mut b = fake(BackendKind::Iommufd, None);
+        let mut b = fake(IommuPath::Iommufd, None);
         let old = r(0, 4, 0x10_0000);
         let mut m = mapped(&mut b, &[old]);
         b.fail_at = Some(1);
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn plan_refusals_issue_no_op() {
-        let mut b = fake(BackendKind::Type1v2, None);
+        let mut b = fake(IommuPath::Type1, None);
         let a = r(0, 4, 0x10_0000);
         let mut m = mapped(&mut b, &[a]);
         let e = m.sync(&mut b, &[a, r(FAR, 1, 0x20_0000)], Some(0)).unwrap_err();
@@ -243,10 +243,10 @@ mod tests {
     #[test]
     fn new_takes_entry_limit_and_iova_ranges_from_the_backend() {
         let limit = |b: &mut Fake| Mapper::new(b, P).unwrap().table().rules().max_entries;
-        assert_eq!(limit(&mut fake(BackendKind::Type1v2, Some(7))), 7, "DMA_AVAIL as reported");
-        assert_eq!(limit(&mut fake(BackendKind::Type1v2, None)), 65535, "type1's default dma_entry_limit");
-        assert_eq!(limit(&mut fake(BackendKind::Iommufd, None)), usize::MAX, "iommufd has no entry limit");
-        let mut b = fake(BackendKind::Type1v2, None);
+        assert_eq!(limit(&mut fake(IommuPath::Type1, Some(7))), 7, "DMA_AVAIL as reported");
+        assert_eq!(limit(&mut fake(IommuPath::Type1, None)), 65535, "type1's default dma_entry_limit");
+        assert_eq!(limit(&mut fake(IommuPath::Iommufd, None)), usize::MAX, "iommufd has no entry limit");
+        let mut b = fake(IommuPath::Type1, None);
         b.ranges = Ok(vec![(0, 0xfedf_ffff)]);
         let m = Mapper::new(&mut b, P).unwrap();
         assert_eq!((m.table().rules().iova_ranges.clone(), m.table().rules().page_size), (vec![(0, 0xfedf_ffff)], P));

@@ -2,13 +2,13 @@
 //! iommufd's compatibility layer behind the same node. Pinned pages are
 //! charged to the mapping process's mm->locked_vm at MAP_DMA time (type1).
 
-use crate::backend::{BackendKind, Caps, DmaBackend, KResult, KernelError};
+use crate::backend::{Caps, ContainerType, DmaBackend, IommuPath, KResult, KernelError};
 use crate::errno::{EINVAL, EOPNOTSUPP};
 use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
 use std::mem::{offset_of, size_of};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 pub struct Type1Container {
     fd: OwnedFd,
@@ -34,8 +34,8 @@ impl Type1Container {
         let mut opt = iommu_option { size: 24, option_id: IOMMU_OPTION_RLIMIT_MODE, op: IOMMU_OPTION_OP_GET, ..Default::default() };
         let served_by_iommufd = sys::ioctl_ptr(fd.as_raw_fd(), IOMMU_OPTION, &mut opt).is_ok();
         let caps = Caps {
-            kind: BackendKind::Type1v2,
-            served_by_iommufd,
+            path: if served_by_iommufd { IommuPath::Compat } else { IommuPath::Type1 },
+            container_type: None,
             can_copy: false,
             can_map_file: false,
             unmap_all: false,
@@ -50,19 +50,14 @@ impl Type1Container {
         sys::ioctl_int(self.fd.as_raw_fd(), VFIO_CHECK_EXTENSION, ext).map(|r| r > 0).unwrap_or(false)
     }
 
-    pub fn attach_group(&mut self, group_fd: RawFd) -> KResult<()> {
-        let mut cfd: i32 = self.fd.as_raw_fd();
-        sys::ioctl_ptr(group_fd, VFIO_GROUP_SET_CONTAINER, &mut cfd)
-            .map(|_| ())
-            .map_err(|e| KernelError::new("VFIO_GROUP_SET_CONTAINER", e).path(&self.path))
-    }
-
-    /// VFIO_SET_IOMMU: type1v2 unless asked for (or only offered) type1.
+    /// VFIO_SET_IOMMU: type1v2 unless asked for (or only offered) type1. The
+    /// kernel takes it only once a group has joined (VfioGroup in TypeScript
+    /// owns the groups: VFIO_GROUP_SET_CONTAINER is theirs, on their fds).
     pub fn set_iommu(&mut self, v1_only: bool) -> KResult<()> {
         let v2 = !v1_only && self.check_extension(VFIO_TYPE1v2_IOMMU);
         let ty = if v2 { VFIO_TYPE1v2_IOMMU } else { VFIO_TYPE1_IOMMU };
         sys::ioctl_int(self.fd.as_raw_fd(), VFIO_SET_IOMMU, ty).map_err(|e| KernelError::new("VFIO_SET_IOMMU", e).path(&self.path))?;
-        self.caps.kind = if v2 { BackendKind::Type1v2 } else { BackendKind::Type1 };
+        self.caps.container_type = Some(if v2 { ContainerType::Type1v2 } else { ContainerType::Type1 });
         self.caps.unmap_all = self.check_extension(VFIO_UNMAP_ALL);
         self.caps.update_vaddr = self.check_extension(VFIO_UPDATE_VADDR);
         self.read_info()

@@ -2,9 +2,10 @@
 // legacy container (groups -> container -> device fd) or iommufd (cdev ->
 // BIND_IOMMUFD -> ATTACH to the VM's one IOAS). Device code sees only this.
 import type { DmaMapper } from '../../memory/dma-mapper.js';
-import type { AccountingMode, AccountingPath } from '../../memory/pin-core.js';
+import type { AccountingMode, IommuPath } from '../../memory/pin-core.js';
 import type { HostDevice } from './host-device.js';
 
+/** How the VMM reaches the IOMMU (`--iommu`): VFIO's container and groups, or iommufd and device cdevs. What serves it is an IommuPath. */
 export type IommuKind = 'legacy' | 'iommufd';
 
 export interface OpenedDevice {
@@ -21,6 +22,6 @@ export interface VfioIommu {
   readonly dma: DmaMapper;
   openDevice(d: HostDevice): OpenedDevice;
   /** How the kernel will charge what this backend pins (see pin-core's accounting model). */
-  accounting(): { path: AccountingPath; mode: AccountingMode };
+  accounting(): { path: IommuPath; mode: AccountingMode };
   close(): void;
 }

@@ -1,7 +1,7 @@
 // The iommufd path: one iommufd and one IOAS per VM; each device's cdev binds
 // to the iommufd and attaches to the IOAS (the kernel picks the hw pagetable).
 import { DmaMapper } from '../../memory/dma-mapper.js';
-import { pinCore, type AccountingMode } from '../../memory/pin-core.js';
+import { pinCore, type AccountingMode, type IommuPath } from '../../memory/pin-core.js';
 import { SysError } from '../../sys/errors.js';
 import { VfioCdev } from './cdev.js';
 import { AssignError, type HostDevice } from './host-device.js';
@@ -20,8 +20,11 @@ export class IommufdIommu implements VfioIommu {
     this.dma = DmaMapper.iommufd(opts);
   }
 
-  accounting(): { path: 'iommufd'; mode: AccountingMode } {
-    return { path: 'iommufd', mode: pinCore.iommufdOption(this.dma.handle, 'rlimit_mode', null) === 1n ? 'per-process' : 'per-user' };
+  accounting(): { path: IommuPath; mode: AccountingMode } {
+    return {
+      path: this.dma.caps.path,
+      mode: pinCore.iommufdOption(this.dma.handle, 'rlimit_mode', null) === 1n ? 'per-process' : 'per-user',
+    };
   }
 
   openDevice(d: HostDevice): OpenedDevice {

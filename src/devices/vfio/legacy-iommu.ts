@@ -2,7 +2,7 @@
 // joins it, the first one lets the container take an IOMMU type (type1v2,
 // else type1), and the device fd comes from its group.
 import { DmaMapper } from '../../memory/dma-mapper.js';
-import { pinCore } from '../../memory/pin-core.js';
+import type { IommuPath } from '../../memory/pin-core.js';
 import { SysError } from '../../sys/errors.js';
 import { closeFd } from '../../sys/libc.js';
 import { VfioGroup } from './group.js';
@@ -46,8 +46,12 @@ export class LegacyIommu implements VfioIommu {
           throw new AssignError(
             `IOMMU group ${d.group} of ${d.bdf} is not viable: every device in it must be bound to vfio-pci (members: ${d.groupMembers.map((m) => `${m.bdf} (${m.driver ?? 'no driver'})`).join(', ')})`,
           );
-        if (!this.mapper) this.mapper = DmaMapper.legacy([group.fd], { containerPath: this.containerPath, containerFd: this.containerFd });
-        else pinCore.type1AttachGroup(this.mapper.handle, group.fd);
+        if (!this.mapper)
+          this.mapper = DmaMapper.legacy((c) => group.joinContainer(c), {
+            containerPath: this.containerPath,
+            containerFd: this.containerFd,
+          });
+        else group.joinContainer(this.mapper.fd);
       } catch (e) {
         group.close();
         throw e;
@@ -59,8 +63,8 @@ export class LegacyIommu implements VfioIommu {
     return { fd, path, close: () => closeFd(fd) };
   }
 
-  accounting(): { path: 'type1' | 'compat'; mode: 'per-process' } {
-    return { path: this.dma.caps.servedByIommufd ? 'compat' : 'type1', mode: 'per-process' };
+  accounting(): { path: IommuPath; mode: 'per-process' } {
+    return { path: this.dma.caps.path, mode: 'per-process' };
   }
 
   close(): void {

@@ -24,7 +24,8 @@ const MSIX_FLAGS_HI = P.PCI_MSIX_FLAGS + 1;
 const MSIX_ENABLE = P.PCI_MSIX_FLAGS_ENABLE >> 8,
   MSIX_MASKALL = P.PCI_MSIX_FLAGS_MASKALL >> 8;
 
-export interface DeviceHost {
+/** The VM an assigned device registers on: its memory map, port and MMIO buses, interrupt routing, BAR allocator. */
+export interface VmPlatform {
   memory: GuestMemory;
   pio: Bus;
   mmio: Bus;
@@ -51,7 +52,7 @@ export interface DeviceIo {
 }
 
 /** The real calls, through the VFIO device fd. */
-export function vfioDeviceIo(opened: OpenedDevice, env: DeviceHost): DeviceIo {
+export function vfioDeviceIo(opened: OpenedDevice, env: VmPlatform): DeviceIo {
   const { fd, path } = opened;
   return {
     flags: () => {
@@ -100,7 +101,7 @@ export class VfioPciDevice implements PciFunction {
   private constructor(
     readonly host: HostDevice,
     private readonly opened: OpenedDevice,
-    private readonly env: DeviceHost,
+    private readonly env: VmPlatform,
     readonly slot: number,
     private readonly io: DeviceIo,
   ) {
@@ -127,7 +128,7 @@ export class VfioPciDevice implements PciFunction {
     }
   }
 
-  static open(host: HostDevice, iommu: VfioIommu, env: DeviceHost, slot: number, io = vfioDeviceIo): VfioPciDevice {
+  static open(host: HostDevice, iommu: VfioIommu, env: VmPlatform, slot: number, io = vfioDeviceIo): VfioPciDevice {
     const opened = iommu.openDevice(host);
     try {
       return new VfioPciDevice(host, opened, env, slot, io(opened, env));

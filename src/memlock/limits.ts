@@ -1,8 +1,8 @@
-// pinion memlock plan: for a set of VMs of one user, the RLIMIT_MEMLOCK each
-// VMM process needs on each path and mode, next to libvirt's formula, and
+// The RLIMIT_MEMLOCK each VMM process of one user needs (`pinion memlock
+// plan`), on each IOMMU path and accounting mode, next to libvirt's formula, and
 // which setups per-task limits cannot express. Pure; the charging rules come
 // from pin-core's accounting model.
-import type { AccountingCharge, AccountingMode, AccountingPath } from '../memory/pin-core.js';
+import type { AccountingCharge, AccountingMode, IommuPath } from '../memory/pin-core.js';
 
 const GiB = 1n << 30n;
 
@@ -14,7 +14,7 @@ export interface VmSpec {
   separateAddressSpaces: boolean;
 }
 
-export interface PlanRow {
+export interface LimitsRow {
   vm: string;
   ramBytes: bigint;
   devices: number;
@@ -24,18 +24,18 @@ export interface PlanRow {
   libvirt: bigint;
 }
 
-export interface Plan {
-  rows: PlanRow[];
+export interface MemlockLimits {
+  rows: LimitsRow[];
   userTotalBytes: bigint;
   notes: string[];
 }
 
-type Model = (path: AccountingPath, mode: AccountingMode) => AccountingCharge;
+type Model = (path: IommuPath, mode: AccountingMode) => AccountingCharge;
 
-export function plan(vms: VmSpec[], model: Model): Plan {
+export function memlockLimits(vms: VmSpec[], model: Model): MemlockLimits {
   const pinned = (v: VmSpec): bigint => (v.devices === 0 ? 0n : v.ramBytes * BigInt(v.separateAddressSpaces ? v.devices : 1));
   const userTotal = vms.reduce((n, v) => n + pinned(v), 0n);
-  const need = (path: AccountingPath, mode: AccountingMode, v: VmSpec): bigint =>
+  const need = (path: IommuPath, mode: AccountingMode, v: VmSpec): bigint =>
     pinned(v) === 0n ? 0n : model(path, mode).limit === 'user-total' ? userTotal : pinned(v);
   const rows = vms.map((v) => ({
     vm: v.name,
