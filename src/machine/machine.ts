@@ -327,7 +327,7 @@ export class Machine {
     });
     buses.pio.setFallback(directTo(this.pio));
     buses.mmio.setFallback(directTo(this.mmio));
-    const runner: VcpuRunner = new VcpuRunner(this.vcpus[i]!.fd, i, this.vm.kvm.vcpuMmapSize, buses.pio, buses.mmio, this.ctl);
+    const runner: VcpuRunner = VcpuRunner.open(this.vcpus[i]!.fd, i, this.vm.kvm.vcpuMmapSize, buses.pio, buses.mmio, this.ctl);
     this.undo.push(() => runner.close());
     return { runner, flush: buses.flush };
   }
