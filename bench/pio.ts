@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Machine } from '../src/machine/machine.js';
+import { inlineRunner } from './inline-vcpu.js';
 import { median } from './stats.js';
 
 const [cRef = '', outFile = ''] = process.argv.slice(2);
@@ -29,7 +30,7 @@ function cNsPerExit(): number {
 if (!existsSync(cRef))
   throw new Error(`C reference ${cRef || '(none)'} not found: pass the piobench binary built from bench/ref/piobench.c`);
 const m = Machine.create({ payload: GUEST, memory: 64n << 20n, cpus: 1, backend: 'memfd', cmdline: 'pio', consoleFd: 1 });
-const { runner } = m.inlineRunner(0);
+const { runner } = inlineRunner(m, 0);
 for (let i = 0; i < 2000; i++) if (runner.step()) throw new Error('guest stopped during warm-up');
 const ours: number[] = [];
 const ref: number[] = [];
@@ -39,6 +40,7 @@ for (let round = 0; round < ROUNDS; round++) {
   ref.push(cNsPerExit());
 }
 const exitsOnPort80 = runner.exits;
+runner.close();
 m.close();
 const [pn, cn] = [median(ours), median(ref)];
 const row = {

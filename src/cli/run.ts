@@ -98,7 +98,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     });
     if (devices.length) {
       // With a device assigned all of RAM is pinned: 4 KiB pages then cost pins, IOMMU entries and faults.
-      const why = machine.ram.smallPagesWhy;
+      const why = machine.smallPagesWhy;
       if (why) console.error(`pinion: note: ${why}`);
       console.error(assignmentSummary(machine));
     }
@@ -146,20 +146,18 @@ export function dmaSpaceName(caps: Pick<Caps, 'path' | 'containerType'>): string
 function assignmentSummary(m: Machine): string {
   const mib = (b: bigint): string => `${Number(b) / 1048576} MiB`;
   const kib = (b: bigint): string => (b < 1024n ? `${b} B` : `${Number(b) / 1024} KiB`);
-  const lines = m.assigned.map((d) => {
-    const bars = d
-      .describe()
-      .map(
-        (b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`,
-      );
-    return `pinion: assigned ${d.host.bdf} at 00:${d.slot.toString(16).padStart(2, '0')}.0 via ${m.iommu!.kind === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.host.group + ')'}: ${bars.join(', ')}${d.resettable ? '' : '; no reset (vfio-pci offers none for it)'}${d.intxGsi === undefined ? '' : `; INTx -> IOAPIC pin ${d.intxGsi} (resample irqfd)`}`;
+  const dma = m.dmaState()!;
+  const lines = m.assignedDevices().map((d) => {
+    const bars = d.bars.map(
+      (b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`,
+    );
+    return `pinion: assigned ${d.bdf} at 00:${d.slot.toString(16).padStart(2, '0')}.0 via ${dma.iommu === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.group + ')'}: ${bars.join(', ')}${d.resettable ? '' : '; no reset (vfio-pci offers none for it)'}${d.intxGsi === undefined ? '' : `; INTx -> IOAPIC pin ${d.intxGsi} (resample irqfd)`}`;
   });
-  const mapped = m.dma?.mapper.mapped() ?? [];
-  const bytes = mapped.reduce((n, r) => n + r.size, 0n);
+  const bytes = dma.mapped.reduce((n, r) => n + r.size, 0n);
   const c = processCharge();
-  const caps = m.iommu!.dma.caps;
+  const caps = dma.caps;
   lines.push(
-    `pinion: guest RAM DMA-mapped: ${mapped.length} range(s), ${mib(bytes)} (${dmaSpaceName(caps)}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
+    `pinion: guest RAM DMA-mapped: ${dma.mapped.length} range(s), ${mib(bytes)} (${dmaSpaceName(caps)}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
   );
   return lines.join('\n');
 }

@@ -48,7 +48,7 @@ const buses = buildBuses(
   },
   rpc,
 );
-runner = new VcpuRunner(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
+runner = VcpuRunner.open(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
 post({ type: 'ready', thread: pinCore.threadSelf() });
 const control = new Int32Array(d.control);
 while (Atomics.load(control, CONTROL.go) === 0) Atomics.wait(control, CONTROL.go, 0, 1000);

@@ -21,8 +21,14 @@ export class GuestMemory {
   /** Registers a listener and replays the current map to it (region adds, then commit). */
   addListener(l: MemoryListener): void {
     this.listeners.push(l);
-    for (const r of this.regions) l.regionAdd(r);
-    l.commit();
+    try {
+      for (const r of this.regions) l.regionAdd(r);
+      l.commit();
+    } catch (e) {
+      // One that refused the replay (the DMA pre-map over budget) never joined: later changes must not reach it.
+      this.removeListener(l);
+      throw e;
+    }
   }
 
   removeListener(l: MemoryListener): void {

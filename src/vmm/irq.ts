@@ -64,21 +64,24 @@ export class IrqRouting {
  * eventfd's counter; re-attaching injects at once if the counter is non-zero.
  */
 export class IrqFd {
-  readonly fd: number;
   private bound = false;
 
-  constructor(
+  private constructor(
     private readonly vmFd: number,
     readonly gsi: number,
-    { attach = true, nonBlocking = false } = {},
-  ) {
-    this.fd = eventFd(nonBlocking ? EFD_NONBLOCK : 0);
+    readonly fd: number,
+  ) {}
+
+  /** A new eventfd for `gsi`, bound unless `attach` is false; nothing is left open if the bind fails. */
+  static create(vmFd: number, gsi: number, { attach = true, nonBlocking = false } = {}): IrqFd {
+    const irqfd = new IrqFd(vmFd, gsi, eventFd(nonBlocking ? EFD_NONBLOCK : 0));
     try {
-      if (attach) this.attach();
+      if (attach) irqfd.attach();
     } catch (e) {
-      closeFd(this.fd);
+      closeFd(irqfd.fd);
       throw e;
     }
+    return irqfd;
   }
 
   get attached(): boolean {

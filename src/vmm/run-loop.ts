@@ -15,7 +15,6 @@ export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, gues
 export type RunEnd = { kind: 'stopped' } | { kind: 'fault'; report: string };
 
 export class VcpuRunner {
-  private readonly run: MappedMemory;
   private readonly view: DataView;
   private readonly u8: Uint8Array;
   private dataAt = -1;
@@ -25,17 +24,21 @@ export class VcpuRunner {
   exits = 0;
   readonly profile = exitProfileOn ? new ExitProfile() : undefined;
 
-  constructor(
+  private constructor(
     readonly fd: number,
     readonly index: number,
-    mmapSize: number,
+    private readonly run: MappedMemory,
     private readonly pio: Bus,
     private readonly mmio: Bus,
     private readonly control: Int32Array,
   ) {
-    this.run = mmapFd(mmapSize, MAP_SHARED, fd, 0n, `vcpu${index} kvm_run`);
-    this.u8 = this.run.bytes;
+    this.u8 = run.bytes;
     this.view = new DataView(this.u8.buffer, this.u8.byteOffset, this.u8.byteLength);
+  }
+
+  /** The loop of vCPU `fd` over these buses, with its own mapping of kvm_run (unmapped by close). */
+  static open(fd: number, index: number, mmapSize: number, pio: Bus, mmio: Bus, control: Int32Array): VcpuRunner {
+    return new VcpuRunner(fd, index, mmapFd(mmapSize, MAP_SHARED, fd, 0n, `vcpu${index} kvm_run`), pio, mmio, control);
   }
 
   /** Claims the stop for this vCPU; false if someone else stopped the VM first. */

@@ -5,21 +5,18 @@ import * as K from '../sys/kvm.js';
 import type { Vm } from './vm.js';
 
 export class Vcpu {
-  /** This thread's view of kvm_run, to set immediate_exit when stopping. */
-  private readonly run: MappedMemory;
-
   private constructor(
     readonly vm: Vm,
     readonly index: number,
     readonly fd: number,
-  ) {
-    this.run = mmapFd(vm.kvm.vcpuMmapSize, MAP_SHARED, fd, 0n, `vcpu${index} kvm_run`);
-  }
+    /** This thread's view of kvm_run, to set immediate_exit when stopping. */
+    private readonly run: MappedMemory,
+  ) {}
 
   static create(vm: Vm, index: number): Vcpu {
     const fd = ioctl(vm.fd, K.KVM_CREATE_VCPU, index, `KVM_CREATE_VCPU(${index})`);
     try {
-      return new Vcpu(vm, index, fd);
+      return new Vcpu(vm, index, fd, mmapFd(vm.kvm.vcpuMmapSize, MAP_SHARED, fd, 0n, `vcpu${index} kvm_run`));
     } catch (e) {
       closeFd(fd);
       throw e;

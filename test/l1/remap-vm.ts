@@ -51,22 +51,15 @@ console.log('READY');
 const rl = createInterface({ input: process.stdin });
 for await (const line of rl) if (line.trim() === 'go') break;
 
+const dmaMap = (): string[] => m.dmaState()!.mapped.map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`);
+
 function attempt(change: () => void): Record<string, unknown> {
   try {
     change();
-    const last = m.dma!.last!;
-    return {
-      ok: true,
-      ops: last.ops.map((o) => o.op),
-      peakCharged: Number(last.peakCharged),
-      map: m.dma!.mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`),
-    };
+    const last = m.dmaState()!.last!;
+    return { ok: true, ops: last.ops.map((o) => o.op), peakCharged: Number(last.peakCharged), map: dmaMap() };
   } catch (e) {
-    return {
-      ok: false,
-      error: `${(e as Error).name}: ${(e as Error).message}`,
-      map: m.dma!.mapper.mapped().map((r) => `0x${r.iova.toString(16)}+0x${r.size.toString(16)}`),
-    };
+    return { ok: false, error: `${(e as Error).name}: ${(e as Error).message}`, map: dmaMap() };
   }
 }
 

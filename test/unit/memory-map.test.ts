@@ -125,3 +125,20 @@ t.test('a listener refusing a change puts the old map back in every listener', a
     ['a'],
   );
 });
+
+t.test('a listener that refuses the replay of the map is not left listening', async (t) => {
+  const m = new GuestMemory();
+  m.update((u) => u.add(region('a', 0n, 0x1000n)));
+  const seen: string[] = [];
+  const refusing: MemoryListener = {
+    regionAdd: (r) => void seen.push(`add ${r.name}`),
+    regionRemove: (r) => void seen.push(`remove ${r.name}`),
+    commit: () => {
+      throw new Error('over budget');
+    },
+  };
+  t.throws(() => m.addListener(refusing), /over budget/);
+  seen.length = 0;
+  m.update((u) => u.add(region('b', 0x10000n, 0x1000n)));
+  t.same(seen, [], 'a later change does not reach it');
+});

@@ -27,6 +27,7 @@ class SpyIntx extends Intx {
   constructor(
     gsi: number,
     private readonly log: string[],
+    private readonly fails = false,
   ) {
     super(-1, 'model', -1, gsi);
   }
@@ -34,6 +35,7 @@ class SpyIntx extends Intx {
     return this.on;
   }
   override enable(): void {
+    if (this.fails) throw new Error('VFIO_DEVICE_SET_IRQS(INTx trigger): EINVAL');
     this.log.push('intx on');
     this.on = true;
   }
@@ -80,6 +82,8 @@ class Model implements DeviceIo {
   readonly log: string[] = [];
   /** Make the next MSI or MSI-X enable fail at SET_IRQS. */
   fail: 'msi' | 'msix' | undefined;
+  /** Make opening fail: the mmap of this BAR, or turning INTx on. */
+  failOpen: { mmapBar: number } | 'intx' | undefined;
   private readonly regions = new Map<number, RegionInfo>();
   private readonly routing = new IrqRouting(-1, () => {});
 
@@ -123,12 +127,13 @@ class Model implements DeviceIo {
   }
   mmap(r: RegionInfo, offset: number, len: number): MappedMemory {
     const what = `BAR${r.index}+${hex(offset)}`;
+    if (typeof this.failOpen === 'object' && this.failOpen.mmapBar === r.index) throw new Error(`mmap ${what}: ENOMEM`);
     this.log.push(`mmap ${what} ${hex(len)}`);
     const vaddr = 0x7f00_0000_0000n + (BigInt(r.index) << 32n) + BigInt(offset);
     return { vaddr, bytes: new Uint8Array(0), advise: () => undefined, unmap: () => void this.log.push(`munmap ${what}`) };
   }
   intx(gsi: number): Intx | undefined {
-    return new SpyIntx(gsi, this.log);
+    return new SpyIntx(gsi, this.log, this.failOpen === 'intx');
   }
   msi(at: number, raw: Uint8Array): Msi {
     return new SpyMsi(at, raw, this.log, () => this.failing('msi'));
@@ -178,8 +183,8 @@ const BARS: BarSpec[] = [{ size: 0x4000n, mmap: true }, { size: 0x20n }, { size:
 
 const host: HostDevice = { bdf: '0000:01:00.0', driver: 'vfio-pci', group: '7', groupMembers: [], cdev: null, iommus: 1 };
 
-function attach(model = new Model(config(), BARS)) {
-  const env: VmPlatform = {
+function newEnv(): VmPlatform {
+  return {
     memory: new GuestMemory(),
     pio: new Bus('pio'),
     mmio: new Bus('mmio'),
@@ -187,6 +192,9 @@ function attach(model = new Model(config(), BARS)) {
     vmFd: -1,
     bars: new BarAllocator(),
   };
+}
+
+function attach(model = new Model(config(), BARS), env = newEnv()) {
   const iommu = { openDevice: () => ({ fd: -1, path: 'model', close: () => void model.log.push('close') }) } as unknown as VfioIommu;
   const dev = VfioPciDevice.open(host, iommu, env, SLOT, () => model);
   const io = new PciConfigIo();
@@ -497,7 +505,7 @@ t.test('close: interrupts off, BARs gone from both buses and guest memory, reset
   w(0x72, 2, 0x8000);
   const before = log.length;
   dev.close();
-  t.same(log.slice(before), ['msix off', 'msi off', 'intx off', 'munmap BAR0+0x0', 'munmap BAR2+0x0', 'reset', 'close']);
+  t.same(log.slice(before), ['msix off', 'msi off', 'intx off', 'munmap BAR2+0x0', 'munmap BAR0+0x0', 'reset', 'close']);
   t.same([env.mmio.list(), env.pio.list(), env.memory.list()], [[], [], []]);
   dev.close();
   t.equal(log.length, before + 7);
@@ -527,4 +535,49 @@ t.test('an 8-byte I/O BAR at an address that is not 16-aligned', async (t) => {
       [0xc018, 8],
     ],
   );
+});
+
+t.test('an open that fails part way leaves nothing behind: mappings, memslots, bus ranges undone, then reset, fd closed', async (t) => {
+  const model = new Model(config(), BARS);
+  model.failOpen = { mmapBar: 2 };
+  const env = newEnv();
+  t.throws(() => attach(model, env), /^mmap BAR2\+0x0: ENOMEM$/);
+  t.same(model.log, ['reset', 'mmap BAR0+0x0 0x2000', 'munmap BAR0+0x0', 'reset', 'close'], 'BAR1 (I/O) had only a bus range');
+  t.same([env.mmio.list(), env.pio.list(), env.memory.list()], [[], [], []]);
+});
+
+t.test('an INTx that cannot be turned on at open: every BAR placed before it is undone', async (t) => {
+  const model = new Model(config(), BARS);
+  model.failOpen = 'intx';
+  const env = newEnv();
+  t.throws(() => attach(model, env), /^VFIO_DEVICE_SET_IRQS\(INTx trigger\): EINVAL$/);
+  t.same(model.log.slice(3), ['munmap BAR2+0x0', 'munmap BAR0+0x0', 'reset', 'close']);
+  t.same([env.mmio.list(), env.pio.list(), env.memory.list()], [[], [], []]);
+});
+
+t.test("a BAR that clashes with a range already on the bus: refused, the BARs before it undone, the bus's own range kept", async (t) => {
+  const env = newEnv();
+  const other = { read: () => {}, write: () => {} };
+  env.pio.register(0xc000, 0x20, other, 'another device');
+  const model = new Model(config(), BARS);
+  t.throws(() => attach(model, env), /BAR1 at pio 0xc000\+0x20 overlaps another device/);
+  t.same(model.log, ['reset', 'mmap BAR0+0x0 0x2000', 'munmap BAR0+0x0', 'reset', 'close']);
+  t.same(
+    env.pio.list().map((x) => x.name),
+    ['another device'],
+  );
+  t.same([env.mmio.list(), env.memory.list()], [[], []]);
+});
+
+t.test('a memslot the guest memory map refuses (an overlap): the mmap behind it is undone too', async (t) => {
+  const env = newEnv();
+  env.memory.update((u) => u.add({ name: 'ram', gpa: 0x40_0000_0000n, size: 0x1000n, hva: 0x1000n, kind: 'ram' }));
+  const model = new Model(config(), BARS);
+  t.throws(() => attach(model, env), /overlaps ram|ram .* overlaps/);
+  t.same(model.log, ['reset', 'mmap BAR0+0x0 0x2000', 'mmap BAR2+0x0 0x10000', 'munmap BAR2+0x0', 'munmap BAR0+0x0', 'reset', 'close']);
+  t.same(
+    env.memory.list().map((r) => r.name),
+    ['ram'],
+  );
+  t.same([env.mmio.list(), env.pio.list()], [[], []]);
 });

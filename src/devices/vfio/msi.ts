@@ -35,7 +35,7 @@ export interface MsiKernel {
 
 export function vfioMsiKernel(deviceFd: number, path: string, vmFd: number): MsiKernel {
   return {
-    vector: (gsi) => new IrqFd(vmFd, gsi),
+    vector: (gsi) => IrqFd.create(vmFd, gsi),
     setIrqs: (fd, what) => {
       const data = fd === null ? V.VFIO_IRQ_SET_DATA_NONE : V.VFIO_IRQ_SET_DATA_EVENTFD;
       const set = V.vfio_irq_set(data | V.VFIO_IRQ_SET_ACTION_TRIGGER, V.VFIO_PCI_MSI_IRQ_INDEX, 0, fd === null ? [] : [fd]);

@@ -63,7 +63,7 @@ export interface MsixKernel {
 
 export function vfioMsixKernel(deviceFd: number, path: string, vmFd: number): MsixKernel {
   return {
-    vector: (gsi) => new IrqFd(vmFd, gsi, { attach: false, nonBlocking: true }),
+    vector: (gsi) => IrqFd.create(vmFd, gsi, { attach: false, nonBlocking: true }),
     take: eventFdTake,
     signal: eventFdSignal,
     setIrqs: (fds, what) => {

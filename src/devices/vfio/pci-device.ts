@@ -17,6 +17,7 @@ import { Msi } from './msi.js';
 import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.js';
 import type { HostDevice } from './host-device.js';
 import type { OpenedDevice, VfioIommu } from './iommu.js';
+import { UndoStack } from '../../sys/undo.js';
 
 const PAGE = 0x1000;
 // The MSI-X enable and function-mask bits live in Message Control's high byte.
@@ -87,7 +88,6 @@ interface Bar {
 export class VfioPciDevice implements PciFunction {
   readonly name: string;
   private readonly bars: Bar[] = [];
-  private readonly config: RegionInfo;
   private msix: Msix | undefined;
   private intx: Intx | undefined;
   private msi: Msi | undefined;
@@ -95,47 +95,62 @@ export class VfioPciDevice implements PciFunction {
   private readonly overlay = new Map<number, number>();
   private msixControl = 0;
   private closed = false;
-  /** VFIO_DEVICE_FLAGS_RESET: vfio-pci has a reset for it (FLR, PM, or a bus of its own); without, reset() does nothing, as QEMU. */
-  readonly resettable: boolean;
 
   private constructor(
     readonly host: HostDevice,
-    private readonly opened: OpenedDevice,
     private readonly env: VmPlatform,
     readonly slot: number,
     private readonly io: DeviceIo,
+    /** VFIO_DEVICE_FLAGS_RESET: vfio-pci has a reset for it (FLR, PM, or a bus of its own); without, reset() does nothing, as QEMU. */
+    readonly resettable: boolean,
+    private readonly config: RegionInfo,
+    /** What open set up, undone by close (or by open itself when a later step fails), last first. */
+    private readonly teardown: UndoStack,
   ) {
     this.name = `vfio ${host.bdf}`;
-    const flags = io.flags();
-    if (!(flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
-    this.resettable = (flags & V.VFIO_DEVICE_FLAGS_RESET) !== 0;
-    this.reset();
-    this.config = io.regionInfo(V.VFIO_PCI_CONFIG_REGION_INDEX);
-    this.buildCapabilities();
-    for (let i = 0; i < 6; i++) {
-      const bar = this.probeBar(i);
-      if (!bar) continue;
-      this.bars.push(bar);
-      if (bar.space === 'mem64') i++; // the upper half is the next register
-    }
-    for (const bar of this.bars) this.place(bar);
-    // INTx on from the start, as on real hardware; swizzled over the IOAPIC's PCI pins 16-19 like a PC.
-    const pin = this.rawRead(P.PCI_INTERRUPT_PIN, 1);
-    this.intx = pin ? io.intx(intxPin(slot, pin)) : undefined;
-    if (this.intx) {
-      this.overlay.set(P.PCI_INTERRUPT_LINE, this.intx.gsi);
-      this.intx.enable();
-    }
   }
 
+  /**
+   * Opens the function through the VM's IOMMU backend, resets it, places its BARs (bus ranges and memslots)
+   * and turns INTx on. A step that throws leaves nothing behind: what the steps before it set up is undone,
+   * last first, and the error rethrown.
+   */
   static open(host: HostDevice, iommu: VfioIommu, env: VmPlatform, slot: number, io = vfioDeviceIo): VfioPciDevice {
-    const opened = iommu.openDevice(host);
-    try {
-      return new VfioPciDevice(host, opened, env, slot, io(opened, env));
-    } catch (e) {
-      opened.close();
-      throw e;
-    }
+    return UndoStack.build((undo) => {
+      const opened = undo.own(iommu.openDevice(host), (o) => o.close());
+      const dio = io(opened, env);
+      const flags = dio.flags();
+      if (!(flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
+      const config = dio.regionInfo(V.VFIO_PCI_CONFIG_REGION_INDEX);
+      const dev = new VfioPciDevice(host, env, slot, dio, (flags & V.VFIO_DEVICE_FLAGS_RESET) !== 0, config, undo);
+      dev.reset();
+      // Leave the device quiet for the next user.
+      undo.defer(() => dev.reset());
+      dev.buildCapabilities();
+      for (let i = 0; i < 6; i++) {
+        const bar = dev.probeBar(i);
+        if (!bar) continue;
+        dev.bars.push(bar);
+        if (bar.space === 'mem64') i++; // the upper half is the next register
+      }
+      for (const bar of dev.bars) {
+        dev.place(bar);
+        undo.defer(() => dev.unplace(bar));
+      }
+      // INTx on from the start, as on real hardware; swizzled over the IOAPIC's PCI pins 16-19 like a PC.
+      const pin = dev.rawRead(P.PCI_INTERRUPT_PIN, 1);
+      const intx = pin ? dio.intx(intxPin(slot, pin)) : undefined;
+      if (intx) {
+        dev.intx = intx;
+        dev.overlay.set(P.PCI_INTERRUPT_LINE, intx.gsi);
+        intx.enable();
+        undo.defer(() => intx.disable());
+      }
+      // The guest turns MSI or MSI-X on later; at close they go off first, before the BARs they live in.
+      undo.defer(() => dev.msi?.disable());
+      undo.defer(() => dev.msix?.disable());
+      return dev;
+    });
   }
 
   /** VFIO_DEVICE_RESET (function-level or bus reset, whatever vfio-pci can do for it). */
@@ -186,7 +201,8 @@ export class VfioPciDevice implements PciFunction {
     return { index: i, region, space, flags, address, maps: [] };
   }
 
-  /** Maps what VFIO lets us mmap as memslots and traps the rest (always the MSI-X table and PBA pages). */
+  /** Maps what VFIO lets us mmap as memslots and traps the rest (always the MSI-X table and PBA pages).
+   * All or nothing: a failed mmap or memslot takes the bus range and the areas mapped before it back out. */
   private place(bar: Bar): void {
     const trapped = this.trappedPages(bar);
     const size = Number(bar.region.size);
@@ -194,22 +210,38 @@ export class VfioPciDevice implements PciFunction {
       read: (off, data) => this.barRead(bar, off, data),
       write: (off, data) => this.barWrite(bar, off, data),
     };
-    if (bar.space === 'io') {
-      this.env.pio.register(Number(bar.address), size, handler, `${this.name} BAR${bar.index}`);
-      return;
-    }
-    this.env.mmio.register(Number(bar.address), size, handler, `${this.name} BAR${bar.index}`);
-    for (const area of bar.region.mmapAreas) {
-      // Each mmap-able area, minus the trapped pages inside it.
-      let start = Number(area.offset);
-      const end = Number(area.offset + area.size);
-      for (const [ts, te] of trapped) {
-        if (te <= start || ts >= end) continue;
-        if (ts > start) this.mapArea(bar, start, ts - start);
-        start = Math.max(start, te);
+    this.busOf(bar).register(Number(bar.address), size, handler, `${this.name} BAR${bar.index}`);
+    if (bar.space === 'io') return;
+    try {
+      for (const area of bar.region.mmapAreas) {
+        // Each mmap-able area, minus the trapped pages inside it.
+        let start = Number(area.offset);
+        const end = Number(area.offset + area.size);
+        for (const [ts, te] of trapped) {
+          if (te <= start || ts >= end) continue;
+          if (ts > start) this.mapArea(bar, start, ts - start);
+          start = Math.max(start, te);
+        }
+        if (end > start) this.mapArea(bar, start, end - start);
       }
-      if (end > start) this.mapArea(bar, start, end - start);
+    } catch (e) {
+      try {
+        this.unplace(bar);
+      } catch {
+        // The failed map is what the caller needs to see.
+      }
+      throw e;
     }
+  }
+
+  /** Takes a placed BAR off its bus and out of guest memory. */
+  private unplace(bar: Bar): void {
+    this.busOf(bar).unregister(Number(bar.address));
+    this.unmapBar(bar);
+  }
+
+  private busOf(bar: Bar): Bus {
+    return bar.space === 'io' ? this.env.pio : this.env.mmio;
   }
 
   private trappedPages(bar: Bar): [number, number][] {
@@ -372,9 +404,7 @@ export class VfioPciDevice implements PciFunction {
 
   /** The guest moved a BAR: memslots and trapped ranges follow. */
   private move(bar: Bar, to: bigint): void {
-    const bus = bar.space === 'io' ? this.env.pio : this.env.mmio;
-    bus.unregister(Number(bar.address));
-    this.unmapBar(bar);
+    this.unplace(bar);
     bar.address = to;
     this.place(bar);
   }
@@ -405,24 +435,10 @@ export class VfioPciDevice implements PciFunction {
     return this.msix?.enabled ? this.msix.cap.size : 0;
   }
 
+  /** Interrupts off, BARs off the buses and out of guest memory, the device reset, its fd closed; once. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.msix?.disable();
-      this.msi?.disable();
-      this.intx?.disable();
-    } finally {
-      for (const bar of this.bars) {
-        (bar.space === 'io' ? this.env.pio : this.env.mmio).unregister(Number(bar.address));
-        this.unmapBar(bar);
-      }
-      // Leave the device quiet for the next user.
-      try {
-        this.reset();
-      } finally {
-        this.opened.close();
-      }
-    }
+    this.teardown.release();
   }
 }

@@ -1,0 +1,154 @@
+// Assigned devices: the one IOMMU backend all of a VM's devices share
+// (legacy container or iommufd, chosen here), each device opened onto bus 0,
+// the pre-flight of what pinning guest RAM will cost, and the DMA listener
+// that then maps all of RAM before any vCPU runs.
+import { existsSync } from 'node:fs';
+import { BarAllocator } from '../devices/pci/bar-allocator.js';
+import type { BarSpace } from '../devices/pci/bar-allocator.js';
+import { AssignError, type HostDevice } from '../devices/vfio/host-device.js';
+import type { IommuKind, VfioIommu } from '../devices/vfio/iommu.js';
+import { IommufdIommu } from '../devices/vfio/iommufd-iommu.js';
+import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
+import { VfioPciDevice, type VmPlatform } from '../devices/vfio/pci-device.js';
+import { preflight, remapBudget, type PreflightResult } from '../memlock/preflight.js';
+import { DmaListener } from '../memory/dma-listener.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { Caps, Region, SyncResult } from '../memory/pin-core.js';
+import type { UndoStack } from '../sys/undo.js';
+import { IrqRouting } from '../vmm/irq.js';
+import { trace } from '../vmm/trace.js';
+import type { Platform } from './platform.js';
+
+/** fds of the IOMMU side opened by a privileged opener (pinion open), adopted instead of opening the nodes. */
+export interface IommuFds {
+  iommufd?: number;
+  /** cdev fds by BDF. */
+  devices?: Record<string, number>;
+  container?: number;
+  /** Group fds by group number. */
+  groups?: Record<string, number>;
+}
+
+export interface AssignOptions {
+  /** Which VFIO IOMMU path: auto prefers iommufd cdevs when the kernel has them. */
+  iommu: 'auto' | IommuKind;
+  fds?: IommuFds;
+  /** The opener command to suggest when per-user accounting refuses. */
+  openerHint: string;
+}
+
+/** An assigned device as the guest sees it, for reports. */
+export interface AssignedDevice {
+  bdf: string;
+  group: string | null;
+  slot: number;
+  resettable: boolean;
+  /** The IOAPIC pin of its INTx, if it has one. */
+  intxGsi: number | undefined;
+  bars: { bar: number; space: BarSpace; address: bigint; size: bigint; mapped: bigint }[];
+}
+
+/** The VM's DMA space as it stands. */
+export interface DmaState {
+  iommu: IommuKind;
+  caps: Caps;
+  /** What the IOMMU maps now. */
+  mapped: Region[];
+  /** The last change of the map that went through. */
+  last: SyncResult | undefined;
+  preflight: PreflightResult;
+}
+
+export class Assignment {
+  private constructor(
+    readonly kind: IommuKind,
+    private readonly iommu: VfioIommu,
+    private readonly devices: readonly VfioPciDevice[],
+    private readonly dma: DmaListener,
+    private readonly preflight: PreflightResult,
+  ) {}
+
+  /** Every host device onto the platform's bus 0 through one IOMMU backend, then all RAM DMA-mapped. */
+  static attach(
+    hosts: readonly HostDevice[],
+    o: AssignOptions,
+    memory: GuestMemory,
+    platform: Platform,
+    vmFd: number,
+    undo: UndoStack,
+  ): Assignment {
+    const kind = iommuKind(o, hosts);
+    const iommu = undo.own(openIommu(kind, o.fds), (i) => i.close());
+    trace(`IOMMU backend open (${kind})`);
+    const env: VmPlatform = {
+      memory,
+      pio: platform.pio,
+      mmio: platform.mmio,
+      routing: new IrqRouting(vmFd),
+      vmFd,
+      bars: new BarAllocator(),
+    };
+    const devices = hosts.map((h) => {
+      const slot = platform.pci.freeSlot();
+      const dev = undo.own(VfioPciDevice.open(h, iommu, env, slot), (d) => d.close());
+      platform.pci.add(slot << 3, dev);
+      trace(`device ${h.bdf} open`);
+      return dev;
+    });
+    // Refuse before the first page is pinned if the kernel would refuse part way.
+    const acc = iommu.accounting();
+    const ramBytes = memory
+      .list()
+      .filter((r) => r.kind === 'ram')
+      .reduce((n, r) => n + r.size, 0n);
+    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint: o.openerHint });
+    const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
+    // Off the map before the devices close and the backend unmaps everything; registered first, as a
+    // refused pre-map leaves part of RAM mapped.
+    undo.defer(() => memory.removeListener(dma));
+    memory.addListener(dma);
+    return new Assignment(kind, iommu, devices, dma, checked);
+  }
+
+  describe(): AssignedDevice[] {
+    return this.devices.map((d) => ({
+      bdf: d.host.bdf,
+      group: d.host.group,
+      slot: d.slot,
+      resettable: d.resettable,
+      intxGsi: d.intxGsi,
+      bars: d.describe(),
+    }));
+  }
+
+  dmaState(): DmaState {
+    return {
+      iommu: this.kind,
+      caps: this.iommu.dma.caps,
+      mapped: this.dma.mapper.mapped(),
+      last: this.dma.last,
+      preflight: this.preflight,
+    };
+  }
+}
+
+function iommuKind(o: AssignOptions, hosts: readonly HostDevice[]): IommuKind {
+  if (o.fds?.iommufd !== undefined) return 'iommufd';
+  if (o.fds?.container !== undefined) return 'legacy';
+  return chooseIommu(o.iommu, hosts);
+}
+
+function chooseIommu(want: 'auto' | IommuKind, hosts: readonly HostDevice[]): IommuKind {
+  if (want === 'iommufd' && !existsSync('/dev/iommu'))
+    throw new AssignError('--iommu iommufd: this kernel has no /dev/iommu (CONFIG_IOMMUFD); use --iommu legacy');
+  if (want === 'legacy' && !existsSync('/dev/vfio/vfio'))
+    throw new AssignError(
+      '--iommu legacy: this kernel has no /dev/vfio/vfio (neither VFIO_CONTAINER nor IOMMUFD_VFIO_CONTAINER); use --iommu iommufd',
+    );
+  if (want !== 'auto') return want;
+  return existsSync('/dev/iommu') && hosts.every((h) => h.cdev) ? 'iommufd' : 'legacy';
+}
+
+function openIommu(kind: IommuKind, fds: IommuFds | undefined): VfioIommu {
+  return kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
+}

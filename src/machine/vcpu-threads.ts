@@ -1,0 +1,153 @@
+// The VMM side of the vCPU threads: one worker per vCPU, started while the
+// machine is still being assembled (a thread takes a while to load its
+// modules, seconds in the rig); each enters KVM_RUN only once `go` is set.
+// Owns the control block they share, kicks them out of KVM_RUN to stop,
+// serves their bus-rpc calls, and turns how they ended into a result.
+import { Worker } from 'node:worker_threads';
+import { pinCore } from '../memory/pin-core.js';
+import type { UndoStack } from '../sys/undo.js';
+import type { Bus } from '../vmm/bus.js';
+import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
+import { exitProfileOn, exitProfileReport } from '../vmm/exit-profile.js';
+import { CONTROL, STOP_REASON } from '../vmm/run-loop.js';
+import { trace } from '../vmm/trace.js';
+import type { Vcpu } from '../vmm/vcpu.js';
+import type { DeviceSpec } from './devices.js';
+import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
+
+export type MachineResult =
+  | { kind: 'exit'; status: number; vcpu: number; exits: number }
+  | { kind: 'reset'; vcpu: number; exits: number }
+  | { kind: 'panic'; line: string; exits: number }
+  | { kind: 'poweroff'; exits: number }
+  | { kind: 'fault'; report: string; exits: number }
+  | { kind: 'stopped'; why: string; exits: number };
+
+/** What the threads run against: the devices each builds, and the VMM thread's buses that serve the rest. */
+export interface ThreadDevices {
+  devices: readonly DeviceSpec[];
+  pio: Bus;
+  mmio: Bus;
+}
+
+const VCPU_YOUNG_GEN_MB = 4;
+
+export class VcpuThreads {
+  /** The stop block, then one "released" word per vCPU (see vcpu-thread.ts). */
+  readonly control: SharedArrayBuffer;
+  private readonly ctl: Int32Array;
+  /** Thread ids to kick, while each thread is alive. */
+  private readonly threads: (bigint | undefined)[] = [];
+  private readonly ends: (VcpuMessage & { type: 'done' })[] = [];
+  private readonly errors: string[] = [];
+  private done: Promise<void> = Promise.resolve();
+  private stopWhy = '';
+  private panicLine = '';
+
+  private constructor(private vcpus: readonly Vcpu[]) {
+    this.control = new SharedArrayBuffer((CONTROL.length + vcpus.length) * 4);
+    this.ctl = new Int32Array(this.control);
+  }
+
+  /** One worker thread per vCPU; each loads, reports its thread id, and waits for `go`. */
+  static start(vcpus: readonly Vcpu[], mmapSize: number, on: ThreadDevices, undo: UndoStack): VcpuThreads {
+    const t = new VcpuThreads(vcpus);
+    // A machine closed before it ran lets its threads end without entering KVM_RUN; after this nothing kicks
+    // the vCPUs, whose kvm_run mappings go next.
+    undo.defer(() => {
+      if (Atomics.load(t.ctl, CONTROL.go) === 0) {
+        Atomics.store(t.ctl, CONTROL.stop, 1);
+        t.go();
+      }
+      t.vcpus = [];
+    });
+    pinCore.kickInit();
+    t.done = Promise.all(vcpus.map((v) => t.spawn(v, mmapSize, on))).then(() => undefined);
+    return t;
+  }
+
+  private spawn(v: Vcpu, mmapSize: number, on: ThreadDevices): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const rpc = newRpcSlot();
+      const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize, control: this.control, devices: [...on.devices], rpc };
+      // A vCPU loop allocates little but steadily; V8's default young generation (tens of MiB a thread)
+      // would be resident in full for nothing.
+      const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), {
+        workerData: data,
+        resourceLimits: { maxYoungGenerationSizeMb: VCPU_YOUNG_GEN_MB },
+      });
+      w.on('message', (m: VcpuMessage) => {
+        if (m.type === 'ready') {
+          trace(`vCPU ${v.index} thread ready`);
+          this.threads[v.index] = m.thread;
+          if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
+        } else if (m.type === 'io') serveRpc(rpc, on.pio, on.mmio);
+        else if (m.type === 'stop') this.kickAll();
+        else if (m.type === 'panic') {
+          this.panicLine = m.line;
+          this.kickAll();
+        } else {
+          // The thread waits for this before it ends, so a kick never targets a dead thread.
+          this.ends.push(m);
+          this.threads[v.index] = undefined;
+          Atomics.store(this.ctl, CONTROL.length + v.index, 1);
+          Atomics.notify(this.ctl, CONTROL.length + v.index);
+        }
+      });
+      w.on('error', (e) => {
+        this.errors.push(`vCPU ${v.index} thread: ${e.message}`);
+        this.threads[v.index] = undefined;
+        this.stop('a vCPU thread failed');
+      });
+      w.on('exit', () => {
+        this.threads[v.index] = undefined;
+        resolve();
+      });
+    });
+  }
+
+  private go(): void {
+    Atomics.store(this.ctl, CONTROL.go, 1);
+    Atomics.notify(this.ctl, CONTROL.go);
+  }
+
+  /** Lets every thread into KVM_RUN and waits until all have ended: the guest exited, faulted, or stop() was called. */
+  async run(): Promise<MachineResult> {
+    this.go();
+    await this.done;
+    const ends = this.ends;
+    const exits = ends.reduce((n, e) => n + e.exits, 0);
+    if (exitProfileOn) process.stderr.write(exitProfileReport(ends.map((e) => e.profile ?? [])) + '\n');
+    const fault = ends.find((e) => e.end.kind === 'fault');
+    const reason = Atomics.load(this.ctl, CONTROL.reason);
+    if (this.errors.length) return { kind: 'fault', report: this.errors.join('; '), exits };
+    if (reason === STOP_REASON.guestExit)
+      return { kind: 'exit', status: Atomics.load(this.ctl, CONTROL.code), vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
+    if (reason === STOP_REASON.guestReset) return { kind: 'reset', vcpu: Atomics.load(this.ctl, CONTROL.vcpu), exits };
+    if (reason === STOP_REASON.guestPanic) return { kind: 'panic', line: this.panicLine, exits };
+    if (reason === STOP_REASON.guestPoweroff) return { kind: 'poweroff', exits };
+    if (fault && fault.end.kind === 'fault') return { kind: 'fault', report: fault.end.report, exits };
+    return { kind: 'stopped', why: this.stopWhy || 'stopped', exits };
+  }
+
+  /** Stops every vCPU (from a signal handler, a timeout, or an error). */
+  stop(why: string): void {
+    if (Atomics.compareExchange(this.ctl, CONTROL.stop, 0, 1) === 0) {
+      Atomics.store(this.ctl, CONTROL.reason, STOP_REASON.host);
+      this.stopWhy = why;
+    }
+    this.kickAll();
+  }
+
+  private kickAll(): void {
+    for (const v of this.vcpus) this.kick(v.index);
+  }
+
+  private kick(i: number): void {
+    const v = this.vcpus[i];
+    if (!v) return; // released: the vCPU is closed or about to be
+    v.requestImmediateExit();
+    const t = this.threads[i];
+    if (t !== undefined) pinCore.threadKick(t);
+  }
+}
