@@ -55,7 +55,7 @@ t.test('no KVM device on this machine: says so and gives the rig command', async
   t.match(
     r.stderr,
     new RegExp(
-      `no ${missing.replace(/\//g, '\\/')} on this machine .* run Pinion inside the test rig: node \\S*cli\\.js rig -- node \\S*cli\\.js run --payload \\S+pinion-guest\\.elf --cmdline exit=3`,
+      `no ${missing.replace(/\//g, '\\/')} on this machine .* run Pinion inside the test rig: node \\S*bundle/pinion\\.js rig -- node \\S*bundle/pinion\\.js run --payload \\S+pinion-guest\\.elf --cmdline exit=3`,
     ),
   );
 });
