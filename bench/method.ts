@@ -59,6 +59,8 @@ export interface Cell extends CellSpec {
   cap: StopRule;
   stoppedBy: 'interval' | 'rounds' | 'seconds';
   note?: string;
+  /** Why the cell's figures cannot be trusted (e.g. exit counts that do not add up): never counted by a claim. */
+  invalid?: string;
 }
 
 export interface CpuInfo {
@@ -312,9 +314,9 @@ export async function runCell(
 }
 
 /** The summary of some cells, every one counted: claims "all cells >= X" count a cell only when its interval's lower bound clears X. */
-export function summarize(cells: Pick<Cell, 'name' | 'ci' | 'noiseBound'>[], thresholds: number[] = []): Summary {
-  const lo = (c: Pick<Cell, 'ci'>): number => c.ci?.[0] ?? -Infinity;
-  const hi = (c: Pick<Cell, 'ci'>): number => c.ci?.[1] ?? Infinity;
+export function summarize(cells: Pick<Cell, 'name' | 'ci' | 'noiseBound' | 'invalid'>[], thresholds: number[] = []): Summary {
+  const lo = (c: Pick<Cell, 'ci' | 'invalid'>): number => (c.invalid ? -Infinity : (c.ci?.[0] ?? -Infinity));
+  const hi = (c: Pick<Cell, 'ci' | 'invalid'>): number => (c.invalid ? Infinity : (c.ci?.[1] ?? Infinity));
   const pinionBetter = cells.filter((c) => lo(c) > 1).length;
   const referenceBetter = cells.filter((c) => hi(c) < 1).length;
   return {
@@ -381,7 +383,9 @@ export function recompute(run: Run): Run {
   const cells = run.cells.map((c) => {
     const rounds = c.rounds.map((r) => ({ ...r, order: orderOf(r.k), ratio: pairedRatio(c.better, r.pinion, r.reference) }));
     const spec: CellSpec = { name: c.name, unit: c.unit, better: c.better, figure: c.figure };
-    return cellOf(spec, rounds, c.cap, c.stoppedBy);
+    const cell = cellOf(spec, rounds, c.cap, c.stoppedBy);
+    if (c.invalid) cell.invalid = c.invalid;
+    return cell;
   });
   return {
     ...run,
@@ -409,7 +413,7 @@ export function summaryTable(runs: Run[]): string {
         return xs.length ? `${num(gm(xs))} ${c.unit}` : '-';
       };
       lines.push(
-        `| ${run.benchmark} | ${run.variant} | ${c.name} | ${side('pinion')} | ${side('reference')} | ${c.estimate === null ? '-' : c.estimate.toFixed(3)} | ${c.ci ? `${c.ci[0].toFixed(3)}-${c.ci[1].toFixed(3)}` : '-'} | ${c.rounds.length} | ${c.noiseBound ? `yes (${c.stoppedBy === 'interval' ? 'no interval' : `cap: ${c.stoppedBy}`})` : 'no'} |`,
+        `| ${run.benchmark} | ${run.variant} | ${c.name} | ${side('pinion')} | ${side('reference')} | ${c.estimate === null ? '-' : c.estimate.toFixed(3)} | ${c.ci ? `${c.ci[0].toFixed(3)}-${c.ci[1].toFixed(3)}` : '-'} | ${c.rounds.length} | ${c.invalid ? `invalid: ${c.invalid}` : c.noiseBound ? `yes (cap: ${c.stoppedBy})` : 'no'} |`,
       );
     }
   lines.push('');
