@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # npm run bench: builds the C references against the rig kernel's uAPI
-# headers, then runs the benchmarks in the rig; results in bench/results/.
-#   map.js  map/unmap throughput per IOMMU path, both kernels (issue: pin-core)
-#   pio.js  port-I/O exit round trip of the vCPU loop (type1 kernel)
+# headers, then runs the benchmarks in the rig; results in bench/results/,
+# all in one schema (bench/method.ts), and ends with one summary table of
+# every cell (bench/report.ts).
+#   map.js  map/unmap cost per IOMMU path, both kernels (map-<kernel>.json)
+#   pio.js  port-I/O and MMIO exit round trip of the vCPU loop (type1 kernel; pio.json)
 #   linux-guest.js  a Linux guest with an igb VF under Pinion and under QEMU,
 #           side by side, both paths, both kernels (linux-guest.json)
 #   nic.js  UDP echo round trip through the VF, Pinion's and QEMU's guests at
@@ -13,18 +15,25 @@ cd "$(dirname "$0")/.."
 hdr=$(bash rig/build-kernel.sh headers)
 mkdir -p bench/results
 cc -O2 -Wall -shared -fPIC -DMAPBENCH_LIB -I "$hdr" -o bench/results/libmapbench.so bench/ref/mapbench.c
-cc -O2 -Wall -pthread -I "$hdr" -o bench/results/piobench bench/ref/piobench.c
+cc -O2 -Wall -shared -fPIC -DPIOBENCH_LIB -I "$hdr" -o bench/results/libpiobench.so bench/ref/piobench.c
 want() { [[ ",${PINION_BENCH:-pio,map,linux-guest,nic}," == *",$1,"* ]]; }
+# Provenance, read here: L1 sees its own emulated CPUs, and PINION_* reaches the command in L1.
+export PINION_COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo -dirty)"
+PINION_HOST_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+PINION_HOST_CPUS=$(grep -c '^processor' /proc/cpuinfo)
+export PINION_HOST_CPU PINION_HOST_CPUS
+image() { read -r _ bz rd < <(node dist/rig/guest-image.js "$1"); export PINION_RIG_KERNEL_ID; PINION_RIG_KERNEL_ID=$(basename "$(dirname "$bz")"); }
 if want pio; then
+  image type1
   node dist/src/cli.js rig --kernel type1 --timeout 900 --rw bench/results -- \
-    node dist/bench/pio.js "$PWD/bench/results/piobench" "$PWD/bench/results/pio.json"
+    node dist/bench/pio.js "$PWD/bench/results/libpiobench.so" "$PWD/bench/results/pio.json"
 fi
 for k in type1 compat; do
+  image "$k"
   if want map; then
-    node dist/src/cli.js rig --kernel "$k" --memory 4096 --timeout 1800 --rw bench/results -- \
+    node dist/src/cli.js rig --kernel "$k" --memory 4096 --timeout 2400 --rw bench/results -- \
       node dist/bench/map.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/map-$k.json"
   fi
-  read -r _ bz rd < <(node dist/rig/guest-image.js "$k")
   if want linux-guest; then
     node dist/src/cli.js rig --kernel "$k" --timeout 3000 --rw bench/results -- \
       node dist/bench/linux-guest.js "$k" "$bz" "$rd" "$PWD/bench/results/linux-guest.json"
@@ -36,3 +45,4 @@ for k in type1 compat; do
     done
   fi
 done
+node dist/bench/report.js bench/results
