@@ -42,7 +42,7 @@ if (!existsSync(cLib))
   throw new Error(`C reference ${cLib || '(none)'} not found: pass libpiobench.so built from bench/ref/piobench.c with -DPIOBENCH_LIB`);
 const lib = koffi.load(cLib);
 const piobenchBatch = lib.func(
-  'int64_t piobench_batch(int vcpu_fd, uint64_t mmap_size, int mmio, uint64_t target, uint64_t want, _Inout_ void *t, uint32_t rows)',
+  'int64_t piobench_batch(int vcpu_fd, uint64_t run_addr, int mmio, uint64_t target, uint64_t want, _Inout_ void *t, uint32_t rows)',
 );
 
 type Tally = Record<string, number>;
@@ -61,7 +61,9 @@ function exitKey(reason: number, addr: number, write: boolean, size: number): st
 function kvmCounters(): { io: number; mmio: number } | null {
   const root = '/sys/kernel/debug/kvm';
   try {
-    const dir = readdirSync(root).find((d) => d.startsWith(`${process.pid}-`));
+    // One VM at a time in this process; a second directory (one not yet gone) would make the count ambiguous.
+    const dirs = readdirSync(root).filter((d) => d.startsWith(`${process.pid}-`));
+    const dir = dirs.length === 1 ? dirs[0]! : undefined;
     if (!dir) return null;
     const n = (f: string): number => Number(readFileSync(join(root, dir, f), 'utf8'));
     return { io: n('io_exits'), mmio: n('mmio_exits') };
@@ -127,7 +129,7 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
   const tally = Buffer.alloc(TALLY_ROWS * TALLY_COLS * 8);
   const cBatch = (want: number, s: Side): number => {
     tally.fill(0);
-    const ns = Number(piobenchBatch(seat.fd, BigInt(seat.mmapSize), c.mmio ? 1 : 0, BigInt(c.target), BigInt(want), tally, TALLY_ROWS));
+    const ns = Number(piobenchBatch(seat.fd, run.vaddr, c.mmio ? 1 : 0, BigInt(c.target), BigInt(want), tally, TALLY_ROWS));
     for (let i = 0; i < TALLY_ROWS; i++) {
       const row = (j: number): number => Number(tally.readBigUInt64LE((i * TALLY_COLS + j) * 8));
       if (row(4)) bump(s.others, exitKey(row(0), row(1), row(2) !== 0, row(3)), row(4));

@@ -629,27 +629,16 @@ static void tally(uint64_t *t, uint32_t rows, uint64_t reason, uint64_t addr, ui
 }
 
 /*
- * Runs vcpu_fd until `want` target exits were handled (mmio = 0: OUT to port `target`; mmio = 1: a write to
+ * Runs vcpu_fd (its kvm_run mapped by the caller at run_addr) until `want` target exits were handled (mmio = 0: OUT to port `target`; mmio = 1: a write to
  * guest-physical `target`), reads answered all ones and writes ignored as Pinion's unclaimed ports and addresses
  * are. Every other exit is counted in `t` (rows x TALLY_COLS, zeroed by the caller). Returns the ns taken, or
  * -errno (-EPROTO: an exit the loop cannot go on from, e.g. a shutdown; its reason is in the tally).
  */
-int64_t piobench_batch(int vcpu_fd, uint64_t mmap_size, int mmio, uint64_t target, uint64_t want, uint64_t *t, uint32_t rows)
+int64_t piobench_batch(int vcpu_fd, uint64_t run_addr, int mmio, uint64_t target, uint64_t want, uint64_t *t, uint32_t rows)
 {
-	static int mapped_fd = -1;
-	static struct kvm_run *run;
+	struct kvm_run *run = (struct kvm_run *)(uintptr_t)run_addr;
 	uint64_t done = 0, t0;
 
-	if (vcpu_fd != mapped_fd) {
-		void *p = mmap(NULL, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0);
-
-		if (p == MAP_FAILED)
-			return -errno;
-		if (run)
-			munmap(run, mmap_size);
-		run = p;
-		mapped_fd = vcpu_fd;
-	}
 	t0 = now_ns();
 	while (done < want) {
 		if (ioctl(vcpu_fd, KVM_RUN, 0) < 0) {
