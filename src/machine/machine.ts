@@ -94,19 +94,21 @@ export class Machine {
       const hosts = checkDevices(c.devices ?? []);
 
       const vm = openVm({ path: c.kvmPath, hint: c.kvmHint, fd: c.fds?.kvm }, undo);
-      const memory = new GuestMemory();
-      const ram = mapRam(memory, vm, { size: c.memory, backend: c.backend, ranges }, undo);
-      trace('VM created, RAM allocated');
-      if (hosts.length) {
-        prefaultRam(ram);
-        trace('RAM prefaulted');
-      }
-
-      // vCPUs and their threads first: the threads load while devices attach and RAM is DMA-mapped.
+      trace('VM created');
+      // vCPUs and their threads first: a thread takes as long to load as RAM takes to fault in and a
+      // device to attach, and it loads meanwhile.
       const vcpus = createVcpus(vm, c.cpus, boot, undo);
       const platform = Platform.build({ consoleFd: c.consoleFd, vmFd: vm.fd, linux: source.kind === 'linux' });
       const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
       trace('vCPUs set up, their threads starting');
+
+      const memory = new GuestMemory();
+      const ram = mapRam(memory, vm, { size: c.memory, backend: c.backend, ranges }, undo);
+      trace('RAM allocated');
+      if (hosts.length) {
+        prefaultRam(ram);
+        trace('RAM prefaulted');
+      }
       load(memory, boot);
       trace('boot image loaded');
 

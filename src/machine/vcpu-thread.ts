@@ -2,7 +2,7 @@
 // kick it out of KVM_RUN), runs the loop, and reports how it ended.
 import { parentPort, workerData } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
-import { CONTROL, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
+import { CONTROL, GO, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
 import { buildBuses, type DeviceSpec } from './devices.js';
 import { RpcClient } from '../vmm/bus-rpc.js';
 import type { ExitCount } from '../vmm/exit-profile.js';
@@ -48,10 +48,12 @@ const buses = buildBuses(
   },
   rpc,
 );
-runner = VcpuRunner.open(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
 post({ type: 'ready', thread: pinCore.threadSelf() });
 const control = new Int32Array(d.control);
-while (Atomics.load(control, CONTROL.go) === 0) Atomics.wait(control, CONTROL.go, 0, 1000);
+while (Atomics.load(control, CONTROL.go) === GO.wait) Atomics.wait(control, CONTROL.go, GO.wait, 1000);
+// Closed before it ran: the vCPU fd may already be closed, or its number reused.
+if (Atomics.load(control, CONTROL.go) === GO.closed) process.exit(0);
+runner = VcpuRunner.open(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, control);
 let end: RunEnd;
 try {
   end = runner.loop();

@@ -9,7 +9,7 @@ import type { UndoStack } from '../sys/undo.js';
 import type { Bus } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import { exitProfileOn, exitProfileReport } from '../vmm/exit-profile.js';
-import { CONTROL, STOP_REASON } from '../vmm/run-loop.js';
+import { CONTROL, GO, STOP_REASON } from '../vmm/run-loop.js';
 import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
 import type { DeviceSpec } from './devices.js';
@@ -52,13 +52,10 @@ export class VcpuThreads {
   /** One worker thread per vCPU; each loads, reports its thread id, and waits for `go`. */
   static start(vcpus: readonly Vcpu[], mmapSize: number, on: ThreadDevices, undo: UndoStack): VcpuThreads {
     const t = new VcpuThreads(vcpus);
-    // A machine closed before it ran lets its threads end without entering KVM_RUN; after this nothing kicks
-    // the vCPUs, whose kvm_run mappings go next.
+    // A machine closed before it ran lets its threads end without touching their vCPU fds, which close next
+    // (a thread still loading has not mapped its kvm_run yet); after this nothing kicks the vCPUs.
     undo.defer(() => {
-      if (Atomics.load(t.ctl, CONTROL.go) === 0) {
-        Atomics.store(t.ctl, CONTROL.stop, 1);
-        t.go();
-      }
+      if (Atomics.compareExchange(t.ctl, CONTROL.go, GO.wait, GO.closed) === GO.wait) Atomics.notify(t.ctl, CONTROL.go);
       t.vcpus = [];
     });
     pinCore.kickInit();
@@ -107,7 +104,7 @@ export class VcpuThreads {
   }
 
   private go(): void {
-    Atomics.store(this.ctl, CONTROL.go, 1);
+    Atomics.store(this.ctl, CONTROL.go, GO.run);
     Atomics.notify(this.ctl, CONTROL.go);
   }
 

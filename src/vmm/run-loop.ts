@@ -10,6 +10,8 @@ import { ExitProfile, exitProfileOn } from './exit-profile.js';
 /** Int32 slots of the control block. `go`: the vCPU threads, started while the machine is still being
  * assembled, enter KVM_RUN once it is 1. */
 export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, go: 4, length: 5 } as const;
+/** Values of CONTROL.go: threads wait at `wait`; `closed` means the machine was closed before it ran, its vCPU fds gone. */
+export const GO = { wait: 0, run: 1, closed: 2 } as const;
 export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5, guestPoweroff: 6 } as const;
 
 export type RunEnd = { kind: 'stopped' } | { kind: 'fault'; report: string };
