@@ -265,7 +265,7 @@ impl MappingTable {
         }
         if let Some(owner) = m.shares_with {
             // Sharers always point at the owner of the pages, so the charge has one holder.
-            if !self.map.get(&owner).is_some_and(|o| o.shares_with.is_none()) {
+            if self.map.get(&owner).is_none_or(|o| o.shares_with.is_some()) {
                 return Err(TableError::NotFound { iova: owner, size });
             }
         }
