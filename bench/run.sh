@@ -2,19 +2,22 @@
 # npm run bench: builds the C references against the rig kernel's uAPI
 # headers, then runs the benchmarks in the rig; results in bench/results/.
 #   map.js  map/unmap throughput per IOMMU path, both kernels (issue: pin-core)
+#   crossing.js  per-op cost of TS -> pin-core above the ioctl: 4 KiB pairs one
+#           by one and in batches, and DmaMapper.sync of a guest memory map,
+#           against C, both paths, both kernels (crossing-<kernel>.json)
 #   pio.js  port-I/O exit round trip of the vCPU loop (type1 kernel)
 #   linux-guest.js  a Linux guest with an igb VF under Pinion and under QEMU,
 #           side by side, both paths, both kernels (linux-guest.json)
 #   nic.js  UDP echo round trip through the VF, Pinion's and QEMU's guests at
 #           once (nic.json)
-# PINION_BENCH=pio,map,linux-guest,nic picks some (default: all).
+# PINION_BENCH=pio,map,crossing,linux-guest,nic picks some (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hdr=$(bash rig/build-kernel.sh headers)
 mkdir -p bench/results
 cc -O2 -Wall -shared -fPIC -DMAPBENCH_LIB -I "$hdr" -o bench/results/libmapbench.so bench/ref/mapbench.c
 cc -O2 -Wall -pthread -I "$hdr" -o bench/results/piobench bench/ref/piobench.c
-want() { [[ ",${PINION_BENCH:-pio,map,linux-guest,nic}," == *",$1,"* ]]; }
+want() { [[ ",${PINION_BENCH:-pio,map,crossing,linux-guest,nic}," == *",$1,"* ]]; }
 if want pio; then
   node dist/src/cli.js rig --kernel type1 --timeout 900 --rw bench/results -- \
     node dist/bench/pio.js "$PWD/bench/results/piobench" "$PWD/bench/results/pio.json"
@@ -23,6 +26,10 @@ for k in type1 compat; do
   if want map; then
     node dist/src/cli.js rig --kernel "$k" --memory 4096 --timeout 1800 --rw bench/results -- \
       node dist/bench/map.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/map-$k.json"
+  fi
+  if want crossing; then
+    node dist/src/cli.js rig --kernel "$k" --memory 4096 --timeout 2400 --rw bench/results -- \
+      node dist/bench/crossing.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/crossing-$k.json"
   fi
   read -r _ bz rd < <(node dist/rig/guest-image.js "$k")
   if want linux-guest; then
