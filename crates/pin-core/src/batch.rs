@@ -72,7 +72,12 @@ fn decode_one(w: &[u64]) -> Result<Op, String> {
 
 /// The ops of `words` (whole records only), all read before any is run.
 pub fn decode(words: &[u64]) -> Result<Vec<Op>, BadRecord> {
-    words.chunks_exact(WORDS).enumerate().map(|(index, w)| decode_one(w).map_err(|why| BadRecord { index, why })).collect()
+    // Sized up front: collecting Results into a Vec cannot know the length and regrows it.
+    let mut ops = Vec::with_capacity(words.len() / WORDS);
+    for (index, w) in words.chunks_exact(WORDS).enumerate() {
+        ops.push(decode_one(w).map_err(|why| BadRecord { index, why })?);
+    }
+    Ok(ops)
 }
 
 #[cfg(test)]
