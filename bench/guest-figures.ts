@@ -1,6 +1,8 @@
 // The figures of one measured Linux guest boot (rig/l1/guest-traffic.ts), by
-// name: what bench/linux-guest.ts summarises and bench/report.ts prints.
+// name, with their units and which way is better: the cells of
+// bench/linux-guest.ts.
 import type { TrafficSample } from '../rig/l1/guest-traffic.js';
+import type { Better } from './method.js';
 
 export const FIGURES = [
   'initMs',
@@ -38,3 +40,21 @@ export function sampleFigures(s: TrafficSample): Record<Figure, number> {
     vmPinKiB: s.vmPinKiB,
   };
 }
+
+/** How each figure is shown and which way is better: times, exits and memory lower, throughput higher. */
+export const FIGURE_INFO: Record<Figure, { label: string; unit: string; better: Better; scale: number }> = {
+  initMs: { label: 'VMM start to guest init', unit: 's', better: 'lower', scale: 1 / 1000 },
+  rttMinMs: { label: 'ping RTT min', unit: 'ms', better: 'lower', scale: 1 },
+  rttAvgMs: { label: 'ping RTT avg', unit: 'ms', better: 'lower', scale: 1 },
+  rttMaxMs: { label: 'ping RTT max', unit: 'ms', better: 'lower', scale: 1 },
+  tcpG2hMbps: { label: 'TCP guest -> L1', unit: 'Mbit/s', better: 'higher', scale: 1 },
+  tcpH2gMbps: { label: 'TCP L1 -> guest', unit: 'Mbit/s', better: 'higher', scale: 1 },
+  udpG2hMbps: { label: 'UDP guest -> L1', unit: 'Mbit/s', better: 'higher', scale: 1 },
+  udpH2gMbps: { label: 'UDP L1 -> guest', unit: 'Mbit/s', better: 'higher', scale: 1 },
+  exitsPer1000Packets: { label: 'KVM exits / 1000 packets', unit: 'exits', better: 'lower', scale: 1 },
+  userspaceExitsPer1000Packets: { label: 'exits to userspace / 1000 packets', unit: 'exits', better: 'lower', scale: 1 },
+  rssKiB: { label: 'VMM RSS', unit: 'MiB', better: 'lower', scale: 1 / 1024 },
+  ownKiB: { label: 'VMM RSS less guest RAM', unit: 'MiB', better: 'lower', scale: 1 / 1024 },
+  vmLckKiB: { label: 'VmLck', unit: 'MiB', better: 'lower', scale: 1 / 1024 },
+  vmPinKiB: { label: 'VmPin', unit: 'MiB', better: 'lower', scale: 1 / 1024 },
+};

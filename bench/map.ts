@@ -1,38 +1,44 @@
-// Map/unmap throughput in L1, Pinion (TS -> pin-core -> ioctl) against the C
+// Map/unmap cost in L1, Pinion (TS -> pin-core -> ioctl) against the C
 // reference (bench/ref/mapbench.c, built as a library) doing the same ioctls
 // on the same kernel, in the same process, on the same container or IOAS and
-// the same memory. Rounds alternate the two and each round gives a ratio, so
-// the emulated machine's drift hits both sides alike; the result is the
-// median of those paired ratios. Usage (in L1, as root):
+// the same memory. Each cell follows bench/method.ts: rounds in ABBA order,
+// each side's figure in a round the median of 3 samples, a sample one clock
+// span over n map+unmap pairs divided by n (the C side spans its own loop in
+// C); ratio = C time / Pinion time. The 4 KiB pair, where the crossing from
+// TS to the kernel shows, is a cell like the others. Usage (in L1, as root):
 //   node dist/bench/map.js KERNEL LIBMAPBENCH_SO OUT_JSON
-import { measure } from 'mitata';
 import koffi from 'koffi';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { pinCore, type BackendHandle, type MemoryKind } from '../src/memory/pin-core.js';
 import { VfioGroup } from '../src/devices/vfio/group.js';
 import { VfioCdev } from '../src/devices/vfio/cdev.js';
 import { assignablePf, bindVfio, createVfs } from '../rig/l1/sysfs.js';
 import { closeFd } from '../src/sys/libc.js';
 import { median } from './stats.js';
+import { makeRun, provenance, runCell, withRun, type Cell, type StopRule } from './method.js';
 
 const [kernel = 'type1', cLib = '', outFile = ''] = process.argv.slice(2);
+const KiB = 1n << 10n;
 const MiB = 1n << 20n;
 const IOVA = 0x100000000n;
 const rw = { read: true, write: true };
 const SIZES = [256n * MiB, 1024n * MiB];
 const KINDS: MemoryKind[] = ['anon', 'thp', 'memfd', 'hugetlb'];
-const ROUNDS = 7;
-const C_PAIRS = 3;
-const OURS = { min_samples: 3, max_samples: 3, min_cpu_time: 0, warmup_samples: 0, batch_samples: 1 } as const;
-// Each mitata sample runs several pairs: under TCG a sample costs mitata ~0.5 ms of its own, which
-// would otherwise be charged to a 10 ms pair. The direct (hrtime) figure per pair is kept as a check.
-const pairsPerSample = (size: bigint): number => (size <= 256n * MiB ? 8 : 4);
+const SAMPLES = 3;
+const RULE: StopRule = {
+  minRounds: 4,
+  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 40),
+  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 60),
+  halfWidth: 0.03,
+};
+// Pairs per sample: enough that a sample's clock reads and loop cost are noise against the pairs.
+const pairsPerSample = (size: bigint): number => (size <= 4n * KiB ? 200 : size <= 256n * MiB ? 8 : 4);
 
 if (!existsSync(cLib))
   throw new Error(`C reference ${cLib || '(none)'} not found: pass libmapbench.so built from bench/ref/mapbench.c with -DMAPBENCH_LIB`);
 const lib = koffi.load(cLib);
-const mapbenchPair = lib.func(
-  'int64_t mapbench_pair(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size)',
+const mapbenchPairs = lib.func(
+  'int64_t mapbench_pairs(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size, uint32_t n)',
 );
 
 const [vf] = createVfs(assignablePf().bdf, 1);
@@ -64,11 +70,18 @@ const PATHS: Record<string, () => Opened> = {
   },
 };
 
-/** The C side: one pair on our container/IOAS and memory, ns (the ioctls timed in C). */
-function cPair(o: Opened, vaddr: bigint, memfd: number, size: bigint): number {
-  const ns = Number(mapbenchPair(pinCore.backendFd(o.h), o.type1 ? 1 : 0, o.ioas, vaddr, memfd, 0n, IOVA, size));
-  if (ns < 0) throw new Error(`mapbench_pair: errno ${-ns}`);
-  return ns;
+/** The C side: n pairs on our container/IOAS and memory, one span timed in C; ns per pair. */
+function cSample(o: Opened, vaddr: bigint, memfd: number, size: bigint, n: number): number {
+  const ns = Number(mapbenchPairs(pinCore.backendFd(o.h), o.type1 ? 1 : 0, o.ioas, vaddr, memfd, 0n, IOVA, size, n));
+  if (ns < 0) throw new Error(`mapbench_pairs: errno ${-ns}`);
+  return ns / n;
+}
+
+/** Pinion's side: n pairs, one span; ns per pair. */
+function pinionSample(pair: () => void, n: number): number {
+  const t0 = process.hrtime.bigint();
+  for (let k = 0; k < n; k++) pair();
+  return Number(process.hrtime.bigint() - t0) / n;
 }
 
 function reserveHugepages(n: number): boolean {
@@ -80,98 +93,58 @@ function reserveHugepages(n: number): boolean {
   }
 }
 
-const results: Record<string, unknown>[] = [];
+const sizeName = (size: bigint): string => (size < MiB ? `${size / KiB} KiB` : `${size / MiB} MiB`);
+
+async function cell(o: Opened, path: string, kind: MemoryKind, size: bigint): Promise<Cell> {
+  const mem = pinCore.memAlloc(kind, size);
+  pinCore.memPopulate(mem.vaddr, size, 1);
+  // iommufd maps memfd RAM by fd (IOAS_MAP_FILE), as the VMM does; type1 by address. C does the same.
+  const byFile = kind === 'memfd' && path === 'iommufd';
+  const backing = byFile ? { fd: mem.fd, offset: 0n } : { vaddr: mem.vaddr };
+  const pinion = (): void => {
+    pinCore.map(o.h, IOVA, size, backing, rw);
+    pinCore.unmap(o.h, IOVA, size);
+  };
+  const n = pairsPerSample(size);
+  const memfd = byFile ? mem.fd : -1;
+  // Both sides warm: page tables, THP splits, hugetlb reservations, the JIT.
+  pinionSample(pinion, n);
+  cSample(o, mem.vaddr, memfd, size, n);
+  const us = (xs: number[]): number => median(xs) / 1000;
+  const c = await runCell(
+    {
+      name: `${path} ${kind} ${sizeName(size)}`,
+      unit: 'µs/pair',
+      better: 'lower',
+      figure: `median of ${SAMPLES} samples, each one clock span over ${n} map+unmap pairs / ${n}`,
+    },
+    RULE,
+    () => us(Array.from({ length: SAMPLES }, () => pinionSample(pinion, n))),
+    () => us(Array.from({ length: SAMPLES }, () => cSample(o, mem.vaddr, memfd, size, n))),
+  );
+  pinCore.memFree(mem.vaddr, size, mem.fd);
+  console.log(JSON.stringify({ name: c.name, estimate: c.estimate, ci: c.ci, rounds: c.rounds.length, noiseBound: c.noiseBound }));
+  return c;
+}
+
+const cells: Cell[] = [];
 const hugetlb = reserveHugepages(640);
 for (const [path, open] of Object.entries(PATHS)) {
   const o = open();
   for (const kind of KINDS) {
     if (kind === 'hugetlb' && !hugetlb) continue;
-    for (const size of SIZES) {
-      const mem = pinCore.memAlloc(kind, size);
-      pinCore.memPopulate(mem.vaddr, size, 1);
-      // iommufd maps memfd RAM by fd (IOAS_MAP_FILE), as the VMM does; type1 by address. C does the same.
-      const byFile = kind === 'memfd' && path === 'iommufd';
-      const backing = byFile ? { fd: mem.fd, offset: 0n } : { vaddr: mem.vaddr };
-      const pinion = (): void => {
-        pinCore.map(o.h, IOVA, size, backing, rw);
-        pinCore.unmap(o.h, IOVA, size);
-      };
-      pinion(); // both sides warm: page tables, THP splits, hugetlb reservations
-      cPair(o, mem.vaddr, byFile ? mem.fd : -1, size);
-      const ours: number[] = [];
-      const ref: number[] = [];
-      const ratios: number[] = [];
-      const hr: number[] = [];
-      for (let round = 0; round < ROUNDS; round++) {
-        const n = pairsPerSample(size);
-        const stats = await measure(() => {
-          for (let k = 0; k < n; k++) pinion();
-        }, OURS);
-        const oursNs = stats.p50 / n;
-        const c = median(Array.from({ length: C_PAIRS }, () => cPair(o, mem.vaddr, byFile ? mem.fd : -1, size)));
-        hr.push(
-          median(
-            Array.from({ length: C_PAIRS }, () => {
-              const t0 = process.hrtime.bigint();
-              pinion();
-              return Number(process.hrtime.bigint() - t0);
-            }),
-          ),
-        );
-        ours.push(oursNs);
-        ref.push(c);
-        ratios.push(c / oursNs);
-      }
-      pinCore.memFree(mem.vaddr, size, mem.fd);
-      const row = {
-        path,
-        kind,
-        sizeMiB: Number(size / MiB),
-        pinionNsPerPair: Math.round(median(ours)),
-        cNsPerPair: Math.round(median(ref)),
-        ratio: +median(ratios).toFixed(3),
-        roundRatios: ratios.map((r) => +r.toFixed(3)),
-        rounds: ROUNDS,
-        pairsPerSample: pairsPerSample(size),
-        directNsPerPair: Math.round(median(hr)),
-        directRatio: +(median(ref) / median(hr)).toFixed(3),
-      };
-      results.push(row);
-      console.log(JSON.stringify(row));
-    }
+    for (const size of SIZES) cells.push(await cell(o, path, kind, size));
   }
-  // Per-call overhead: a 4 KiB pair, where the ioctl is cheap and the crossing shows.
-  const small = pinCore.memAlloc('anon', 0x1000n);
-  pinCore.memPopulate(small.vaddr, 0x1000n, 1);
-  const stats = await measure(
-    () => {
-      pinCore.map(o.h, IOVA, 0x1000n, { vaddr: small.vaddr }, rw);
-      pinCore.unmap(o.h, IOVA, 0x1000n);
-    },
-    { min_cpu_time: 500e6 },
-  );
-  const c = median(Array.from({ length: 2000 }, () => cPair(o, small.vaddr, -1, 0x1000n)));
-  pinCore.memFree(small.vaddr, 0x1000n, small.fd);
-  const row = {
-    path,
-    kind: 'anon',
-    sizeMiB: 4 / 1024,
-    pinionNsPerPair: Math.round(stats.p50),
-    cNsPerPair: Math.round(c),
-    overheadNs: Math.round(stats.p50 - c),
-    ratio: +(c / stats.p50).toFixed(3),
-  };
-  results.push(row);
-  console.log(JSON.stringify(row));
+  cells.push(await cell(o, path, 'anon', 4n * KiB));
   o.close();
 }
-const big = results.filter((r) => (r.sizeMiB as number) >= 256);
-const out = {
-  kernel,
-  hugetlb,
-  date: new Date().toISOString(),
-  note: 'ratio = C ns / Pinion ns per map+unmap pair: median of per-round ratios, rounds alternating Pinion (mitata, 8 pairs per sample at 256 MiB, 4 at 1 GiB) and the C library on the same container/IOAS and memory, in one process; >= 1 means Pinion is as fast. directRatio times single Pinion pairs with hrtime instead.',
-  cellsAtOrAbove095: `${big.filter((r) => (r.ratio as number) >= 0.95).length} of ${big.length}`,
-  results,
-};
-if (outFile) writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
+const run = makeRun({
+  benchmark: 'map',
+  variant: kernel,
+  reference: 'C (bench/ref/mapbench.c) on the same container or IOAS and memory, same process',
+  provenance: provenance(),
+  cells,
+  thresholds: [0.95],
+  extra: { hugetlb, iova: `0x${IOVA.toString(16)}` },
+});
+if (outFile) writeFileSync(outFile, withRun(existsSync(outFile) ? readFileSync(outFile, 'utf8') : undefined, run));

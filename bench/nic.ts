@@ -1,7 +1,10 @@
 // One UDP echo round trip L1 -> guest -> L1 through an assigned igb VF per
 // iteration: Pinion's Linux guest (VF 0) and QEMU's (VF 1, the same function
-// of the same PF) run at once in one L1 boot, on the same path; mitata rounds
-// alternate between them. The guest image's udp-echo answers.
+// of the same PF) run at once in one L1 boot, on the same path. Method of
+// bench/method.ts: ABBA rounds, each side's figure in a round mitata's p50
+// over at least 200 echoes; ratio = QEMU time / Pinion time. Rounds are
+// capped (PINION_BENCH_ROUNDS, PINION_BENCH_CELL_SECONDS). The guest image's
+// udp-echo answers.
 // Usage (in L1, as root): node dist/bench/nic.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON [legacy|iommufd]
 import { measure } from 'mitata';
 import { createSocket } from 'node:dgram';
@@ -9,7 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { LinuxGuest, peerUp, PEER_IP, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
-import { commitId, median } from './stats.js';
+import { makeRun, provenance, runCell, withRun, type StopRule } from './method.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommufd'] = process.argv.slice(2) as [
   string,
@@ -18,7 +21,12 @@ const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommu
   string,
   IommuKind,
 ];
-const ROUNDS = Number(process.env.PINION_BENCH_ROUNDS ?? 6);
+const RULE: StopRule = {
+  minRounds: 4,
+  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 16),
+  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 480),
+  halfWidth: 0.03,
+};
 const TIMEOUT_MS = 1000;
 const log = (s: string): void => void process.stderr.write(`nic ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);
 if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: nic.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON [legacy|iommufd]');
@@ -83,43 +91,43 @@ function echo(ip: string): Promise<void> {
 for (const { ip } of Object.values(guests)) for (let i = 0; i < 50; i++) await echo(ip);
 lost = 0;
 
-const rounds: Record<Vmm, { p50: number; avg: number; p99: number; samples: number }[]> = { pinion: [], qemu: [] };
-for (let r = 0; r < ROUNDS; r++) {
-  const order: Vmm[] = r % 2 ? ['qemu', 'pinion'] : ['pinion', 'qemu'];
-  for (const vmm of order) {
-    const s = await measure(() => echo(guests[vmm].ip), { min_cpu_time: 2e9, min_samples: 200 });
-    rounds[vmm].push({ p50: Math.round(s.p50), avg: Math.round(s.avg), p99: Math.round(s.p99), samples: s.samples.length });
-    log(`round ${r} ${vmm}: p50 ${(s.p50 / 1e3).toFixed(0)} us over ${s.samples.length}`);
-  }
+const detail: Record<Vmm, { p50: number; avg: number; p99: number; samples: number; lost: number }[]> = { pinion: [], qemu: [] };
+async function side(vmm: Vmm): Promise<number> {
+  const lost0 = lost;
+  const s = await measure(() => echo(guests[vmm].ip), { min_cpu_time: 2e9, min_samples: 200 });
+  detail[vmm].push({
+    p50: Math.round(s.p50),
+    avg: Math.round(s.avg),
+    p99: Math.round(s.p99),
+    samples: s.samples.length,
+    lost: lost - lost0,
+  });
+  log(`${vmm}: p50 ${(s.p50 / 1e3).toFixed(0)} us over ${s.samples.length}`);
+  return s.p50 / 1e3;
 }
+const cell = await runCell(
+  {
+    name: 'UDP echo round trip, 64 bytes',
+    unit: 'µs',
+    better: 'lower',
+    figure: "mitata's p50 over at least 200 echoes (2 s of CPU time), one echo in flight",
+  },
+  RULE,
+  () => side('pinion'),
+  () => side('qemu'),
+);
 for (const { g } of Object.values(guests)) g.kill();
 await Promise.all(Object.values(guests).map(({ g }) => g.done));
 sock.close();
+console.log(JSON.stringify({ estimate: cell.estimate, ci: cell.ci, rounds: cell.rounds.length, noiseBound: cell.noiseBound, lost }));
 
-const p = rounds.pinion.map((x) => x.p50);
-const q = rounds.qemu.map((x) => x.p50);
-const perRound = p.map((x, i) => +(x / q[i]!).toFixed(3));
-const row = {
-  pinionUs: +(median(p) / 1e3).toFixed(1),
-  qemuUs: +(median(q) / 1e3).toFixed(1),
-  ratio: +(median(p) / median(q)).toFixed(3),
-  ratioInterval: [Math.min(...perRound), Math.max(...perRound)],
-  lost,
-};
-console.log(JSON.stringify(row));
-const section = {
-  date: new Date().toISOString(),
-  commit: commitId(),
-  rigKernel: basename(dirname(kernel)),
-  iommu,
-  statistic: `UDP echo round trip (64 bytes) L1 -> guest -> L1; per round mitata's p50 (ns); figure = median of ${ROUNDS} rounds, order alternating; ratio = Pinion / QEMU, interval = min..max of the per-round ratios`,
-  ...row,
-  perRoundRatio: perRound,
-  rounds,
-};
-if (outFile) {
-  const all = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as Record<string, unknown>) : {};
-  all[`${variant}-${iommu}`] = section;
-  writeFileSync(outFile, JSON.stringify(all, null, 2) + '\n');
-}
+const run = makeRun({
+  benchmark: 'nic',
+  variant: `${variant} ${iommu}`,
+  reference: 'QEMU, its guest on VF 1 of the same PF at the same time, same path, same L1 boot',
+  provenance: { ...provenance(), rigKernel: process.env.PINION_RIG_KERNEL_ID || basename(dirname(kernel)) },
+  cells: [cell],
+  extra: { iommu, lost, timeoutMs: TIMEOUT_MS, rounds: detail },
+});
+if (outFile) writeFileSync(outFile, withRun(existsSync(outFile) ? readFileSync(outFile, 'utf8') : undefined, run));
 process.exit(0);

@@ -8,6 +8,8 @@
 
 #define DEBUG_EXIT_PORT 0xf4 /* OUT v: the VMM ends the VM with status v & 0xff */
 #define POST_PORT 0x80 /* writes ignored by the VMM: the benchmark port */
+/* The MMIO benchmark's address: in the PCI hole, claimed by nothing while no device is assigned. */
+#define MMIO_BENCH_ADDR 0xd0000000ul
 
 /* serial.c: whole lines under a spinlock so vCPUs never interleave. */
 void line_begin(void);

@@ -8,6 +8,7 @@
  *           IDT a triple fault (the VMM sees KVM_EXIT_SHUTDOWN)
  *   ud      after the banner, execute ud2 (same escalation)
  *   pio     no output; vCPU 0 writes port 0x80 forever, the others halt
+ *   mmio    the same with 32-bit writes to MMIO_BENCH_ADDR (0xd0000000)
  *   hang    after the banner, every vCPU halts forever
  *   igb     after the PCI scan, test the first 82576 PF (igb.c): MAC
  *           loopback, an MSI-X interrupt, an MSI interrupt, frames with the
@@ -33,7 +34,7 @@
 
 struct options {
 	uint64_t exit_status;
-	bool fault, ud, pio, hang, igb, baddma;
+	bool fault, ud, pio, mmio, hang, igb, baddma;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -93,6 +94,8 @@ static struct options parse_cmdline(const char *s)
 			o.ud = true;
 		else if (word_is(w, len, "pio"))
 			o.pio = true;
+		else if (word_is(w, len, "mmio"))
+			o.mmio = true;
 		else if (word_is(w, len, "hang"))
 			o.hang = true;
 		else if (word_is(w, len, "igb"))
@@ -117,6 +120,12 @@ static __attribute__((noreturn)) void pio_loop(void)
 {
 	for (uint8_t i = 0;; i++)
 		outb(POST_PORT, i);
+}
+
+static __attribute__((noreturn)) void mmio_loop(void)
+{
+	for (uint32_t i = 0;; i++)
+		mmio_write32(MMIO_BENCH_ADDR, i);
 }
 
 static void banner(uint64_t ncpus, const char *cmdline, uint64_t ram_size)
@@ -144,7 +153,7 @@ static void banner(uint64_t ncpus, const char *cmdline, uint64_t ram_size)
  */
 static __attribute__((noreturn)) void ap_main(uint64_t cpu, const struct options *o)
 {
-	if (o->pio || o->hang || o->fault || o->ud)
+	if (o->pio || o->mmio || o->hang || o->fault || o->ud)
 		halt_forever();
 	while (!__atomic_load_n(&aps_released, __ATOMIC_ACQUIRE) || (uint64_t)__atomic_load_n(&aps_checked_in, __ATOMIC_ACQUIRE) != cpu - 1)
 		cpu_relax();
@@ -209,6 +218,8 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 		ap_main(cpu, &o);
 	if (o.pio)
 		pio_loop();
+	if (o.mmio)
+		mmio_loop();
 
 	banner(ncpus, cmdline, ram_size);
 	if (o.fault)

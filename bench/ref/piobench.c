@@ -18,6 +18,11 @@
  *       {"op":"pio","exits":N,"ns":<total>,"nsPerExit":<float>}. The first
  *       round includes the guest's boot up to its loop.
  *
+ * Built with -DPIOBENCH_LIB -shared -fPIC it is instead a library of one
+ * function, piobench_batch(), the same exit loop on a vCPU someone else made:
+ * bench/pio.ts runs it on Pinion's own vCPU, so both sides drive the same VM,
+ * guest and vCPU in one process and only the exit loop differs.
+ *
  * Boot contract: ELF PT_LOAD segments copied to p_paddr (>= 1 MiB), the rest
  * to p_memsz zeroed; GDT at 0x500 (null, code 0x08, data 0x10, busy TSS 0x18);
  * identity map of the low 4 GiB with 2 MiB pages (PML4 0x9000, PDPT 0xa000,
@@ -98,6 +103,15 @@ struct vcpu {
 	pthread_t thread;
 };
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+#ifndef PIOBENCH_LIB
 static void die(const char *what)
 {
 	fprintf(stderr, "piobench: %s: %s\n", what, strerror(errno));
@@ -120,14 +134,6 @@ static int xioctl(int fd, unsigned long req, unsigned long arg, const char *name
 	if (r < 0)
 		die(name);
 	return r;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
 /* ---- ELF loading ---- */
@@ -597,3 +603,81 @@ int main(int argc, char **argv)
 		create_vcpu(&vm, &vcpus[i], i);
 	return is_pio ? pio(&vcpus[0], exits, rounds) : console(&vm, vcpus);
 }
+#else
+
+/* One row per kind of exit seen besides the target: reason, port or address, is write, size, count. */
+#define TALLY_COLS 5
+#define REASON_INTERRUPTED 0xffffffffull /* KVM_RUN returned EINTR or EAGAIN: no exit to handle */
+
+static void tally(uint64_t *t, uint32_t rows, uint64_t reason, uint64_t addr, uint64_t write, uint64_t size)
+{
+	for (uint32_t i = 0; i < rows; i++) {
+		uint64_t *r = t + i * TALLY_COLS;
+
+		/* The last row takes whatever finds no row of its own. */
+		if (!r[4] || i == rows - 1 || (r[0] == reason && r[1] == addr && r[2] == write && r[3] == size)) {
+			if (!r[4]) {
+				r[0] = reason;
+				r[1] = addr;
+				r[2] = write;
+				r[3] = size;
+			}
+			r[4]++;
+			return;
+		}
+	}
+}
+
+/*
+ * Runs vcpu_fd (its kvm_run mapped by the caller at run_addr) until `want` target exits were handled (mmio = 0: OUT to port `target`; mmio = 1: a write to
+ * guest-physical `target`), reads answered all ones and writes ignored as Pinion's unclaimed ports and addresses
+ * are. Every other exit is counted in `t` (rows x TALLY_COLS, zeroed by the caller). Returns the ns taken, or
+ * -errno (-EPROTO: an exit the loop cannot go on from, e.g. a shutdown; its reason is in the tally).
+ */
+int64_t piobench_batch(int vcpu_fd, uint64_t run_addr, int mmio, uint64_t target, uint64_t want, uint64_t *t, uint32_t rows)
+{
+	struct kvm_run *run = (struct kvm_run *)(uintptr_t)run_addr;
+	uint64_t done = 0, t0;
+
+	t0 = now_ns();
+	while (done < want) {
+		if (ioctl(vcpu_fd, KVM_RUN, 0) < 0) {
+			if (errno != EINTR && errno != EAGAIN)
+				return -errno;
+			run->immediate_exit = 0;
+			tally(t, rows, REASON_INTERRUPTED, 0, 0, 0);
+			continue;
+		}
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO: {
+			int out = run->io.direction == KVM_EXIT_IO_OUT;
+
+			if (!mmio && out && run->io.port == target) {
+				done++;
+				continue;
+			}
+			if (!out)
+				memset((uint8_t *)run + run->io.data_offset, 0xff, run->io.size * run->io.count);
+			tally(t, rows, KVM_EXIT_IO, run->io.port, out, run->io.size);
+			break;
+		}
+		case KVM_EXIT_MMIO:
+			if (mmio && run->mmio.is_write && run->mmio.phys_addr == target) {
+				done++;
+				continue;
+			}
+			if (!run->mmio.is_write)
+				memset(run->mmio.data, 0xff, run->mmio.len);
+			tally(t, rows, KVM_EXIT_MMIO, run->mmio.phys_addr, run->mmio.is_write, run->mmio.len);
+			break;
+		case KVM_EXIT_INTR:
+			tally(t, rows, KVM_EXIT_INTR, 0, 0, 0);
+			break;
+		default:
+			tally(t, rows, run->exit_reason, 0, 0, 0);
+			return -EPROTO;
+		}
+	}
+	return (int64_t)(now_ns() - t0);
+}
+#endif

@@ -2,6 +2,7 @@
 // IOAS, shared by all of a VM's devices): bring it to exactly the guest's
 // DMA-able regions with `sync`, read back what is mapped, close it.
 // Device code never asks which backend this is; `caps` says what it can do.
+import type { DmaBatch } from './dma-batch.js';
 import { pinCore, type BackendHandle, type Caps, type PinCoreError, type Region, type SyncResult } from './pin-core.js';
 
 /** A failed DMA operation: errno name, the kernel operation, and the IOVA range it was working on. */
@@ -14,15 +15,17 @@ export class DmaError extends Error {
     readonly size: bigint | undefined,
     readonly path: string | undefined,
     message: string,
-    /** A failed sync's charge of the mapping table after it, as SyncResult.finalCharged. */
+    /** A failed sync's or batch's charge of the mapping table after it, as SyncResult.finalCharged. */
     readonly finalCharged: bigint | undefined = undefined,
+    /** A failed batch's record: those before it ran. */
+    readonly index: number | undefined = undefined,
   ) {
     super(message);
   }
 
   static from(e: unknown): unknown {
     const p = e as PinCoreError;
-    return typeof p?.code === 'string' ? new DmaError(p.code, p.op, p.iova, p.size, p.path, p.message, p.finalCharged) : e;
+    return typeof p?.code === 'string' ? new DmaError(p.code, p.op, p.iova, p.size, p.path, p.message, p.finalCharged, p.index) : e;
   }
 }
 
@@ -83,6 +86,19 @@ export class DmaMapper {
   /** Makes the IOMMU map exactly `regions`; `budgetBytes` caps extra locked memory during the change. */
   sync(regions: Region[], budgetBytes: bigint | null = null): SyncResult {
     return call(() => pinCore.sync(this.handle, regions, budgetBytes));
+  }
+
+  /**
+   * Runs a batch's records in order in one crossing, through the same mapping table as `sync` (a plan of
+   * `sync` already runs in one crossing; this is for callers with ops of their own). Stops at the first
+   * record refused or failed: a DmaError whose `index` names it, the records before it done.
+   */
+  run(batch: DmaBatch, budgetBytes: bigint | null = null): void {
+    try {
+      pinCore.mapBatch(this.handle, batch.words, batch.count, budgetBytes);
+    } catch (e) {
+      throw DmaError.from(e);
+    }
   }
 
   mapped(): Region[] {

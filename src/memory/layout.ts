@@ -22,8 +22,9 @@ export interface RamRange {
   offset: bigint;
 }
 
-export function ramRanges(size: bigint): RamRange[] {
-  const low = size < LOW_RAM_END ? size : LOW_RAM_END;
+/** RAM below `lowEnd` from 0, the rest from 4 GiB. A smaller `lowEnd` gives a small RAM both pieces (the crossing benchmark). */
+export function ramRanges(size: bigint, lowEnd: bigint = LOW_RAM_END): RamRange[] {
+  const low = size < lowEnd ? size : lowEnd;
   const ranges: RamRange[] = [{ gpa: 0n, size: low, offset: 0n }];
   if (size > low) ranges.push({ gpa: HIGH_RAM_START, size: size - low, offset: low });
   return ranges;

@@ -8,6 +8,9 @@ import { fileURLToPath } from 'node:url';
 /** Opaque handle of a backend object (container or IOAS) held by pin-core. */
 export type BackendHandle = number & { readonly __backend: unique symbol };
 
+/** A 64-bit unsigned argument: a BigInt, or a Number that is a safe integer (below 2^53), which crosses without a BigInt. */
+export type U64 = bigint | number;
+
 export type MemoryKind = 'anon' | 'thp' | 'memfd' | 'hugetlb';
 export type Backing = { vaddr: bigint } | { fd: number; offset: bigint };
 export interface Prot {
@@ -58,6 +61,12 @@ export type PlannedOp =
   | { op: 'map'; iova: bigint; size: bigint }
   | { op: 'copy'; srcIova: bigint; dstIova: bigint; size: bigint };
 
+/** One record of a batch as pin-core reads it (batchDecode). */
+export type BatchRecord =
+  | { op: 'map'; iova: bigint; size: bigint; backing: Backing; prot: Prot }
+  | { op: 'unmap'; iova: bigint; size: bigint }
+  | { op: 'copy'; srcIova: bigint; dstIova: bigint; size: bigint };
+
 export interface SyncResult {
   ops: PlannedOp[];
   peakCharged: bigint;
@@ -101,8 +110,9 @@ export interface PinCore {
   backendFd(h: BackendHandle): number;
   caps(h: BackendHandle): Caps;
   iovaRanges(h: BackendHandle): [bigint, bigint][];
-  map(h: BackendHandle, iova: bigint, size: bigint, backing: Backing, prot: Prot): void;
-  unmap(h: BackendHandle, iova: bigint, size: bigint): bigint;
+  /** One ioctl, straight to the backend: no mapping table (the conformance suite asks the kernel itself). */
+  map(h: BackendHandle, iova: U64, size: U64, backing: Backing, prot: Prot): void;
+  unmap(h: BackendHandle, iova: U64, size: U64): bigint;
   unmapAll(h: BackendHandle): bigint;
   copy(h: BackendHandle, srcIova: bigint, dstIova: bigint, size: bigint): void;
   close(h: BackendHandle): void;
@@ -110,6 +120,16 @@ export interface PinCore {
   /** The mapping table over a backend: brings the IOMMU to exactly `regions`. */
   sync(h: BackendHandle, regions: Region[], budgetBytes: bigint | null): SyncResult;
   table(h: BackendHandle): Region[];
+  /**
+   * Runs the first `count` records of `ops` (DmaBatch's layout, crates/pin-core/src/batch.rs) in order, in one
+   * call, through the same mapping table as `sync`: each is checked by the table's rules and `budgetBytes`
+   * (locked memory the batch may add above what the table charges at its start) before its ioctl. Stops at the
+   * first record refused or failed, with a PinCoreError whose `index` names it; the records before it stay done.
+   * An unmap record's word 3 comes back holding the bytes the kernel unmapped. Returns `count`.
+   */
+  mapBatch(h: BackendHandle, ops: BigUint64Array, count: number, budgetBytes: bigint | null): number;
+  /** What pin-core reads from a batch array, without running it (for tests and diagnostics). */
+  batchDecode(ops: BigUint64Array, count: number): BatchRecord[];
 }
 
 /** A failure inside pin-core: the kernel's errno name plus what was being done. */
@@ -120,8 +140,10 @@ export interface PinCoreError extends Error {
   iova?: bigint;
   size?: bigint;
   path?: string;
-  /** On a failed sync: what the mapping table charges after it (the ops that ran before a kernel error stay). */
+  /** On a failed sync or batch: what the mapping table charges after it (the ops that ran before a kernel error stay). */
   finalCharged?: bigint;
+  /** On a failed batch: the record that failed (or could not be read). No `op` means no ioctl was made: the table refused it. */
+  index?: number;
 }
 
 function addonPath(): string {

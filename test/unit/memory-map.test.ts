@@ -10,6 +10,14 @@ t.test('RAM below 3 GiB stays low; the rest moves above 4 GiB', async (t) => {
     { gpa: 0n, size: 3n * GiB, offset: 0n },
     { gpa: 4n * GiB, size: 2n * GiB, offset: 3n * GiB },
   ]);
+  t.same(
+    ramRanges(256n * MiB, 192n * MiB),
+    [
+      { gpa: 0n, size: 192n * MiB, offset: 0n },
+      { gpa: 4n * GiB, size: 64n * MiB, offset: 192n * MiB },
+    ],
+    'a lower split gives a small RAM both pieces',
+  );
   t.ok(PCI_MMIO32.end <= KVM_TSS_ADDR - 0x1000n, 'the PCI window stays clear of KVM pages');
 });
 

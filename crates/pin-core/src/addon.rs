@@ -2,17 +2,17 @@
 //! Each callback converts arguments, calls plain Rust, and converts back.
 //! Backends live in a handle table; a handle is an index into it.
 
-use crate::backend::{IommuPath, KernelError};
+use crate::backend::{DmaBackend, IommuPath, KernelError};
 use crate::dispatch::AnyBackend;
 use crate::errno::EOPNOTSUPP;
 use crate::iommufd::Iommufd;
-use crate::mapper::{Mapper, SyncError};
+use crate::mapper::{BatchError, Mapper, OpError, SyncError};
 use crate::napi::{self, napi_callback_info as Info, napi_env as Env, napi_value as Value, JsError, JsResult, Prop};
 use crate::planner::{Op, Region};
 use crate::table::{Backing, Prot};
 use crate::type1::Type1Container;
 use crate::uapi::{IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_RLIMIT_MODE};
-use crate::{kick, memory, sys};
+use crate::{batch, kick, memory, sys};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
@@ -72,6 +72,37 @@ fn with_iommufd<T>(env: Env, h: Value, what: &str, f: impl FnOnce(&mut Iommufd) 
     })
 }
 
+/// The entry's mapper (made on first use, from the backend's IOVA ranges and entry limit) and its backend.
+fn mapper(e: &mut Entry) -> JsResult<(&mut Mapper, &mut dyn DmaBackend)> {
+    if e.mapper.is_none() {
+        e.mapper = Some(Mapper::new(e.backend.dma(), page()).map_err(kernel_error)?);
+    }
+    Ok((e.mapper.as_mut().expect("just set"), e.backend.dma()))
+}
+
+/// The error of a batch's failed record: the kernel's own error as a single op
+/// gives it, or the refusal (no `op`: no ioctl was made), plus the record's
+/// index and what the table charges after the records before it.
+fn batch_error(e: BatchError, ops: &[Op], charged: u64) -> JsError {
+    let mut j = match e.err {
+        OpError::Kernel(k) => kernel_error(k),
+        OpError::Refused(p) => {
+            let mut j = JsError::new(crate::errno::name(p.errno()), format!("DMA batch record {} refused: {p}", e.index));
+            let (iova, size) = match ops[e.index] {
+                Op::Map(r) => (r.iova, r.size),
+                Op::Unmap { iova, size } => (iova, size),
+                Op::Copy { dst_iova, size, .. } => (dst_iova, size),
+            };
+            j.props.push(("iova", Prop::Big(iova)));
+            j.props.push(("size", Prop::Big(size)));
+            j
+        }
+    };
+    j.props.push(("index", Prop::Num(e.index as f64)));
+    j.props.push(("finalCharged", Prop::Big(charged)));
+    j
+}
+
 fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<OwnedFd>)> {
     let path = napi::get_string(env, path, "path")?;
     let fd = napi::get_i32(env, fd, "fd")?;
@@ -80,28 +111,28 @@ fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<O
 }
 
 fn backing(env: Env, v: Value) -> JsResult<Backing> {
-    let vaddr = napi::get(env, v, "vaddr")?;
+    let vaddr = napi::get(env, v, c"vaddr")?;
     if !napi::is_nullish(env, vaddr)? {
         return Ok(Backing::Vaddr(napi::get_u64(env, vaddr, "backing.vaddr")?));
     }
-    let fd = napi::get_i32(env, napi::get(env, v, "fd")?, "backing.fd")?;
-    let offset = napi::get_u64(env, napi::get(env, v, "offset")?, "backing.offset")?;
+    let fd = napi::get_i32(env, napi::get(env, v, c"fd")?, "backing.fd")?;
+    let offset = napi::get_u64(env, napi::get(env, v, c"offset")?, "backing.offset")?;
     Ok(Backing::File { fd, offset })
 }
 
 fn prot(env: Env, v: Value) -> JsResult<Prot> {
     Ok(Prot {
-        read: napi::get_bool(env, napi::get(env, v, "read")?, "prot.read")?,
-        write: napi::get_bool(env, napi::get(env, v, "write")?, "prot.write")?,
+        read: napi::get_bool(env, napi::get(env, v, c"read")?, "prot.read")?,
+        write: napi::get_bool(env, napi::get(env, v, c"write")?, "prot.write")?,
     })
 }
 
 fn region_in(env: Env, v: Value) -> JsResult<Region> {
     Ok(Region {
-        iova: napi::get_u64(env, napi::get(env, v, "iova")?, "region.iova")?,
-        size: napi::get_u64(env, napi::get(env, v, "size")?, "region.size")?,
-        backing: backing(env, napi::get(env, v, "backing")?)?,
-        prot: prot(env, napi::get(env, v, "prot")?)?,
+        iova: napi::get_u64(env, napi::get(env, v, c"iova")?, "region.iova")?,
+        size: napi::get_u64(env, napi::get(env, v, c"size")?, "region.size")?,
+        backing: backing(env, napi::get(env, v, c"backing")?)?,
+        prot: prot(env, napi::get(env, v, c"prot")?)?,
     })
 }
 
@@ -140,6 +171,31 @@ fn op_out(env: Env, op: &Op) -> JsResult {
             ],
         ),
     }
+}
+
+/// A decoded batch record, in full (batchDecode).
+fn record_out(env: Env, op: &Op) -> JsResult {
+    match op {
+        Op::Map(r) => {
+            let o = region_out(env, r)?;
+            napi::set(env, o, "op", napi::string(env, "map")?)?;
+            Ok(o)
+        }
+        other => op_out(env, other),
+    }
+}
+
+/// The first `count` records of a batch array, all decoded before any runs.
+fn records(env: Env, words: &[u64], count: Value) -> JsResult<Vec<Op>> {
+    let count = napi::get_u64(env, count, "count")? as usize;
+    if count.checked_mul(batch::WORDS).is_none_or(|n| n > words.len()) {
+        return Err(JsError::arg(format!("count {count} is more than the {} records the array holds", words.len() / batch::WORDS)));
+    }
+    batch::decode(&words[..count * batch::WORDS]).map_err(|b| {
+        let mut j = JsError::arg(format!("DMA batch record {} cannot be read: {}", b.index, b.why));
+        j.props.push(("index", Prop::Num(b.index as f64)));
+        j
+    })
 }
 
 fn page() -> u64 {
@@ -311,11 +367,8 @@ export_fns! {
         let regions = napi::get_array(env, a[1], "regions")?.into_iter().map(|v| region_in(env, v)).collect::<JsResult<Vec<_>>>()?;
         let budget = if napi::is_nullish(env, a[2])? { None } else { Some(napi::get_u64(env, a[2], "budgetBytes")?) };
         let plan = with(env, a[0], |e| {
-            if e.mapper.is_none() {
-                e.mapper = Some(Mapper::new(e.backend.dma(), page()).map_err(kernel_error)?);
-            }
-            let m = e.mapper.as_mut().expect("just set");
-            m.sync(e.backend.dma(), &regions, budget).map_err(|err| {
+            let (m, backend) = mapper(e)?;
+            m.sync(backend, &regions, budget).map_err(|err| {
                 let mut j = match err {
                     SyncError::Plan(p) => JsError::new(crate::errno::name(p.errno()), format!("DMA plan refused: {p}")),
                     SyncError::Kernel { err, .. } => kernel_error(err),
@@ -327,6 +380,26 @@ export_fns! {
         })?;
         let ops = plan.ops.iter().map(|o| op_out(env, o)).collect::<JsResult<Vec<_>>>()?;
         obj(env, &[("ops", napi::array(env, &ops)?), ("peakCharged", napi::bigint(env, plan.peak_charged)?), ("finalCharged", napi::bigint(env, plan.final_charged)?)])
+    };
+    // Many maps, unmaps and copies in one crossing: records of batch.rs's
+    // layout in a BigUint64Array, through the same table as sync.
+    "mapBatch" => map_batch(4) |env, a: [Value; 4]| {
+        // SAFETY: held only in this callback, and the only view of the array until it returns.
+        let words = unsafe { napi::get_biguint64_array(env, a[1], "ops") }?;
+        let ops = records(env, words, a[2])?;
+        let budget = if napi::is_nullish(env, a[3])? { None } else { Some(napi::get_u64(env, a[3], "budgetBytes")?) };
+        with(env, a[0], |e| {
+            let (m, backend) = mapper(e)?;
+            let r = m.batch(backend, &ops, budget, |i, n| words[i * batch::WORDS + 3] = n);
+            r.map_err(|err| batch_error(err, &ops, m.table().charged_bytes()))
+        })?;
+        napi::number(env, ops.len() as f64)
+    };
+    "batchDecode" => batch_decode(2) |env, a: [Value; 2]| {
+        // SAFETY: as in mapBatch; only read here.
+        let ops = records(env, unsafe { napi::get_biguint64_array(env, a[0], "ops") }?, a[1])?;
+        let items = ops.iter().map(|o| record_out(env, o)).collect::<JsResult<Vec<_>>>()?;
+        napi::array(env, &items)
     };
     "table" => table(1) |env, a: [Value; 1]| {
         let rs: Vec<Region> = with(env, a[0], |e| Ok(e.mapper.as_ref().map(|m| m.table().iter().map(Region::from).collect()).unwrap_or_default()))?;

@@ -4,6 +4,7 @@
 pub mod accounting;
 mod addon;
 pub mod backend;
+pub mod batch;
 pub mod dispatch;
 pub mod errno;
 pub mod iommufd;
@@ -26,6 +27,7 @@ mod module_graph {
         ("accounting", include_str!("accounting.rs")),
         ("addon", include_str!("addon.rs")),
         ("backend", include_str!("backend.rs")),
+        ("batch", include_str!("batch.rs")),
         ("dispatch", include_str!("dispatch.rs")),
         ("errno", include_str!("errno.rs")),
         ("iommufd", include_str!("iommufd.rs")),

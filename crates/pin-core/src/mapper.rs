@@ -1,5 +1,6 @@
 //! The DMA mapper: the mapping table in front of one backend. `sync` brings
-//! the IOMMU to exactly the desired regions through the planner's op list.
+//! the IOMMU to exactly the desired regions through the planner's op list;
+//! `batch` runs a caller's own op list, each op checked by the table first.
 //!
 //! Failure policy: ops run in order and stop at the first kernel error; the
 //! table then holds exactly what the kernel holds (every op that succeeded),
@@ -21,8 +22,33 @@ pub enum SyncError {
     Kernel { err: KernelError, done: usize, plan: Box<Plan> },
 }
 
+/// Why one op of a batch did not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpError {
+    /// Refused before any ioctl: by the table's rules (with the errno the
+    /// kernel would give) or by the locked-memory budget.
+    Refused(PlanError),
+    Kernel(KernelError),
+}
+
+/// The first op of a batch that did not happen; those before it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    pub index: usize,
+    pub err: OpError,
+}
+
 /// type1's default dma_entry_limit, when the kernel does not report DMA_AVAIL.
 const TYPE1_DEFAULT_ENTRIES: usize = 65535;
+
+/// The ioctl for one op; returns the bytes the kernel reports unmapped (0 for a map or copy).
+fn issue(backend: &mut dyn DmaBackend, op: &Op) -> Result<u64, KernelError> {
+    match op {
+        Op::Unmap { iova, size } => backend.unmap(*iova, *size),
+        Op::Map(r) => backend.map(r.iova, r.size, &r.backing, r.prot).map(|_| 0),
+        Op::Copy { src_iova, dst_iova, size } => backend.copy(*src_iova, *dst_iova, *size).map(|_| 0),
+    }
+}
 
 impl Mapper {
     pub fn new(backend: &mut dyn DmaBackend, page_size: u64) -> Result<Mapper, KernelError> {
@@ -44,12 +70,7 @@ impl Mapper {
         let rules = PlanRules { can_copy: backend.caps().can_copy, budget_bytes, max_entries: self.table.rules().max_entries };
         let plan = planner::plan(&self.table, desired, &rules).map_err(SyncError::Plan)?;
         for (i, op) in plan.ops.iter().enumerate() {
-            let r = match op {
-                Op::Unmap { iova, size } => backend.unmap(*iova, *size).map(|_| ()),
-                Op::Map(r) => backend.map(r.iova, r.size, &r.backing, r.prot),
-                Op::Copy { src_iova, dst_iova, size } => backend.copy(*src_iova, *dst_iova, *size),
-            };
-            if let Err(err) = r {
+            if let Err(err) = issue(backend, op) {
                 return Err(SyncError::Kernel { err, done: i, plan: Box::new(plan) });
             }
             // The kernel accepted the op, so the table must too; a refusal here is a planner bug.
@@ -57,13 +78,45 @@ impl Mapper {
         }
         Ok(plan)
     }
+
+    /// Runs `ops` in order, each one checked by the table before its ioctl
+    /// and recorded once the kernel made it, and stops at the first one
+    /// refused or failed (same failure policy as `sync`). `budget_bytes` is
+    /// the locked memory the batch may add, at any point, above what the
+    /// table charges at its start, as `sync`'s budget. `unmapped(index,
+    /// bytes)` hears what the kernel reports for each unmap.
+    pub fn batch(
+        &mut self,
+        backend: &mut dyn DmaBackend,
+        ops: &[Op],
+        budget_bytes: Option<u64>,
+        mut unmapped: impl FnMut(usize, u64),
+    ) -> Result<(), BatchError> {
+        let base = self.table.charged_bytes();
+        for (index, op) in ops.iter().enumerate() {
+            let refused = |e| BatchError { index, err: OpError::Refused(e) };
+            let c = planner::check(&self.table, op).map_err(|e| refused(PlanError::Invalid(e)))?;
+            if let Some(budget) = budget_bytes {
+                let after = self.table.charged_bytes() + c.charges();
+                if after > base.saturating_add(budget) {
+                    return Err(refused(PlanError::OverBudget { needed: after - base, budget }));
+                }
+            }
+            let n = issue(backend, op).map_err(|e| BatchError { index, err: OpError::Kernel(e) })?;
+            self.table.commit(c);
+            if let Op::Unmap { .. } = op {
+                unmapped(index, n);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::{Caps, IommuPath, KResult};
-    use crate::table::{Backing, Mapping, Prot};
+    use crate::table::{Backing, Mapping, Prot, TableError};
 
     const P: u64 = 0x1000;
     const FAR: u64 = 0x100_0000;
@@ -238,6 +291,122 @@ mod tests {
         assert!(matches!(e, SyncError::Plan(PlanError::Invalid(_))), "{e:?}");
         assert!(b.attempts.is_empty());
         assert_eq!(held(&m), vec![a.mapping()]);
+    }
+
+    /// Runs a batch, returning the error (if any) and the (index, bytes) of each unmap heard.
+    fn run(m: &mut Mapper, b: &mut Fake, ops: &[Op], budget: Option<u64>) -> (Result<(), BatchError>, Vec<(usize, u64)>) {
+        let mut heard = Vec::new();
+        let r = m.batch(b, ops, budget, |i, n| heard.push((i, n)));
+        (r, heard)
+    }
+
+    #[test]
+    fn batch_runs_every_op_in_order_and_the_table_follows() {
+        let mut b = fake(IommuPath::Type1, None);
+        let mut m = mapped(&mut b, &[]);
+        let (x, y, z) = (r(0, 1, 0x10_0000), r(4 * P, 2, 0x20_0000), r(0, 1, 0x30_0000));
+        let ops = [Op::Map(x), Op::Map(y), Op::Unmap { iova: 0, size: P }, Op::Map(z)];
+        let (res, heard) = run(&mut m, &mut b, &ops, None);
+        res.unwrap();
+        assert_eq!(b.attempts, ops, "every op reaches the kernel, in order");
+        assert_eq!(heard, vec![(2, P)], "the kernel's unmapped bytes, by record");
+        assert_eq!(held(&m), vec![z.mapping(), y.mapping()]);
+        assert_eq!(m.table().charged_bytes(), 3 * P);
+        // The table is the mapper's own: a sync to what the batch made has nothing to do.
+        b.attempts.clear();
+        assert_eq!(m.sync(&mut b, &[z, y], None).unwrap().ops, vec![]);
+        assert!(b.attempts.is_empty());
+    }
+
+    #[test]
+    fn batch_stops_at_a_kernel_failure_and_keeps_what_ran() {
+        let mut b = fake(IommuPath::Type1, None);
+        let old = r(8 * P, 2, 0x40_0000);
+        let mut m = mapped(&mut b, &[old]);
+        let ops =
+            [Op::Map(r(0, 1, 0x10_0000)), Op::Unmap { iova: 8 * P, size: 2 * P }, Op::Map(r(P, 1, 0x20_0000)), Op::Map(r(2 * P, 1, 0))];
+        b.fail_at = Some(2);
+        let (res, heard) = run(&mut m, &mut b, &ops, None);
+        let e = res.unwrap_err();
+        assert_eq!(
+            e,
+            BatchError { index: 2, err: OpError::Kernel(KernelError::errno("MAP", EBUSY).at(P, P)) },
+            "the backend's error, unchanged"
+        );
+        assert_eq!(b.attempts, ops[..3], "nothing after the failed op is tried, nothing is undone");
+        assert_eq!(heard, vec![(1, 2 * P)]);
+        assert_eq!(held(&m), vec![r(0, 1, 0x10_0000).mapping()], "the table says what the kernel holds");
+        assert_eq!(m.table().charged_bytes(), P);
+    }
+
+    #[test]
+    fn batch_ops_the_table_refuses_never_reach_the_kernel() {
+        let mut b = fake(IommuPath::Type1, Some(2));
+        let mut m = mapped(&mut b, &[r(0, 4, 0x10_0000)]);
+        let cases: [(&[Op], usize, TableError); 4] = [
+            (
+                &[Op::Map(r(8 * P, 1, 0)), Op::Map(r(2 * P, 1, 0))],
+                1,
+                TableError::Overlap { iova: 2 * P, size: P, existing_iova: 0, existing_size: 4 * P },
+            ),
+            (&[Op::Unmap { iova: P, size: P }], 0, TableError::WouldSplit { iova: P, size: P, mapping_iova: 0, mapping_size: 4 * P }),
+            (&[Op::Unmap { iova: 16 * P, size: P }], 0, TableError::NotFound { iova: 16 * P, size: P }),
+            (&[Op::Map(r(16 * P, 1, 0)), Op::Map(r(20 * P, 1, 0))], 1, TableError::TooManyEntries { limit: 2 }),
+        ];
+        for (ops, index, want) in cases {
+            let before = (held(&m), m.table().charged_bytes());
+            b.attempts.clear();
+            let (res, _) = run(&mut m, &mut b, ops, None);
+            let e = res.unwrap_err();
+            assert_eq!(e, BatchError { index, err: OpError::Refused(PlanError::Invalid(want.clone())) });
+            assert_eq!(b.attempts, ops[..index], "only the ops before the refused one were issued");
+            // Put the table back to where it was for the next case.
+            for op in ops[..index].iter().rev() {
+                if let Op::Map(x) = op {
+                    m.batch(&mut b, &[Op::Unmap { iova: x.iova, size: x.size }], None, |_, _| {}).unwrap();
+                }
+            }
+            assert_eq!((held(&m), m.table().charged_bytes()), before);
+        }
+        assert_eq!(TableError::NotFound { iova: 0, size: P }.errno(), crate::errno::ENOENT, "the errno iommufd gives");
+    }
+
+    #[test]
+    fn batch_budget_bounds_the_peak_charge_above_the_start() {
+        let mut b = fake(IommuPath::Type1, None);
+        let mut m = mapped(&mut b, &[r(64 * P, 8, 0x80_0000)]);
+        let ops = [
+            Op::Map(r(0, 1, 0x10_0000)),
+            Op::Map(r(P, 1, 0x20_0000)),
+            Op::Unmap { iova: 0, size: P },
+            Op::Map(r(2 * P, 1, 0x30_0000)),
+            Op::Map(r(3 * P, 1, 0x40_0000)),
+        ];
+        let (res, _) = run(&mut m, &mut b, &ops, Some(2 * P));
+        assert_eq!(
+            res.unwrap_err(),
+            BatchError { index: 4, err: OpError::Refused(PlanError::OverBudget { needed: 3 * P, budget: 2 * P }) }
+        );
+        assert_eq!(b.attempts, ops[..4], "an unmap frees budget for the ops after it");
+        assert_eq!(m.table().charged_bytes(), 8 * P + 2 * P);
+        assert_eq!(PlanError::OverBudget { needed: 0, budget: 0 }.errno(), crate::errno::ENOMEM);
+    }
+
+    #[test]
+    fn batch_copy_shares_the_pages_and_charges_nothing() {
+        let mut b = fake(IommuPath::Iommufd, None);
+        let src = r(0, 4, 0x10_0000);
+        let mut m = mapped(&mut b, &[src]);
+        let ops = [Op::Copy { src_iova: 0, dst_iova: FAR, size: 4 * P }, Op::Unmap { iova: 0, size: 4 * P }];
+        run(&mut m, &mut b, &ops, Some(0)).0.unwrap();
+        assert_eq!(b.attempts, ops);
+        assert_eq!(held(&m), vec![Region { iova: FAR, ..src }.mapping()], "the copy inherits the pages");
+        assert_eq!(m.table().charged_bytes(), 4 * P);
+        let (res, _) = run(&mut m, &mut b, &[Op::Copy { src_iova: FAR, dst_iova: 0, size: P }], None);
+        assert!(
+            matches!(res.unwrap_err().err, OpError::Refused(PlanError::Invalid(TableError::NotFound { .. }))),
+            "only whole mappings are copied"
+        );
     }
 
     #[test]

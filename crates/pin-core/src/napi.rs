@@ -3,7 +3,7 @@
 
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
 
 pub type napi_env = *mut c_void;
@@ -19,6 +19,9 @@ const NAPI_AUTO_LENGTH: usize = usize::MAX;
 pub const NAPI_UNDEFINED: i32 = 0;
 pub const NAPI_NULL: i32 = 1;
 pub const NAPI_BIGINT: i32 = 9;
+
+// napi_typedarray_type
+pub const NAPI_BIGUINT64_ARRAY: i32 = 10;
 
 extern "C" {
     fn napi_get_cb_info(
@@ -54,6 +57,15 @@ extern "C" {
         cb: napi_callback,
         data: *mut c_void,
         out: *mut napi_value,
+    ) -> napi_status;
+    fn napi_get_typedarray_info(
+        env: napi_env,
+        v: napi_value,
+        kind: *mut i32,
+        length: *mut usize,
+        data: *mut *mut c_void,
+        arraybuffer: *mut napi_value,
+        byte_offset: *mut usize,
     ) -> napi_status;
     fn napi_create_error(env: napi_env, code: napi_value, msg: napi_value, out: *mut napi_value) -> napi_status;
     fn napi_throw(env: napi_env, err: napi_value) -> napi_status;
@@ -219,10 +231,29 @@ pub fn set(env: napi_env, obj: napi_value, name: &str, v: napi_value) -> JsResul
     check(unsafe { napi_set_named_property(env, obj, n.as_ptr(), v) }, "napi_set_named_property")
 }
 
-pub fn get(env: napi_env, obj: napi_value, name: &str) -> JsResult {
-    let n = cstr(name);
-    // SAFETY: obj is a live value; n is NUL-terminated.
-    unsafe { out!(napi_get_named_property(env, obj, n.as_ptr())) }
+/// A property by a literal name (`c"iova"`): no allocation on the argument path.
+pub fn get(env: napi_env, obj: napi_value, name: &CStr) -> JsResult {
+    // SAFETY: obj is a live value; name is NUL-terminated.
+    unsafe { out!(napi_get_named_property(env, obj, name.as_ptr())) }
+}
+
+/// The elements of a BigUint64Array, in place: JS's own memory, no copy.
+///
+/// # Safety
+/// The slice is valid only during the current callback, and nothing else
+/// (JS included, which cannot run meanwhile) may touch the array while it is held.
+pub unsafe fn get_biguint64_array<'a>(env: napi_env, v: napi_value, what: &str) -> JsResult<&'a mut [u64]> {
+    let (mut kind, mut len, mut data) = (0i32, 0usize, ptr::null_mut());
+    // SAFETY: the out-pointers are valid; the two left null are optional.
+    let st = unsafe { napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut()) };
+    if st != NAPI_OK || kind != NAPI_BIGUINT64_ARRAY {
+        return Err(JsError::arg(format!("{what} must be a BigUint64Array")));
+    }
+    if len == 0 || data.is_null() {
+        return Ok(&mut []);
+    }
+    // SAFETY: data points at len u64s (N-API adds the byte offset, which a BigUint64Array keeps 8-aligned); see the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data.cast::<u64>(), len) })
 }
 
 pub fn array(env: napi_env, items: &[napi_value]) -> JsResult {

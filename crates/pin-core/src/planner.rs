@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::errno::{ENOMEM, ENOSPC};
-use crate::table::{Backing, Mapping, MappingTable, Prot, TableError};
+use crate::table::{Backing, Checked, Mapping, MappingTable, Prot, TableError};
 
 /// A guest section that should be DMA-able.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,9 +111,16 @@ impl std::error::Error for PlanError {}
 
 /// Updates `table` as the kernel would after `op` succeeds.
 pub fn apply(table: &mut MappingTable, op: &Op) -> Result<(), TableError> {
+    let c = check(table, op)?;
+    table.commit(c);
+    Ok(())
+}
+
+/// What `apply` checks, as a change to commit once the kernel has made it.
+pub fn check(table: &MappingTable, op: &Op) -> Result<Checked, TableError> {
     match *op {
-        Op::Unmap { iova, size } => table.remove_range(iova, size).map(|_| ()),
-        Op::Map(r) => table.insert(r.mapping()),
+        Op::Unmap { iova, size } => table.check_remove(iova, size),
+        Op::Map(r) => table.check_insert(r.mapping()),
         Op::Copy { src_iova, dst_iova, size } => {
             // Pinion copies whole mappings only, though IOAS_COPY allows sub-ranges.
             let src = match table.get(src_iova) {
@@ -121,7 +128,7 @@ pub fn apply(table: &mut MappingTable, op: &Op) -> Result<(), TableError> {
                 _ => return Err(TableError::NotFound { iova: src_iova, size }),
             };
             let shares_with = src.shares_with.or(Some(src.iova));
-            table.insert(Mapping { iova: dst_iova, shares_with, ..src })
+            table.check_insert(Mapping { iova: dst_iova, shares_with, ..src })
         }
     }
 }

@@ -175,11 +175,43 @@ pub struct MappingTable {
     map: BTreeMap<u64, Mapping>,
     charged: u64,
     sharers: usize,
+    /// Bumped by every change, so a `Checked` made before another change is caught.
+    generation: u64,
+}
+
+/// A change the table has checked and not yet made. A caller issues the
+/// kernel call in between and commits only once the kernel did the same, so
+/// each op is validated once and the table never holds what the kernel refused.
+#[must_use = "a checked change does nothing until committed"]
+#[derive(Debug)]
+pub struct Checked {
+    generation: u64,
+    change: Change,
+}
+
+#[derive(Debug)]
+enum Change {
+    Insert(Mapping),
+    /// Every mapping in `[iova, last]`, which the check found whole and not empty.
+    Remove {
+        iova: u64,
+        last: u64,
+    },
+}
+
+impl Checked {
+    /// The bytes this change adds to the charge (0 for an unmap or a sharer).
+    pub fn charges(&self) -> u64 {
+        match &self.change {
+            Change::Insert(m) if m.shares_with.is_none() => m.size,
+            _ => 0,
+        }
+    }
 }
 
 impl MappingTable {
     pub fn new(rules: TableRules) -> MappingTable {
-        MappingTable { rules, map: BTreeMap::new(), charged: 0, sharers: 0 }
+        MappingTable { rules, map: BTreeMap::new(), charged: 0, sharers: 0, generation: 0 }
     }
 
     pub fn rules(&self) -> &TableRules {
@@ -210,6 +242,13 @@ impl MappingTable {
 
     /// Adds a mapping, refusing exactly what the kernel would refuse.
     pub fn insert(&mut self, m: Mapping) -> Result<(), TableError> {
+        let c = self.check_insert(m)?;
+        self.commit(c);
+        Ok(())
+    }
+
+    /// What `insert` checks, without changing the table.
+    pub fn check_insert(&self, m: Mapping) -> Result<Checked, TableError> {
         let (iova, size) = (m.iova, m.size);
         let last = self.check_range(iova, size, Some(m.backing.addr()))?;
         if !m.prot.read && !m.prot.write {
@@ -224,43 +263,73 @@ impl MappingTable {
         if !self.in_iova_ranges(iova, last) {
             return Err(TableError::OutsideIovaRanges { iova, size });
         }
-        match m.shares_with {
+        if let Some(owner) = m.shares_with {
             // Sharers always point at the owner of the pages, so the charge has one holder.
-            Some(owner) => match self.map.get(&owner) {
-                Some(o) if o.shares_with.is_none() => self.sharers += 1,
-                _ => return Err(TableError::NotFound { iova: owner, size }),
-            },
-            None => self.charged += size,
+            if self.map.get(&owner).is_none_or(|o| o.shares_with.is_some()) {
+                return Err(TableError::NotFound { iova: owner, size });
+            }
         }
-        self.map.insert(iova, m);
-        Ok(())
+        Ok(Checked { generation: self.generation, change: Change::Insert(m) })
     }
 
     /// Removes every mapping inside `[iova, iova+size)`. Cutting one partially
     /// is refused, as type1v2 and IOMMU_IOAS_UNMAP refuse it.
     pub fn remove_range(&mut self, iova: u64, size: u64) -> Result<Vec<Mapping>, TableError> {
+        let c = self.check_remove(iova, size)?;
+        let removed = self.overlapping(iova, size).copied().collect();
+        self.commit(c);
+        Ok(removed)
+    }
+
+    /// What `remove_range` checks, without changing the table.
+    pub fn check_remove(&self, iova: u64, size: u64) -> Result<Checked, TableError> {
         let last = self.check_range(iova, size, None)?;
-        let mut keys = Vec::new();
+        let mut any = false;
         for m in self.overlapping(iova, size) {
             if m.iova < iova || m.last() > last {
                 return Err(TableError::WouldSplit { iova, size, mapping_iova: m.iova, mapping_size: m.size });
             }
-            keys.push(m.iova);
+            any = true;
         }
-        if keys.is_empty() {
+        if !any {
             return Err(TableError::NotFound { iova, size });
         }
-        let removed: Vec<Mapping> = keys.iter().filter_map(|k| self.map.remove(k)).collect();
-        for m in &removed {
-            match m.shares_with {
-                Some(_) => self.sharers -= 1,
-                None => self.charged -= m.size,
+        Ok(Checked { generation: self.generation, change: Change::Remove { iova, last } })
+    }
+
+    /// Makes a checked change. Panics if the table changed since the check:
+    /// the check would no longer hold.
+    pub fn commit(&mut self, c: Checked) {
+        assert_eq!(c.generation, self.generation, "a checked change was committed after another change");
+        self.generation += 1;
+        match c.change {
+            Change::Insert(m) => {
+                match m.shares_with {
+                    Some(_) => self.sharers += 1,
+                    None => self.charged += m.size,
+                }
+                self.map.insert(m.iova, m);
+            }
+            Change::Remove { iova, last } => {
+                // The check found no mapping reaching in from below, so all of them start in the range.
+                let mut owners = Vec::new();
+                while let Some((&k, _)) = self.map.range(iova..=last).next() {
+                    let m = self.map.remove(&k).expect("just found");
+                    match m.shares_with {
+                        Some(_) => self.sharers -= 1,
+                        None => {
+                            self.charged -= m.size;
+                            if self.sharers > 0 {
+                                owners.push(m.iova);
+                            }
+                        }
+                    }
+                }
+                for o in owners {
+                    self.promote_sharer(o);
+                }
             }
         }
-        for m in removed.iter().filter(|m| m.shares_with.is_none()) {
-            self.promote_sharer(m.iova);
-        }
-        Ok(removed)
     }
 
     /// iommufd frees pinned pages only with their last user, so when an owner
@@ -488,6 +557,36 @@ mod tests {
         t.insert(Mapping { shares_with: Some(0), ..m(4 * P, P, 0) }).unwrap();
         // A copy of a copy must name the owner, not the intermediate sharer.
         assert!(t.insert(Mapping { shares_with: Some(4 * P), ..m(6 * P, P, 0) }).is_err());
+    }
+
+    #[test]
+    fn a_check_changes_nothing_and_its_commit_does_what_insert_and_remove_do() {
+        let mut t = table(&[m(0, 2 * P, 0)]);
+        let c = t.check_insert(m(4 * P, P, 0x9000)).unwrap();
+        assert_eq!(c.charges(), P);
+        assert_eq!((t.len(), t.charged_bytes()), (1, 2 * P), "checked, not made");
+        t.commit(c);
+        assert_eq!((t.len(), t.charged_bytes()), (2, 3 * P));
+        assert_eq!(
+            t.check_insert(m(P, P, 0)).unwrap_err(),
+            TableError::Overlap { iova: P, size: P, existing_iova: 0, existing_size: 2 * P }
+        );
+        assert!(matches!(t.check_remove(P, P), Err(TableError::WouldSplit { .. })));
+        assert!(matches!(t.check_remove(8 * P, P), Err(TableError::NotFound { .. })));
+        let c = t.check_remove(0, 8 * P).unwrap();
+        assert_eq!(c.charges(), 0);
+        t.commit(c);
+        assert!(t.is_empty());
+        assert_eq!(t.charged_bytes(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "committed after another change")]
+    fn a_stale_check_cannot_be_committed() {
+        let mut t = table(&[]);
+        let c = t.check_insert(m(0, P, 0)).unwrap();
+        t.insert(m(0, P, 0)).unwrap();
+        t.commit(c);
     }
 
     #[test]
