@@ -2,8 +2,9 @@
 // bench/method.ts: every cell of every run, with its estimate, interval,
 // rounds and noise-bound flag, then each run's counts and claims (a claim
 // "all cells >= X" counts a cell only when its interval's lower bound clears
-// X). bench/run.sh ends with it. Files in an earlier format are named, not
-// summarised: they hold no raw rounds to recompute from.
+// X), and the targets a run lists in extra.targets (crossing.ts). bench/run.sh
+// ends with it. Files in an earlier format are named, not summarised: they
+// hold no raw rounds to recompute from.
 // Usage: node dist/bench/report.js [RESULTS_DIR]
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,4 +23,11 @@ for (const f of readdirSync(dir)
 console.log(`\n${METHOD.ratio}; estimate: ${METHOD.statistic}, ${METHOD.interval}; ${METHOD.order}.`);
 console.log(`Pinion and reference columns: geometric mean of each side's per-round figures.\n`);
 console.log(runs.length ? summaryTable(runs) : '(no results in this format yet)');
+// Targets a benchmark checks beside its claims (crossing.ts: extra.targets), each with whether it holds.
+const targets = runs.flatMap((r) =>
+  (Array.isArray(r.extra?.targets) ? (r.extra.targets as { claim?: unknown; holds?: unknown }[]) : [])
+    .filter((t) => typeof t.claim === 'string')
+    .map((t) => `- ${r.benchmark} ${r.variant} target: ${String(t.claim)}: ${t.holds ? 'holds' : 'does not hold'}`),
+);
+if (targets.length) console.log(`\n${targets.join('\n')}`);
 if (earlier.length) console.log(`\nNot summarised, earlier format without raw rounds: ${earlier.join(', ')}`);
