@@ -12,7 +12,8 @@
 #           side by side, both paths, both kernels (linux-guest.json)
 #   nic.js  UDP echo round trip through the VF, Pinion's and QEMU's guests at
 #           once (nic.json)
-# PINION_BENCH=pio,map,crossing,linux-guest,nic picks some (default: all).
+# PINION_BENCH=pio,map,crossing,linux-guest,nic picks some (default: all);
+# PINION_BENCH_KERNELS="type1" limits the rig kernels (default: type1 compat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hdr=$(bash rig/build-kernel.sh headers)
@@ -31,7 +32,7 @@ if want pio; then
   node dist/bundle/pinion.js rig --kernel type1 --timeout 900 --rw bench/results -- \
     node dist/bench/pio.js "$PWD/bench/results/libpiobench.so" "$PWD/bench/results/pio.json"
 fi
-for k in type1 compat; do
+for k in ${PINION_BENCH_KERNELS:-type1 compat}; do
   image "$k"
   if want map; then
     node dist/bundle/pinion.js rig --kernel "$k" --memory 4096 --timeout 2400 --rw bench/results -- \
