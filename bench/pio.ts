@@ -17,18 +17,13 @@ import { mmapFd, MAP_SHARED } from '../src/sys/libc.js';
 import * as K from '../src/sys/kvm.js';
 import { inlineRunner } from './inline-vcpu.js';
 import { median } from './stats.js';
-import { makeRun, provenance, runCell, withRun, type Cell, type StopRule } from './method.js';
+import { makeRun, provenance, runCell, withRun, type Cell, stopRule } from './method.js';
 
 const [cLib = '', outFile = ''] = process.argv.slice(2);
 const GUEST = fileURLToPath(new URL('../guest/pinion-guest.elf', import.meta.url));
 const BATCH = Number(process.env.PINION_BENCH_BATCH ?? 5000);
 const SAMPLES = 3;
-const RULE: StopRule = {
-  minRounds: 4,
-  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 40),
-  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 120),
-  halfWidth: 0.03,
-};
+const RULE = stopRule({ minRounds: 4, maxRounds: 40, maxSeconds: 120 });
 // guest/guest.h's POST_PORT and MMIO_BENCH_ADDR.
 const CASES = [
   { name: 'port I/O: OUT to 0x80', cmdline: 'pio', mmio: false, target: 0x80 },
