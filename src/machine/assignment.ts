@@ -150,5 +150,5 @@ function chooseIommu(want: 'auto' | IommuKind, hosts: readonly HostDevice[]): Io
 }
 
 function openIommu(kind: IommuKind, fds: IommuFds | undefined): VfioIommu {
-  return kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
+  return kind === 'iommufd' ? IommufdIommu.open({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
 }
