@@ -2,7 +2,7 @@
 // kick it out of KVM_RUN), runs the loop, and reports how it ended.
 import { parentPort, workerData } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
-import { CONTROL, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
+import { CONTROL, STOP_REASON, VCPU_STATE, VcpuRunner, vcpuWords, type RunEnd } from '../vmm/run-loop.js';
 import { buildBuses, type DeviceSpec } from './devices.js';
 import { RpcClient } from '../vmm/bus-rpc.js';
 import type { ExitCount } from '../vmm/exit-profile.js';
@@ -51,6 +51,7 @@ const buses = buildBuses(
 runner = VcpuRunner.open(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, new Int32Array(d.control));
 post({ type: 'ready', thread: pinCore.threadSelf() });
 const control = new Int32Array(d.control);
+runner.setState(VCPU_STATE.waiting);
 while (Atomics.load(control, CONTROL.go) === 0) Atomics.wait(control, CONTROL.go, 0, 1000);
 let end: RunEnd;
 try {
@@ -59,10 +60,11 @@ try {
   end = { kind: 'fault', report: `vCPU ${d.index}: ${(e as Error).message}` };
   runner.requestStop(STOP_REASON.guestFault);
 }
+runner.setState(VCPU_STATE.ended);
 if (end.kind === 'fault') post({ type: 'stop' });
 buses.flush();
 runner.close();
 post({ type: 'done', end, exits: runner.exits, profile: runner.profile?.entries() });
 // Stay alive until the VMM has forgotten this thread's id: pthread_kill on an ended thread is undefined.
-const released = CONTROL.length + d.index;
+const released = vcpuWords(d.index).released;
 while (Atomics.load(control, released) === 0) Atomics.wait(control, released, 0, 1000);
