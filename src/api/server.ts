@@ -98,7 +98,8 @@ export class ApiServer {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(path, () => {
+        // A short backlog: a flood of connects waits or is refused in the kernel, not accepted and dropped here.
+        server.listen({ path, backlog: l.maxConnections }, () => {
           server.off('error', reject);
           resolve();
         });
