@@ -5,7 +5,7 @@
 // connections, requests per second, requests queued, and how many start per
 // event-loop turn (the rest wait for the next turn, after the RPCs of this one).
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import type { Reply } from './routes.js';
 
@@ -86,10 +86,13 @@ export class ApiServer {
     server.on('request', (req, res) => api.onRequest(req, res));
     server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
       const status = e.code === 'HPE_HEADER_OVERFLOW' ? 431 : e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-      const text = JSON.stringify({ error: `bad HTTP request (${e.code ?? e.message})` }) + '\n';
+      const text =
+        JSON.stringify({
+          error: `bad HTTP request: ${e.code === 'HPE_HEADER_OVERFLOW' ? `headers over ${l.maxHeaderBytes} bytes` : (e.code ?? e.message)}`,
+        }) + '\n';
       if (socket.writable)
         socket.end(
-          `HTTP/1.1 ${status} Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${text.length}\r\n\r\n${text}`,
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${text.length}\r\n\r\n${text}`,
         );
       else socket.destroy();
     });

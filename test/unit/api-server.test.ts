@@ -115,7 +115,7 @@ t.test('bad requests get a 4xx with one line and change nothing', async (t) => {
   await api.close();
 });
 
-t.test('a body over the limit gets a 413, whether declared or streamed', async (t) => {
+t.test('a body over the limit gets a 413, whether declared or streamed; headers over theirs a 431', async (t) => {
   const { api, vm, path } = await serve({ maxBodyBytes: 1024 });
   const declared = await raw(path, (s) => s.write(`PUT /api/v1/vm.add-ram HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{`));
   t.match(declared, /^HTTP\/1\.1 413 /);
@@ -125,6 +125,9 @@ t.test('a body over the limit gets a 413, whether declared or streamed', async (
     for (let i = 0; i < 8; i++) s.write(`200\r\n${'x'.repeat(0x200)}\r\n`);
   });
   t.match(streamed, /^HTTP\/1\.1 413 /);
+  const headers = await raw(path, (s) => s.write(`GET /api/v1/vm.info HTTP/1.1\r\nX-Pad: ${'a'.repeat(10000)}\r\n\r\n`));
+  t.match(headers, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  t.match(headers, /"error":"bad HTTP request: headers over 8192 bytes"/);
   t.notOk(vm.calls.includes('add-ram'), 'nothing ran');
   t.equal(api.waiting, 0);
   await api.close();
