@@ -99,6 +99,7 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
     let done = 0;
     const before = runner.exits;
     const t0 = process.hrtime.bigint();
+    let other = 0;
     while (done < want) {
       const e = runner.exits;
       const fault = runner.step();
@@ -108,6 +109,13 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
         const reason = v.getUint32(R.exit_reason, true);
         if (isTarget(reason)) done++;
         else bump(s.others, otherKey(reason));
+      }
+      // A guest that left its loop (an old build without this case ends at once) would be waited on for good.
+      if (runner.exits === e || !isTarget(v.getUint32(R.exit_reason, true))) {
+        if (++other > 10_000)
+          throw new Error(
+            `the test guest made ${other} exits other than ${c.name} (${JSON.stringify(s.others)}); is dist/guest/pinion-guest.elf current? npm run build:guest`,
+          );
       }
     }
     const ns = Number(process.hrtime.bigint() - t0);
