@@ -21,11 +21,10 @@
 // at most 1000; single-op calls and batch of 1 at least 0.8 of C's speed) are
 // in extra.targets. Usage (in L1, as root):
 //   node dist/bench/crossing.js KERNEL LIBMAPBENCH_SO OUT_JSON
-import koffi from 'koffi';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { VfioGroup } from '../src/devices/vfio/group.js';
 import { VfioCdev } from '../src/devices/vfio/cdev.js';
-import { prefaultRam } from '../src/machine/ram-map.js';
+import { prefaultRam, ramRegions } from '../src/machine/ram-map.js';
 import { DmaBatch } from '../src/memory/dma-batch.js';
 import { DmaListener } from '../src/memory/dma-listener.js';
 import { DmaMapper } from '../src/memory/dma-mapper.js';
@@ -34,7 +33,7 @@ import { MiB, ramRanges } from '../src/memory/layout.js';
 import type { MemoryRegion } from '../src/memory/listener.js';
 import { pinCore } from '../src/memory/pin-core.js';
 import { closeFd } from '../src/sys/libc.js';
-import { assignablePf, bindVfio, createVfs } from '../rig/l1/sysfs.js';
+import { benchPaths, benchVf, loadMapbench, reserveHugepages, type BenchPath } from './l1-vf.js';
 import { median } from './stats.js';
 import {
   inOrder,
@@ -48,6 +47,7 @@ import {
   type Cell,
   type CellSpec,
   type StopRule,
+  stopRule,
 } from './method.js';
 
 const [kernel = 'type1', cLib = '', outFile = ''] = process.argv.slice(2);
@@ -61,68 +61,28 @@ const RAM_SIZES = [256n * MiB, 1024n * MiB];
 const BACKENDS: RamBackend[] = ['memfd', 'anon', 'hugetlb'];
 // A guest memory map cycle is ~0.1-0.3 s at 256 MiB under TCG: three a side per round there, one at 1 GiB.
 const syncSamples = (size: bigint): number => (size <= 256n * MiB ? 3 : 1);
-const maxRounds = (n: number): number => Number(process.env.PINION_BENCH_ROUNDS ?? n);
-const maxSeconds = (s: number): number => Number(process.env.PINION_BENCH_CELL_SECONDS ?? s);
 // Caps: a pair round is ~30 ms under TCG, so the rounds cap binds; a sync round up to ~2 s, so the seconds do.
 // Per path: ~15 s of pairs (at worst 4 x 20 s) + 3 backings x (20 s + 40 s) of syncs: ~6-9 minutes for both paths.
-const PAIR_RULE: StopRule = { minRounds: 4, maxRounds: maxRounds(100), maxSeconds: maxSeconds(20), halfWidth: 0.03 };
-const syncRule = (size: bigint): StopRule => ({
-  minRounds: 4,
-  maxRounds: maxRounds(40),
-  maxSeconds: maxSeconds(size <= 256n * MiB ? 20 : 40),
-  halfWidth: 0.03,
-});
+const PAIR_RULE = stopRule({ minRounds: 4, maxRounds: 100, maxSeconds: 20 });
+const syncRule = (size: bigint): StopRule => stopRule({ minRounds: 4, maxRounds: 40, maxSeconds: size <= 256n * MiB ? 20 : 40 });
 const OVERHEAD_AT_MOST_NS = 1000;
 const RATIO_AT_LEAST = 0.8;
 
-if (!existsSync(cLib))
-  throw new Error(`C reference ${cLib || '(none)'} not found: pass libmapbench.so built from bench/ref/mapbench.c with -DMAPBENCH_LIB`);
-const lib = koffi.load(cLib);
+const lib = loadMapbench(cLib);
 const cBatch = lib.func('int64_t mapbench_batch(int fd, int type1, uint32_t ioas, uint64_t vaddr, uint64_t iova, int n, int reps)');
 const cSync = lib.func(
   'int64_t mapbench_sync(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, const void *ranges, int n, _Out_ void *ns_out)',
 );
 
-const [vf] = createVfs(assignablePf().bdf, 1);
-const dev = bindVfio(vf!);
-const groupPath = `/dev/vfio/${dev.iommuGroup}`;
+const { dev, groupPath } = benchVf();
 
-interface Opened {
-  mapper: DmaMapper;
-  type1: boolean;
-  ioas: number;
-  close: () => void;
-}
-
-const PATHS: Record<string, () => Opened> = {
-  legacy() {
-    const g = VfioGroup.open(groupPath);
-    const mapper = DmaMapper.legacy((fd) => g.joinContainer(fd));
-    // Opening the device gives it a domain: iommufd's compat container pins only then.
-    const devFd = g.deviceFd(dev.bdf);
-    return { mapper, type1: true, ioas: 0, close: () => (closeFd(devFd), mapper.close(), g.close()) };
-  },
-  iommufd() {
-    const mapper = DmaMapper.iommufd();
-    const c = VfioCdev.bind(dev.vfioCdev!, mapper.fd);
-    c.attach(mapper.ioasId);
-    return { mapper, type1: false, ioas: mapper.ioasId, close: () => (c.close(), mapper.close()) };
-  },
-};
+type Opened = BenchPath;
+const PATHS = benchPaths(dev, groupPath);
 
 function check(ns: number | bigint, what: string): number {
   const n = Number(ns);
   if (n < 0) throw new Error(`${what}: errno ${-n}`);
   return n;
-}
-
-function reserveHugepages(n: number): boolean {
-  try {
-    writeFileSync('/proc/sys/vm/nr_hugepages', String(n));
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const log = (c: Cell): void =>
@@ -203,14 +163,7 @@ async function syncs(path: string, o: Opened, hugetlb: boolean): Promise<{ cells
       prefaultRam(ram);
       // The VMM's split (low RAM to the PCI hole, the rest from 4 GiB) scaled down, so a small RAM has both pieces.
       const ranges = ramRanges(size, (size * 3n) / 4n);
-      const regions = ranges.map((r, i): MemoryRegion => ({
-        name: i ? 'ram-high' : 'ram-low',
-        gpa: r.gpa,
-        size: r.size,
-        hva: ram.vaddr + r.offset,
-        file: ram.fd >= 0 ? { fd: ram.fd, offset: r.offset } : undefined,
-        kind: 'ram',
-      }));
+      const regions = ramRegions(ram, ranges);
       const listener = new DmaListener(o.mapper);
       let planned: string[] = [];
       /** Pinion's cycle: the map phase (regions added, committed) and the unmap phase (removed, committed), ns each. */

@@ -16,15 +16,10 @@ import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type Vmm } from '../rig/l1/linu
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
 import { IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
 import { FIGURE_INFO, FIGURES, sampleFigures } from './guest-figures.js';
-import { inOrder, makeRun, provenance, runRounds, withRun, type Cell, type CellSpec, type RoundFigures, type StopRule } from './method.js';
+import { inOrder, makeRun, provenance, runRounds, withRun, type Cell, type CellSpec, type RoundFigures, stopRule } from './method.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = ''] = process.argv.slice(2);
-const RULE: StopRule = {
-  minRounds: 3,
-  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 5),
-  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 2400),
-  halfWidth: 0.03,
-};
+const RULE = stopRule({ minRounds: 3, maxRounds: 5, maxSeconds: 2400 });
 const PLAN = { pings: 100, iperfSec: 4, runs: IPERF_RUNS };
 const PATHS: IommuKind[] = ['legacy', 'iommufd'];
 const log = (s: string): void => void process.stderr.write(`bench ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);

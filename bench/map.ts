@@ -7,15 +7,14 @@
 // C); ratio = C time / Pinion time. The 4 KiB pair, where the crossing from
 // TS to the kernel shows, is a cell like the others. Usage (in L1, as root):
 //   node dist/bench/map.js KERNEL LIBMAPBENCH_SO OUT_JSON
-import koffi from 'koffi';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { pinCore, type BackendHandle, type MemoryKind } from '../src/memory/pin-core.js';
 import { VfioGroup } from '../src/devices/vfio/group.js';
 import { VfioCdev } from '../src/devices/vfio/cdev.js';
-import { assignablePf, bindVfio, createVfs } from '../rig/l1/sysfs.js';
+import { benchPaths, benchVf, loadMapbench, reserveHugepages, type BenchPath } from './l1-vf.js';
 import { closeFd } from '../src/sys/libc.js';
 import { median } from './stats.js';
-import { makeRun, provenance, runCell, withRun, type Cell, type StopRule } from './method.js';
+import { makeRun, provenance, runCell, withRun, type Cell, stopRule } from './method.js';
 
 const [kernel = 'type1', cLib = '', outFile = ''] = process.argv.slice(2);
 const KiB = 1n << 10n;
@@ -25,54 +24,23 @@ const rw = { read: true, write: true };
 const SIZES = [256n * MiB, 1024n * MiB];
 const KINDS: MemoryKind[] = ['anon', 'thp', 'memfd', 'hugetlb'];
 const SAMPLES = 3;
-const RULE: StopRule = {
-  minRounds: 4,
-  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 40),
-  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 60),
-  halfWidth: 0.03,
-};
+const RULE = stopRule({ minRounds: 4, maxRounds: 40, maxSeconds: 60 });
 // Pairs per sample: enough that a sample's clock reads and loop cost are noise against the pairs.
 const pairsPerSample = (size: bigint): number => (size <= 4n * KiB ? 200 : size <= 256n * MiB ? 8 : 4);
 
-if (!existsSync(cLib))
-  throw new Error(`C reference ${cLib || '(none)'} not found: pass libmapbench.so built from bench/ref/mapbench.c with -DMAPBENCH_LIB`);
-const lib = koffi.load(cLib);
+const lib = loadMapbench(cLib);
 const mapbenchPairs = lib.func(
   'int64_t mapbench_pairs(int fd, int type1, uint32_t ioas, uint64_t vaddr, int memfd, uint64_t offset, uint64_t iova, uint64_t size, uint32_t n)',
 );
 
-const [vf] = createVfs(assignablePf().bdf, 1);
-const dev = bindVfio(vf!);
-const groupPath = `/dev/vfio/${dev.iommuGroup}`;
+const { dev, groupPath } = benchVf();
 
-interface Opened {
-  h: BackendHandle;
-  type1: boolean;
-  ioas: number;
-  close: () => void;
-}
-
-const PATHS: Record<string, () => Opened> = {
-  legacy() {
-    const h = pinCore.type1Open('/dev/vfio/vfio', -1);
-    const g = VfioGroup.open(groupPath);
-    g.joinContainer(pinCore.backendFd(h));
-    pinCore.type1SetIommu(h, false);
-    // Opening the device gives it a domain: iommufd's compat container pins only then.
-    const devFd = g.deviceFd(dev.bdf);
-    return { h, type1: true, ioas: 0, close: () => (closeFd(devFd), pinCore.close(h), g.close()) };
-  },
-  iommufd() {
-    const h = pinCore.iommufdOpen('/dev/iommu', -1);
-    const c = VfioCdev.bind(dev.vfioCdev!, pinCore.backendFd(h));
-    c.attach(pinCore.iommufdIoasId(h));
-    return { h, type1: false, ioas: pinCore.iommufdIoasId(h), close: () => (c.close(), pinCore.close(h)) };
-  },
-};
+type Opened = BenchPath;
+const PATHS = benchPaths(dev, groupPath);
 
 /** The C side: n pairs on our container/IOAS and memory, one span timed in C; ns per pair. */
 function cSample(o: Opened, vaddr: bigint, memfd: number, size: bigint, n: number): number {
-  const ns = Number(mapbenchPairs(pinCore.backendFd(o.h), o.type1 ? 1 : 0, o.ioas, vaddr, memfd, 0n, IOVA, size, n));
+  const ns = Number(mapbenchPairs(o.mapper.fd, o.type1 ? 1 : 0, o.ioas, vaddr, memfd, 0n, IOVA, size, n));
   if (ns < 0) throw new Error(`mapbench_pairs: errno ${-ns}`);
   return ns / n;
 }
@@ -84,15 +52,6 @@ function pinionSample(pair: () => void, n: number): number {
   return Number(process.hrtime.bigint() - t0) / n;
 }
 
-function reserveHugepages(n: number): boolean {
-  try {
-    writeFileSync('/proc/sys/vm/nr_hugepages', String(n));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const sizeName = (size: bigint): string => (size < MiB ? `${size / KiB} KiB` : `${size / MiB} MiB`);
 
 async function cell(o: Opened, path: string, kind: MemoryKind, size: bigint): Promise<Cell> {
@@ -102,8 +61,8 @@ async function cell(o: Opened, path: string, kind: MemoryKind, size: bigint): Pr
   const byFile = kind === 'memfd' && path === 'iommufd';
   const backing = byFile ? { fd: mem.fd, offset: 0n } : { vaddr: mem.vaddr };
   const pinion = (): void => {
-    pinCore.map(o.h, IOVA, size, backing, rw);
-    pinCore.unmap(o.h, IOVA, size);
+    pinCore.map(o.mapper.handle, IOVA, size, backing, rw);
+    pinCore.unmap(o.mapper.handle, IOVA, size);
   };
   const n = pairsPerSample(size);
   const memfd = byFile ? mem.fd : -1;

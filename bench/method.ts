@@ -37,6 +37,17 @@ export interface StopRule {
   halfWidth: number;
 }
 
+/** A benchmark's caps, which PINION_BENCH_ROUNDS and PINION_BENCH_CELL_SECONDS override; +/-3% as the target. */
+export function stopRule(d: { minRounds: number; maxRounds: number; maxSeconds: number }): StopRule {
+  const env = (k: string, v: number): number => (process.env[k] ? Number(process.env[k]) : v);
+  return {
+    minRounds: d.minRounds,
+    maxRounds: env('PINION_BENCH_ROUNDS', d.maxRounds),
+    maxSeconds: env('PINION_BENCH_CELL_SECONDS', d.maxSeconds),
+    halfWidth: 0.03,
+  };
+}
+
 export interface CellSpec {
   name: string;
   unit: string;

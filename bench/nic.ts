@@ -12,7 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { LinuxGuest, peerUp, PEER_IP, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
-import { makeRun, provenance, runCell, withRun, type StopRule } from './method.js';
+import { makeRun, provenance, runCell, withRun, stopRule } from './method.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommufd'] = process.argv.slice(2) as [
   string,
@@ -21,12 +21,7 @@ const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommu
   string,
   IommuKind,
 ];
-const RULE: StopRule = {
-  minRounds: 4,
-  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 16),
-  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 480),
-  halfWidth: 0.03,
-};
+const RULE = stopRule({ minRounds: 4, maxRounds: 16, maxSeconds: 480 });
 const TIMEOUT_MS = 1000;
 const log = (s: string): void => void process.stderr.write(`nic ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);
 if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: nic.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON [legacy|iommufd]');

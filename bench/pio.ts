@@ -17,18 +17,13 @@ import { mmapFd, MAP_SHARED } from '../src/sys/libc.js';
 import * as K from '../src/sys/kvm.js';
 import { inlineRunner } from './inline-vcpu.js';
 import { median } from './stats.js';
-import { makeRun, provenance, runCell, withRun, type Cell, type StopRule } from './method.js';
+import { makeRun, provenance, runCell, withRun, type Cell, stopRule } from './method.js';
 
 const [cLib = '', outFile = ''] = process.argv.slice(2);
 const GUEST = fileURLToPath(new URL('../guest/pinion-guest.elf', import.meta.url));
 const BATCH = Number(process.env.PINION_BENCH_BATCH ?? 5000);
 const SAMPLES = 3;
-const RULE: StopRule = {
-  minRounds: 4,
-  maxRounds: Number(process.env.PINION_BENCH_ROUNDS ?? 40),
-  maxSeconds: Number(process.env.PINION_BENCH_CELL_SECONDS ?? 120),
-  halfWidth: 0.03,
-};
+const RULE = stopRule({ minRounds: 4, maxRounds: 40, maxSeconds: 120 });
 // guest/guest.h's POST_PORT and MMIO_BENCH_ADDR.
 const CASES = [
   { name: 'port I/O: OUT to 0x80', cmdline: 'pio', mmio: false, target: 0x80 },
@@ -104,6 +99,7 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
     let done = 0;
     const before = runner.exits;
     const t0 = process.hrtime.bigint();
+    let other = 0;
     while (done < want) {
       const e = runner.exits;
       const fault = runner.step();
@@ -113,6 +109,13 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
         const reason = v.getUint32(R.exit_reason, true);
         if (isTarget(reason)) done++;
         else bump(s.others, otherKey(reason));
+      }
+      // A guest that left its loop (an old build without this case ends at once) would be waited on for good.
+      if (runner.exits === e || !isTarget(v.getUint32(R.exit_reason, true))) {
+        if (++other > 10_000)
+          throw new Error(
+            `the test guest made ${other} exits other than ${c.name} (${JSON.stringify(s.others)}); is dist/guest/pinion-guest.elf current? npm run build:guest`,
+          );
       }
     }
     const ns = Number(process.hrtime.bigint() - t0);
@@ -151,6 +154,7 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
   const warm: Side = { target: 0, others: {}, kvm: null };
   pinionBatch(2000, warm);
   cBatch(2000, warm);
+  runnerExits = 0; // the runner's count is checked against the measured batches only
   const cell = await runCell(
     {
       name: c.name,

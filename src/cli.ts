@@ -12,10 +12,15 @@ const USAGE = `usage: pinion <command> [options]
         exits 125 with a report when L1 stalls (no heartbeat for --stall S, default 20;
         idle with a silent command for --idle S, off by default)
   run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]
-      [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE]
+      [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--api-socket PATH]
         boot FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) or a Linux kernel
         in a KVM VM, guest console on stdout (and stdin, for Linux); exits with the guest's
-        exit status (Linux: 0 on reboot, 1 on a kernel panic)
+        exit status (Linux: 0 on reboot, 1 on a kernel panic); --api-socket serves the
+        control API (HTTP on a Unix socket, mode 0600) while it runs
+  ctl PATH <verb> [args] [--json]
+        drive a running VM's control API: info, memory, dma, devices, pause, resume, stop,
+        add-ram GPA SIZE [BACKEND], remove-ram GPA, resize-ram GPA SIZE, split-ram GPA AT,
+        move-ram GPA TO, replace-ram GPA BACKEND, ping
   open --user UID [--device BDF]... [--memlock BYTES] -- <pinion run ...>
         as root: open /dev/kvm, /dev/iommu (per-process accounting) and the device
         cdevs, then run the VMM as UID with those fds and no privileges
@@ -30,6 +35,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/rig.js')).rigCommand(rest);
     case 'run':
       return (await import('./cli/run.js')).runCommand(rest);
+    case 'ctl':
+      return (await import('./cli/ctl.js')).ctlCommand(rest);
     case 'demo':
       return (await import('./cli/demo.js')).demoCommand(rest);
     case 'open':

@@ -23,6 +23,7 @@ const FLAGS = [
   'device',
   'iommu',
   'decompress',
+  'api-socket',
 ] as const;
 const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
@@ -37,7 +38,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const p = parseFlags(argv, FLAGS);
   if (p.rest.length)
     throw new UsageError(
-      `unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd]`,
+      `unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd] [--api-socket PATH]`,
     );
   const payload = p.flags.get('payload');
   const kernel = p.flags.get('kernel');
@@ -74,9 +75,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (!IOMMUS.includes(iommu)) throw new UsageError(`--iommu '${iommu}' is not one of ${IOMMUS.join(', ')}`);
   const devices = p.all.get('device') ?? [];
 
+  const apiPath = p.flags.get('api-socket');
+  // A path in use is refused before anything is opened or pinned.
+  const api = apiPath ? await import('../api/index.js') : undefined;
+  if (apiPath) await api!.claimSocketPath(apiPath);
+
   const consolePath = p.flags.get('console');
   const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
   let machine: Machine | undefined;
+  let control: { close(): void } | undefined;
+  let server: { close(): Promise<void> } | undefined;
   try {
     const fds = openerFds();
     const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
@@ -103,6 +111,12 @@ export async function runCommand(argv: string[]): Promise<number> {
       console.error(assignmentSummary(machine));
     }
     const m = machine;
+    if (apiPath) {
+      const c = new api!.MachineControl(m);
+      control = c;
+      server = await api!.ApiServer.listen(apiPath, (method, url, body) => api!.route(c, method, url, body));
+      console.error(`pinion: control API on ${apiPath} (pinion ctl ${apiPath} info)`);
+    }
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
     // Pinion's stdin is the Linux guest's console input.
@@ -130,9 +144,13 @@ export async function runCommand(argv: string[]): Promise<number> {
       return 1;
     }
     console.error(`pinion: VM stopped: ${r.why}`);
+    if (api && r.why === api.API_STOP) return 0; // asked for: not a failure
     return r.why.startsWith('signal SIGINT') ? 130 : 143;
   } finally {
+    await server?.close();
     machine?.close();
+    // The API's backings go after the machine: until then KVM and the IOMMU may map them.
+    control?.close();
     if (consolePath) closeSync(consoleFd);
   }
 }

@@ -10,10 +10,10 @@ import type { IommuKind, VfioIommu } from '../devices/vfio/iommu.js';
 import { IommufdIommu } from '../devices/vfio/iommufd-iommu.js';
 import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
 import { VfioPciDevice, type VmPlatform } from '../devices/vfio/pci-device.js';
-import { preflight, remapBudget, type PreflightResult } from '../memlock/preflight.js';
+import { preflight, remapBudget, type PreflightResult, type RemapBudget } from '../memlock/preflight.js';
 import { DmaListener } from '../memory/dma-listener.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import type { Caps, Region, SyncResult } from '../memory/pin-core.js';
+import type { AccountingMode, Caps, IommuPath, Region, SyncResult } from '../memory/pin-core.js';
 import type { UndoStack } from '../sys/undo.js';
 import { IrqRouting } from '../vmm/irq.js';
 import { trace } from '../vmm/trace.js';
@@ -45,6 +45,8 @@ export interface AssignedDevice {
   resettable: boolean;
   /** The IOAPIC pin of its INTx, if it has one. */
   intxGsi: number | undefined;
+  /** Which interrupt the guest runs it with now (vfio-pci runs one type at a time), and MSI-X's table size. */
+  interrupts: { active: 'intx' | 'msi' | 'msix' | 'none'; msixVectors: number };
   bars: { bar: number; space: BarSpace; address: bigint; size: bigint; mapped: bigint }[];
 }
 
@@ -56,6 +58,10 @@ export interface DmaState {
   mapped: Region[];
   /** The last change of the map that went through. */
   last: SyncResult | undefined;
+  /** What the space charges now. */
+  held: bigint;
+  /** The most it may charge during a change; null: no limit applies. */
+  budget: RemapBudget | null;
   preflight: PreflightResult;
 }
 
@@ -66,6 +72,7 @@ export class Assignment {
     private readonly devices: readonly VfioPciDevice[],
     private readonly dma: DmaListener,
     private readonly preflight: PreflightResult,
+    private readonly acc: { path: IommuPath; mode: AccountingMode },
   ) {}
 
   /** Every host device onto the platform's bus 0 through one IOMMU backend, then all RAM DMA-mapped. */
@@ -107,7 +114,7 @@ export class Assignment {
     // refused pre-map leaves part of RAM mapped.
     undo.defer(() => memory.removeListener(dma));
     memory.addListener(dma);
-    return new Assignment(kind, iommu, devices, dma, checked);
+    return new Assignment(kind, iommu, devices, dma, checked, acc);
   }
 
   describe(): AssignedDevice[] {
@@ -117,6 +124,7 @@ export class Assignment {
       slot: d.slot,
       resettable: d.resettable,
       intxGsi: d.intxGsi,
+      interrupts: d.interrupts,
       bars: d.describe(),
     }));
   }
@@ -127,6 +135,8 @@ export class Assignment {
       caps: this.iommu.dma.caps,
       mapped: this.dma.mapper.mapped(),
       last: this.dma.last,
+      held: this.dma.held,
+      budget: remapBudget(this.acc.path, this.acc.mode),
       preflight: this.preflight,
     };
   }
@@ -150,5 +160,5 @@ function chooseIommu(want: 'auto' | IommuKind, hosts: readonly HostDevice[]): Io
 }
 
 function openIommu(kind: IommuKind, fds: IommuFds | undefined): VfioIommu {
-  return kind === 'iommufd' ? new IommufdIommu({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
+  return kind === 'iommufd' ? IommufdIommu.open({ fd: fds?.iommufd }, fds?.devices) : new LegacyIommu(fds?.container, fds?.groups);
 }

@@ -11,6 +11,7 @@ import { UndoStack } from '../sys/undo.js';
 import type { Bus } from '../vmm/bus.js';
 import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
+import type { VcpuStateName } from '../vmm/run-loop.js';
 import type { IommuKind } from '../devices/vfio/iommu.js';
 import { Assignment, type AssignedDevice, type DmaState, type IommuFds } from './assignment.js';
 import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
@@ -148,6 +149,32 @@ export class Machine {
   /** Stops every vCPU (from a signal handler, a timeout, or an error). */
   stop(why: string): void {
     this.threads.stop(why);
+  }
+
+  /** Takes every vCPU out of KVM_RUN; resolves once all are paused (or ended), or rejects after `timeoutMs`. */
+  async pause(timeoutMs = 2000): Promise<void> {
+    this.threads.pause();
+    const t0 = Date.now();
+    // Polled, not waited on: a vCPU may need the VMM thread (a bus RPC) to reach its pause point.
+    while (!this.threads.settled) {
+      if (Date.now() - t0 > timeoutMs)
+        throw new Error(`vCPUs still running ${timeoutMs} ms after the pause: ${this.threads.states().join(', ')}`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  resume(): void {
+    this.threads.resume();
+  }
+
+  /** Whether a pause is asked for (the vCPUs may still be on their way out of KVM_RUN). */
+  get pausing(): boolean {
+    return this.threads.pausing;
+  }
+
+  /** What each vCPU's thread is doing now. */
+  vcpuStates(): VcpuStateName[] {
+    return this.threads.states();
   }
 
   /** The assigned devices as the guest sees them; none without --device. */

@@ -21,14 +21,7 @@ export function mapRam(memory: GuestMemory, vm: Vm, { size, backend, ranges }: R
   const ram = undo.own(GuestRam.allocate(size, backend, BigInt(pinCore.pageSize())), (r) => r.free());
   undo.defer(() => memory.removeListener(vm.memslots));
   memory.addListener(vm.memslots);
-  const regions = ranges.map((r, i): MemoryRegion => ({
-    name: i ? 'ram-high' : 'ram-low',
-    gpa: r.gpa,
-    size: r.size,
-    hva: ram.vaddr + r.offset,
-    file: ram.fd >= 0 ? { fd: ram.fd, offset: r.offset } : undefined,
-    kind: 'ram',
-  }));
+  const regions = ramRegions(ram, ranges);
   memory.update((u) => {
     for (const [i, region] of regions.entries()) {
       memory.setView(region, ram.view(ranges[i]!.offset, Number(region.size)));
@@ -50,4 +43,16 @@ export function mapRam(memory: GuestMemory, vm: Vm, { size, backend, ranges }: R
  */
 export function prefaultRam(ram: GuestRam): void {
   pinCore.memPopulate(ram.vaddr, ram.size, Math.min(availableParallelism(), 4));
+}
+
+/** The regions of the guest memory map that put the pieces of one RAM allocation where `ranges` say. */
+export function ramRegions(ram: GuestRam, ranges: readonly RamRange[]): MemoryRegion[] {
+  return ranges.map((r, i) => ({
+    name: i ? 'ram-high' : 'ram-low',
+    gpa: r.gpa,
+    size: r.size,
+    hva: ram.vaddr + r.offset,
+    file: ram.fd >= 0 ? { fd: ram.fd, offset: r.offset } : undefined,
+    kind: 'ram',
+  }));
 }

@@ -2,7 +2,7 @@
 // kick it out of KVM_RUN), runs the loop, and reports how it ended.
 import { parentPort, workerData } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
-import { CONTROL, GO, STOP_REASON, VcpuRunner, type RunEnd } from '../vmm/run-loop.js';
+import { CONTROL, GO, STOP_REASON, VCPU_STATE, VcpuRunner, vcpuWords, type RunEnd } from '../vmm/run-loop.js';
 import { buildBuses, type DeviceSpec } from './devices.js';
 import { RpcClient } from '../vmm/bus-rpc.js';
 import type { ExitCount } from '../vmm/exit-profile.js';
@@ -50,9 +50,13 @@ const buses = buildBuses(
 );
 post({ type: 'ready', thread: pinCore.threadSelf() });
 const control = new Int32Array(d.control);
+Atomics.store(control, vcpuWords(d.index).state, VCPU_STATE.waiting);
 while (Atomics.load(control, CONTROL.go) === GO.wait) Atomics.wait(control, CONTROL.go, GO.wait, 1000);
 // Closed before it ran: the vCPU fd may already be closed, or its number reused.
-if (Atomics.load(control, CONTROL.go) === GO.closed) process.exit(0);
+if (Atomics.load(control, CONTROL.go) === GO.closed) {
+  Atomics.store(control, vcpuWords(d.index).state, VCPU_STATE.ended);
+  process.exit(0);
+}
 runner = VcpuRunner.open(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, control);
 let end: RunEnd;
 try {
@@ -61,10 +65,11 @@ try {
   end = { kind: 'fault', report: `vCPU ${d.index}: ${(e as Error).message}` };
   runner.requestStop(STOP_REASON.guestFault);
 }
+runner.setState(VCPU_STATE.ended);
 if (end.kind === 'fault') post({ type: 'stop' });
 buses.flush();
 runner.close();
 post({ type: 'done', end, exits: runner.exits, profile: runner.profile?.entries() });
 // Stay alive until the VMM has forgotten this thread's id: pthread_kill on an ended thread is undefined.
-const released = CONTROL.length + d.index;
+const released = vcpuWords(d.index).released;
 while (Atomics.load(control, released) === 0) Atomics.wait(control, released, 0, 1000);

@@ -1,15 +1,15 @@
 // The VMM side of the vCPU threads: one worker per vCPU, started while the
 // machine is still being assembled (a thread takes a while to load its
 // modules, seconds in the rig); each enters KVM_RUN only once `go` is set.
-// Owns the control block they share, kicks them out of KVM_RUN to stop,
-// serves their bus-rpc calls, and turns how they ended into a result.
+// Owns the control block they share, kicks them out of KVM_RUN to stop or
+// pause, serves their bus-rpc calls, and turns how they ended into a result.
 import { Worker } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
 import type { UndoStack } from '../sys/undo.js';
 import type { Bus } from '../vmm/bus.js';
 import { newRpcSlot, serveRpc } from '../vmm/bus-rpc.js';
 import { exitProfileOn, exitProfileReport } from '../vmm/exit-profile.js';
-import { CONTROL, GO, STOP_REASON } from '../vmm/run-loop.js';
+import { CONTROL, controlBytes, GO, STOP_REASON, VCPU_STATE_NAMES, vcpuWords, type VcpuStateName } from '../vmm/run-loop.js';
 import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
 import type { DeviceSpec } from './devices.js';
@@ -33,7 +33,7 @@ export interface ThreadDevices {
 const VCPU_YOUNG_GEN_MB = 4;
 
 export class VcpuThreads {
-  /** The stop block, then one "released" word per vCPU (see vcpu-thread.ts). */
+  /** The stop block, then each vCPU's "released" word (see vcpu-thread.ts) and state word. */
   readonly control: SharedArrayBuffer;
   private readonly ctl: Int32Array;
   /** Thread ids to kick, while each thread is alive. */
@@ -44,8 +44,11 @@ export class VcpuThreads {
   private stopWhy = '';
   private panicLine = '';
 
+  private readonly count: number;
+
   private constructor(private vcpus: readonly Vcpu[]) {
-    this.control = new SharedArrayBuffer((CONTROL.length + vcpus.length) * 4);
+    this.count = vcpus.length;
+    this.control = new SharedArrayBuffer(controlBytes(vcpus.length));
     this.ctl = new Int32Array(this.control);
   }
 
@@ -77,7 +80,7 @@ export class VcpuThreads {
         if (m.type === 'ready') {
           trace(`vCPU ${v.index} thread ready`);
           this.threads[v.index] = m.thread;
-          if (Atomics.load(this.ctl, CONTROL.stop)) this.kick(v.index);
+          if (Atomics.load(this.ctl, CONTROL.stop) || Atomics.load(this.ctl, CONTROL.pause)) this.kick(v.index);
         } else if (m.type === 'io') serveRpc(rpc, on.pio, on.mmio);
         else if (m.type === 'stop') this.kickAll();
         else if (m.type === 'panic') {
@@ -87,8 +90,9 @@ export class VcpuThreads {
           // The thread waits for this before it ends, so a kick never targets a dead thread.
           this.ends.push(m);
           this.threads[v.index] = undefined;
-          Atomics.store(this.ctl, CONTROL.length + v.index, 1);
-          Atomics.notify(this.ctl, CONTROL.length + v.index);
+          const released = vcpuWords(v.index).released;
+          Atomics.store(this.ctl, released, 1);
+          Atomics.notify(this.ctl, released);
         }
       });
       w.on('error', (e) => {
@@ -133,7 +137,34 @@ export class VcpuThreads {
       Atomics.store(this.ctl, CONTROL.reason, STOP_REASON.host);
       this.stopWhy = why;
     }
+    // A paused vCPU waits on the pause word, not in KVM_RUN.
+    Atomics.notify(this.ctl, CONTROL.pause);
     this.kickAll();
+  }
+
+  /** Asks every vCPU to leave KVM_RUN and wait; `settled` says when all have. */
+  pause(): void {
+    Atomics.store(this.ctl, CONTROL.pause, 1);
+    this.kickAll();
+  }
+
+  resume(): void {
+    Atomics.store(this.ctl, CONTROL.pause, 0);
+    Atomics.notify(this.ctl, CONTROL.pause);
+  }
+
+  get pausing(): boolean {
+    return Atomics.load(this.ctl, CONTROL.pause) !== 0;
+  }
+
+  /** Every vCPU is out of KVM_RUN for good or for the pause: paused, ended, or not yet let in. */
+  get settled(): boolean {
+    return this.states().every((s) => s !== 'running');
+  }
+
+  /** What each vCPU's thread is doing now. */
+  states(): VcpuStateName[] {
+    return Array.from({ length: this.count }, (_, i) => VCPU_STATE_NAMES[Atomics.load(this.ctl, vcpuWords(i).state)] ?? 'loading');
   }
 
   private kickAll(): void {

@@ -8,8 +8,23 @@ import type { Bus } from './bus.js';
 import { ExitProfile, exitProfileOn } from './exit-profile.js';
 
 /** Int32 slots of the control block. `go`: the vCPU threads, started while the machine is still being
- * assembled, enter KVM_RUN once it is 1. */
-export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, go: 4, length: 5 } as const;
+ * assembled, enter KVM_RUN once it is 1. `pause`: while 1, every vCPU waits on it outside KVM_RUN (the VMM
+ * kicks them out to pause). Two words per vCPU follow (vcpuWords). */
+export const CONTROL = { stop: 0, code: 1, reason: 2, vcpu: 3, go: 4, pause: 5, length: 6 } as const;
+/** What a vCPU's thread is doing, in its state word: written by the thread, read by the VMM. */
+export const VCPU_STATE = { loading: 0, waiting: 1, running: 2, paused: 3, ended: 4 } as const;
+export const VCPU_STATE_NAMES = ['loading', 'waiting', 'running', 'paused', 'ended'] as const;
+export type VcpuStateName = (typeof VCPU_STATE_NAMES)[number];
+
+/** vCPU i's words of the control block: released (see vcpu-thread.ts) and its state (VCPU_STATE). */
+export function vcpuWords(i: number): { released: number; state: number } {
+  return { released: CONTROL.length + 2 * i, state: CONTROL.length + 2 * i + 1 };
+}
+
+/** Bytes of the control block of a machine with `vcpus` vCPUs. */
+export function controlBytes(vcpus: number): number {
+  return (CONTROL.length + 2 * vcpus) * 4;
+}
 /** Values of CONTROL.go: threads wait at `wait`; `closed` means the machine was closed before it ran, its vCPU fds gone. */
 export const GO = { wait: 0, run: 1, closed: 2 } as const;
 export const STOP_REASON = { none: 0, guestExit: 1, guestFault: 2, host: 3, guestReset: 4, guestPanic: 5, guestPoweroff: 6 } as const;
@@ -52,9 +67,14 @@ export class VcpuRunner {
     return true;
   }
 
-  /** Runs until the VM is stopped (by any vCPU or the VMM) or this vCPU faults. */
+  /** Runs until the VM is stopped (by any vCPU or the VMM) or this vCPU faults; waits while it is paused. */
   loop(): RunEnd {
+    this.setState(VCPU_STATE.running);
     while (Atomics.load(this.control, CONTROL.stop) === 0) {
+      if (Atomics.load(this.control, CONTROL.pause) !== 0) {
+        this.hold();
+        continue;
+      }
       const fault = this.step();
       if (fault) {
         this.requestStop(STOP_REASON.guestFault);
@@ -62,6 +82,20 @@ export class VcpuRunner {
       }
     }
     return { kind: 'stopped' };
+  }
+
+  /** Paused: out of KVM_RUN until resumed or stopped (stop() notifies the pause word too). */
+  private hold(): void {
+    this.setState(VCPU_STATE.paused);
+    while (Atomics.load(this.control, CONTROL.pause) !== 0 && Atomics.load(this.control, CONTROL.stop) === 0)
+      Atomics.wait(this.control, CONTROL.pause, 1, 1000);
+    this.setState(VCPU_STATE.running);
+  }
+
+  setState(state: number): void {
+    const w = vcpuWords(this.index).state;
+    Atomics.store(this.control, w, state);
+    Atomics.notify(this.control, w);
   }
 
   /** One KVM_RUN and its exit. Returns a fault report when the guest cannot go on. */

@@ -19,6 +19,13 @@ function restoreEnv(name: string, value: string | undefined): void {
 }
 const FREEZE = 'kill -STOP $(cat /run/pinion-heartbeat.pid); echo frozen >&2; sleep 300';
 
+/** The rig's failure log (PINION_RIG_STALL_LOG): one JSON line per stall or crash it retried. */
+const failures = (log: string): { kind: string; reason: string; kernel: string }[] =>
+  readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; reason: string; kernel: string });
+
 t.test('a silent heartbeat is a stall: caught, QEMU killed, report with L1 dump, QEMU vCPUs and kernel log', async (t) => {
   const start = Date.now();
   const r = await runCli(['rig', '--stall', '10', '--', 'sh', '-c', FREEZE]);
@@ -73,10 +80,7 @@ t.test('a test command whose L1 stalls is retried once from a fresh boot, and th
   });
   t.equal(r.exitCode, 0);
   t.equal(r.stdout.toString(), 'second boot\n');
-  const entries = readFileSync(log, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { reason: string; kernel: string });
+  const entries = failures(log);
   t.equal(entries.length, 1, 'one stall logged for the runner summary');
   t.match(entries[0]!.reason, /^no heartbeat from L1 for 1\d s/);
 });
@@ -112,10 +116,7 @@ t.test('a test command whose QEMU crashes is retried once from a fresh boot, and
   t.ok(aborted, 'the first QEMU was aborted');
   t.equal(r.exitCode, 0);
   t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
-  const entries = readFileSync(log, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { kind: string; reason: string });
+  const entries = failures(log);
   t.equal(entries.length, 1);
   t.equal(entries[0]!.kind, 'crash');
   t.match(entries[0]!.reason, /^QEMU died of SIGABRT/);
@@ -138,10 +139,7 @@ t.test('a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retri
   );
   t.equal(r.exitCode, 0);
   t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
-  const entries = readFileSync(log, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { kind: string; reason: string });
+  const entries = failures(log);
   t.equal(entries.length, 1);
   t.equal(entries[0]!.kind, 'crash');
   t.match(entries[0]!.reason, /^L1's kernel panicked: Kernel panic - not syncing: sysrq triggered crash/);

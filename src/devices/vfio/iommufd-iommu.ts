@@ -10,14 +10,14 @@ import { holders } from './holders.js';
 
 export class IommufdIommu implements VfioIommu {
   readonly kind = 'iommufd' as const;
-  readonly dma: DmaMapper;
+  private constructor(
+    readonly dma: DmaMapper,
+    private readonly deviceFds: Record<string, number>,
+  ) {}
 
   /** `fd`: an iommufd opened (and perhaps set to per-process accounting) by a privileged opener. `deviceFds`: cdevs it opened, by BDF. */
-  constructor(
-    opts: { path?: string; fd?: number } = {},
-    private readonly deviceFds: Record<string, number> = {},
-  ) {
-    this.dma = DmaMapper.iommufd(opts);
+  static open(opts: { path?: string; fd?: number } = {}, deviceFds: Record<string, number> = {}): IommufdIommu {
+    return new IommufdIommu(DmaMapper.iommufd(opts), deviceFds);
   }
 
   accounting(): { path: IommuPath; mode: AccountingMode } {

@@ -431,6 +431,12 @@ export class VfioPciDevice implements PciFunction {
     return this.intx?.gsi;
   }
 
+  /** The interrupt the guest runs the function with now, for reports. */
+  get interrupts(): { active: 'intx' | 'msi' | 'msix' | 'none'; msixVectors: number } {
+    const active = this.msix?.enabled ? 'msix' : this.msi?.enabled ? 'msi' : this.intx?.enabled ? 'intx' : 'none';
+    return { active, msixVectors: this.msix?.cap.size ?? 0 };
+  }
+
   get msixVectorsWired(): number {
     return this.msix?.enabled ? this.msix.cap.size : 0;
   }

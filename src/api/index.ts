@@ -1,0 +1,9 @@
+// The control API of a running VM (pinion run --api-socket PATH):
+//   server.ts         HTTP/1.1 on the Unix socket, its limits, the socket's claim and mode
+//   routes.ts         the verbs, the VmControl they drive, the JSON answers
+//   memory-change.ts  memory change bodies parsed and planned against the map (pure)
+//   vm-control.ts     MachineControl: the VmControl of a Machine
+//   errors.ts         ApiError: a status and one line
+export { ApiServer, claimSocketPath, API_LIMITS } from './server.js';
+export { route, ROUTES } from './routes.js';
+export { API_STOP, MachineControl } from './vm-control.js';

@@ -1,0 +1,312 @@
+// The machine behind the control API: reports built from the Machine, pause
+// and resume as holds on the vCPUs, and memory changes run as the plans
+// memory-change.ts makes: fresh backings allocated (guest-ram.ts), contents
+// copied with the vCPUs paused, a few MiB per event-loop turn, then one
+// GuestMemory.update that KVM's memslots and the DMA listener follow (a
+// refused update leaves the old map everywhere). Backings the API made are
+// freed once no region uses them, and all of them after the machine closes.
+import type { Machine } from '../machine/machine.js';
+import { DmaError } from '../memory/dma-mapper.js';
+import { GuestRam, RamError, type RamBackend } from '../memory/guest-ram.js';
+import { hex, MiB } from '../memory/layout.js';
+import type { MemoryRegion } from '../memory/listener.js';
+import { pinCore, type Backing } from '../memory/pin-core.js';
+import { processCharge } from '../memlock/status.js';
+import { SysError } from '../sys/errors.js';
+import { ApiError } from './errors.js';
+import { mapLimits, planChange, type MapEntry, type MapLimits, type MemoryChange, type MemoryPlan } from './memory-change.js';
+import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
+
+/** Bytes copied per event-loop turn when a backing is replaced: one huge page, a few ms at most (the first touch of a fresh backing faults it in). */
+export const COPY_CHUNK = 2 * Number(MiB);
+const CHANGE_LOG = 32;
+/** The stop's reason when vm.stop ends the VM. */
+export const API_STOP = 'vm.stop through the API';
+
+type Hold = 'user' | 'memory-change';
+
+export class MachineControl implements VmControl {
+  /** Regions on a backing the API allocated, and that backing. */
+  private readonly owned = new Map<MemoryRegion, GuestRam>();
+  /** The backend of every RAM region the API made; the others are the machine's --memory-backend. */
+  private readonly backends = new Map<MemoryRegion, RamBackend>();
+  private readonly boot: Set<MemoryRegion>;
+  private readonly holds = new Set<Hold>();
+  private readonly log: { at: string; summary: string }[] = [];
+  private changes = 0;
+  private changing = false;
+  private stopping = false;
+  private readonly limits: MapLimits;
+  private readonly t0 = Date.now();
+
+  constructor(private readonly m: Machine) {
+    this.boot = new Set(m.memory.list());
+    this.limits = mapLimits(BigInt(pinCore.pageSize()));
+  }
+
+  info(): VmInfo {
+    const states = this.m.vcpuStates();
+    const ram = this.m.memory.list().filter((r) => r.kind === 'ram');
+    const c = this.m.config;
+    return {
+      state: this.stopping ? 'stopping' : !this.m.pausing ? 'running' : states.includes('running') ? 'pausing' : 'paused',
+      pausedBy: [...this.holds],
+      vcpus: states.map((state, index) => ({ index, state })),
+      boot: c.linux
+        ? { kind: 'linux', image: c.linux.kernel, cmdline: c.cmdline }
+        : { kind: 'payload', image: c.payload ?? '', cmdline: c.cmdline },
+      memory: {
+        ramBytes: Number(ram.reduce((n, r) => n + r.size, 0n)),
+        regions: ram.length,
+        changes: this.changes,
+        guestNotified: this.changes === 0,
+      },
+      devices: this.m.assignedDevices().length,
+      pid: process.pid,
+      uptimeMs: Date.now() - this.t0,
+    };
+  }
+
+  memory(): MemoryMapInfo {
+    const l = this.limits;
+    return {
+      pageSize: Number(l.pageSize),
+      regions: this.m.memory.list().map((r) => ({
+        name: r.name,
+        gpa: hex(r.gpa),
+        end: hex(r.gpa + r.size),
+        size: Number(r.size),
+        kind: r.kind,
+        ...(r.kind === 'ram' ? { backend: this.backendOf(r) } : {}),
+        origin: this.boot.has(r) ? 'boot' : 'api',
+        file: r.file !== undefined,
+      })),
+      holes: l.holes.map((h) => ({ name: h.name, start: hex(h.start), end: hex(h.end) })),
+      ramCeiling: hex(l.ramCeiling),
+      changes: [...this.log],
+      guestNotified: this.changes === 0,
+    };
+  }
+
+  dma(): DmaInfo {
+    const d = this.m.dmaState();
+    if (!d) return { assigned: false };
+    const c = processCharge();
+    return {
+      assigned: true,
+      iommu: d.iommu,
+      path: d.caps.path,
+      containerType: d.caps.containerType,
+      mappings: d.mapped.map((r) => ({
+        iova: hex(r.iova),
+        end: hex(r.iova + r.size),
+        size: Number(r.size),
+        backing: backingText(r.backing),
+        prot: `${r.prot.read ? 'r' : '-'}${r.prot.write ? 'w' : '-'}`,
+      })),
+      entries: { used: d.mapped.length, allowed: d.caps.maxEntries },
+      charged: {
+        held: Number(d.held),
+        lastPeak: d.last ? Number(d.last.peakCharged) : null,
+        lastFinal: d.last ? Number(d.last.finalCharged) : null,
+      },
+      budget: d.budget ? { bytes: Number(d.budget.bytes), why: d.budget.why } : null,
+      lastOps: (d.last?.ops ?? []).map((o) =>
+        o.op === 'copy' ? `copy ${hex(o.srcIova)} -> ${hex(o.dstIova)} +${hex(o.size)}` : `${o.op} ${hex(o.iova)} +${hex(o.size)}`,
+      ),
+      process: { vmLckKiB: c.vmLckKiB, vmPinKiB: c.vmPinKiB, memlockKiB: c.memlockSoftKiB },
+    };
+  }
+
+  devices(): DeviceInfo[] {
+    return this.m.assignedDevices().map((d) => ({
+      bdf: d.bdf,
+      slot: `00:${d.slot.toString(16).padStart(2, '0')}.0`,
+      group: d.group,
+      resettable: d.resettable,
+      bars: d.bars.map((b) => ({ bar: b.bar, space: b.space, address: hex(b.address), size: Number(b.size), mapped: Number(b.mapped) })),
+      interrupts: { active: d.interrupts.active, intxPin: d.intxGsi ?? null, msixVectors: d.interrupts.msixVectors },
+    }));
+  }
+
+  async pause(): Promise<VmInfo> {
+    this.live('vm.pause');
+    await this.hold('user');
+    return this.info();
+  }
+
+  async resume(): Promise<VmInfo> {
+    this.live('vm.resume');
+    this.release('user');
+    // The answer shows the vCPUs back in KVM_RUN, unless another hold keeps them out.
+    const t0 = Date.now();
+    while (!this.m.pausing && this.m.vcpuStates().includes('paused') && Date.now() - t0 < 500) await new Promise((r) => setTimeout(r, 1));
+    return this.info();
+  }
+
+  stop(): VmInfo {
+    this.live('vm.stop');
+    this.stopping = true;
+    this.m.stop(API_STOP);
+    return this.info();
+  }
+
+  async changeMemory(c: MemoryChange): Promise<ChangeResult> {
+    this.live(`vm.${c.verb}`);
+    if (this.changing) throw new ApiError(409, `vm.${c.verb}: another memory change is in progress; retry when it is done`);
+    this.changing = true;
+    try {
+      const plan = planChange(c, this.entries(), this.limits);
+      await this.apply(plan);
+      this.changes++;
+      this.log.push({ at: new Date().toISOString(), summary: plan.summary });
+      if (this.log.length > CHANGE_LOG) this.log.shift();
+      return { done: plan.summary, memory: this.memory() };
+    } finally {
+      this.changing = false;
+    }
+  }
+
+  /** Frees the backings the API made; after Machine.close, when nothing maps them any more. */
+  close(): void {
+    for (const ram of new Set(this.owned.values())) ram.free();
+    this.owned.clear();
+  }
+
+  private live(verb: string): void {
+    if (this.stopping) throw new ApiError(409, `${verb}: the VM is stopping`);
+  }
+
+  private backendOf(r: MemoryRegion): RamBackend {
+    return this.backends.get(r) ?? this.m.config.backend;
+  }
+
+  private entries(): MapEntry[] {
+    return this.m.memory.list().map((r) => ({
+      name: r.name,
+      gpa: r.gpa,
+      size: r.size,
+      kind: r.kind,
+      ...(r.kind === 'ram' ? { backend: this.backendOf(r) } : {}),
+    }));
+  }
+
+  private async hold(who: Hold): Promise<void> {
+    this.holds.add(who);
+    try {
+      await this.m.pause();
+    } catch (e) {
+      this.release(who);
+      throw new ApiError(503, (e as Error).message);
+    }
+  }
+
+  private release(who: Hold): void {
+    this.holds.delete(who);
+    if (this.holds.size === 0) this.m.resume();
+  }
+
+  private async apply(plan: MemoryPlan): Promise<void> {
+    const mem = this.m.memory;
+    const byGpa = new Map(mem.list().map((r) => [r.gpa, r]));
+    const made: GuestRam[] = [];
+    const next: { region: MemoryRegion; view: Uint8Array; ram: GuestRam | undefined; backend: RamBackend }[] = [];
+    try {
+      for (const a of plan.add) {
+        const name = `ram@${hex(a.gpa)}`;
+        const b = a.backing;
+        if (b.kind === 'new') {
+          const ram = GuestRam.allocate(a.size, b.backend, this.limits.pageSize);
+          made.push(ram);
+          const region: MemoryRegion = {
+            name,
+            gpa: a.gpa,
+            size: a.size,
+            hva: ram.vaddr,
+            file: ram.fd >= 0 ? { fd: ram.fd, offset: 0n } : undefined,
+            kind: 'ram',
+          };
+          next.push({ region, view: ram.view(0n, Number(a.size)), ram, backend: b.backend });
+        } else {
+          const old = byGpa.get(b.of)!;
+          const region: MemoryRegion = {
+            name,
+            gpa: a.gpa,
+            size: a.size,
+            hva: old.hva + b.offset,
+            file: old.file && { fd: old.file.fd, offset: old.file.offset + b.offset },
+            kind: 'ram',
+          };
+          next.push({
+            region,
+            view: mem.bytes(old.gpa + b.offset, Number(a.size)),
+            ram: this.owned.get(old),
+            backend: this.backendOf(old),
+          });
+        }
+      }
+      const copies = plan.add.flatMap((a, i) =>
+        a.backing.kind === 'new' && a.backing.copy ? [{ ...a.backing.copy, to: next[i]!.view }] : [],
+      );
+      if (copies.length) await this.hold('memory-change');
+      try {
+        // With the vCPUs out of KVM_RUN the guest writes nothing meanwhile; an assigned device's DMA is not held (yet).
+        for (const c of copies) await copyInTurns(mem.bytes(c.from, Number(c.bytes)), c.to);
+        mem.update((u) => {
+          for (const gpa of plan.remove) u.remove(gpa);
+          for (const n of next) {
+            mem.setView(n.region, n.view);
+            u.add(n.region);
+          }
+        });
+      } finally {
+        if (copies.length) this.release('memory-change');
+      }
+    } catch (e) {
+      for (const ram of made) ram.free();
+      throw refusal(plan, e);
+    }
+    const gone = plan.remove.map((g) => byGpa.get(g)!);
+    const freed = new Set(gone.map((r) => this.owned.get(r)).filter((r): r is GuestRam => r !== undefined));
+    for (const r of gone) {
+      this.owned.delete(r);
+      this.backends.delete(r);
+    }
+    for (const n of next) {
+      if (n.ram) this.owned.set(n.region, n.ram);
+      this.backends.set(n.region, n.backend);
+    }
+    for (const ram of this.owned.values()) freed.delete(ram);
+    for (const ram of freed) ram.free();
+  }
+}
+
+/** `from` into `to`, COPY_CHUNK bytes per event-loop turn. */
+export async function copyInTurns(from: Uint8Array, to: Uint8Array, chunk = COPY_CHUNK): Promise<void> {
+  for (let off = 0; off < from.length; off += chunk) {
+    to.set(from.subarray(off, Math.min(off + chunk, from.length)), off);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/**
+ * What a failed change answers. The map is as it was (GuestMemory.update put
+ * it back everywhere); the kernel's and the planner's messages keep their
+ * errno, operation, IOVA, size and path.
+ */
+function refusal(plan: MemoryPlan, e: unknown): unknown {
+  if (e instanceof ApiError) return e;
+  const verb = `vm.${plan.change.verb}`;
+  const what = (e as Error)?.message ?? String(e);
+  // The planner refused before touching the IOMMU: the change does not fit the budget.
+  if (e instanceof DmaError && e.op === undefined) return new ApiError(409, `${verb}: ${what}`);
+  // Not enough huge pages, say: the message has the remedy.
+  if (e instanceof RamError) return new ApiError(409, `${verb}: ${what}`);
+  if (e instanceof DmaError || e instanceof SysError) return new ApiError(500, `${verb}: ${what}; the memory map is unchanged`);
+  if (e instanceof RangeError) return new ApiError(409, `${verb}: ${what}`);
+  return e;
+}
+
+function backingText(b: Backing): string {
+  return 'fd' in b ? `file fd ${b.fd} +${hex(b.offset)}` : `vaddr ${hex(b.vaddr)}`;
+}

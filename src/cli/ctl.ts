@@ -1,0 +1,207 @@
+// pinion ctl PATH <verb> [args] [--json]: the client of a running VM's
+// control API (pinion run --api-socket PATH). Each verb is the API's
+// vm.<verb> (ping is vmm.ping); the answer is printed for people, or as the
+// API's JSON with --json. A refusal prints the API's one line and exits 1.
+import { request } from 'node:http';
+import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
+import { UsageError } from './args.js';
+
+interface Verb {
+  method: 'GET' | 'PUT';
+  /** Positional arguments, as body fields. */
+  args: readonly string[];
+  /** How many of them are required. */
+  need: number;
+}
+
+const VERBS: Record<string, Verb> = {
+  ping: { method: 'GET', args: [], need: 0 },
+  info: { method: 'GET', args: [], need: 0 },
+  memory: { method: 'GET', args: [], need: 0 },
+  dma: { method: 'GET', args: [], need: 0 },
+  devices: { method: 'GET', args: [], need: 0 },
+  pause: { method: 'PUT', args: [], need: 0 },
+  resume: { method: 'PUT', args: [], need: 0 },
+  stop: { method: 'PUT', args: [], need: 0 },
+  'add-ram': { method: 'PUT', args: ['gpa', 'size', 'backend'], need: 2 },
+  'remove-ram': { method: 'PUT', args: ['gpa'], need: 1 },
+  'resize-ram': { method: 'PUT', args: ['gpa', 'size'], need: 2 },
+  'split-ram': { method: 'PUT', args: ['gpa', 'at'], need: 2 },
+  'move-ram': { method: 'PUT', args: ['gpa', 'to'], need: 2 },
+  'replace-ram': { method: 'PUT', args: ['gpa', 'backend'], need: 2 },
+};
+
+const USAGE = `pinion ctl PATH <verb> [args] [--json]; verbs: ${Object.entries(VERBS)
+  .map(([v, d]) => [v, ...d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`))].join(' '))
+  .join(', ')}`;
+
+export interface CtlRequest {
+  socket: string;
+  json: boolean;
+  verb: string;
+  method: 'GET' | 'PUT';
+  /** /api/v1/vm.<verb> */
+  path: string;
+  body: Record<string, string> | undefined;
+}
+
+export function parseCtlArgs(argv: string[]): CtlRequest {
+  const json = argv.includes('--json');
+  const words = argv.filter((a) => a !== '--json');
+  const bad = words.find((a) => a.startsWith('--'));
+  if (bad) throw new UsageError(`unknown option ${bad}; ${USAGE}`);
+  const [socket, verb, ...args] = words;
+  if (!socket || !verb) throw new UsageError(USAGE);
+  const d = VERBS[verb];
+  if (!d || !Object.hasOwn(VERBS, verb)) throw new UsageError(`unknown verb '${verb}'; ${USAGE}`);
+  if (args.length < d.need || args.length > d.args.length)
+    throw new UsageError(
+      `${verb} takes ${d.args.length ? d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`)).join(' ') : 'no arguments'}`,
+    );
+  const body = d.args.length ? Object.fromEntries(args.map((a, i) => [d.args[i]!, a])) : undefined;
+  return { socket, json, verb, method: d.method, path: `/api/v1/${verb === 'ping' ? 'vmm' : 'vm'}.${verb}`, body };
+}
+
+/** One request to the API on `socket`; resolves with the status and the parsed JSON answer. */
+export function call(
+  socket: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  timeoutMs = 60_000,
+): Promise<{ status: number; body: unknown }> {
+  const text = body === undefined ? '' : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath: socket, method, path, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const raw = Buffer.concat(chunks).toString('utf8');
+          try {
+            resolve({ status: res.statusCode ?? 0, body: JSON.parse(raw) });
+          } catch {
+            resolve({ status: res.statusCode ?? 0, body: { error: raw.trim() } });
+          }
+        });
+      },
+    );
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)));
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ' (is a VM running with --api-socket on it?)' : '';
+      reject(new Error(`cannot reach the control API at ${socket}: ${e.code ?? e.message}${hint}`));
+    });
+    req.end(text);
+  });
+}
+
+export async function ctlCommand(argv: string[]): Promise<number> {
+  const r = parseCtlArgs(argv);
+  const a = await call(r.socket, r.method, r.path, r.body);
+  if (a.status >= 400) {
+    const err = (a.body as { error?: string }).error ?? JSON.stringify(a.body);
+    if (r.json) console.log(JSON.stringify(a.body));
+    else console.error(`pinion: ${err} (HTTP ${a.status})`);
+    return 1;
+  }
+  console.log(r.json ? JSON.stringify(a.body, null, 2) : format(r.verb, a.body));
+  return 0;
+}
+
+const MiB = 1048576;
+/** 64 MiB, 4 KiB, 512 B, 1.5 GiB. */
+export function size(n: number): string {
+  if (n >= 1024 * MiB && n % ((1024 * MiB) / 4) === 0) return `${n / (1024 * MiB)} GiB`;
+  if (n >= MiB) return `${+(n / MiB).toFixed(2)} MiB`;
+  if (n >= 1024) return `${+(n / 1024).toFixed(2)} KiB`;
+  return `${n} B`;
+}
+
+const pad = (s: string, n: number): string => s.padEnd(n);
+
+/** The answer of `verb` for people. */
+export function format(verb: string, body: unknown): string {
+  switch (verb) {
+    case 'info':
+    case 'pause':
+    case 'resume':
+    case 'stop':
+      return formatInfo(body as VmInfo);
+    case 'memory':
+      return formatMemory(body as MemoryMapInfo);
+    case 'dma':
+      return formatDma(body as DmaInfo);
+    case 'devices':
+      return formatDevices((body as { devices: DeviceInfo[] }).devices);
+    case 'ping':
+      return `pinion VMM pid ${(body as { pid: number }).pid} answers`;
+    default: {
+      const c = body as ChangeResult;
+      return `${c.done}\n${formatMemory(c.memory)}`;
+    }
+  }
+}
+
+export function formatInfo(i: VmInfo): string {
+  const held = i.pausedBy.length ? ` (held by ${i.pausedBy.join(', ')})` : '';
+  const lines = [
+    `VM ${i.state}${held}: ${i.vcpus.length} vCPU(s), ${size(i.memory.ramBytes)} RAM in ${i.memory.regions} region(s), ${i.devices} assigned device(s); pid ${i.pid}, up ${(i.uptimeMs / 1000).toFixed(1)} s`,
+    `boot: ${i.boot.kind} ${i.boot.image}${i.boot.cmdline ? ` '${i.boot.cmdline}'` : ''}`,
+    ...i.vcpus.map((v) => `  vCPU ${v.index}  ${v.state}`),
+  ];
+  if (i.memory.changes)
+    lines.push(`memory: ${i.memory.changes} change(s) since boot; the guest knows the boot map only (see pinion ctl PATH memory)`);
+  return lines.join('\n');
+}
+
+export function formatMemory(m: MemoryMapInfo): string {
+  const rows = m.regions.map(
+    (r) =>
+      `  ${pad(`${r.gpa}-${r.end}`, 28)} ${pad(size(r.size), 10)} ${pad(r.kind, 6)} ${pad(r.backend ?? '-', 7)} ${pad(r.origin, 4)}  ${r.name}`,
+  );
+  const lines = [
+    `guest memory map (page ${size(m.pageSize)}):`,
+    `  ${pad('range', 28)} ${pad('size', 10)} ${pad('kind', 6)} ${pad('backend', 7)} ${pad('from', 4)}  name`,
+    ...rows,
+    `holes: ${m.holes.map((h) => `${h.name} ${h.start}-${h.end}`).join(', ')}; RAM below ${m.ramCeiling}`,
+  ];
+  if (m.changes.length) {
+    lines.push(`changes (the guest is not told of them yet):`);
+    for (const c of m.changes) lines.push(`  ${c.at}  ${c.summary}`);
+  }
+  return lines.join('\n');
+}
+
+export function formatDma(d: DmaInfo): string {
+  if (!d.assigned) return 'no device assigned: the VM has no DMA space';
+  const budget = d.budget ? `${size(d.budget.bytes)} (${d.budget.why})` : 'none (the kernel checks no limit)';
+  const lines = [
+    `DMA space: ${d.iommu} (${d.containerType ?? d.path}${d.path === 'compat' ? ' served by iommufd' : ''}), ${d.entries.used} mapping(s) of ${d.entries.allowed ?? 'unlimited'} allowed`,
+    `charged: ${size(d.charged.held)} held${d.charged.lastPeak !== null ? `, last change peaked at ${size(d.charged.lastPeak)}` : ''}; budget ${budget}`,
+    `process: VmLck ${d.process.vmLckKiB} KiB, VmPin ${d.process.vmPinKiB} KiB, RLIMIT_MEMLOCK ${d.process.memlockKiB === null ? 'unlimited' : `${d.process.memlockKiB} KiB`}`,
+    ...d.mappings.map((r) => `  ${pad(`${r.iova}-${r.end}`, 28)} ${pad(size(r.size), 10)} ${r.prot}  ${r.backing}`),
+  ];
+  if (d.lastOps.length) lines.push(`last change: ${d.lastOps.join(', ')}`);
+  return lines.join('\n');
+}
+
+export function formatDevices(ds: DeviceInfo[]): string {
+  if (!ds.length) return 'no device assigned';
+  return ds
+    .map((d) => {
+      const irq =
+        d.interrupts.active === 'none'
+          ? 'interrupts off'
+          : `${d.interrupts.active}${d.interrupts.active === 'intx' && d.interrupts.intxPin !== null ? ` on IOAPIC pin ${d.interrupts.intxPin}` : ''}`;
+      const lines = [
+        `${d.bdf} at ${d.slot}${d.group === null ? '' : ` (group ${d.group})`}: ${irq}${d.interrupts.msixVectors ? `, MSI-X table of ${d.interrupts.msixVectors}` : ''}${d.interrupts.intxPin !== null && d.interrupts.active !== 'intx' ? `, INTx pin ${d.interrupts.intxPin}` : ''}${d.resettable ? '' : ', no reset'}`,
+        ...d.bars.map(
+          (b) =>
+            `  BAR${b.bar} ${pad(b.space, 5)} ${pad(b.address, 14)} ${pad(size(b.size), 10)} ${b.mapped ? `${size(b.mapped)} mmap'd` : 'trapped'}`,
+        ),
+      ];
+      return lines.join('\n');
+    })
+    .join('\n');
+}
