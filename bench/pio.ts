@@ -104,19 +104,17 @@ async function exitCell(c: (typeof CASES)[number]): Promise<{ cell: Cell; exits:
       const e = runner.exits;
       const fault = runner.step();
       if (fault) throw new Error(fault);
-      if (runner.exits === e) bump(s.others, 'interrupted');
-      else {
-        const reason = v.getUint32(R.exit_reason, true);
-        if (isTarget(reason)) done++;
-        else bump(s.others, otherKey(reason));
+      const reason = v.getUint32(R.exit_reason, true);
+      if (runner.exits !== e && isTarget(reason)) {
+        done++;
+        continue;
       }
+      bump(s.others, runner.exits === e ? 'interrupted' : otherKey(reason));
       // A guest that left its loop (an old build without this case ends at once) would be waited on for good.
-      if (runner.exits === e || !isTarget(v.getUint32(R.exit_reason, true))) {
-        if (++other > 10_000)
-          throw new Error(
-            `the test guest made ${other} exits other than ${c.name} (${JSON.stringify(s.others)}); is dist/guest/pinion-guest.elf current? npm run build:guest`,
-          );
-      }
+      if (++other > 10_000)
+        throw new Error(
+          `the test guest made ${other} exits other than ${c.name} (${JSON.stringify(s.others)}); is dist/guest/pinion-guest.elf current? npm run build:guest`,
+        );
     }
     const ns = Number(process.hrtime.bigint() - t0);
     s.target += done;

@@ -30,7 +30,7 @@ export const MAX_VCPUS = 8;
 
 /** The same command, run in the rig: what to tell a user on a machine without KVM. */
 function rigHint(argv: string[]): string {
-  const self = `node ${relative(process.cwd(), process.argv[1] ?? 'dist/src/cli.js') || 'dist/src/cli.js'}`;
+  const self = `node ${relative(process.cwd(), process.argv[1] ?? 'dist/bundle/pinion.js') || 'dist/bundle/pinion.js'}`;
   return `${self} rig -- ${self} run ${argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
 }
 
