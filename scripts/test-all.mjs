@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every test runner (cargo test for pin-core, tap for unit and rig tests)
 // and the lint checks (scripts/lint.mjs, one count per check), streams their
-// output, and ends with one line: `N passed, N failed, N skipped`.
+// output, and ends with one line: `N passed, N failed, N skipped`, counting
+// cargo tests, tap assertions and lint checks (the line before it says which).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,10 @@ import { tapCounts } from './tap-summary.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const totals = { passed: 0, failed: 0, skipped: 0 };
+// What each count is made of, said before the totals line.
+const counted = [];
+const tally = (what, before) => counted.push(`${totals.passed + totals.failed + totals.skipped - before} ${what}`);
+const sum = () => totals.passed + totals.failed + totals.skipped;
 // Rig stalls caught and retried (test/support/rig.ts) are listed before the totals.
 const stallDir = mkdtempSync(join(tmpdir(), 'pinion-stalls-'));
 process.env.PINION_RIG_STALL_LOG = join(stallDir, 'stalls.jsonl');
@@ -41,15 +46,17 @@ function files(dir) {
 }
 
 async function cargo() {
-  const { code, out } = await run('cargo', ['test', '--offline', '--quiet'], { cwd: join(root, 'crates/pin-core') });
-  let seen = false;
+  // --no-fail-fast: a failing test binary must not hide the ones after it.
+  const { code, out } = await run('cargo', ['test', '--offline', '--quiet', '--no-fail-fast'], { cwd: join(root, 'crates/pin-core') });
+  let failed = 0;
   for (const m of out.matchAll(/test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored/g)) {
-    seen = true;
     totals.passed += Number(m[1]);
-    totals.failed += Number(m[2]);
+    failed += Number(m[2]);
     totals.skipped += Number(m[3]);
   }
-  if (!seen || code !== 0) totals.failed += seen ? 0 : 1;
+  // A binary that crashed or failed to build prints no result line of its own: a non-zero exit
+  // with no failed test counted is still one failure.
+  totals.failed += failed + (code !== 0 && failed === 0 ? 1 : 0);
 }
 
 async function tap(label, list, extra) {
@@ -77,11 +84,16 @@ function lint() {
 }
 
 const only = process.argv[2]; // unit | rig | cargo | lint, or all
-if (!only || only === 'lint') lint();
-if (!only || only === 'cargo') await cargo();
-if (!only || only === 'unit') await tap('unit tests', files('dist/test/unit'), []);
+let before = sum();
+if (!only || only === 'lint') (lint(), tally('lint checks', before));
+before = sum();
+if (!only || only === 'cargo') (await cargo(), tally('cargo tests (pin-core)', before));
+before = sum();
+if (!only || only === 'unit') (await tap('unit tests', files('dist/test/unit'), []), tally('tap assertions in unit tests', before));
+before = sum();
 // Rig tests boot QEMU under TCG: one file at a time on a 2-core machine.
-if (!only || only === 'rig') await tap('rig tests', files('dist/test/rig'), ['--jobs=1', '--timeout=1800']);
+if (!only || only === 'rig')
+  (await tap('rig tests', files('dist/test/rig'), ['--jobs=1', '--timeout=1800']), tally('tap assertions in rig tests', before));
 
 const stalls = existsSync(process.env.PINION_RIG_STALL_LOG)
   ? readFileSync(process.env.PINION_RIG_STALL_LOG, 'utf8')
@@ -95,5 +107,6 @@ if (stalls.length) {
   for (const s of stalls)
     console.log(`# !!!   ${s.at} ${s.kind} ${s.kernel}: ${s.reason} (${s.command.slice(0, 120)})${s.report ? `; report ${s.report}` : ''}`);
 }
+console.log(`# counted: ${counted.join(', ')} (a runner that failed to report counts as one failure)`);
 console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(totals.failed > 0 ? 1 : 0);

@@ -5,6 +5,10 @@ import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { RigCrashError, RigStallError, runInRig, type RigOptions } from '../../rig/rig.js';
 import type { KernelVariant } from '../../rig/kernel.js';
+import { failIfLingering } from './linger.js';
+
+// Every rig test file imports this module: none may outlive its tests.
+failIfLingering();
 
 export interface Captured {
   exitCode: number;
