@@ -93,6 +93,19 @@ export const layout = {
     flags: 8,
     u: { irqchip: { irqchip: 16, pin: 20 }, msi: { address_lo: 16, address_hi: 20, data: 24 } },
   },
+  // The state a live update carries from one VM to the next: opaque to Pinion except for these fields.
+  kvm_msr_list: { sizeof: 4, nmsrs: 0 },
+  kvm_msrs: { sizeof: 8, nmsrs: 0 },
+  kvm_msr_entry: { sizeof: 16, index: 0, data: 8 },
+  kvm_lapic_state: { sizeof: 1024 },
+  kvm_xsave: { sizeof: 4096 },
+  kvm_xcrs: { sizeof: 392, nr_xcrs: 0 },
+  kvm_debugregs: { sizeof: 128 },
+  kvm_vcpu_events: { sizeof: 64, flags: 20 },
+  kvm_irqchip: { sizeof: 520, chip_id: 0, chip: 8 },
+  kvm_pit_state2: { sizeof: 112, flags: 72 },
+  kvm_clock_data: { sizeof: 48, clock: 0, flags: 8, realtime: 16, host_tsc: 24 },
+  kvm_device_attr: { sizeof: 24, flags: 0, group: 4, attr: 8, addr: 16 },
 } as const satisfies Record<string, Offsets>;
 const L = layout;
 
@@ -102,6 +115,7 @@ export const KVM_CREATE_VM = IO(KVMIO, 0x01);
 export const KVM_CHECK_EXTENSION = IO(KVMIO, 0x03);
 export const KVM_GET_VCPU_MMAP_SIZE = IO(KVMIO, 0x04);
 export const KVM_GET_SUPPORTED_CPUID = IOWR(KVMIO, 0x05, L.kvm_cpuid2.sizeof);
+export const KVM_GET_MSR_INDEX_LIST = IOWR(KVMIO, 0x02, L.kvm_msr_list.sizeof);
 export const KVM_API_VERSION = 12;
 
 // VM ioctls
@@ -112,10 +126,17 @@ export const KVM_SET_IDENTITY_MAP_ADDR = IOW(KVMIO, 0x48, 8);
 export const KVM_SET_USER_MEMORY_REGION2 = IOW(KVMIO, 0x49, L.kvm_userspace_memory_region2.sizeof);
 export const KVM_CREATE_IRQCHIP = IO(KVMIO, 0x60);
 export const KVM_IRQ_LINE = IOW(KVMIO, 0x61, L.kvm_irq_level.sizeof);
+export const KVM_GET_IRQCHIP = IOWR(KVMIO, 0x62, L.kvm_irqchip.sizeof);
+// _IOR although it writes: so the header has it.
+export const KVM_SET_IRQCHIP = IOR(KVMIO, 0x63, L.kvm_irqchip.sizeof);
 export const KVM_SET_GSI_ROUTING = IOW(KVMIO, 0x6a, L.kvm_irq_routing.sizeof);
 export const KVM_IRQFD = IOW(KVMIO, 0x76, L.kvm_irqfd.sizeof);
 export const KVM_CREATE_PIT2 = IOW(KVMIO, 0x77, L.kvm_pit_config.sizeof);
 export const KVM_IOEVENTFD = IOW(KVMIO, 0x79, 64);
+export const KVM_SET_CLOCK = IOW(KVMIO, 0x7b, L.kvm_clock_data.sizeof);
+export const KVM_GET_CLOCK = IOR(KVMIO, 0x7c, L.kvm_clock_data.sizeof);
+export const KVM_GET_PIT2 = IOR(KVMIO, 0x9f, L.kvm_pit_state2.sizeof);
+export const KVM_SET_PIT2 = IOW(KVMIO, 0xa0, L.kvm_pit_state2.sizeof);
 export const KVM_SIGNAL_MSI = IOW(KVMIO, 0xa5, 32);
 
 // vCPU ioctls
@@ -127,6 +148,24 @@ export const KVM_SET_SREGS = IOW(KVMIO, 0x84, L.kvm_sregs.sizeof);
 export const KVM_SET_CPUID2 = IOW(KVMIO, 0x90, L.kvm_cpuid2.sizeof);
 export const KVM_GET_MP_STATE = IOR(KVMIO, 0x98, L.kvm_mp_state.sizeof);
 export const KVM_SET_MP_STATE = IOW(KVMIO, 0x99, L.kvm_mp_state.sizeof);
+export const KVM_GET_MSRS = IOWR(KVMIO, 0x88, L.kvm_msrs.sizeof);
+export const KVM_SET_MSRS = IOW(KVMIO, 0x89, L.kvm_msrs.sizeof);
+export const KVM_GET_LAPIC = IOR(KVMIO, 0x8e, L.kvm_lapic_state.sizeof);
+export const KVM_SET_LAPIC = IOW(KVMIO, 0x8f, L.kvm_lapic_state.sizeof);
+export const KVM_GET_VCPU_EVENTS = IOR(KVMIO, 0x9f, L.kvm_vcpu_events.sizeof);
+export const KVM_SET_VCPU_EVENTS = IOW(KVMIO, 0xa0, L.kvm_vcpu_events.sizeof);
+export const KVM_GET_DEBUGREGS = IOR(KVMIO, 0xa1, L.kvm_debugregs.sizeof);
+export const KVM_SET_DEBUGREGS = IOW(KVMIO, 0xa2, L.kvm_debugregs.sizeof);
+export const KVM_SET_TSC_KHZ = IO(KVMIO, 0xa2);
+export const KVM_GET_TSC_KHZ = IO(KVMIO, 0xa3);
+export const KVM_GET_XSAVE = IOR(KVMIO, 0xa4, L.kvm_xsave.sizeof);
+export const KVM_SET_XSAVE = IOW(KVMIO, 0xa5, L.kvm_xsave.sizeof);
+export const KVM_GET_XCRS = IOR(KVMIO, 0xa6, L.kvm_xcrs.sizeof);
+export const KVM_SET_XCRS = IOW(KVMIO, 0xa7, L.kvm_xcrs.sizeof);
+export const KVM_GET_XSAVE2 = IOR(KVMIO, 0xcf, L.kvm_xsave.sizeof);
+export const KVM_SET_DEVICE_ATTR = IOW(KVMIO, 0xe1, L.kvm_device_attr.sizeof);
+export const KVM_GET_DEVICE_ATTR = IOW(KVMIO, 0xe2, L.kvm_device_attr.sizeof);
+export const KVM_HAS_DEVICE_ATTR = IOW(KVMIO, 0xe3, L.kvm_device_attr.sizeof);
 
 // Capabilities (KVM_CHECK_EXTENSION)
 export const KVM_CAP_IRQCHIP = 0;
@@ -138,12 +177,29 @@ export const KVM_CAP_IRQFD = 32;
 export const KVM_CAP_PIT2 = 33;
 export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
+export const KVM_CAP_ADJUST_CLOCK = 39;
+export const KVM_CAP_VCPU_EVENTS = 41;
+export const KVM_CAP_DEBUGREGS = 50;
+export const KVM_CAP_XSAVE = 55;
+export const KVM_CAP_XCRS = 56;
+export const KVM_CAP_GET_TSC_KHZ = 61;
 export const KVM_CAP_SIGNAL_MSI = 77;
 export const KVM_CAP_IRQFD_RESAMPLE = 82;
+export const KVM_CAP_VCPU_ATTRIBUTES = 127;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
+export const KVM_CAP_XSAVE2 = 208;
 export const KVM_CAP_USER_MEMORY2 = 231;
 
 export const KVM_MP_STATE_RUNNABLE = 0;
+
+// kvm_vcpu_events.flags: on KVM_SET_VCPU_EVENTS, which optional fields to take.
+export const KVM_VCPUEVENT_VALID_NMI_PENDING = 0x1;
+export const KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x2;
+// kvm_clock_data.flags: KVM_SET_CLOCK with REALTIME advances the clock by the real time since `realtime`.
+export const KVM_CLOCK_REALTIME = 1 << 2;
+// KVM_{GET,SET,HAS}_DEVICE_ATTR on a vCPU: the TSC offset from the host's TSC.
+export const KVM_VCPU_TSC_CTRL = 0;
+export const KVM_VCPU_TSC_OFFSET = 0;
 
 // Exit reasons (kvm_run.exit_reason)
 export const KVM_EXIT_UNKNOWN = 0;

@@ -142,3 +142,42 @@ export function mmapFd(length: number, flags: number, fd: number, offset: bigint
   };
   return { vaddr, bytes, advise, unmap: () => void c_munmap(p, length) };
 }
+
+const c_socket = lib.func('int socket(int domain, int type, int protocol)');
+const c_bind = lib.func('int bind(int fd, const void *addr, unsigned int len)');
+const c_listen = lib.func('int listen(int fd, int backlog)');
+
+// sys/socket.h, sys/un.h (x86_64)
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = 0o2000000;
+const SUN_PATH_MAX = 108;
+
+/**
+ * A Unix stream socket bound to `path` and listening, as an fd of this
+ * process. Node's own listen(path) would do the same, but libuv unlinks the
+ * path when that handle closes (uv__pipe_close), and a socket handed to
+ * another process (live update) must outlive the handle that made it.
+ */
+export function listenUnix(path: string, backlog: number): number {
+  const name = Buffer.from(path);
+  if (name.length >= SUN_PATH_MAX) throw SysError.fromErrno(ERRNO.ENAMETOOLONG, 'bind', { path });
+  const addr = Buffer.alloc(2 + SUN_PATH_MAX);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  name.copy(addr, 2);
+  const fd = c_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) throw SysError.fromErrno(koffi.errno(), 'socket(AF_UNIX)', { path });
+  try {
+    if ((c_bind(fd, addr, 2 + name.length + 1) as number) < 0) throw SysError.fromErrno(koffi.errno(), 'bind', { path });
+    if ((c_listen(fd, backlog) as number) < 0) throw SysError.fromErrno(koffi.errno(), 'listen', { path });
+  } catch (e) {
+    c_close(fd);
+    throw e;
+  }
+  return fd;
+}
+
+/** Where a Buffer's bytes are, for a struct field that points at them (kvm_device_attr.addr). */
+export function bufferAddress(b: Buffer): bigint {
+  return BigInt(koffi.address(b));
+}

@@ -60,6 +60,8 @@ const C_PRELUDE = `#define _GNU_SOURCE
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <linux/memfd.h>
 #include <linux/kvm.h>
 #include <asm/kvm_para.h>
