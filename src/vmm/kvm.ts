@@ -81,6 +81,21 @@ export class Kvm {
     return b.subarray(0, entries + b.readUInt32LE(nent) * K.kvm_cpuid_entry2.sizeof);
   }
 
+  /** KVM_GET_MSR_INDEX_LIST: the MSRs a vCPU's state includes (a first call with room for none learns how many). */
+  msrIndexList(): number[] {
+    const head = Buffer.alloc(K.layout.kvm_msr_list.sizeof);
+    try {
+      ioctl(this.fd, K.KVM_GET_MSR_INDEX_LIST, head, 'KVM_GET_MSR_INDEX_LIST', { path: this.path });
+    } catch (e) {
+      if (!(e instanceof SysError && e.code === 'E2BIG')) throw e;
+    }
+    const n = head.readUInt32LE(K.layout.kvm_msr_list.nmsrs);
+    const b = Buffer.alloc(K.layout.kvm_msr_list.sizeof + 4 * n);
+    b.writeUInt32LE(n, K.layout.kvm_msr_list.nmsrs);
+    ioctl(this.fd, K.KVM_GET_MSR_INDEX_LIST, b, 'KVM_GET_MSR_INDEX_LIST', { path: this.path });
+    return Array.from({ length: b.readUInt32LE(0) }, (_, i) => b.readUInt32LE(K.layout.kvm_msr_list.sizeof + 4 * i));
+  }
+
   close(): void {
     closeFd(this.fd);
   }

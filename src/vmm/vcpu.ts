@@ -5,6 +5,9 @@ import * as K from '../sys/kvm.js';
 import type { Vm } from './vm.js';
 
 export class Vcpu {
+  /** What setCpuid gave KVM: a live update hands it to the next VM without asking KVM, whose vCPU ioctls wait while KVM_RUN holds the vCPU. */
+  private given: Buffer | undefined;
+
   private constructor(
     readonly vm: Vm,
     readonly index: number,
@@ -25,6 +28,13 @@ export class Vcpu {
 
   setCpuid(cpuid: Buffer): void {
     ioctl(this.fd, K.KVM_SET_CPUID2, cpuid, 'KVM_SET_CPUID2');
+    this.given = Buffer.from(cpuid);
+  }
+
+  /** The CPUID the guest runs with (kvm_cpuid2 and its entries), as setCpuid gave it. */
+  get cpuid(): Buffer {
+    if (!this.given) throw new Error(`vCPU ${this.index} has no CPUID set`);
+    return this.given;
   }
 
   getSregs(): Buffer {
