@@ -47,6 +47,7 @@ void pci_msi_disable(struct pci_fn f);
 #define IRQ_VECTOR 0x40 /* MSI-X: counted by irq_count() */
 #define MSI_VECTOR 0x41 /* MSI: counted by msi_count() */
 #define INTX_VECTOR 0x42 /* INTx through the IOAPIC: counted by intx_count(); any other vector ends the VM */
+#define TIMER_VECTOR 0x43 /* the LAPIC timer: counted by timer_count() */
 #define LAPIC_MSI_ADDRESS 0xfee00000u /* MSI to APIC ID 0, physical destination */
 void interrupts_init(void);
 uint64_t irq_count(void);
@@ -56,6 +57,12 @@ uint64_t msi_count(void);
 void ioapic_route_intx(unsigned pin, void (*ack)(void));
 void ioapic_mask(unsigned pin);
 uint64_t intx_count(void);
+/* Starts the LAPIC timer, periodic, `count` bus cycles divided by 16 apart, on TIMER_VECTOR. */
+void lapic_timer_periodic(uint32_t count);
+uint64_t timer_count(void);
+
+/* tick.c: the tick mode; never returns (ends the VM after `ticks` ticks, unless 0). */
+__attribute__((noreturn)) void tick_loop(uint64_t ticks);
 
 /* igb.c: the 82576 test; 0 when it passed, else the exit status. */
 uint64_t igb_test(bool baddma);

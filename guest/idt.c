@@ -1,11 +1,12 @@
 /*
- * Interrupts for the igb test: an IDT and KVM's in-kernel local APIC (xAPIC
+ * Interrupts for the igb test and the tick mode: an IDT and KVM's in-kernel local APIC (xAPIC
  * at 0xfee00000). The VMM installs no IDT, so until interrupts_init() any
  * exception is a triple fault; the default flow never calls it and keeps that
  * behaviour (the `fault` and `ud` cases rely on it).
  *
- * Vectors IRQ_VECTOR (MSI-X), MSI_VECTOR (MSI) and INTX_VECTOR (an IOAPIC
- * pin) each count their deliveries and return. Every other vector, an
+ * Vectors IRQ_VECTOR (MSI-X), MSI_VECTOR (MSI), INTX_VECTOR (an IOAPIC
+ * pin) and TIMER_VECTOR (the LAPIC timer) each count their deliveries and
+ * return. Every other vector, an
  * exception included, prints "unexpected vector N" and ends the VM with 23.
  */
 #include "guest.h"
@@ -21,6 +22,11 @@
 #define LAPIC_LVT_LINT0 0x350
 #define LAPIC_LVT_LINT1 0x360
 #define LAPIC_LVT_MASKED 0x10000
+#define LAPIC_LVT_TIMER 0x320
+#define LAPIC_LVT_TIMER_PERIODIC 0x20000
+#define LAPIC_TIMER_INITIAL 0x380
+#define LAPIC_TIMER_DIVIDE 0x3e0
+#define LAPIC_TIMER_DIVIDE_16 0x3
 
 #define IOAPIC_BASE 0xfec00000ul
 #define IOAPIC_REGSEL 0x00
@@ -45,7 +51,7 @@ struct gate {
 struct interrupt_frame; /* pushed by the CPU; the handler does not look */
 
 static struct gate idt[256] __attribute__((aligned(16)));
-static volatile uint64_t irq_hits, msi_hits, intx_hits;
+static volatile uint64_t irq_hits, msi_hits, intx_hits, timer_hits;
 static void (*intx_ack)(void);
 
 /*
@@ -114,6 +120,25 @@ __attribute__((interrupt)) static void intx_handler(struct interrupt_frame *fram
 	lapic_write(LAPIC_EOI, 0);
 }
 
+__attribute__((interrupt)) static void timer_handler(struct interrupt_frame *frame)
+{
+	(void)frame;
+	timer_hits++;
+	lapic_write(LAPIC_EOI, 0);
+}
+
+void lapic_timer_periodic(uint32_t count)
+{
+	lapic_write(LAPIC_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
+	lapic_write(LAPIC_LVT_TIMER, TIMER_VECTOR | LAPIC_LVT_TIMER_PERIODIC);
+	lapic_write(LAPIC_TIMER_INITIAL, count);
+}
+
+uint64_t timer_count(void)
+{
+	return timer_hits;
+}
+
 static void ioapic_write(unsigned reg, uint32_t v)
 {
 	mmio_write32(IOAPIC_BASE + IOAPIC_REGSEL, reg);
@@ -163,6 +188,7 @@ void interrupts_init(void)
 	set_gate(IRQ_VECTOR, (uint64_t)irq_handler, cs);
 	set_gate(MSI_VECTOR, (uint64_t)msi_handler, cs);
 	set_gate(INTX_VECTOR, (uint64_t)intx_handler, cs);
+	set_gate(TIMER_VECTOR, (uint64_t)timer_handler, cs);
 	__asm__ volatile("lidt %0" : : "m"(idtr) : "memory");
 
 	/*

@@ -15,6 +15,10 @@
  *           wire; a failure ends the VM with its own status (20-25)
  *   baddma  with igb: also loop a frame back into RX buffers at an IOVA the
  *           VMM never mapped; nothing may land in RAM and the guest goes on
+ *   tick    after the banner, vCPU 0 prints "tick N ms=T gap=G" about every
+ *           100 ms of guest time (tick.c), the others halt; what a live
+ *           update must carry on without a reset
+ *   ticks=N with tick: end the VM (status 0) after tick N
  *
  * Default flow: banner, AP check-in (in vCPU order, so the output is the
  * same on every run), PCI scan, a write pattern in RAM, then the debug exit.
@@ -33,8 +37,8 @@
 #define CHECKIN_TSC_LIMIT (1ull << 34)
 
 struct options {
-	uint64_t exit_status;
-	bool fault, ud, pio, mmio, hang, igb, baddma;
+	uint64_t exit_status, ticks;
+	bool fault, ud, pio, mmio, hang, igb, baddma, tick;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -88,6 +92,8 @@ static struct options parse_cmdline(const char *s)
 		i += len;
 		if (has_prefix(w, len, "exit=", &plen))
 			o.exit_status = parse_dec(w + plen, len - plen);
+		else if (has_prefix(w, len, "ticks=", &plen))
+			o.ticks = parse_dec(w + plen, len - plen);
 		else if (word_is(w, len, "fault"))
 			o.fault = true;
 		else if (word_is(w, len, "ud"))
@@ -102,6 +108,8 @@ static struct options parse_cmdline(const char *s)
 			o.igb = true;
 		else if (word_is(w, len, "baddma"))
 			o.baddma = true;
+		else if (word_is(w, len, "tick"))
+			o.tick = true;
 	}
 	return o;
 }
@@ -153,7 +161,7 @@ static void banner(uint64_t ncpus, const char *cmdline, uint64_t ram_size)
  */
 static __attribute__((noreturn)) void ap_main(uint64_t cpu, const struct options *o)
 {
-	if (o->pio || o->mmio || o->hang || o->fault || o->ud)
+	if (o->pio || o->mmio || o->hang || o->fault || o->ud || o->tick)
 		halt_forever();
 	while (!__atomic_load_n(&aps_released, __ATOMIC_ACQUIRE) || (uint64_t)__atomic_load_n(&aps_checked_in, __ATOMIC_ACQUIRE) != cpu - 1)
 		cpu_relax();
@@ -228,6 +236,8 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 		__asm__ volatile("ud2");
 	if (o.hang)
 		halt_forever();
+	if (o.tick)
+		tick_loop(o.ticks);
 
 	wait_for_aps(ncpus);
 	pci_scan();
