@@ -43,6 +43,20 @@ const WATCHED_MAX = 1024;
 const REG_BYTES = 16;
 export const SERIAL_STATE_BYTES = REG_BYTES + WORDS * 4 + RX_RING + WATCHED_MAX;
 
+/**
+ * The UART as data (a live update carries it to the next process): the
+ * register file (the eight registers, DLL, DLM), input the guest has not
+ * read, whether THR-empty is pending, the interrupt line's level, and the
+ * start of the console line the VMM watches.
+ */
+export interface SerialState {
+  regs: number[];
+  rx: number[];
+  threPending: boolean;
+  line: boolean;
+  watched: number[];
+}
+
 /** Sets the UART's interrupt line (an edge on the IOAPIC pin when it rises). */
 export type IrqLine = (level: boolean) => void;
 
@@ -69,6 +83,36 @@ export class Serial16550 implements BusDevice {
 
   static newState(): SharedArrayBuffer {
     return new SharedArrayBuffer(SERIAL_STATE_BYTES);
+  }
+
+  /** The state in `state` as data; nothing may access the UART meanwhile (the vCPUs are paused). */
+  static save(state: SharedArrayBuffer): SerialState {
+    const u = new Serial16550(state, () => {});
+    const head = u.w[W.rxHead]!;
+    return {
+      regs: [...u.regs.subarray(0, DLM + 1)],
+      rx: Array.from({ length: u.rxCount() }, (_, i) => u.rx[(head + i) % RX_RING]!),
+      threPending: u.w[W.threPending] !== 0,
+      line: u.w[W.line] !== 0,
+      watched: [...u.watched.subarray(0, u.w[W.watchedLen]!)],
+    };
+  }
+
+  /** Writes `s` into a fresh state. The interrupt line's level is KVM's to restore (its irqchip state); this only remembers it. */
+  static restore(state: SharedArrayBuffer, s: SerialState): void {
+    if (s.regs.length !== DLM + 1 || s.rx.length > RX_RING || s.watched.length > WATCHED_MAX)
+      throw new RangeError(
+        `serial state does not fit this UART: ${s.regs.length} registers (${DLM + 1}), ${s.rx.length} input bytes (${RX_RING} at most), a watched line of ${s.watched.length} (${WATCHED_MAX})`,
+      );
+    const u = new Serial16550(state, () => {});
+    u.regs.set(s.regs);
+    u.rx.set(s.rx);
+    u.w[W.rxHead] = 0;
+    u.w[W.rxTail] = s.rx.length;
+    u.w[W.threPending] = s.threPending ? 1 : 0;
+    u.w[W.line] = s.line ? 1 : 0;
+    u.watched.set(s.watched);
+    u.w[W.watchedLen] = s.watched.length;
   }
 
   read(offset: number, data: Uint8Array): void {

@@ -44,6 +44,15 @@ export class PciConfigIo implements BusDevice {
     Atomics.or(this.words, PRESENT + (devfn >> 5), 1 << (devfn & 31));
   }
 
+  /** The address register as the guest last wrote it (a live update carries it; each function carries its own state). */
+  get address(): number {
+    return Atomics.load(this.words, ADDRESS) >>> 0;
+  }
+
+  set address(v: number) {
+    Atomics.store(this.words, ADDRESS, v | 0);
+  }
+
   /** The first free device number (function 0), for placing a new device. */
   freeSlot(): number {
     for (let dev = 1; dev < 32; dev++) if (!this.functions.has(dev << 3)) return dev;

@@ -20,6 +20,18 @@ export class ConfigSpace implements PciFunction {
     }
   }
 
+  /** The bytes as they are (a live update carries them). */
+  save(): number[] {
+    return [...this.bytes];
+  }
+
+  /** Takes the guest-writable bits of a saved image; the read-only ones stay this build's. */
+  restore(image: readonly number[]): void {
+    if (image.length !== this.bytes.length)
+      throw new RangeError(`${this.name}: a config image of ${image.length} bytes, not ${this.bytes.length}`);
+    image.forEach((v, i) => (this.bytes[i] = (this.bytes[i]! & ~this.wmask[i]!) | (v & this.wmask[i]!)));
+  }
+
   set(offset: number, size: number, value: number, writable = 0): void {
     writeLe(this.bytes, offset, size, value);
     writeLe(this.wmask, offset, size, writable);
