@@ -129,6 +129,14 @@ export class Assignment {
     }));
   }
 
+  /** Why the devices cannot go to another process in a live update (the IOMMU backend says what its kernel path needs). */
+  handoverRefusal(): string {
+    const backend = this.iommu.handoverRefusal();
+    if (backend) return backend;
+    // Hook: the devices' part (config overlay, BARs, MSI-X, INTx, irqfds) and the backend's VADDR / CHANGE_PROCESS steps.
+    return `hand-over of assigned devices (${this.devices.map((d) => d.host.bdf).join(', ')}) is not implemented yet; only VMs without --device can be updated live`;
+  }
+
   dmaState(): DmaState {
     return {
       iommu: this.kind,

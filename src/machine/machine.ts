@@ -4,13 +4,17 @@
 // with their IOMMU and DMA. Each step registers the undo of what it creates
 // where it creates it; a throw at any step undoes all before it, last first,
 // and close() undoes the whole machine the same way.
-import type { RamBackend } from '../memory/guest-ram.js';
+import type { GuestRam, RamBackend } from '../memory/guest-ram.js';
 import { GuestMemory } from '../memory/guest-memory.js';
-import { ramRanges } from '../memory/layout.js';
+import { hex, ramRanges } from '../memory/layout.js';
+import type { MemoryRegion } from '../memory/listener.js';
 import { UndoStack } from '../sys/undo.js';
 import type { Bus } from '../vmm/bus.js';
 import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
+import { restoreVcpu, saveVcpu } from '../vmm/vcpu-state.js';
+import type { Vm } from '../vmm/vm.js';
+import { restoreVm, saveVm } from '../vmm/vm-state.js';
 import type { VcpuStateName } from '../vmm/run-loop.js';
 import type { IommuKind } from '../devices/vfio/iommu.js';
 import { Assignment, type AssignedDevice, type DmaState, type IommuFds } from './assignment.js';
@@ -19,11 +23,12 @@ import type { Decompress } from '../vmm/vmlinux.js';
 import { ConsoleInput } from './console-input.js';
 import { checkDevices } from './device-checks.js';
 import type { DeviceSpec } from './devices.js';
+import { imageConfig, type MachineImage, type MachineState, type RegionImage } from './handover.js';
 import { openVm } from './kvm-vm.js';
 import { Platform } from './platform.js';
-import { mapRam, prefaultRam } from './ram-map.js';
+import { adoptRam, mapRam, prefaultRam } from './ram-map.js';
 import { VcpuThreads, type MachineResult } from './vcpu-threads.js';
-import { createVcpus } from './vcpus.js';
+import { adoptVcpus, createVcpus } from './vcpus.js';
 
 export type { MachineResult } from './vcpu-threads.js';
 export type { AssignedDevice, DmaState } from './assignment.js';
@@ -69,12 +74,19 @@ export interface VcpuSeat {
   mmio: Bus;
 }
 
+/** The RAM a handed-over VM came with: its backings by fd, and those another owner took (takeBacking), which close() leaves alone. */
+interface AdoptedRam {
+  byFd: Map<number, GuestRam>;
+  taken: Set<GuestRam>;
+}
+
 export class Machine {
   private constructor(
     readonly config: MachineConfig,
     /** The guest memory map; views of RAM in it are valid until close. */
     readonly memory: GuestMemory,
     private readonly undo: UndoStack,
+    private readonly vm: Vm,
     private readonly vcpus: readonly Vcpu[],
     private readonly platform: Platform,
     private readonly threads: VcpuThreads,
@@ -82,6 +94,7 @@ export class Machine {
     private readonly console: ConsoleInput,
     /** Why guest RAM gets no 2 MiB pages, when it gets none (see GuestRam.smallPagesWhy). */
     readonly smallPagesWhy: string | undefined,
+    private readonly adoptedRam: AdoptedRam = { byFd: new Map(), taken: new Set() },
   ) {}
 
   static create(c: MachineConfig): Machine {
@@ -131,8 +144,115 @@ export class Machine {
 
       const serial = platform.devices.find((d) => d.kind === 'serial');
       const console = undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
-      return new Machine(c, memory, undo, vcpus, platform, threads, assignment, console, ram.smallPagesWhy);
+      return new Machine(c, memory, undo, vm, vcpus, platform, threads, assignment, console, ram.smallPagesWhy);
     });
+  }
+
+  /**
+   * The VM another process hands over (live update), set up up to the point
+   * where it could run: a fresh KVM VM on the handed-over /dev/kvm (a VM
+   * answers only the process that made it), vCPUs with the guest's CPUID,
+   * the RAM files mapped and in the memory map, the board, and the vCPU
+   * threads loading. restoreState() then writes the paused VM's state into
+   * it, and run() goes on where the other process stopped.
+   */
+  static adopt(image: MachineImage): Machine {
+    const adopted: AdoptedRam = { byFd: new Map(), taken: new Set() };
+    return UndoStack.build((undo) => {
+      trace('machine: adopt');
+      const c: MachineConfig = { ...image.config, consoleFd: image.consoleFd, fds: { kvm: image.kvmFd } };
+      const vm = openVm({ fd: image.kvmFd }, undo);
+      const vcpus = adoptVcpus(vm, image.cpuid, undo);
+      const platform = Platform.build({ consoleFd: image.consoleFd, vmFd: vm.fd, linux: c.linux !== undefined });
+      const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
+      trace('vCPUs set up, their threads starting');
+      const memory = new GuestMemory();
+      const rams = adoptRam(
+        memory,
+        vm,
+        image.backings.map((b) => b.fd),
+        image.regions,
+        adopted.taken,
+        undo,
+      );
+      for (const r of rams) adopted.byFd.set(r.fd, r);
+      trace('RAM mapped');
+      const serial = platform.devices.find((d) => d.kind === 'serial');
+      const console = undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
+      return new Machine(c, memory, undo, vm, vcpus, platform, threads, undefined, console, rams[0]?.smallPagesWhy, adopted);
+    });
+  }
+
+  /**
+   * Why this VM cannot be handed to another process (live update), or
+   * undefined when it can: guest RAM another process cannot map, or an
+   * assigned device's DMA space that cannot move (assignment.ts says which).
+   */
+  handoverRefusal(): string | undefined {
+    const anon = this.memory.list().find((r) => r.kind === 'ram' && !r.file);
+    if (anon)
+      return `guest RAM ${anon.name} at ${hex(anon.gpa)} is anonymous memory, which no other process can map; start the VM with --memory-backend memfd (or hugetlb) to make live update possible`;
+    return this.assignment?.handoverRefusal();
+  }
+
+  /**
+   * What the next process needs before the pause: how the VM was made, the
+   * vCPUs' CPUID, where RAM is. Asks KVM nothing: a vCPU ioctl from here would
+   * wait until that vCPU's KVM_RUN returns, for good if it halts.
+   */
+  handoverImage(): MachineImage {
+    const backings: { fd: number }[] = [];
+    const regions: RegionImage[] = [];
+    for (const r of this.memory.list()) {
+      if (r.kind !== 'ram') continue;
+      if (!r.file) throw new Error(`guest RAM ${r.name} has no file to hand over`);
+      let backing = backings.findIndex((b) => b.fd === r.file!.fd);
+      if (backing < 0) backing = backings.push({ fd: r.file.fd }) - 1;
+      regions.push({ name: r.name, gpa: r.gpa, size: r.size, backing, offset: r.file.offset, readonly: r.readonly === true });
+    }
+    const c = this.config;
+    return {
+      config: imageConfig(c),
+      kvmFd: this.vm.kvm.fd,
+      consoleFd: c.consoleFd,
+      backings,
+      regions,
+      cpuid: this.vcpus.map((v) => v.cpuid),
+    };
+  }
+
+  /** The VM's state; every vCPU must be out of KVM_RUN (pause() first). */
+  saveState(): MachineState {
+    if (!this.threads.settled) throw new Error(`the vCPUs are not paused: ${this.threads.states().join(', ')}`);
+    const msrs = this.vm.kvm.msrIndexList();
+    return { vcpus: this.vcpus.map((v) => saveVcpu(v, msrs)), vm: saveVm(this.vm), platform: this.platform.save() };
+  }
+
+  /** Writes a paused VM's state into this adopted one, before it runs. */
+  restoreState(s: MachineState): void {
+    if (s.vcpus.length !== this.vcpus.length) throw new RangeError(`the state has ${s.vcpus.length} vCPUs, this VM ${this.vcpus.length}`);
+    this.vcpus.forEach((v, i) => {
+      restoreVcpu(v, s.vcpus[i]!);
+      trace(`vCPU ${i} state written`);
+    });
+    this.platform.restore(s.platform);
+    restoreVm(this.vm, s.vm);
+    trace('VM state written');
+  }
+
+  /** Whether every vCPU thread has loaded and waits to run (an adopted VM is ready to take the state then). */
+  get loaded(): boolean {
+    return this.threads.states().every((st) => st === 'waiting');
+  }
+
+  /**
+   * Hands the backing of region `r` (of a handed-over VM) to another owner,
+   * who frees it from now on: the control API keeps the backings it made.
+   */
+  takeBacking(r: MemoryRegion): GuestRam | undefined {
+    const ram = r.file && this.adoptedRam.byFd.get(r.file.fd);
+    if (ram) this.adoptedRam.taken.add(ram);
+    return ram;
   }
 
   /** Runs every vCPU on its own thread until the guest exits, faults, or stop() is called. */

@@ -9,6 +9,7 @@ import type { MemoryRegion } from '../memory/listener.js';
 import { pinCore } from '../memory/pin-core.js';
 import type { UndoStack } from '../sys/undo.js';
 import type { Vm } from '../vmm/vm.js';
+import type { RegionImage } from './handover.js';
 
 export interface RamSpec {
   size: bigint;
@@ -34,6 +35,51 @@ export function mapRam(memory: GuestMemory, vm: Vm, { size, backend, ranges }: R
     if (still.length) memory.update((u) => still.forEach((r) => u.remove(r.gpa)));
   });
   return ram;
+}
+
+/**
+ * Guest RAM handed over by another process: each memfd mapped once, the
+ * regions placed on them as they were. Returns the backings, which `undo`
+ * frees unless `keep` says another owner took one (the API's own backings).
+ */
+export function adoptRam(
+  memory: GuestMemory,
+  vm: Vm,
+  backingFds: readonly number[],
+  images: readonly RegionImage[],
+  keep: ReadonlySet<GuestRam>,
+  undo: UndoStack,
+): GuestRam[] {
+  const page = BigInt(pinCore.pageSize());
+  const rams = backingFds.map((fd) => undo.own(GuestRam.adopt(fd, page), (r) => keep.has(r) || r.free()));
+  undo.defer(() => memory.removeListener(vm.memslots));
+  memory.addListener(vm.memslots);
+  const regions = images.map((i): [MemoryRegion, Uint8Array] => {
+    const ram = rams[i.backing];
+    if (!ram || i.offset + i.size > ram.size)
+      throw new RangeError(`region ${i.name} lies outside its backing (${i.backing}: ${ram ? `${ram.size} bytes` : 'none'})`);
+    const region: MemoryRegion = {
+      name: i.name,
+      gpa: i.gpa,
+      size: i.size,
+      hva: ram.vaddr + i.offset,
+      file: { fd: ram.fd, offset: i.offset },
+      kind: 'ram',
+      ...(i.readonly ? { readonly: true } : {}),
+    };
+    return [region, ram.view(i.offset, Number(i.size))];
+  });
+  memory.update((u) => {
+    for (const [r, view] of regions) {
+      memory.setView(r, view);
+      u.add(r);
+    }
+  });
+  undo.defer(() => {
+    const still = memory.list().filter((r) => regions.some(([x]) => x === r));
+    if (still.length) memory.update((u) => still.forEach((r) => u.remove(r.gpa)));
+  });
+  return rams;
 }
 
 /**

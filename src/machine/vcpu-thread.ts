@@ -58,6 +58,8 @@ if (Atomics.load(control, CONTROL.go) === GO.closed) {
   process.exit(0);
 }
 runner = VcpuRunner.open(d.fd, d.index, d.mmapSize, buses.pio, buses.mmio, control);
+// A paused VM may be handed to another process: half a console line held here would be lost with this one.
+runner.onHold = () => buses.flush();
 let end: RunEnd;
 try {
   end = runner.loop();

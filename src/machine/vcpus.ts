@@ -23,3 +23,12 @@ export function createVcpus(vm: Vm, cpus: number, boot: BootPlan, undo: UndoStac
   }
   return vcpus;
 }
+
+/** vCPUs for a VM handed over by another process (live update): each with the CPUID its guest already runs with; their registers come after. */
+export function adoptVcpus(vm: Vm, cpuid: readonly Buffer[], undo: UndoStack): Vcpu[] {
+  return cpuid.map((c, i) => {
+    const v = undo.own(Vcpu.create(vm, i), (x) => x.close());
+    v.setCpuid(c);
+    return v;
+  });
+}

@@ -1,6 +1,6 @@
 // Guest RAM: one allocation backed by a memfd (default: it can be mapped by
 // fd and handed over for live update), anonymous memory, or hugetlbfs pages.
-import { readFileSync } from 'node:fs';
+import { fstatSync, readFileSync } from 'node:fs';
 import * as libc from '../sys/libc.js';
 import { hex, MiB } from './layout.js';
 
@@ -60,6 +60,26 @@ export class GuestRam {
       return new GuestRam(backend, size, m.vaddr, m.bytes, fd, m);
     } catch (e) {
       if (fd >= 0) libc.closeFd(fd);
+      throw e;
+    }
+  }
+
+  /**
+   * RAM another process allocated, handed over in a live update: its memfd,
+   * mapped here whole. Takes `fd` (closed by free(), or here if the mapping
+   * fails). hugetlbfs reports its page size as the file's block size, which
+   * tells a hugetlb memfd from a shmem one.
+   */
+  static adopt(fd: number, pageSize: bigint): GuestRam {
+    try {
+      const st = fstatSync(fd);
+      const backend: RamBackend = BigInt(st.blksize) > pageSize ? 'hugetlb' : 'memfd';
+      const size = BigInt(st.size);
+      const m = libc.mmapFd(Number(size), libc.MAP_SHARED, fd, 0n, 'memfd:pinion-guest-ram (handed over)');
+      if (backend !== 'hugetlb') m.advise(libc.MADV_HUGEPAGE, 'madvise(MADV_HUGEPAGE) of guest RAM');
+      return new GuestRam(backend, size, m.vaddr, m.bytes, fd, m);
+    } catch (e) {
+      libc.closeFd(fd);
       throw e;
     }
   }

@@ -40,6 +40,8 @@ export class VcpuRunner {
   /** Exits handled, for benchmarks and reports. */
   exits = 0;
   readonly profile = exitProfileOn ? new ExitProfile() : undefined;
+  /** Runs as the vCPU settles into a pause, before it says so (its thread pushes out buffered console output). */
+  onHold: () => void = () => {};
 
   private constructor(
     readonly fd: number,
@@ -86,6 +88,7 @@ export class VcpuRunner {
 
   /** Paused: out of KVM_RUN until resumed or stopped (stop() notifies the pause word too). */
   private hold(): void {
+    this.onHold();
     this.setState(VCPU_STATE.paused);
     while (Atomics.load(this.control, CONTROL.pause) !== 0 && Atomics.load(this.control, CONTROL.stop) === 0)
       Atomics.wait(this.control, CONTROL.pause, 1, 1000);

@@ -23,5 +23,12 @@ export interface VfioIommu {
   openDevice(d: HostDevice): OpenedDevice;
   /** How the kernel will charge what this backend pins (see pin-core's accounting model). */
   accounting(): { path: IommuPath; mode: AccountingMode };
+  /**
+   * Why this DMA space cannot be handed to another process (live update),
+   * with what would make it possible; undefined when the kernel allows it
+   * (type1: VFIO_DMA_UNMAP_FLAG_VADDR then MAP_FLAG_VADDR in the new
+   * process; iommufd: RAM mapped by file, IOMMU_IOAS_CHANGE_PROCESS).
+   */
+  handoverRefusal(): string | undefined;
   close(): void;
 }

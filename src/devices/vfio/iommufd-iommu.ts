@@ -52,6 +52,14 @@ export class IommufdIommu implements VfioIommu {
     return { fd: c.fd, path: d.cdev, close: () => c.close() };
   }
 
+  handoverRefusal(): string | undefined {
+    // IOMMU_IOAS_CHANGE_PROCESS moves only mappings made by file (iommufd/ioas.c refuses user addresses).
+    const byAddress = this.dma.mapped().find((m) => !('fd' in m.backing));
+    if (byAddress)
+      return `the IOAS maps 0x${byAddress.iova.toString(16)} by address, not by file, and IOMMU_IOAS_CHANGE_PROCESS moves only file mappings; use --memory-backend memfd`;
+    return undefined;
+  }
+
   close(): void {
     this.dma.close();
   }

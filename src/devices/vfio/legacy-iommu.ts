@@ -67,6 +67,16 @@ export class LegacyIommu implements VfioIommu {
     return { path: this.dma.caps.path, mode: 'per-process' };
   }
 
+  handoverRefusal(): string | undefined {
+    const caps = this.dma.caps;
+    // The compat container refuses the VADDR flags (EINVAL; conformance.expected.ts) and offers no CHANGE_PROCESS.
+    if (caps.path === 'compat')
+      return 'the DMA space is the iommufd compat container (/dev/vfio/vfio served by iommufd), which refuses VFIO_DMA_MAP_FLAG_VADDR; use --iommu iommufd (device cdevs), or a kernel with CONFIG_VFIO_CONTAINER';
+    if (!caps.updateVaddr)
+      return `the ${caps.containerType ?? 'type1'} container lacks VFIO_UPDATE_VADDR; use --iommu iommufd, or a kernel whose type1 has it (Linux 5.12+)`;
+    return undefined;
+  }
+
   close(): void {
     this.mapper?.close();
     this.mapper = undefined;
