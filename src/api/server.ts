@@ -7,6 +7,7 @@
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
+import { closeFd, listenUnix } from '../sys/libc.js';
 import type { Reply } from './routes.js';
 
 export interface ApiLimits {
@@ -58,9 +59,14 @@ export class ApiServer {
   private tokens: number;
   private refilled = Date.now();
   private closed = false;
+  /** Set once the socket went to another process (live update): it stays where it is. */
+  private movedTo: string | undefined;
+  private closing: Promise<void> | undefined;
 
   private constructor(
     readonly path: string,
+    /** The listening socket: this process's own fd (see listenUnix), so it can be handed over. */
+    readonly fd: number,
     private readonly server: Server,
     private readonly handler: Handler,
     readonly limits: ApiLimits,
@@ -72,6 +78,32 @@ export class ApiServer {
   static async listen(path: string, handler: Handler, limits: Partial<ApiLimits> = {}): Promise<ApiServer> {
     const l = { ...API_LIMITS, ...limits };
     await claimSocketPath(path);
+    // bind() makes the socket file, so it is 0600 from the start, not chmod'ed after a client could connect.
+    const umask = process.umask(0o177);
+    let fd: number;
+    try {
+      fd = listenUnix(path, l.maxConnections);
+    } catch (e) {
+      throw new ApiSocketError(`cannot listen on --api-socket ${path}: ${(e as Error).message}`);
+    } finally {
+      process.umask(umask);
+    }
+    chmodSync(path, 0o600);
+    try {
+      return await ApiServer.serve(path, fd, handler, l);
+    } catch (e) {
+      closeFd(fd);
+      removeSocket(path);
+      throw e;
+    }
+  }
+
+  /** Serves on a socket another process bound at `path` and handed over (live update). */
+  static async adopt(path: string, fd: number, handler: Handler, limits: Partial<ApiLimits> = {}): Promise<ApiServer> {
+    return ApiServer.serve(path, fd, handler, { ...API_LIMITS, ...limits });
+  }
+
+  private static async serve(path: string, fd: number, handler: Handler, l: ApiLimits): Promise<ApiServer> {
     const server = createServer({
       maxHeaderSize: l.maxHeaderBytes,
       headersTimeout: l.headersTimeoutMs,
@@ -82,7 +114,7 @@ export class ApiServer {
     });
     server.maxConnections = l.maxConnections;
     server.setTimeout(l.idleTimeoutMs);
-    const api = new ApiServer(path, server, handler, l);
+    const api = new ApiServer(path, fd, server, handler, l);
     server.on('request', (req, res) => api.onRequest(req, res));
     server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
       const status = e.code === 'HPE_HEADER_OVERFLOW' ? 431 : e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
@@ -96,27 +128,23 @@ export class ApiServer {
         );
       else socket.destroy();
     });
-    // bind() runs inside listen(), so the socket is made 0600 from the start, not chmod'ed after a client could connect.
-    const umask = process.umask(0o177);
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         // A short backlog: a flood of connects waits or is refused in the kernel, not accepted and dropped here.
-        server.listen({ path, backlog: l.maxConnections }, () => {
+        server.listen({ fd, backlog: l.maxConnections }, () => {
           server.off('error', reject);
           resolve();
         });
       });
     } catch (e) {
       throw new ApiSocketError(`cannot listen on --api-socket ${path}: ${(e as Error).message}`);
-    } finally {
-      process.umask(umask);
     }
-    chmodSync(path, 0o600);
     return api;
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (this.movedTo) return reply(res, 503, { error: `the VM moved to ${this.movedTo} (live update); connect again` }, true);
     if (this.closed) return reply(res, 503, { error: 'the VM is ending' }, true);
     if (!this.takeToken()) return reply(res, 429, { error: `more than ${this.limits.ratePerSecond} requests a second; retry later` }, true);
     if (this.pending >= this.limits.queueLength)
@@ -194,16 +222,31 @@ export class ApiServer {
     return this.pending;
   }
 
-  /** Stops accepting, answers what is in progress (for up to `graceMs`), and removes the socket. */
+  /**
+   * Stops accepting here once the socket serves another process (live
+   * update): connections wait in the socket's backlog for that process, and
+   * the socket file stays. Requests in progress are still answered.
+   */
+  handOver(to: string): void {
+    this.movedTo = to;
+    this.stopAccepting();
+  }
+
+  /** Stops accepting, answers what is in progress (for up to `graceMs`), and removes the socket unless it was handed over. */
   async close(graceMs = 1000): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closing = this.stopAccepting();
     this.server.closeIdleConnections();
     const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
     await closing;
     clearTimeout(timer);
-    removeSocket(this.path);
+    if (!this.movedTo) removeSocket(this.path);
+  }
+
+  private stopAccepting(): Promise<void> {
+    this.closed = true;
+    // Closing the handle closes `fd`, which Node owns from listen on; the path is not unlinked (see listenUnix).
+    this.closing ??= new Promise<void>((resolve) => this.server.close(() => resolve()));
+    return this.closing;
   }
 }
 
