@@ -1,0 +1,148 @@
+// The new process's side of a live update (pinion run --incoming 3): read
+// and check the record, set up the VM from it while the guest still runs in
+// the old process (a fresh KVM VM, vCPUs with the guest's CPUID, the RAM
+// files mapped, the vCPU threads loaded), say ready; take the state at the
+// pause and write it into the new VM, say restored; on `go` run the vCPUs
+// and say running. Anything that fails is sent back as a refusal naming the
+// step, and this process ends without running the guest: the old one
+// resumes it. Before `go` nothing here runs guest code.
+import { performance } from 'node:perf_hooks';
+import { Socket } from 'node:net';
+import { Machine, type MachineResult } from '../machine/machine.js';
+import { processCharge } from '../memlock/status.js';
+import { Channel, type Charge, type PeerReport, type StepTime } from './channel.js';
+import { faultPoint } from './faults.js';
+import { checkFds, childFd } from './fds.js';
+import { decodeRecord, imageOf, type ControlRecord, type UpdateRecord } from './record.js';
+import { decodeState } from './state.js';
+import { ms } from './steps.js';
+import { HandoverToken } from './token.js';
+
+export interface Incoming {
+  machine: Machine;
+  record: UpdateRecord;
+  /** The control API's socket (this process's fd) and its view, when the VM has an API. */
+  api?: { path: string; fd: number; control: ControlRecord };
+  /** The VM's run, begun at `go`: resolves as Machine.run does. */
+  run: Promise<MachineResult>;
+}
+
+export interface IncomingTimeouts {
+  /** For the state, after ready (the old process pauses meanwhile). */
+  stateMs: number;
+  goMs: number;
+  /** For the vCPU threads to load. */
+  loadMs: number;
+}
+
+const TIMEOUTS: IncomingTimeouts = { stateMs: 30_000, goMs: 30_000, loadMs: 60_000 };
+
+/** Parts of one step, timed as they run. */
+class Parts {
+  readonly list: { name: string; ms: number }[] = [];
+  private t = process.hrtime.bigint();
+  mark(name: string): void {
+    const now = process.hrtime.bigint();
+    this.list.push({ name, ms: ms(now - this.t) });
+    this.t = now;
+  }
+}
+
+export async function receive(channelFd: number, t: IncomingTimeouts = TIMEOUTS): Promise<Incoming> {
+  // Loading this process (node, the bundle) until here: part of prepare, as the old side sees it.
+  const loadMs = Math.round(performance.now() * 100) / 100;
+  faultPoint('start');
+  const channel = new Channel(new Socket({ fd: channelFd, readable: true, writable: true }), 'the old process');
+  const steps: StepTime[] = [];
+  const charge: Charge[] = [];
+  const report = (): PeerReport => ({ steps, charge });
+  let step = 'prepare';
+  let machine: Machine | undefined;
+  let running: Promise<MachineResult> | undefined;
+  let token: HandoverToken | undefined;
+  try {
+    const p = new Parts();
+    const prepare = await channel.next('prepare', 'prepare', t.stateMs);
+    const record = decodeRecord(prepare.record);
+    checkFds(record.fds, channelFd);
+    token = HandoverToken.open(childFd(record.token, channelFd));
+    p.mark('record');
+    faultPoint('prepare');
+    machine = Machine.adopt(imageOf(record, (i) => childFd(i, channelFd)));
+    p.mark('vm');
+    await until(() => machine!.loaded, t.loadMs, 'the vCPU threads to load', 2);
+    p.mark('threads');
+    steps.push(stepTime('prepare', [{ name: 'load', ms: loadMs }, ...p.list]));
+    charge.push(own('new: ready'));
+    channel.send({ type: 'ready', report: report() });
+    faultPoint('ready');
+
+    step = 'restore';
+    const s = await channel.next('state', 'restore', t.stateMs);
+    const r = new Parts();
+    faultPoint('restore');
+    const state = decodeState(s.state, record);
+    r.mark('decode');
+    machine.restoreState(state);
+    r.mark('write');
+    steps.push(stepTime('restore', r.list));
+    channel.send({ type: 'restored', report: report() });
+    faultPoint('restored');
+
+    step = 'start';
+    await channel.next('go', 'start', t.goMs);
+    const g = new Parts();
+    if (!token.takeForNew()) throw new Error('the old process took the VM back before this one could run it');
+    const paused = record.api?.control.paused === true;
+    // Held by vm.pause in the old process: the vCPUs enter their loop and wait there.
+    if (paused) void machine.pause();
+    const m = machine;
+    const run = (running = m.run());
+    await until(() => m.vcpuStates().every((v) => v === (paused ? 'paused' : 'running')), 2000, 'the vCPUs to run');
+    const at = process.hrtime.bigint();
+    g.mark('vcpus');
+    steps.push(stepTime('start', g.list));
+    charge.push(own('new: running'));
+    channel.send({ type: 'running', at: at.toString(), report: report() });
+    token.close();
+    // The old process stops serving the API, then closes the channel: the socket is this process's after that.
+    await channel.peerClosed(2000);
+    channel.close();
+    const api = record.api && { path: record.api.path, fd: childFd(record.api.socket, channelFd), control: record.api.control };
+    return { machine: m, record, ...(api ? { api } : {}), run };
+  } catch (e) {
+    const why = (e as Error)?.message ?? String(e);
+    try {
+      channel.send({ type: 'refused', step, error: why });
+    } catch {
+      // The old process is gone: there is no one to tell.
+    }
+    channel.close();
+    token?.close();
+    if (running) {
+      // Past go: the old process will not resume the guest; this one ends it before letting go of its fds.
+      machine!.stop(`live update failed at ${step}`);
+      await running;
+    }
+    machine?.close();
+    throw new Error(`live update: ${step}: ${why}`);
+  }
+}
+
+function own(at: string): Charge {
+  const c = processCharge();
+  return { at, pid: c.pid, vmLckKiB: c.vmLckKiB, vmPinKiB: c.vmPinKiB };
+}
+
+function stepTime(step: string, parts: { name: string; ms: number }[]): StepTime {
+  return { step, side: 'new', ms: Math.round(parts.reduce((n, p) => n + p.ms, 0) * 100) / 100, parts };
+}
+
+/** Waits until `ok()`, looking every `everyMs` (0: each event-loop turn, for what changes within a ms). */
+async function until(ok: () => boolean, timeoutMs: number, what: string, everyMs = 0): Promise<void> {
+  const t0 = Date.now();
+  while (!ok()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => (everyMs ? setTimeout(r, everyMs) : setImmediate(r)));
+  }
+}

@@ -1,0 +1,120 @@
+// The live-update state the old process writes at the pause, after the
+// record (record.ts): each vCPU's registers as KVM holds them, the VM's
+// irqchips, PIT and clock, and the board's devices (the console UART, PCI's
+// address register, the host bridge). KVM's structs travel as their own
+// bytes, checked for size; the rest field by field.
+import type { MachineState } from '../machine/handover.js';
+import type { PlatformState } from '../machine/platform.js';
+import { VCPU_BLOBS, type VcpuState } from '../vmm/vcpu-state.js';
+import { VM_BLOBS, type VmState } from '../vmm/vm-state.js';
+import { checkHeader, RECORD_MAGIC, RECORD_VERSION, type UpdateRecord } from './record.js';
+import { base64, blob, Fields, hex64, intIn, RecordError, u64, type Json } from './wire.js';
+
+const MAX_MSRS = 4096;
+const SERIAL_REGS = 10;
+const SERIAL_RX = 1024;
+const SERIAL_WATCHED = 1024;
+const CONFIG_SPACE = 256;
+
+export function encodeState(s: MachineState): Json {
+  return {
+    magic: RECORD_MAGIC,
+    version: RECORD_VERSION,
+    vcpus: s.vcpus.map(encodeVcpu),
+    vm: { irqchips: s.vm.irqchips.map(base64), pit: base64(s.vm.pit), clock: base64(s.vm.clock) },
+    platform: {
+      serial: {
+        regs: s.platform.serial.regs,
+        rx: base64(Uint8Array.from(s.platform.serial.rx)),
+        threPending: s.platform.serial.threPending,
+        line: s.platform.serial.line,
+        watched: base64(Uint8Array.from(s.platform.serial.watched)),
+      },
+      pciAddress: s.platform.pciAddress,
+      hostBridge: base64(Uint8Array.from(s.platform.hostBridge)),
+    },
+  };
+}
+
+/** Checks the header, then every field, against the record it follows (one vCPU state per vCPU it made). */
+export function decodeState(j: unknown, record: UpdateRecord): MachineState {
+  const f = Fields.of(j, 'state');
+  checkHeader(f);
+  const cpus = record.machine.cpuid.length;
+  const vcpus = f.list('vcpus', cpus, decodeVcpu);
+  if (vcpus.length !== cpus) throw new RecordError(`state.vcpus: ${vcpus.length} vCPUs, the record made ${cpus}`);
+  const vm = decodeVm(f.obj('vm'));
+  const platform = decodePlatform(f.obj('platform'));
+  f.done();
+  return { vcpus, vm, platform };
+}
+
+function encodeVcpu(v: VcpuState): Json {
+  return {
+    regs: base64(v.regs),
+    sregs: base64(v.sregs),
+    xsave: base64(v.xsave),
+    xcrs: base64(v.xcrs),
+    debugregs: base64(v.debugregs),
+    lapic: base64(v.lapic),
+    events: base64(v.events),
+    mpState: v.mpState,
+    msrs: v.msrs.map((m) => [m.index, hex64(m.data)]),
+    ...(v.tscOffset === undefined ? {} : { tscOffset: hex64(v.tscOffset) }),
+    tscKhz: v.tscKhz,
+  };
+}
+
+function decodeVcpu(j: unknown, path: string): VcpuState {
+  const f = Fields.of(j, path);
+  const v: VcpuState = {
+    regs: f.blob('regs', VCPU_BLOBS.regs, 'kvm_regs'),
+    sregs: f.blob('sregs', VCPU_BLOBS.sregs, 'kvm_sregs'),
+    xsave: f.blob('xsave', VCPU_BLOBS.xsave, 'kvm_xsave', true),
+    xcrs: f.blob('xcrs', VCPU_BLOBS.xcrs, 'kvm_xcrs'),
+    debugregs: f.blob('debugregs', VCPU_BLOBS.debugregs, 'kvm_debugregs'),
+    lapic: f.blob('lapic', VCPU_BLOBS.lapic, 'kvm_lapic_state'),
+    events: f.blob('events', VCPU_BLOBS.events, 'kvm_vcpu_events'),
+    mpState: f.int('mpState', 0, 16),
+    msrs: f.list('msrs', MAX_MSRS, (m, p) => {
+      if (!Array.isArray(m) || m.length !== 2) throw new RecordError(`${p}: not an [index, "0x..."] pair`);
+      return { index: intIn(m[0], `${p}[0]`, 0, 0xffffffff), data: u64(m[1], `${p}[1]`) };
+    }),
+    tscOffset: f.optional('tscOffset', (x, k) => x.u64(k)),
+    tscKhz: f.int('tscKhz', 1, 2 ** 31),
+  };
+  if (v.tscOffset === undefined) delete v.tscOffset;
+  f.done();
+  return v;
+}
+
+function decodeVm(f: Fields): VmState {
+  const vm = {
+    irqchips: f.list('irqchips', 3, (v, p) => blob(v, p, VM_BLOBS.irqchip, 'kvm_irqchip')),
+    pit: f.blob('pit', VM_BLOBS.pit, 'kvm_pit_state2'),
+    clock: f.blob('clock', VM_BLOBS.clock, 'kvm_clock_data'),
+  };
+  if (vm.irqchips.length !== 3) throw new RecordError(`${f.at('irqchips')}: ${vm.irqchips.length} chips, the PICs and the IOAPIC are 3`);
+  f.done();
+  return vm;
+}
+
+function decodePlatform(f: Fields): PlatformState {
+  const s = f.obj('serial');
+  const regs = s.list('regs', SERIAL_REGS, (v, p) => intIn(v, p, 0, 255));
+  if (regs.length !== SERIAL_REGS) throw new RecordError(`${s.at('regs')}: ${regs.length} registers, the 16550's file is ${SERIAL_REGS}`);
+  const rx = [...s.blob('rx', 0, 'the input', true)];
+  if (rx.length > SERIAL_RX) throw new RecordError(`${s.at('rx')}: ${rx.length} bytes of input, the UART holds ${SERIAL_RX}`);
+  const watched = [...s.blob('watched', 0, 'a line', true)];
+  if (watched.length > SERIAL_WATCHED)
+    throw new RecordError(`${s.at('watched')}: a console line of ${watched.length} bytes, the UART watches ${SERIAL_WATCHED}`);
+  const serial = { regs, rx, threPending: s.bool('threPending'), line: s.bool('line'), watched };
+  s.done();
+  const out = {
+    serial,
+    pciAddress: f.int('pciAddress', 0, 0xffffffff),
+    hostBridge: [...f.blob('hostBridge', CONFIG_SPACE, 'a config space')],
+  };
+  f.done();
+  return out;
+}
