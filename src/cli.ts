@@ -20,7 +20,8 @@ const USAGE = `usage: pinion <command> [options]
   ctl PATH <verb> [args] [--json]
         drive a running VM's control API: info, memory, dma, devices, pause, resume, stop,
         add-ram GPA SIZE [BACKEND], remove-ram GPA, resize-ram GPA SIZE, split-ram GPA AT,
-        move-ram GPA TO, replace-ram GPA BACKEND, ping
+        move-ram GPA TO, replace-ram GPA BACKEND, ping, update [--to COMMAND] (hand the
+        VM to a new Pinion process, by default this build; reports the pause and each step)
   open --user UID [--device BDF]... [--memlock BYTES] -- <pinion run ...>
         as root: open /dev/kvm, /dev/iommu (per-process accounting) and the device
         cdevs, then run the VMM as UID with those fds and no privileges

@@ -3,6 +3,7 @@
 // VmControl; bodies are parsed and memory changes checked here, at the edge,
 // so the VM only sees well-formed requests. Answers are JSON, addresses as
 // "0x..." strings and sizes as byte counts; a refusal is {"error": "one line"}.
+import type { UpdateReport } from '../update/outgoing.js';
 import { ApiError } from './errors.js';
 import { MEMORY_VERBS, parseChange, type MemoryChange, type MemoryVerb } from './memory-change.js';
 
@@ -13,7 +14,7 @@ export type VmState = 'running' | 'pausing' | 'paused' | 'stopping';
 export interface VmInfo {
   state: VmState;
   /** Who holds the pause: the user (vm.pause), a memory change copying contents. */
-  pausedBy: ('user' | 'memory-change')[];
+  pausedBy: ('user' | 'memory-change' | 'update')[];
   vcpus: { index: number; state: string }[];
   boot: { kind: 'payload' | 'linux'; image: string; cmdline: string };
   memory: { ramBytes: number; regions: number; changes: number; guestNotified: boolean };
@@ -87,6 +88,8 @@ export interface VmControl {
   resume(): Promise<VmInfo>;
   stop(): VmInfo;
   changeMemory(c: MemoryChange): Promise<ChangeResult>;
+  /** Hands the VM to a new Pinion process (live update); `to` is its command, default this build. */
+  update(to?: string): Promise<UpdateReport>;
 }
 
 interface Route {
@@ -112,8 +115,23 @@ export const ROUTES: Record<string, Route> = {
   'vm.pause': { method: 'PUT', run: (c) => c.pause() },
   'vm.resume': { method: 'PUT', run: (c) => c.resume() },
   'vm.stop': { method: 'PUT', run: (c) => c.stop() },
+  'vm.update': { method: 'PUT', run: (c, body) => c.update(updateTo(body)) },
   ...memoryRoutes,
 };
+
+/** vm.update's body: nothing, or {"to": COMMAND}. */
+function updateTo(body: unknown): string | undefined {
+  if (body === undefined) return undefined;
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new ApiError(400, 'vm.update takes {"to": COMMAND} or no body');
+  const extra = Object.keys(body).filter((k) => k !== 'to');
+  if (extra.length) throw new ApiError(400, `vm.update: unknown field ${extra[0]}; it takes {"to": COMMAND}`);
+  const to = (body as { to?: unknown }).to;
+  if (to === undefined) return undefined;
+  if (typeof to !== 'string' || !to.trim() || to.length > 4096)
+    throw new ApiError(400, 'vm.update: "to" is the command of the Pinion to hand over to, a non-empty string');
+  return to;
+}
 
 export interface Reply {
   status: number;

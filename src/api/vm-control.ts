@@ -13,17 +13,24 @@ import type { MemoryRegion } from '../memory/listener.js';
 import { pinCore, type Backing } from '../memory/pin-core.js';
 import { processCharge } from '../memlock/status.js';
 import { SysError } from '../sys/errors.js';
+import { handOver, UpdateError, type UpdateReport } from '../update/outgoing.js';
+import { newProcessCommand, spawnPeer } from '../update/peer.js';
+import type { ControlRecord } from '../update/record.js';
 import { ApiError } from './errors.js';
 import { mapLimits, planChange, type MapEntry, type MapLimits, type MemoryChange, type MemoryPlan } from './memory-change.js';
 import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
+import type { ApiServer } from './server.js';
+import { outgoingVm } from './vm-update.js';
 
 /** Bytes copied per event-loop turn when a backing is replaced: one huge page, a few ms at most (the first touch of a fresh backing faults it in). */
 export const COPY_CHUNK = 2 * Number(MiB);
 const CHANGE_LOG = 32;
 /** The stop's reason when vm.stop ends the VM. */
 export const API_STOP = 'vm.stop through the API';
+/** The stop's reason once vm.update handed the VM over; the new process's pid follows. */
+export const UPDATE_STOP = 'live update: the VM runs on in pid';
 
-type Hold = 'user' | 'memory-change';
+type Hold = 'user' | 'memory-change' | 'update';
 
 export class MachineControl implements VmControl {
   /** Regions on a backing the API allocated, and that backing. */
@@ -36,12 +43,24 @@ export class MachineControl implements VmControl {
   private changes = 0;
   private changing = false;
   private stopping = false;
+  private updating = false;
   private readonly limits: MapLimits;
-  private readonly t0 = Date.now();
+  private t0 = Date.now();
+  private server: ApiServer | undefined;
 
-  constructor(private readonly m: Machine) {
+  /** `carried`: the view of the process that handed this VM over (live update), which this API goes on with. */
+  constructor(
+    private readonly m: Machine,
+    carried?: ControlRecord,
+  ) {
     this.boot = new Set(m.memory.list());
     this.limits = mapLimits(BigInt(pinCore.pageSize()));
+    if (carried) this.carry(carried);
+  }
+
+  /** The server answering for this VM: vm.update hands its socket to the new process. */
+  attach(server: ApiServer): void {
+    this.server = server;
   }
 
   info(): VmInfo {
@@ -167,6 +186,71 @@ export class MachineControl implements VmControl {
     }
   }
 
+  /**
+   * Hands the VM to a new Pinion process (`to`: its command, default this
+   * build) and answers with the pause and each step's time; this process
+   * then ends its run. A refusal or a failure on the way leaves the VM
+   * running here and answers one line naming the step.
+   */
+  async update(to?: string): Promise<UpdateReport> {
+    this.live('vm.update');
+    if (this.changing) throw new ApiError(409, 'vm.update: a memory change is in progress; retry when it is done');
+    this.updating = true;
+    try {
+      const vm = outgoingVm(this.m, {
+        hold: () => this.hold('update'),
+        release: () => this.release('update'),
+        record: () => this.controlRecord(),
+        server: () => this.server,
+      });
+      const report = await handOver(vm, (fds) => spawnPeer(newProcessCommand(to), fds));
+      this.stopping = true;
+      // After the answer is on its way: the run then ends and this process exits.
+      setImmediate(() => this.m.stop(`${UPDATE_STOP} ${report.to}`));
+      return report;
+    } catch (e) {
+      if (!(e instanceof UpdateError)) throw e;
+      if (e.released) {
+        this.stopping = true;
+        this.m.stop(e.message);
+      }
+      throw new ApiError(e.status, e.message);
+    } finally {
+      this.updating = false;
+    }
+  }
+
+  /** The API's own view, for the process a live update hands the VM to. */
+  controlRecord(): ControlRecord {
+    return {
+      startedAt: this.t0,
+      changes: this.changes,
+      log: [...this.log],
+      paused: this.holds.has('user'),
+      regions: this.m.memory
+        .list()
+        .filter((r) => r.kind === 'ram')
+        .map((r) => ({ gpa: r.gpa, origin: this.boot.has(r) ? 'boot' : 'api', backend: this.backendOf(r), ownBacking: this.owned.has(r) })),
+    };
+  }
+
+  private carry(c: ControlRecord): void {
+    this.t0 = c.startedAt;
+    this.changes = c.changes;
+    this.log.push(...c.log);
+    // The new process started the vCPUs paused (update/incoming.ts); this hold is what keeps them so.
+    if (c.paused) this.holds.add('user');
+    this.boot.clear();
+    for (const g of c.regions) {
+      const r = this.m.memory.list().find((x) => x.gpa === g.gpa);
+      if (!r) continue;
+      if (g.origin === 'boot') this.boot.add(r);
+      else this.backends.set(r, g.backend);
+      const ram = g.ownBacking ? this.m.takeBacking(r) : undefined;
+      if (ram) this.owned.set(r, ram);
+    }
+  }
+
   /** Frees the backings the API made; after Machine.close, when nothing maps them any more. */
   close(): void {
     for (const ram of new Set(this.owned.values())) ram.free();
@@ -175,6 +259,7 @@ export class MachineControl implements VmControl {
 
   private live(verb: string): void {
     if (this.stopping) throw new ApiError(409, `${verb}: the VM is stopping`);
+    if (this.updating) throw new ApiError(409, `${verb}: a live update is in progress; retry when it is done`);
   }
 
   private backendOf(r: MemoryRegion): RamBackend {

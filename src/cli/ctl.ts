@@ -4,6 +4,7 @@
 // API's JSON with --json. A refusal prints the API's one line and exits 1.
 import { request } from 'node:http';
 import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
+import type { UpdateReport } from '../update/outgoing.js';
 import { UsageError } from './args.js';
 
 interface Verb {
@@ -12,6 +13,8 @@ interface Verb {
   args: readonly string[];
   /** How many of them are required. */
   need: number;
+  /** Options it takes, for the usage line. */
+  options?: string;
 }
 
 const VERBS: Record<string, Verb> = {
@@ -29,10 +32,13 @@ const VERBS: Record<string, Verb> = {
   'split-ram': { method: 'PUT', args: ['gpa', 'at'], need: 2 },
   'move-ram': { method: 'PUT', args: ['gpa', 'to'], need: 2 },
   'replace-ram': { method: 'PUT', args: ['gpa', 'backend'], need: 2 },
+  update: { method: 'PUT', args: [], need: 0, options: '[--to COMMAND]' },
 };
 
 const USAGE = `pinion ctl PATH <verb> [args] [--json]; verbs: ${Object.entries(VERBS)
-  .map(([v, d]) => [v, ...d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`))].join(' '))
+  .map(([v, d]) =>
+    [v, ...d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`)), ...(d.options ? [d.options] : [])].join(' '),
+  )
   .join(', ')}`;
 
 export interface CtlRequest {
@@ -46,6 +52,8 @@ export interface CtlRequest {
 }
 
 export function parseCtlArgs(argv: string[]): CtlRequest {
+  const to = takeTo(argv);
+  argv = to.rest;
   const json = argv.includes('--json');
   const words = argv.filter((a) => a !== '--json');
   const bad = words.find((a) => a.startsWith('--'));
@@ -58,8 +66,24 @@ export function parseCtlArgs(argv: string[]): CtlRequest {
     throw new UsageError(
       `${verb} takes ${d.args.length ? d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`)).join(' ') : 'no arguments'}`,
     );
-  const body = d.args.length ? Object.fromEntries(args.map((a, i) => [d.args[i]!, a])) : undefined;
+  if (to.value !== undefined && verb !== 'update') throw new UsageError(`--to goes with update (the Pinion command to hand over to)`);
+  const body = d.args.length
+    ? Object.fromEntries(args.map((a, i) => [d.args[i]!, a]))
+    : to.value !== undefined
+      ? { to: to.value }
+      : undefined;
   return { socket, json, verb, method: d.method, path: `/api/v1/${verb === 'ping' ? 'vmm' : 'vm'}.${verb}`, body };
+}
+
+/** update's `--to COMMAND` (or --to=COMMAND), out of the words. */
+function takeTo(argv: string[]): { value: string | undefined; rest: string[] } {
+  const i = argv.findIndex((a) => a === '--to' || a.startsWith('--to='));
+  if (i < 0) return { value: undefined, rest: argv };
+  const a = argv[i]!;
+  const value = a === '--to' ? argv[i + 1] : a.slice(5);
+  if (value === undefined || !value.trim())
+    throw new UsageError('--to needs a command: the Pinion to hand over to (e.g. --to "node /opt/pinion/dist/bundle/pinion.js")');
+  return { value, rest: [...argv.slice(0, i), ...argv.slice(i + (a === '--to' ? 2 : 1))] };
 }
 
 /** One request to the API on `socket`; resolves with the status and the parsed JSON answer. */
@@ -136,6 +160,8 @@ export function format(verb: string, body: unknown): string {
       return formatDevices((body as { devices: DeviceInfo[] }).devices);
     case 'ping':
       return `pinion VMM pid ${(body as { pid: number }).pid} answers`;
+    case 'update':
+      return formatUpdate(body as UpdateReport);
     default: {
       const c = body as ChangeResult;
       return `${c.done}\n${formatMemory(c.memory)}`;
@@ -152,6 +178,18 @@ export function formatInfo(i: VmInfo): string {
   ];
   if (i.memory.changes)
     lines.push(`memory: ${i.memory.changes} change(s) since boot; the guest knows the boot map only (see pinion ctl PATH memory)`);
+  return lines.join('\n');
+}
+
+export function formatUpdate(u: UpdateReport): string {
+  const lines = [
+    `VM handed over from pid ${u.from} to pid ${u.to} (live update): the guest was paused ${u.pauseMs} ms`,
+    `  ${pad('step', 8)} ${pad('process', 8)} ${'ms'.padStart(8)}  ${pad('guest', 7)} parts (ms)`,
+    ...u.steps.map((s) =>
+      `  ${pad(s.step, 8)} ${pad(s.side, 8)} ${s.ms.toFixed(2).padStart(8)}  ${pad(s.paused ? 'paused' : 'runs', 7)} ${(s.parts ?? []).map((p) => `${p.name} ${p.ms}`).join(', ')}`.trimEnd(),
+    ),
+    `locked memory (VmLck/VmPin KiB): ${u.charge.map((c) => `${c.at} (pid ${c.pid}) ${c.vmLckKiB}/${c.vmPinKiB}`).join(', ')}`,
+  ];
   return lines.join('\n');
 }
 

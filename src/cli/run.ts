@@ -8,6 +8,7 @@ import { parseSize } from '../memory/layout.js';
 import type { Caps } from '../memory/pin-core.js';
 import { processCharge } from '../memlock/status.js';
 import { intFlag, parseFlags, UsageError } from './args.js';
+import { exitStatus } from './exit-status.js';
 import { DECOMPRESS, type Decompress } from '../vmm/vmlinux.js';
 
 const FLAGS = [
@@ -35,6 +36,8 @@ function rigHint(argv: string[]): string {
 }
 
 export async function runCommand(argv: string[]): Promise<number> {
+  // The new process of a live update: everything comes from the old one (src/update).
+  if (argv[0] === '--incoming') return (await import('./incoming.js')).incomingCommand(argv.slice(1));
   const p = parseFlags(argv, FLAGS);
   if (p.rest.length)
     throw new UsageError(
@@ -114,7 +117,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (apiPath) {
       const c = new api!.MachineControl(m);
       control = c;
-      server = await api!.ApiServer.listen(apiPath, (method, url, body) => api!.route(c, method, url, body));
+      const s = await api!.ApiServer.listen(apiPath, (method, url, body) => api!.route(c, method, url, body));
+      server = s;
+      c.attach(s);
       console.error(`pinion: control API on ${apiPath} (pinion ctl ${apiPath} info)`);
     }
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
@@ -125,27 +130,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const r = await m.run();
     if (linux) process.stdin.off('data', onInput).pause();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    if (r.kind === 'exit') return r.status;
-    // A VM has no reset here: a guest that reboots ends it, as a poweroff would.
-    if (r.kind === 'panic') {
-      console.error(`pinion: guest kernel panic: ${r.line}`);
-      return 1;
-    }
-    if (r.kind === 'poweroff') {
-      console.error('pinion: guest powered off; the VM ends');
-      return 0;
-    }
-    if (r.kind === 'reset') {
-      console.error('pinion: guest reset (reboot); the VM ends');
-      return 0;
-    }
-    if (r.kind === 'fault') {
-      console.error(`pinion: guest stopped: ${r.report}`);
-      return 1;
-    }
-    console.error(`pinion: VM stopped: ${r.why}`);
-    if (api && r.why === api.API_STOP) return 0; // asked for: not a failure
-    return r.why.startsWith('signal SIGINT') ? 130 : 143;
+    return exitStatus(r, api && { api: api.API_STOP, update: api.UPDATE_STOP });
   } finally {
     await server?.close();
     machine?.close();

@@ -4,6 +4,7 @@
 import { hex } from '../../src/memory/layout.js';
 import { mapLimits, planChange, type MapEntry, type MemoryChange } from '../../src/api/memory-change.js';
 import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from '../../src/api/routes.js';
+import type { UpdateReport } from '../../src/update/outgoing.js';
 
 const MiB = 1n << 20n;
 
@@ -124,5 +125,44 @@ export class FakeVmControl implements VmControl {
     this.map = [...kept, ...added].sort((a, b) => (a.gpa < b.gpa ? -1 : 1));
     this.log.push({ at: '2026-01-01T00:00:00.000Z', summary: plan.summary });
     return { done: plan.summary, memory: this.memory() };
+  }
+
+  /** The command the last vm.update was asked to start. */
+  updateTo: string | undefined;
+
+  async update(to?: string): Promise<UpdateReport> {
+    this.calls.push('update');
+    this.updateTo = to;
+    const fail = this.failNext;
+    this.failNext = undefined;
+    if (fail) throw fail;
+    return {
+      from: 4242,
+      to: 4343,
+      pauseMs: 41.5,
+      steps: [
+        { step: 'check', side: 'old', ms: 0.1, paused: false },
+        { step: 'spawn', side: 'old', ms: 3.2, paused: false },
+        {
+          step: 'prepare',
+          side: 'new',
+          ms: 480,
+          paused: false,
+          parts: [
+            { name: 'load', ms: 300 },
+            { name: 'vm', ms: 20 },
+          ],
+        },
+        { step: 'pause', side: 'old', ms: 1.5, paused: true },
+        { step: 'save', side: 'old', ms: 4, paused: true },
+        { step: 'restore', side: 'new', ms: 20, paused: true },
+        { step: 'commit', side: 'old', ms: 0.2, paused: true },
+        { step: 'start', side: 'new', ms: 15, paused: true },
+      ],
+      charge: [
+        { at: 'old: before', pid: 4242, vmLckKiB: 0, vmPinKiB: 0 },
+        { at: 'new: running', pid: 4343, vmLckKiB: 0, vmPinKiB: 0 },
+      ],
+    };
   }
 }

@@ -1,0 +1,35 @@
+// vm.update: the running machine as the old side of a live update drives it
+// (src/update/outgoing.ts): the machine's refusals, image and state, the
+// pause as one more hold on the vCPUs, and the control API's socket and own
+// view, which the new process takes over.
+import type { Machine } from '../machine/machine.js';
+import type { OutgoingVm } from '../update/outgoing.js';
+import type { ControlRecord } from '../update/record.js';
+import type { ApiServer } from './server.js';
+
+export interface UpdateHolds {
+  /** Holds the vCPUs out of KVM_RUN for the update; resolves once they are. */
+  hold(): Promise<void>;
+  release(): void;
+  record(): ControlRecord;
+  server(): ApiServer | undefined;
+}
+
+export function outgoingVm(m: Machine, c: UpdateHolds): OutgoingVm {
+  return {
+    refusal: () => m.handoverRefusal(),
+    image: () => m.handoverImage(),
+    api: () => {
+      const s = c.server();
+      return s && { path: s.path, fd: s.fd, control: c.record() };
+    },
+    pause: () => c.hold(),
+    // Hooks of an assigned device's DMA space (type1: VFIO_DMA_UNMAP_FLAG_VADDR here, MAP_FLAG_VADDR back on
+    // thaw); nothing to do while Machine.handoverRefusal() refuses VMs with devices.
+    freeze: () => {},
+    save: () => m.saveState(),
+    thaw: () => {},
+    resume: () => c.release(),
+    moveApi: (pid) => c.server()?.handOver(`pid ${pid}`),
+  };
+}
