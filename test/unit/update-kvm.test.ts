@@ -272,6 +272,35 @@ function main(): void {
     t.equal(await vm.exited, 0);
   });
 
+  t.test("the control API's view goes on: memory changes, their log and backings, a user's pause", async (t) => {
+    const vm = Vm.boot();
+    t.teardown(() => vm.child.kill('SIGKILL'));
+    await vm.ticksPast(2);
+    t.equal((await vm.ctl('add-ram', '0x40000000', '16M')).code, 0);
+    t.equal((await vm.ctl('split-ram', '0x0', '0x1000000')).code, 0);
+    t.equal((await vm.ctl('pause')).code, 0);
+    const before = JSON.parse((await vm.ctl('memory', '--json')).out) as { regions: unknown[]; changes: unknown[] };
+    const r = await vm.ctl('update', '--json');
+    t.equal(r.code, 0, r.err);
+    const to = (JSON.parse(r.out) as UpdateReport).to;
+    const info = JSON.parse((await vm.ctl('info', '--json')).out) as { pid: number; state: string; pausedBy: string[] };
+    t.match(info, { pid: to, state: 'paused', pausedBy: ['user'] }, 'still paused, by the user');
+    t.same(JSON.parse((await vm.ctl('memory', '--json')).out), before, 'the same map, origins, backends and change log');
+    const memfds = (): number =>
+      fdsOf(to).filter((fd) => readlinkSync(`/proc/${to}/fd/${fd}`).startsWith('/memfd:pinion-guest-ram')).length;
+    t.equal(memfds(), 2, 'the boot RAM and the added 16 MiB');
+    t.equal((await vm.ctl('remove-ram', '0x40000000')).code, 0);
+    t.equal(memfds(), 1, "the added backing, the API's own, freed once no region uses it");
+    const n = vm.ticks.length;
+    await new Promise((r) => setTimeout(r, 300));
+    t.equal(vm.ticks.length, n, 'no tick while paused');
+    t.equal((await vm.ctl('resume')).code, 0);
+    await vm.ticksPast(2);
+    t.equal(continuous(vm.ticks), undefined);
+    await vm.ctl('stop');
+    t.equal(await vm.exited, 0);
+  });
+
   t.test('anonymous RAM is refused up front, the VM untouched', async (t) => {
     const vm = Vm.boot(['--memory-backend', 'anon']);
     t.teardown(() => vm.child.kill('SIGKILL'));
