@@ -39,6 +39,22 @@ export interface MachineState {
   vcpus: VcpuState[];
   vm: VmState;
   platform: PlatformState;
+  /** The assigned devices' part; no build writes it yet (Machine.handoverRefusal refuses VMs with devices). */
+  assigned?: AssignedState[];
+}
+
+/** What Pinion holds of an assigned device (the device and VFIO keep the rest). */
+export interface AssignedState {
+  bdf: string;
+  slot: number;
+  /** Config space where Pinion emulates it (its overlay over the device's own): 256 or 4096 bytes. */
+  config: Buffer;
+  /** Where the guest placed each BAR. */
+  bars: { bar: number; address: bigint }[];
+  /** The MSI-X table as the guest wrote it (16 bytes a vector), and the function's enable and mask bits. */
+  msix?: { enabled: boolean; masked: boolean; table: Buffer };
+  /** Each interrupt's GSI, its MSI message if it has one, and its eventfd (index in the record's fd list), wired as an irqfd. */
+  irqs: { gsi: number; eventfd: number; msi?: { addressLo: number; addressHi: number; data: number } }[];
 }
 
 export function imageConfig(c: MachineConfig): ImageConfig {

@@ -231,6 +231,11 @@ export class Machine {
   /** Writes a paused VM's state into this adopted one, before it runs. */
   restoreState(s: MachineState): void {
     if (s.vcpus.length !== this.vcpus.length) throw new RangeError(`the state has ${s.vcpus.length} vCPUs, this VM ${this.vcpus.length}`);
+    // Hook: the devices' part (config overlay, BARs, MSI-X, irqfds onto this VM) goes to the Assignment.
+    if (s.assigned?.length)
+      throw new Error(
+        `the state has assigned devices (${s.assigned.map((a) => a.bdf).join(', ')}); this build does not take them over yet`,
+      );
     this.vcpus.forEach((v, i) => {
       restoreVcpu(v, s.vcpus[i]!);
       trace(`vCPU ${i} state written`);

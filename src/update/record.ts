@@ -57,6 +57,14 @@ export interface UpdateRecord {
   /** MachineImage with fd indices in kvmFd, consoleFd and backings[].fd. */
   machine: MachineImage;
   api?: { path: string; socket: number; control: ControlRecord };
+  /** The assigned devices' fds; no build writes it yet (see Machine.handoverRefusal). */
+  devices?: DevicesRecord;
+}
+
+/** The DMA space (a type1 container or an iommufd with its IOAS) and each device's fds, by index in `fds`. */
+export interface DevicesRecord {
+  iommu: { fd: number; ioas?: number };
+  list: { bdf: string; fd: number; group?: number }[];
 }
 
 /** Limits on what a record may hold: well past any real VM, short of what a corrupt one could claim. */
@@ -119,6 +127,7 @@ export function encodeRecord(r: UpdateRecord): Json {
       })),
       cpuid: m.cpuid.map(base64),
     },
+    ...(r.devices ? { devices: JSON.parse(JSON.stringify(r.devices)) as Json } : {}),
     ...(r.api
       ? {
           api: {
@@ -164,6 +173,8 @@ export function decodeRecord(j: unknown): UpdateRecord {
     r.api = { path: api.str('path', 107), socket: fdRef(api, 'socket', 'api-socket'), control: decodeControl(api.obj('control')) };
     api.done();
   }
+  const devices = f.optional('devices', (x, k) => decodeDevices(x.obj(k), fdRef));
+  if (devices) r.devices = devices;
   f.done();
   const used = new Set([
     r.token,
@@ -171,8 +182,10 @@ export function decodeRecord(j: unknown): UpdateRecord {
     r.machine.consoleFd,
     ...r.machine.backings.map((b) => b.fd),
     ...(r.api ? [r.api.socket] : []),
+    ...(r.devices ? [r.devices.iommu.fd, ...r.devices.list.flatMap((d) => [d.fd, ...(d.group === undefined ? [] : [d.group])])] : []),
   ]);
-  const unused = r.fds.findIndex((_, i) => !used.has(i));
+  // Eventfds are the state's (each interrupt's irqfd), checked there.
+  const unused = r.fds.findIndex((e, i) => !used.has(i) && e.kind !== 'eventfd');
   if (unused >= 0) throw new RecordError(`record.fds[${unused}]: ${r.fds[unused]!.name} is passed but nothing in the record uses it`);
   return r;
 }
@@ -186,6 +199,27 @@ export function checkHeader(f: Fields): void {
     throw new RecordError(
       `${f.path}: version ${version}, this Pinion reads version ${RECORD_VERSION}; hand over to a build that reads version ${version} (pinion ctl PATH update --to COMMAND)`,
     );
+}
+
+function decodeDevices(d: Fields, fdRef: (x: Fields, k: string, kind: FdKind) => number): DevicesRecord {
+  const i = d.obj('iommu');
+  const ioas = i.optional('ioas', (x, k) => x.int(k, 0, 2 ** 32 - 1));
+  // An IOAS id says the space is an iommufd's; without one it is a type1 container.
+  const iommu = { fd: fdRef(i, 'fd', ioas === undefined ? 'vfio-container' : 'iommufd'), ...(ioas === undefined ? {} : { ioas }) };
+  i.done();
+  const list = d.list('list', MAX.devices, (v, p) => {
+    const x = Fields.of(v, p);
+    const dev = {
+      bdf: x.str('bdf', 16),
+      fd: fdRef(x, 'fd', 'vfio-device'),
+      group: x.optional('group', (y, k) => fdRef(y, k, 'vfio-group')),
+    };
+    x.done();
+    if (dev.group === undefined) delete dev.group;
+    return dev;
+  });
+  d.done();
+  return { iommu, list };
 }
 
 function decodeMachine(m: Fields, fdRef: (x: Fields, k: string, kind: FdKind) => number): MachineImage {

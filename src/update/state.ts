@@ -3,7 +3,7 @@
 // irqchips, PIT and clock, and the board's devices (the console UART, PCI's
 // address register, the host bridge). KVM's structs travel as their own
 // bytes, checked for size; the rest field by field.
-import type { MachineState } from '../machine/handover.js';
+import type { AssignedState, MachineState } from '../machine/handover.js';
 import type { PlatformState } from '../machine/platform.js';
 import { VCPU_BLOBS, type VcpuState } from '../vmm/vcpu-state.js';
 import { VM_BLOBS, type VmState } from '../vmm/vm-state.js';
@@ -22,6 +22,7 @@ export function encodeState(s: MachineState): Json {
     version: RECORD_VERSION,
     vcpus: s.vcpus.map(encodeVcpu),
     vm: { irqchips: s.vm.irqchips.map(base64), pit: base64(s.vm.pit), clock: base64(s.vm.clock) },
+    ...(s.assigned ? { assigned: s.assigned.map(encodeAssigned) } : {}),
     platform: {
       serial: {
         regs: s.platform.serial.regs,
@@ -45,8 +46,71 @@ export function decodeState(j: unknown, record: UpdateRecord): MachineState {
   if (vcpus.length !== cpus) throw new RecordError(`state.vcpus: ${vcpus.length} vCPUs, the record made ${cpus}`);
   const vm = decodeVm(f.obj('vm'));
   const platform = decodePlatform(f.obj('platform'));
+  const assigned = f.optional('assigned', (x, k) => x.list(k, 32, (v, p) => decodeAssigned(v, p, record)));
   f.done();
-  return { vcpus, vm, platform };
+  return { vcpus, vm, platform, ...(assigned ? { assigned } : {}) };
+}
+
+function encodeAssigned(a: AssignedState): Json {
+  return {
+    bdf: a.bdf,
+    slot: a.slot,
+    config: base64(a.config),
+    bars: a.bars.map((b) => ({ bar: b.bar, address: hex64(b.address) })),
+    ...(a.msix ? { msix: { enabled: a.msix.enabled, masked: a.msix.masked, table: base64(a.msix.table) } } : {}),
+    irqs: a.irqs.map((i) => ({ gsi: i.gsi, eventfd: i.eventfd, ...(i.msi ? { msi: { ...i.msi } } : {}) })),
+  };
+}
+
+function decodeAssigned(j: unknown, path: string, record: UpdateRecord): AssignedState {
+  const f = Fields.of(j, path);
+  const config = f.blob('config', 256, 'a config space', true);
+  if (config.length !== 256 && config.length !== 4096)
+    throw new RecordError(`${f.at('config')}: ${config.length} bytes, a config space is 256 or 4096`);
+  const a: AssignedState = {
+    bdf: f.str('bdf', 16),
+    slot: f.int('slot', 1, 31),
+    config,
+    bars: f.list('bars', 6, (v, p) => {
+      const b = Fields.of(v, p);
+      const bar = { bar: b.int('bar', 0, 5), address: b.u64('address') };
+      b.done();
+      return bar;
+    }),
+    irqs: f.list('irqs', 2048 + 1, (v, p) => {
+      const i = Fields.of(v, p);
+      const eventfd = i.int('eventfd', 0, record.fds.length - 1);
+      if (record.fds[eventfd]!.kind !== 'eventfd')
+        throw new RecordError(
+          `${i.at('eventfd')}: fd ${eventfd} (${record.fds[eventfd]!.name}) is ${record.fds[eventfd]!.kind}, not eventfd`,
+        );
+      const msi = i.optional('msi', (x, k) => {
+        const m = x.obj(k);
+        const out = {
+          addressLo: m.int('addressLo', 0, 0xffffffff),
+          addressHi: m.int('addressHi', 0, 0xffffffff),
+          data: m.int('data', 0, 0xffffffff),
+        };
+        m.done();
+        return out;
+      });
+      const irq = { gsi: i.int('gsi', 0, 4095), eventfd, ...(msi ? { msi } : {}) };
+      i.done();
+      return irq;
+    }),
+  };
+  const msix = f.optional('msix', (x, k) => {
+    const m = x.obj(k);
+    const table = m.blob('table', 0, 'an MSI-X table', true);
+    if (table.length % 16 || table.length > 2048 * 16)
+      throw new RecordError(`${m.at('table')}: ${table.length} bytes, not a table of 16-byte vectors`);
+    const out = { enabled: m.bool('enabled'), masked: m.bool('masked'), table };
+    m.done();
+    return out;
+  });
+  if (msix) a.msix = msix;
+  f.done();
+  return a;
 }
 
 function encodeVcpu(v: VcpuState): Json {

@@ -151,7 +151,7 @@ t.test('an fd reference must be in the list and of the kind it needs', async (t)
   );
   t.throws(() => decodeRecord(bad((j) => (j.fds[1].kind = 'floppy'))), /record\.fds\[1\]\.kind: 'floppy' is not one of kvm, memfd/);
   t.throws(
-    () => decodeRecord(bad((j) => j.fds.push({ kind: 'eventfd', name: 'stray' }))),
+    () => decodeRecord(bad((j) => j.fds.push({ kind: 'vfio-group', name: 'stray' }))),
     /record\.fds\[6\]: stray is passed but nothing in the record uses it/,
   );
   t.throws(
@@ -235,4 +235,41 @@ t.test('the new process checks each fd it was given before using any', async (t)
   t.equal(fdKindMismatch('eventfd', 'anon_inode:[eventfd]'), undefined);
   t.equal(fdKindMismatch('vfio-device', '/dev/vfio/devices/vfio0'), undefined);
   t.equal(fdKindMismatch('vfio-group', '/dev/vfio/12'), undefined);
+});
+
+t.test("the assigned devices' optional sections: fds in the record, state at the pause, each fd of its kind", async (t) => {
+  const r = decodeRecord(wire().json);
+  r.fds.push({ kind: 'iommufd', name: '/dev/iommu' }, { kind: 'vfio-device', name: '0000:01:10.0' }, { kind: 'eventfd', name: 'MSI-X 0' });
+  r.devices = { iommu: { fd: 6, ioas: 2 }, list: [{ bdf: '0000:01:10.0', fd: 7 }] };
+  const back = decodeRecord(JSON.parse(JSON.stringify(encodeRecord(r))));
+  t.same(back, r, 'the record with its devices round-trips');
+  const s: MachineState = {
+    ...state(),
+    assigned: [
+      {
+        bdf: '0000:01:10.0',
+        slot: 1,
+        config: bytes(4096, 3),
+        bars: [
+          { bar: 0, address: 0xc0000000n },
+          { bar: 3, address: 0xc0004000n },
+        ],
+        msix: { enabled: true, masked: false, table: bytes(3 * 16, 4) },
+        irqs: [{ gsi: 24, eventfd: 8, msi: { addressLo: 0xfee00000, addressHi: 0, data: 0x40 } }],
+      },
+    ],
+  };
+  const json = JSON.parse(JSON.stringify(encodeState(s)));
+  t.same(decodeState(json, back), s, 'the state with its devices round-trips');
+  json.assigned[0].irqs[0].eventfd = 7;
+  t.throws(() => decodeState(json, back), /state\.assigned\[0\]\.irqs\[0\]\.eventfd: fd 7 \(0000:01:10\.0\) is vfio-device, not eventfd/);
+  const bad = JSON.parse(JSON.stringify(encodeRecord(r)));
+  bad.devices.list[0].fd = 3;
+  t.throws(() => decodeRecord(bad), /record\.devices\.list\[0\]\.fd: fd 3 \(ram-low\) is memfd, not vfio-device/);
+  delete bad.devices.iommu.ioas;
+  t.throws(
+    () => decodeRecord(bad),
+    /record\.devices\.iommu\.fd: fd 6 \(\/dev\/iommu\) is iommufd, not vfio-container/,
+    'without an IOAS it is a container',
+  );
 });
