@@ -8,7 +8,7 @@
 // the old one. Then a VM on anonymous RAM, refused up front. A local check:
 // it skips without a usable /dev/kvm; the rig's test/rig/update.test.ts (an
 // assigned VF, in L1) is what CI runs.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   accessSync,
   constants,
@@ -21,7 +21,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import type { UpdateReport } from '../../src/update/outgoing.js';
@@ -317,13 +317,20 @@ function main(): void {
     t.equal(await vm.exited, 0);
   });
 
+  // PINION_UPDATE_RESULTS=FILE keeps this run's figures, with where they were measured.
   t.teardown(() => {
     const out = process.env.PINION_UPDATE_RESULTS;
-    if (out && results.length)
-      writeFileSync(
-        out,
-        JSON.stringify({ machine: 'local /dev/kvm, no device', guest: '64 MiB, 2 vCPUs, tick', updates: results }, null, 2) + '\n',
-      );
+    if (!out || !results.length) return;
+    const sh = (cmd: string, args: string[]): string => spawnSync(cmd, args, { cwd: root, encoding: 'utf8' }).stdout.trim();
+    const provenance = {
+      commit: sh('git', ['rev-parse', 'HEAD']),
+      date: new Date().toISOString(),
+      uname: sh('uname', ['-srm']),
+      cpu: `${/model name\s*: (.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '?'} x ${availableParallelism()}`,
+      loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+    };
+    const summary = { what: 'live update on /dev/kvm, no device assigned', guest: 'test guest tick mode, 64 MiB, 2 vCPUs', ...provenance };
+    writeFileSync(out, JSON.stringify({ ...summary, updates: results }, null, 2) + '\n');
   });
 }
 
