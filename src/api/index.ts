@@ -7,4 +7,4 @@
 //   errors.ts         ApiError: a status and one line
 export { ApiServer, claimSocketPath, API_LIMITS } from './server.js';
 export { route, ROUTES } from './routes.js';
-export { API_STOP, MachineControl, UPDATE_STOP } from './vm-control.js';
+export { API_STOP, MachineControl, UPDATE_LOST, UPDATE_STOP } from './vm-control.js';

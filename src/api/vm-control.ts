@@ -29,6 +29,8 @@ const CHANGE_LOG = 32;
 export const API_STOP = 'vm.stop through the API';
 /** The stop's reason once vm.update handed the VM over; the new process's pid follows. */
 export const UPDATE_STOP = 'live update: the VM runs on in pid';
+/** The stop's reason when the new process took the VM and died with it; the reason follows. */
+export const UPDATE_LOST = 'live update lost the VM:';
 
 type Hold = 'user' | 'memory-change' | 'update';
 
@@ -212,7 +214,7 @@ export class MachineControl implements VmControl {
       if (!(e instanceof UpdateError)) throw e;
       if (e.released) {
         this.stopping = true;
-        this.m.stop(e.message);
+        this.m.stop(e.to ? `${UPDATE_STOP} ${e.to}` : `${UPDATE_LOST} ${e.message}`);
       }
       throw new ApiError(e.status, e.message);
     } finally {

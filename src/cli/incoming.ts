@@ -3,7 +3,7 @@
 // VM comes from there (src/update/incoming.ts), the control API goes on on
 // the same socket, and from then on this is `pinion run`: the guest's
 // console where the old process had it, the exit status the guest's.
-import { MachineControl, API_STOP, UPDATE_STOP } from '../api/vm-control.js';
+import { MachineControl, API_STOP, UPDATE_LOST, UPDATE_STOP } from '../api/vm-control.js';
 import { route } from '../api/routes.js';
 import { ApiServer } from '../api/server.js';
 import { receive } from '../update/incoming.js';
@@ -35,7 +35,7 @@ export async function incomingCommand(argv: string[]): Promise<number> {
     const r = await inc.run;
     if (linux) process.stdin.off('data', onInput).pause();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    return exitStatus(r, { api: API_STOP, update: UPDATE_STOP });
+    return exitStatus(r, { api: API_STOP, update: UPDATE_STOP, lost: UPDATE_LOST });
   } finally {
     await server?.close();
     m.close();

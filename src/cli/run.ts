@@ -130,7 +130,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const r = await m.run();
     if (linux) process.stdin.off('data', onInput).pause();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    return exitStatus(r, api && { api: api.API_STOP, update: api.UPDATE_STOP });
+    return exitStatus(r, api && { api: api.API_STOP, update: api.UPDATE_STOP, lost: api.UPDATE_LOST });
   } finally {
     await server?.close();
     machine?.close();

@@ -53,17 +53,33 @@ export async function receive(channelFd: number, t: IncomingTimeouts = TIMEOUTS)
   const loadMs = Math.round(performance.now() * 100) / 100;
   faultPoint('start');
   const channel = new Channel(new Socket({ fd: channelFd, readable: true, writable: true }), 'the old process');
-  const steps: StepTime[] = [];
-  const charge: Charge[] = [];
-  const report = (): PeerReport => ({ steps, charge });
-  let step = 'prepare';
+  const side: Side = { channel, channelFd, steps: [], charge: [], step: 'prepare' };
+  const taken = await takeOver(side, loadMs, t);
+  return start(side, taken);
+}
+
+/** What both halves share: the channel, the times and counters reported so far, the step running. */
+interface Side {
+  channel: Channel;
+  channelFd: number;
+  steps: StepTime[];
+  charge: Charge[];
+  step: string;
+}
+
+const report = (s: Side): PeerReport => ({ steps: s.steps, charge: s.charge });
+
+/**
+ * Everything up to the hand-over token: a failure here is refused back to
+ * the old process, which resumes the guest, and ends this process's VM.
+ */
+async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promise<{ machine: Machine; record: UpdateRecord }> {
+  const { channel, channelFd } = side;
   let machine: Machine | undefined;
-  let running: Promise<MachineResult> | undefined;
   let token: HandoverToken | undefined;
   try {
     const p = new Parts();
-    const prepare = await channel.next('prepare', 'prepare', t.stateMs);
-    const record = decodeRecord(prepare.record);
+    const record = decodeRecord((await channel.next('prepare', 'prepare', t.stateMs)).record);
     checkFds(record.fds, channelFd);
     token = HandoverToken.open(childFd(record.token, channelFd));
     p.mark('record');
@@ -72,12 +88,12 @@ export async function receive(channelFd: number, t: IncomingTimeouts = TIMEOUTS)
     p.mark('vm');
     await until(() => machine!.loaded, t.loadMs, 'the vCPU threads to load', 2);
     p.mark('threads');
-    steps.push(stepTime('prepare', [{ name: 'load', ms: loadMs }, ...p.list]));
-    charge.push(own('new: ready'));
-    channel.send({ type: 'ready', report: report() });
+    side.steps.push(stepTime('prepare', [{ name: 'load', ms: loadMs }, ...p.list]));
+    side.charge.push(own('new: ready'));
+    channel.send({ type: 'ready', report: report(side) });
     faultPoint('ready');
 
-    step = 'restore';
+    side.step = 'restore';
     const s = await channel.next('state', 'restore', t.stateMs);
     const r = new Parts();
     faultPoint('restore');
@@ -85,48 +101,53 @@ export async function receive(channelFd: number, t: IncomingTimeouts = TIMEOUTS)
     r.mark('decode');
     machine.restoreState(state);
     r.mark('write');
-    steps.push(stepTime('restore', r.list));
-    channel.send({ type: 'restored', report: report() });
+    side.steps.push(stepTime('restore', r.list));
+    channel.send({ type: 'restored', report: report(side) });
     faultPoint('restored');
 
-    step = 'start';
+    side.step = 'start';
     await channel.next('go', 'start', t.goMs);
-    const g = new Parts();
     if (!token.takeForNew()) throw new Error('the old process took the VM back before this one could run it');
-    const paused = record.api?.control.paused === true;
-    // Held by vm.pause in the old process: the vCPUs enter their loop and wait there.
-    if (paused) void machine.pause();
-    const m = machine;
-    const run = (running = m.run());
-    await until(() => m.vcpuStates().every((v) => v === (paused ? 'paused' : 'running')), 2000, 'the vCPUs to run');
-    const at = process.hrtime.bigint();
-    g.mark('vcpus');
-    steps.push(stepTime('start', g.list));
-    charge.push(own('new: running'));
-    channel.send({ type: 'running', at: at.toString(), report: report() });
-    token.close();
-    // The old process stops serving the API, then closes the channel: the socket is this process's after that.
-    await channel.peerClosed(2000);
-    channel.close();
-    const api = record.api && { path: record.api.path, fd: childFd(record.api.socket, channelFd), control: record.api.control };
-    return { machine: m, record, ...(api ? { api } : {}), run };
+    return { machine, record };
   } catch (e) {
     const why = (e as Error)?.message ?? String(e);
     try {
-      channel.send({ type: 'refused', step, error: why });
+      channel.send({ type: 'refused', step: side.step, error: why });
     } catch {
       // The old process is gone: there is no one to tell.
     }
     channel.close();
-    token?.close();
-    if (running) {
-      // Past go: the old process will not resume the guest; this one ends it before letting go of its fds.
-      machine!.stop(`live update failed at ${step}`);
-      await running;
-    }
     machine?.close();
-    throw new Error(`live update: ${step}: ${why}`);
+    throw new Error(`live update: ${side.step}: ${why}`);
+  } finally {
+    token?.close();
   }
+}
+
+/** The VM is this process's: run it. Nothing here ends the guest, not even the old process gone silent. */
+async function start(side: Side, { machine: m, record }: { machine: Machine; record: UpdateRecord }): Promise<Incoming> {
+  const { channel, channelFd } = side;
+  const g = new Parts();
+  const paused = record.api?.control.paused === true;
+  // Held by vm.pause in the old process: the vCPUs enter their loop and wait there.
+  if (paused) void m.pause();
+  const run = m.run();
+  const settled = (): boolean => m.vcpuStates().every((v) => v === (paused ? 'paused' : 'running'));
+  await until(settled, 10_000, 'the vCPUs to run').catch(() => undefined);
+  const at = process.hrtime.bigint();
+  g.mark('vcpus');
+  side.steps.push(stepTime('start', g.list));
+  side.charge.push(own('new: running'));
+  try {
+    channel.send({ type: 'running', at: at.toString(), report: report(side) });
+    // The old process stops serving the API, then closes the channel: the socket is this process's after that.
+    await channel.peerClosed(2000);
+  } catch {
+    // The old process is gone: the socket is this process's all the more.
+  }
+  channel.close();
+  const api = record.api && { path: record.api.path, fd: childFd(record.api.socket, channelFd), control: record.api.control };
+  return { machine: m, record, ...(api ? { api } : {}), run };
 }
 
 function own(at: string): Charge {

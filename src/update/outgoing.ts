@@ -83,6 +83,8 @@ export class UpdateError extends Error {
     readonly status: 409 | 500,
     /** The new process had taken the VM (token.ts): this process must not run it again, and ends its run. */
     readonly released = false,
+    /** Where the VM runs on when released: the new process, alive; undefined when it died with it. */
+    readonly to?: number,
   ) {
     super(message);
   }

@@ -3,7 +3,7 @@
 // and the exit status of a process that handed its VM over.
 import t from 'tap';
 import { route } from '../../src/api/routes.js';
-import { UPDATE_STOP } from '../../src/api/vm-control.js';
+import { UPDATE_LOST, UPDATE_STOP } from '../../src/api/vm-control.js';
 import { format, parseCtlArgs } from '../../src/cli/ctl.js';
 import { exitStatus } from '../../src/cli/exit-status.js';
 import { faultPoint, InjectedFault } from '../../src/update/faults.js';
@@ -87,11 +87,12 @@ t.test('a process whose VM moved on ends with 0 and says where it went', async (
   const saved = console.error;
   console.error = (s: string) => void errors.push(s);
   try {
-    const stops = { api: 'vm.stop through the API', update: UPDATE_STOP };
+    const stops = { api: 'vm.stop through the API', update: UPDATE_STOP, lost: UPDATE_LOST };
     t.equal(exitStatus({ kind: 'stopped', why: `${UPDATE_STOP} 4343`, exits: 0 }, stops), 0);
     t.equal(exitStatus({ kind: 'stopped', why: 'signal SIGTERM', exits: 0 }, stops), 143);
     t.equal(exitStatus({ kind: 'stopped', why: 'signal SIGTERM', exits: 0 }), 143, 'without an API, a signal is a signal');
     t.equal(exitStatus({ kind: 'stopped', why: 'vm.stop through the API', exits: 0 }, stops), 0);
+    t.equal(exitStatus({ kind: 'stopped', why: `${UPDATE_LOST} the new process died`, exits: 0 }, stops), 1);
   } finally {
     console.error = saved;
   }
@@ -100,5 +101,6 @@ t.test('a process whose VM moved on ends with 0 and says where it went', async (
     'pinion: VM stopped: signal SIGTERM',
     'pinion: VM stopped: signal SIGTERM',
     'pinion: VM stopped: vm.stop through the API',
+    'pinion: VM stopped: live update lost the VM: the new process died',
   ]);
 });

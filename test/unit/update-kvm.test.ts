@@ -200,7 +200,10 @@ function main(): void {
       const before = vm.ticks.length;
       const held = fdsOf(pid).length;
       const r = await vm.ctl('update', '--json');
-      t.equal(r.code, 0, `update ${i}: ${r.err.trim()}`);
+      if (r.code !== 0) {
+        t.fail(`update ${i}: ${r.out.trim()} ${r.err.trim()}`);
+        break;
+      }
       const u = JSON.parse(r.out) as UpdateReport;
       t.equal(u.from, pid, `update ${i}: from pid ${pid}`);
       t.not(u.to, pid, `update ${i}: to a new pid ${u.to}`);

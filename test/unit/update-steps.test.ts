@@ -347,6 +347,7 @@ t.test('the new process takes the VM, then dies: no one runs it, and the old one
   const r = await run({ at: 'start', how: 'die', afterToken: true });
   t.equal(r.error?.released, true);
   t.match(r.error?.message, /had taken the VM and ended, so no process runs it: the VM is lost$/);
+  t.equal(r.error?.to, undefined);
   t.same(r.vm.calls, ['refusal', 'image', 'pause', 'freeze', 'save']);
 });
 
@@ -354,6 +355,7 @@ t.test('the new process takes the VM and goes silent: it is the VM process now, 
   const r = await run({ at: 'start', how: 'hang', afterToken: true });
   t.equal(r.error?.released, true);
   t.match(r.error?.message, /the new process \(pid 4343\) has taken the VM and runs on; this one ends$/);
+  t.equal(r.error?.to, 4343, 'where the VM runs on');
   t.same(r.vm.calls, ['refusal', 'image', 'pause', 'freeze', 'save', 'moveApi 4343']);
   t.notOk(r.killed);
 });
