@@ -168,6 +168,7 @@ export async function handOver(
         step,
         500,
         true,
+        peer.pid,
       );
     }
     if (newOwns)
