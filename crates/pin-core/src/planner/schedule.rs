@@ -39,11 +39,7 @@ impl Item {
 type Span = (Option<i32>, u64, u64);
 
 fn span(b: &Backing, size: u64) -> Span {
-    let object = match *b {
-        Backing::Vaddr(_) => None,
-        Backing::File { fd, .. } => Some(fd),
-    };
-    (object, b.addr(), b.addr() + (size - 1))
+    (b.object(), b.addr(), b.addr() + (size - 1))
 }
 
 /// The desired regions' memory sorted by start, each `last` raised to the
