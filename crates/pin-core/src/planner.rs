@@ -1,15 +1,19 @@
 //! Turns the current mapping table and the guest's new DMA-able regions into
-//! a short op list. Neither type1v2 nor iommufd can split a mapping on unmap,
-//! so old mappings go whole; and no step may exceed the locked-memory budget
-//! or the entry limit, since the kernel would fail that ioctl halfway through.
+//! a short op list. Neither type1v2 nor iommufd can cut a mapping on unmap,
+//! so a mapping that still serves the new map stays, one that does not goes
+//! whole, and memory is mapped in units of its granule (granule.rs) so that a
+//! later change to part of a region touches only that part. No step may
+//! exceed the locked-memory budget or the entry limit, since the kernel would
+//! fail that ioctl halfway through.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::errno::{ENOMEM, ENOSPC};
+use crate::errno::{EINVAL, ENOMEM, ENOSPC};
 use crate::table::{Backing, Checked, Mapping, MappingTable, Prot, TableError};
 
 mod schedule;
+mod units;
 
 use schedule::{Item, Scheduler};
 
@@ -25,10 +29,6 @@ pub struct Region {
 impl Region {
     pub fn mapping(&self) -> Mapping {
         Mapping { iova: self.iova, size: self.size, backing: self.backing, prot: self.prot, shares_with: None }
-    }
-
-    fn matches(&self, m: &Mapping) -> bool {
-        (self.iova, self.size, self.backing, self.prot) == (m.iova, m.size, m.backing, m.prot)
     }
 
     /// Whether `next` could be served by the same mapping as `self`.
@@ -82,6 +82,13 @@ pub enum PlanError {
         needed: u64,
         budget: u64,
     },
+    /// `iova, size` of a mapping stays as it is while the rest of it changes.
+    Cut {
+        iova: u64,
+        size: u64,
+        mapping_iova: u64,
+        mapping_size: u64,
+    },
 }
 
 impl PlanError {
@@ -92,6 +99,8 @@ impl PlanError {
             // Both vfio_pin_pages_remote() and iommufd's incr_user_locked_vm()
             // fail with -ENOMEM past RLIMIT_MEMLOCK.
             PlanError::OverBudget { .. } => ENOMEM,
+            // What type1v2 answers an unmap that would bisect a mapping.
+            PlanError::Cut { .. } => EINVAL,
         }
     }
 }
@@ -106,6 +115,11 @@ impl fmt::Display for PlanError {
             PlanError::OverBudget { needed, budget } => {
                 write!(f, "new memory map needs {needed:#x} more locked bytes, only {budget:#x} available")
             }
+            PlanError::Cut { iova, size, mapping_iova, mapping_size } => write!(
+                f,
+                "IOVA {iova:#x}+{size:#x} stays as it is but the rest of mapping {mapping_iova:#x}+{mapping_size:#x} changes, \
+                 and a mapping is only unmapped whole: a change must begin and end on a mapping edge"
+            ),
         }
     }
 }
@@ -136,7 +150,8 @@ pub fn check(table: &MappingTable, op: &Op) -> Result<Checked, TableError> {
     }
 }
 
-/// Plans the ops that take `current` to exactly `desired` (modulo coalescing).
+/// Plans the ops that take `current` to exactly `desired` (modulo how the
+/// regions are cut into mappings).
 ///
 /// Charge model, the table's: a Map charges its size, a Copy nothing, an
 /// Unmap releases its size unless a live copy still uses the pages (iommufd
@@ -147,13 +162,9 @@ pub fn check(table: &MappingTable, op: &Op) -> Result<Checked, TableError> {
 pub fn plan(current: &MappingTable, desired: &[Region], rules: &PlanRules) -> Result<Plan, PlanError> {
     let max_entries = rules.max_entries.min(current.rules().max_entries);
     let wanted = sorted_valid(current, desired)?;
-    let (mut kept, todo) = split_kept(current, &wanted);
-    let mut excess = (kept.len() + todo.len()).saturating_sub(max_entries);
-    let todo = reuse_coalesced(current, &mut kept, todo, &mut excess);
-    let todo = coalesce(todo, &mut excess);
-    if excess > 0 {
-        return Err(PlanError::TooManyEntries { needed: kept.len() + todo.len(), limit: max_entries });
-    }
+    let kept = units::kept(current, &wanted)?;
+    let pieces = units::unserved(current, &kept, &wanted, max_entries);
+    let todo = units::units(current, &pieces, kept.len(), max_entries)?;
     let items = choose_sources(current, &kept, todo, rules.can_copy);
     let mut s = Scheduler::new(current, &kept, rules.budget_bytes, max_entries);
     s.unmap_abandoned(&wanted, &items)?;
@@ -171,65 +182,6 @@ fn sorted_valid(current: &MappingTable, desired: &[Region]) -> Result<Vec<Region
         scratch.insert(r.mapping()).map_err(PlanError::Invalid)?;
     }
     Ok(scratch.iter().map(Region::from).collect())
-}
-
-/// Current mappings that are exactly a desired region stay untouched; the
-/// rest of the desired regions are to be mapped.
-fn split_kept(current: &MappingTable, wanted: &[Region]) -> (HashSet<u64>, Vec<Region>) {
-    let (kept, todo): (Vec<Region>, Vec<Region>) = wanted.iter().partition(|r| current.get(r.iova).is_some_and(|m| r.matches(m)));
-    (kept.iter().map(|r| r.iova).collect(), todo)
-}
-
-/// How many leading regions of `run`, merged, are exactly `m`.
-fn covered_run(m: &Mapping, run: &[Region]) -> Option<usize> {
-    let mut acc = *run.first()?;
-    let mut n = 1;
-    loop {
-        if acc.matches(m) {
-            return Some(n);
-        }
-        if acc.size >= m.size || n == run.len() || !acc.merges_with(&run[n]) {
-            return None;
-        }
-        acc.size += run[n].size;
-        n += 1;
-    }
-}
-
-/// Under entry pressure, a mapping an earlier plan coalesced is the cheapest
-/// coalescing there is: keeping it costs no op at all.
-fn reuse_coalesced(current: &MappingTable, kept: &mut HashSet<u64>, todo: Vec<Region>, excess: &mut usize) -> Vec<Region> {
-    let mut out = Vec::with_capacity(todo.len());
-    let mut i = 0;
-    while i < todo.len() {
-        let run = current.get(todo[i].iova).filter(|_| *excess > 0).and_then(|m| covered_run(m, &todo[i..]));
-        if let Some(n @ 2..) = run {
-            kept.insert(todo[i].iova);
-            *excess = excess.saturating_sub(n - 1);
-            i += n;
-        } else {
-            out.push(todo[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// One mapping per section keeps later changes local, so sections are merged
-/// only to get under the entry limit: left to right, lowest IOVAs first, each
-/// merge saving one entry, stopping as soon as the limit is met.
-fn coalesce(todo: Vec<Region>, excess: &mut usize) -> Vec<Region> {
-    let mut out: Vec<Region> = Vec::with_capacity(todo.len());
-    for r in todo {
-        match out.last_mut() {
-            Some(prev) if *excess > 0 && prev.merges_with(&r) => {
-                prev.size += r.size;
-                *excess -= 1;
-            }
-            _ => out.push(r),
-        }
-    }
-    out
 }
 
 /// Picks a copy source for memory that is already mapped somewhere: same
@@ -283,17 +235,33 @@ mod tests {
         let mut v: Vec<Region> = rs.into_iter().collect();
         v.sort_by_key(|x| x.iova);
         let mut unlimited = usize::MAX;
-        coalesce(v, &mut unlimited)
+        units::coalesce(v, &mut unlimited)
+    }
+
+    /// Whether `desired` maps every byte of `m` as `m` does.
+    fn still_serves(desired: &[Region], m: &Mapping) -> bool {
+        let mut same = 0;
+        for d in desired {
+            let (start, end) = (d.iova.max(m.iova), (d.iova + d.size).min(m.iova + m.size));
+            if start < end && d.prot == m.prot && d.backing.advance(start - d.iova) == m.backing.advance(start - m.iova) {
+                same += end - start;
+            }
+        }
+        same == m.size
     }
 
     /// Applies the plan, checking every step against the limits, and
     /// returns the resulting table.
-    fn check(current: &MappingTable, desired: &[Region], rules: &PlanRules, plan: &Plan) -> MappingTable {
+    pub(super) fn check(current: &MappingTable, desired: &[Region], rules: &PlanRules, plan: &Plan) -> MappingTable {
         let mut t = current.clone();
         let (start, mut peak) = (t.charged_bytes(), t.charged_bytes());
         for op in &plan.ops {
             if let Op::Unmap { iova, .. } = op {
-                assert!(!desired.iter().any(|d| current.get(*iova).is_some_and(|m| d.matches(m))), "unmapped a kept mapping");
+                let m = t.get(*iova).copied();
+                assert!(
+                    !m.is_some_and(|m| current.get(m.iova) == Some(&m) && still_serves(desired, &m)),
+                    "unmapped a mapping that still served"
+                );
             }
             apply(&mut t, op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
             if !matches!(op, Op::Unmap { .. }) {
@@ -359,14 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn split_region_is_unmapped_whole_and_mapped_per_section() {
-        let whole = r(0, 8, 0x10_0000);
-        let (lo, hi) = (r(0, 4, 0x10_0000), r(4 * P, 4, 0x10_0000 + 4 * P));
-        let ops = run(&table(&[whole]), &[lo, hi], &TYPE1);
-        assert_eq!(ops, vec![Op::Unmap { iova: 0, size: 8 * P }, Op::Map(lo), Op::Map(hi)]);
-    }
-
-    #[test]
     fn overlapping_iova_forces_unmap_first_even_on_iommufd() {
         let old = r(0, 4, 0x10_0000);
         // Same memory, so a copy would do, but not into the source's own range.
@@ -394,8 +354,8 @@ mod tests {
         let s: Vec<Region> = (0..3).map(|i| r(i * P, 1, 0x10_0000 + i * P)).collect();
         let t = table(&[Region { size: 3 * P, ..s[0] }]);
         assert_eq!(run(&t, &s, &rules(false, None, 1)), vec![]);
-        // With room to spare, sections get their own mappings again.
-        assert_eq!(run(&t, &s, &TYPE1).len(), 4);
+        // With room to spare it stays too: cutting it again would unmap memory that did not change.
+        assert_eq!(run(&t, &s, &TYPE1), vec![]);
     }
 
     #[test]
