@@ -12,6 +12,8 @@ use std::fmt;
 use crate::errno::{EINVAL, ENOMEM, ENOSPC};
 use crate::table::{Backing, Checked, Mapping, MappingTable, Prot, TableError};
 
+#[cfg(test)]
+mod changes;
 mod schedule;
 mod units;
 
