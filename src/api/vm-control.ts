@@ -156,7 +156,7 @@ export class MachineControl implements VmControl {
     if (this.changing) throw new ApiError(409, `vm.${c.verb}: another memory change is in progress; retry when it is done`);
     this.changing = true;
     try {
-      const plan = planChange(c, this.entries(), this.limits);
+      const plan = planChange(c, this.entries(), this.limits, this.m.dmaState()?.mapped ?? []);
       await this.apply(plan);
       this.changes++;
       this.log.push({ at: new Date().toISOString(), summary: plan.summary });

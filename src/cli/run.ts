@@ -175,7 +175,7 @@ function assignmentSummary(m: Machine): string {
   const c = processCharge();
   const caps = dma.caps;
   lines.push(
-    `pinion: guest RAM DMA-mapped: ${dma.mapped.length} range(s), ${mib(bytes)} (${dmaSpaceName(caps)}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
+    `pinion: guest RAM DMA-mapped: ${mib(bytes)} in ${dma.mapped.length} mapping(s) (${dmaSpaceName(caps)}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
   );
   return lines.join('\n');
 }

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod batch;
 pub mod dispatch;
 pub mod errno;
+pub mod granule;
 pub mod iommufd;
 pub mod kick;
 pub mod mapper;
@@ -30,6 +31,7 @@ mod module_graph {
         ("batch", include_str!("batch.rs")),
         ("dispatch", include_str!("dispatch.rs")),
         ("errno", include_str!("errno.rs")),
+        ("granule", include_str!("granule.rs")),
         ("iommufd", include_str!("iommufd.rs")),
         ("kick", include_str!("kick.rs")),
         ("mapper", include_str!("mapper.rs")),

@@ -33,13 +33,17 @@ impl Backing {
         }
     }
 
+    /// The address space it lies in: None for the process, else the fd.
+    pub fn object(&self) -> Option<i32> {
+        match *self {
+            Backing::Vaddr(_) => None,
+            Backing::File { fd, .. } => Some(fd),
+        }
+    }
+
     /// Whether both name the same address space: the process, or one fd.
     pub fn same_object(&self, other: &Backing) -> bool {
-        match (self, other) {
-            (Backing::Vaddr(_), Backing::Vaddr(_)) => true,
-            (Backing::File { fd: a, .. }, Backing::File { fd: b, .. }) => a == b,
-            _ => false,
-        }
+        self.object() == other.object()
     }
 
     /// Whether `next` starts exactly where `len` bytes of `self` end, so the
