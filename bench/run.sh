@@ -35,12 +35,12 @@ fi
 for k in ${PINION_BENCH_KERNELS:-type1 compat}; do
   image "$k"
   if want map; then
-    node dist/bundle/pinion.js rig --kernel "$k" --memory 4096 --timeout 2400 --rw bench/results -- \
+    node dist/bundle/pinion.js rig --kernel "$k" --memory 4G --timeout 2400 --rw bench/results -- \
       node dist/bench/map.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/map-$k.json"
   fi
   if want crossing; then
     # About 10 minutes a kernel (crossing.ts's caps); twice that before the rig gives up.
-    node dist/bundle/pinion.js rig --kernel "$k" --memory 4096 --timeout 1200 --rw bench/results -- \
+    node dist/bundle/pinion.js rig --kernel "$k" --memory 4G --timeout 1200 --rw bench/results -- \
       node dist/bench/crossing.js "$k" "$PWD/bench/results/libmapbench.so" "$PWD/bench/results/crossing-$k.json"
   fi
   if want linux-guest; then

@@ -6,7 +6,7 @@
 // budget decide comes after, in one GuestMemory.update.
 import { PCI_MMIO64 } from '../devices/pci/bar-allocator.js';
 import type { RamBackend } from '../memory/guest-ram.js';
-import { GiB, HIGH_RAM_START, hex, LOW_RAM_END, MiB, parseSize } from '../memory/layout.js';
+import { HIGH_RAM_START, hex, LOW_RAM_END, MAX_RAM_ALLOCATION, MiB, parseSize } from '../memory/layout.js';
 import { ApiError } from './errors.js';
 
 const BACKENDS: readonly RamBackend[] = ['memfd', 'anon', 'hugetlb'];
@@ -60,7 +60,7 @@ export type DmaMappings = readonly { iova: bigint; size: bigint }[];
 export const DEFAULT_HOLES = [{ name: 'the PCI hole', start: LOW_RAM_END, end: HIGH_RAM_START }] as const;
 
 export function mapLimits(pageSize: bigint): MapLimits {
-  return { pageSize, holes: DEFAULT_HOLES, ramCeiling: PCI_MMIO64.start, maxRegion: 4n * GiB };
+  return { pageSize, holes: DEFAULT_HOLES, ramCeiling: PCI_MMIO64.start, maxRegion: MAX_RAM_ALLOCATION };
 }
 
 /** Where a planned region's bytes come from. */

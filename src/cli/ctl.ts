@@ -4,7 +4,9 @@
 // API's JSON with --json. A refusal prints the API's one line and exits 1.
 import { request } from 'node:http';
 import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
-import { UsageError } from './args.js';
+import { ApiError } from '../api/errors.js';
+import { byteCount } from '../api/memory-change.js';
+import { parseCommand, printUsage, UsageError, type CommandSpec } from './args.js';
 
 interface Verb {
   method: 'GET' | 'PUT';
@@ -35,6 +37,19 @@ const USAGE = `pinion ctl PATH <verb> [args] [--json]; verbs: ${Object.entries(V
   .map(([v, d]) => [v, ...d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`))].join(' '))
   .join(', ')}`;
 
+export const CTL = {
+  name: 'pinion ctl',
+  usage: `usage: ${USAGE}
+  Drives the control API of a VM started with pinion run --api-socket PATH and prints the answer for people,
+  or as the API's JSON with --json. GPA, SIZE, AT and TO are bytes, 0x addresses or sizes (64M, 1G);
+  BACKEND is memfd, anon or hugetlb. A refusal prints the API's one line and exits 1.`,
+  options: { json: { type: 'boolean' } },
+  positionals: 'words',
+} satisfies CommandSpec;
+
+/** Positional arguments that are byte counts or addresses; checked here with the API's own parser. */
+const BYTE_ARGS = ['gpa', 'size', 'at', 'to'];
+
 export interface CtlRequest {
   socket: string;
   json: boolean;
@@ -45,19 +60,28 @@ export interface CtlRequest {
   body: Record<string, string> | undefined;
 }
 
-export function parseCtlArgs(argv: string[]): CtlRequest {
-  const json = argv.includes('--json');
-  const words = argv.filter((a) => a !== '--json');
-  const bad = words.find((a) => a.startsWith('--'));
-  if (bad) throw new UsageError(`unknown option ${bad}; ${USAGE}`);
-  const [socket, verb, ...args] = words;
-  if (!socket || !verb) throw new UsageError(USAGE);
+export function parseCtlArgs(argv: string[]): CtlRequest | 'help' {
+  const p = parseCommand(argv, CTL);
+  if (p.help) return 'help';
+  const json = p.values.json ?? false;
+  const [socket, verb, ...args] = p.positionals;
+  if (!socket || !verb) throw new UsageError(`no ${socket ? 'verb' : 'PATH'} given: ${USAGE}`);
   const d = VERBS[verb];
   if (!d || !Object.hasOwn(VERBS, verb)) throw new UsageError(`unknown verb '${verb}'; ${USAGE}`);
   if (args.length < d.need || args.length > d.args.length)
     throw new UsageError(
       `${verb} takes ${d.args.length ? d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`)).join(' ') : 'no arguments'}`,
     );
+  args.forEach((a, i) => {
+    const field = d.args[i]!;
+    try {
+      if (BYTE_ARGS.includes(field)) byteCount(verb, field, a);
+    } catch (e) {
+      throw e instanceof ApiError
+        ? new UsageError(`${verb} ${field.toUpperCase()} '${a}' is not a byte count or address; write 4096, 0x40000000 or 16M`)
+        : e;
+    }
+  });
   const body = d.args.length ? Object.fromEntries(args.map((a, i) => [d.args[i]!, a])) : undefined;
   return { socket, json, verb, method: d.method, path: `/api/v1/${verb === 'ping' ? 'vmm' : 'vm'}.${verb}`, body };
 }
@@ -98,6 +122,7 @@ export function call(
 
 export async function ctlCommand(argv: string[]): Promise<number> {
   const r = parseCtlArgs(argv);
+  if (r === 'help') return printUsage(CTL);
   const a = await call(r.socket, r.method, r.path, r.body);
   if (a.status >= 400) {
     const err = (a.body as { error?: string }).error ?? JSON.stringify(a.body);

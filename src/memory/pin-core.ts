@@ -155,4 +155,15 @@ function addonPath(): string {
   throw new Error('pin-core addon is not built: run npm run build:native');
 }
 
-export const pinCore: PinCore = createRequire(import.meta.url)(addonPath()) as PinCore;
+function load(): PinCore {
+  const path = addonPath();
+  try {
+    return createRequire(import.meta.url)(path) as PinCore;
+  } catch (e) {
+    // dlopen and N-API version errors run over several lines; the user needs the first and the fix.
+    const why = String((e as Error).message).split('\n')[0];
+    throw new Error(`pin-core addon ${path} does not load (${why}); rebuild it: npm run build:native`);
+  }
+}
+
+export const pinCore: PinCore = load();

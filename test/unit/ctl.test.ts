@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { route } from '../../src/api/routes.js';
 import { ApiServer } from '../../src/api/server.js';
-import { ctlCommand, format, parseCtlArgs, size } from '../../src/cli/ctl.js';
+import { ctlCommand, format, parseCtlArgs, size, type CtlRequest } from '../../src/cli/ctl.js';
 import { FakeVmControl } from '../support/fake-vm-control.js';
 
 t.test('arguments: the verb, its positional fields, --json anywhere', async (t) => {
@@ -26,14 +26,18 @@ t.test('arguments: the verb, its positional fields, --json anywhere', async (t) 
     path: '/api/v1/vm.add-ram',
     body: { gpa: '0x40000000', size: '16M' },
   });
-  t.same(parseCtlArgs(['s', 'replace-ram', '0x0', 'hugetlb']).body, { gpa: '0x0', backend: 'hugetlb' });
-  t.equal(parseCtlArgs(['s', 'ping']).path, '/api/v1/vmm.ping');
+  const req = (argv: string[]): CtlRequest => parseCtlArgs(argv) as CtlRequest;
+  t.same(req(['s', 'replace-ram', '0x0', 'hugetlb']).body, { gpa: '0x0', backend: 'hugetlb' });
+  t.equal(req(['s', 'ping']).path, '/api/v1/vmm.ping');
+  t.equal(parseCtlArgs(['s', 'info', '--help']), 'help');
   t.throws(() => parseCtlArgs(['s']), /pinion ctl PATH <verb> \[args\] \[--json\]; verbs: ping, info, .* add-ram GPA SIZE \[BACKEND\]/);
   t.throws(() => parseCtlArgs(['s', 'reboot']), /unknown verb 'reboot'/);
   t.throws(() => parseCtlArgs(['s', 'toString']), /unknown verb 'toString'/);
   t.throws(() => parseCtlArgs(['s', 'move-ram', '0x0']), /move-ram takes GPA TO/);
   t.throws(() => parseCtlArgs(['s', 'pause', 'now']), /pause takes no arguments/);
   t.throws(() => parseCtlArgs(['s', 'info', '--yaml']), /unknown option --yaml/);
+  t.throws(() => parseCtlArgs(['s', 'add-ram', '0x0', 'lots']), /add-ram SIZE 'lots' is not a byte count or address/);
+  t.throws(() => parseCtlArgs(['s', 'info', '--json=yes']), /--json takes no value/);
 });
 
 t.test('sizes read as people write them', async (t) => {
