@@ -202,7 +202,9 @@ export_fns! {
     "kickInit" => kick_init(0) |env, _a: [Value; 0]| kick::init().map_err(|e| io_error("signal(SIGRTMIN)", e)).and_then(|s| napi::number(env, s as f64));
     "threadSelf" => thread_self(0) |env, _a: [Value; 0]| napi::bigint(env, kick::thread_self());
     "threadKick" => thread_kick(1) |env, a: [Value; 1]| {
-        kick::kick(napi::get_u64(env, a[0], "thread")?).map_err(|e| io_error("pthread_kill", e))?;
+        let t = napi::get_u64(env, a[0], "thread")?;
+        let tid = i32::try_from(t).ok().filter(|&t| t > 0).ok_or_else(|| JsError::range(format!("thread {t} is not a thread id threadSelf gives")))?;
+        kick::kick(tid).map_err(|e| io_error("tgkill", e))?;
         napi::undefined(env)
     };
 
