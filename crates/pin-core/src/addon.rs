@@ -15,7 +15,7 @@ use crate::planner::{Op, Region};
 use crate::table::{Backing, Prot};
 use crate::type1::Type1Container;
 use crate::uapi::{IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_RLIMIT_MODE};
-use crate::{batch, kick, memory, sys};
+use crate::{batch, jsnum, kick, memory, sys};
 use std::fmt;
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -234,12 +234,13 @@ export_fns! {
         obj(env, &[("vaddr", napi::bigint(env, addr as u64)?), ("fd", napi::number(env, fd as f64)?)])
     };
     "memFree" => mem_free(3) |env, a: [Value; 3]| {
-        memory::free(napi::get_u64(env, a[0], "vaddr")? as usize, napi::get_u64(env, a[1], "size")? as usize, napi::get_i32(env, a[2], "fd")?).map_err(|e| io_error("munmap", e))?;
+        memory::free(napi::get_u64(env, a[0], "vaddr")? as usize, napi::get_u64(env, a[1], "size")? as usize, napi::get_i32(env, a[2], "fd")?)?;
         napi::undefined(env)
     };
     "memPopulate" => mem_populate(3) |env, a: [Value; 3]| {
         let (addr, size) = (napi::get_u64(env, a[0], "vaddr")?, napi::get_u64(env, a[1], "size")?);
-        memory::populate(addr as usize, size as usize, napi::get_i32(env, a[2], "threads")?.max(1) as usize, page() as usize)
+        let threads = jsnum::integer(napi::get_number(env, a[2], "threads")?, "threads", 1, memory::MAX_THREADS as u64)?;
+        memory::populate(addr as usize, size as usize, threads as usize, page() as usize)
             .map_err(|e| JsError::from(KernelError::new("MADV_POPULATE_WRITE", e).at(addr, size)))?;
         napi::undefined(env)
     };

@@ -7,6 +7,7 @@ use crate::backend::KernelError;
 use crate::batch::BadRecord;
 use crate::errno;
 use crate::mapper::{BatchError, OpError, SyncError};
+use crate::memory::FreeError;
 use crate::planner::{Op, PlanError};
 use std::any::Any;
 use std::fmt::Display;
@@ -138,6 +139,16 @@ impl From<KernelError> for JsError {
             j = j.with("path", Prop::Str(p));
         }
         j
+    }
+}
+
+/// memFree of memory pin-core does not hold is a bad argument; munmap's own failure is the kernel's.
+impl From<FreeError> for JsError {
+    fn from(e: FreeError) -> Self {
+        match e {
+            FreeError::Kernel(k) => KernelError::new("munmap", k).into(),
+            other => JsError::range(format!("memFree: {other}")),
+        }
     }
 }
 
