@@ -17,7 +17,7 @@ use crate::type1::Type1Container;
 use crate::uapi::{IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_RLIMIT_MODE};
 use crate::{batch, jsnum, kick, memory, sys};
 use std::fmt;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 struct Entry {
     backend: AnyBackend,
@@ -64,11 +64,15 @@ fn mapper(e: &mut Entry) -> JsResult<(&mut Mapper, &mut dyn DmaBackend)> {
     Ok((m, backend.dma()))
 }
 
+/// The path, and the fd JS hands over (>= 0; it no longer uses it, as pin-core.ts documents) or None to open the path.
 fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<OwnedFd>)> {
     let path = napi::get_string(env, path, "path")?;
     let fd = napi::get_i32(env, fd, "fd")?;
-    // SAFETY: JS hands over an fd it opened and no longer uses (documented in pin-core.ts).
-    Ok((path, (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })))
+    if fd < 0 {
+        return Ok((path, None));
+    }
+    let owned = sys::adopt(fd).map_err(|e| JsError::from(KernelError::new("fcntl(F_GETFD)", e).path(&path)))?;
+    Ok((path, Some(owned)))
 }
 
 /// An argument's name with a field, as `regions[2].backing`, built only when a message needs it.

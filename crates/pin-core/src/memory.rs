@@ -11,7 +11,7 @@ use crate::errno::{EINVAL, EIO};
 use crate::sys;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
@@ -123,8 +123,8 @@ pub fn free(addr: usize, size: usize, fd: i32) -> Result<(), FreeError> {
         for q in live.iter_mut().filter(|q| q.fd == fd) {
             q.fd = -1;
         }
-        // SAFETY: fd is this allocation's memfd, from alloc, and is closed exactly once: no piece names it now.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Closed raw, not through an OwnedFd: JS may have closed it already, and that is EBADF, not an abort.
+        let _ = sys::close_fd(fd);
     }
     Ok(())
 }
