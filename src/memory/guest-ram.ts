@@ -1,5 +1,6 @@
 // Guest RAM: one allocation backed by a memfd (default: it can be mapped by
 // fd and handed over for live update), anonymous memory, or hugetlbfs pages.
+import { constants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import * as libc from '../sys/libc.js';
 import { hex, MiB } from './layout.js';
@@ -8,6 +9,7 @@ export type RamBackend = 'memfd' | 'anon' | 'hugetlb';
 export const RAM_BACKENDS: readonly RamBackend[] = ['memfd', 'anon', 'hugetlb'];
 
 const HUGE_2M = 2n * MiB;
+const { MAX_LENGTH } = constants;
 
 export class RamError extends Error {
   override readonly name = 'RamError';
@@ -40,6 +42,12 @@ export class GuestRam {
         `memory size ${size} bytes is not a multiple of the ${backend === 'hugetlb' ? '2 MiB huge' : `${pageSize}-byte`} page size; use e.g. --memory ${sizeArg(size <= 0n ? align : ((size + align - 1n) / align) * align)}`,
       );
     if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new RamError(`memory size ${size} is too large`);
+    // The VMM sees RAM through one view, and a view holds at most this (4 GiB in Node 20).
+    const viewable = BigInt(MAX_LENGTH) - (BigInt(MAX_LENGTH) % align);
+    if (size > viewable)
+      throw new RamError(
+        `memory size ${sizeArg(size)} is more than Node ${process.version} lets the VMM view (${sizeArg(viewable)}); use e.g. --memory ${sizeArg(viewable)}`,
+      );
     if (backend === 'hugetlb') {
       const free = hugePagesFree();
       const need = size / HUGE_2M;
