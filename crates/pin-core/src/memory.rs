@@ -132,8 +132,8 @@ pub fn free(addr: usize, size: usize, fd: i32) -> Result<(), FreeError> {
 /// Below this, one thread populates faster than threads can start.
 const PARALLEL_MIN: usize = 64 << 20;
 
-/// Far above any core count: a larger count is a caller's mistake, refused
-/// rather than turned into thousands of spawns.
+/// Far above any core count: a larger count is a caller's mistake, which
+/// memPopulate refuses and `populate` clamps, rather than spawn thousands.
 pub const MAX_THREADS: usize = 256;
 
 /// MADV_POPULATE_WRITE over the range, split into page-aligned chunks across threads.
