@@ -14,6 +14,8 @@ export interface SizeRange {
   max?: Bound;
   /** The size must be a multiple of this. */
   unit?: Bound;
+  /** A plain number is refused: the flag once counted KiB or MiB, so a bare 2048 would now silently mean bytes. */
+  suffixed?: string;
 }
 
 const GUEST_MIN: Bound = {
@@ -43,7 +45,11 @@ const RLIMIT_MAX: Bound = { bytes: (1n << 64n) - 1n, why: 'the most an rlimit ho
 /** pinion open --memlock: RLIMIT_MEMLOCK in bytes, set by prlimit. */
 export const MEMLOCK: SizeRange = { max: RLIMIT_MAX };
 /** pinion rig --memlock: RLIMIT_MEMLOCK set in L1 by ulimit -l. */
-export const MEMLOCK_KIB: SizeRange = { max: RLIMIT_MAX, unit: { bytes: 1024n, why: 'ulimit -l counts KiB' } };
+export const MEMLOCK_KIB: SizeRange = {
+  max: RLIMIT_MAX,
+  unit: { bytes: 1024n, why: 'ulimit -l counts KiB' },
+  suffixed: 'it counted KiB before sizes had units',
+};
 
 /** `text` as a byte count inside `range`; `what` names it in the refusal (--memory, --vm 4G:1: RAM). */
 export function sizeValue(text: string, what: string, range: SizeRange): bigint {
@@ -53,7 +59,9 @@ export function sizeValue(text: string, what: string, range: SizeRange): bigint 
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { min, max, unit } = range;
+  const { min, max, unit, suffixed } = range;
+  if (suffixed && /^\d+$/.test(text.trim()))
+    throw new UsageError(`${what} ${text} needs a unit (e.g. ${text}K or ${text}M): a plain number would be bytes, and ${suffixed}`);
   if (min && bytes < min.bytes) throw new UsageError(`${what} ${text} is below ${sizeText(min.bytes)}, ${min.why}`);
   if (max && bytes > max.bytes) throw new UsageError(`${what} ${text} is over ${sizeText(max.bytes)}, ${max.why}`);
   if (unit && bytes % unit.bytes !== 0n)

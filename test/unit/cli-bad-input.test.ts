@@ -94,7 +94,7 @@ const CASES: Case[] = [
   [['rig', '--timeout', '0', '--', 'true'], 2, /^pinion: --timeout 0 is out of range; at least 1$/],
   [['rig', '--memory', '0', '--', 'true'], 2, /^pinion: --memory 0 is below 1M, the least QEMU gives L1$/],
   [['rig', '--memory', '1500K', '--', 'true'], 2, /^pinion: --memory 1500K is not a multiple of 1M/],
-  [['rig', '--memlock', '1000', '--', 'true'], 2, /^pinion: --memlock 1000 is not a multiple of 1K \(ulimit -l counts KiB\)/],
+  [['rig', '--memlock', '2048', '--', 'true'], 2, /^pinion: --memlock 2048 needs a unit \(e\.g\. 2048K or 2048M\)/],
   [['rig', '--iommu', 'maybe', '--', 'true'], 2, /^pinion: --iommu 'maybe' is not one of on, off$/],
 
   // demo: refused before the rig boots
