@@ -284,7 +284,11 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     logBoot(o, bootMs, Date.now() - t0, exitCode, failure);
     if (failure) throw failure;
     // init syncs and reboots (QEMU exits on -no-reboot); the sockets then drain and close.
-    const graceful = await within(qemuExit.then(() => true), 10_000, false);
+    const graceful = await within(
+      qemuExit.then(() => true),
+      10_000,
+      false,
+    );
     if (!graceful) kill();
     await within(Promise.all([outDone, errDone]), 2000, undefined);
     return { exitCode: exitCode ?? 1, bootMs, totalMs: Date.now() - t0 };
