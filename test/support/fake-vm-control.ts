@@ -15,6 +15,8 @@ export class FakeVmControl implements VmControl {
   pauseMs = 0;
   /** What the next memory change throws instead of applying, e.g. the DMA planner's refusal. */
   failNext: Error | undefined;
+  /** ms a memory change takes (a guest slow to ack). */
+  changeMs = 0;
   private log: { at: string; summary: string }[] = [];
 
   info(): VmInfo {
@@ -114,6 +116,7 @@ export class FakeVmControl implements VmControl {
     const plan = planChange(c, this.map, mapLimits(4096n));
     const fail = this.failNext;
     this.failNext = undefined;
+    if (this.changeMs) await new Promise((r) => setTimeout(r, this.changeMs));
     if (fail) throw fail;
     const old = new Map(this.map.map((r) => [r.gpa, r]));
     const kept = this.map.filter((r) => !plan.remove.includes(r.gpa));

@@ -153,6 +153,19 @@ t.test('a client that leaves mid-request or sends its headers too slowly holds n
   await api.close();
 });
 
+t.test('a verb slower than the idle timeout is answered: the connection waits, it is not idle', async (t) => {
+  const { api, vm, path } = await serve({ idleTimeoutMs: 200 });
+  vm.changeMs = 600; // a memory change waiting for the guest's ack
+  const r = await call(path, 'PUT', '/api/v1/vm.add-ram', { gpa: '0x40000000', size: '16M' });
+  t.equal(r.status, 200);
+  t.match(r.body, { done: /added 16 MiB/ });
+  const t0 = Date.now();
+  const idle = await raw(path, (s) => s.write('GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n\r\n'), 3000);
+  t.match(idle, /^HTTP\/1\.1 200 /);
+  t.ok(Date.now() - t0 < 2000, `an idle keep-alive connection is still closed (after ${Date.now() - t0} ms)`);
+  await api.close();
+});
+
 t.test('too many requests a second get a 429, too many waiting a 503', async (t) => {
   const rated = await serve({ ratePerSecond: 5 });
   const codes: number[] = [];
