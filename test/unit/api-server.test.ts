@@ -56,7 +56,14 @@ t.test('the verbs answer JSON; the socket is 0600 and removed on close', async (
   t.equal(add.status, 200);
   t.match(add.body, {
     done: /added 16 MiB of memfd RAM/,
-    memory: { regions: [{ name: 'ram-low' }, { gpa: '0x40000000', origin: 'api' }] },
+    guest: { told: false, acknowledged: false, events: [], note: /^not told: no guest driver claimed the memory-hotplug mailbox/ },
+    memory: {
+      regions: [
+        { name: 'ram-low', guest: 'boot' },
+        { gpa: '0x40000000', origin: 'api', guest: 'not told' },
+      ],
+      hotplug: { port: '0x5f0', claimed: false },
+    },
   });
   t.match((await call(path, 'PUT', '/api/v1/vm.stop')).body, { state: 'stopping' });
   t.same(
