@@ -198,6 +198,12 @@ export class MachineControl implements VmControl {
     }
   }
 
+  /** The VM ended (its guest exited, say): a change waiting on the guest answers now, before the socket goes. */
+  ended(): void {
+    this.stopping = true;
+    this.guest.cancel();
+  }
+
   /** Ends the waits on the guest, then frees the backings the API made; after Machine.close, when nothing maps them any more. */
   close(): void {
     this.guest.close();

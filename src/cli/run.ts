@@ -83,7 +83,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const consolePath = p.flags.get('console');
   const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
   let machine: Machine | undefined;
-  let control: { close(): void } | undefined;
+  let control: { ended(): void; close(): void } | undefined;
   let server: { close(): Promise<void> } | undefined;
   try {
     const fds = openerFds();
@@ -147,6 +147,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (api && r.why === api.API_STOP) return 0; // asked for: not a failure
     return r.why.startsWith('signal SIGINT') ? 130 : 143;
   } finally {
+    control?.ended();
     await server?.close();
     machine?.close();
     // The API's backings go after the machine: until then KVM and the IOMMU may map them.
