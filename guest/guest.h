@@ -17,6 +17,7 @@ void line_end(void);
 void put_char(char c);
 void put_str(const char *s);
 void put_hex(uint64_t v, int digits);
+void put_hex_short(uint64_t v); /* "0x" and no leading zeros */
 void put_dec(uint64_t v);
 void say(const char *s);
 
@@ -62,5 +63,8 @@ uint64_t igb_test(bool baddma);
 
 /* igbvf.c: the 82576 VF test (when only a VF is present); 0, else 26. */
 uint64_t igbvf_test(struct pci_fn f);
+
+/* hotplug.c: the memory-hotplug mailbox's events answered; 0, else 28. */
+uint64_t hotplug_run(uint64_t events, uint64_t ram_size);
 
 #endif
