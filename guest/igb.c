@@ -361,7 +361,7 @@ static const char *unmapped_dma(void)
 {
 	uint64_t start;
 
-	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+	for (unsigned i = 0; i < RX_ENTRIES; i++) {
 		uint8_t *buf = igbq_rx_buf(i);
 
 		for (unsigned k = 0; k < BUF_SIZE; k++)
@@ -373,7 +373,7 @@ static const char *unmapped_dma(void)
 	start = rdtsc();
 	while (rdtsc() - start < (WAIT_TICKS >> 2))
 		cpu_relax();
-	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+	for (unsigned i = 0; i < RX_ENTRIES; i++) {
 		const uint8_t *buf = igbq_rx_buf(i);
 
 		for (unsigned k = 0; k < BUF_SIZE; k++)
