@@ -19,6 +19,10 @@
  *           answer its events (hotplug.c): a pattern over each added region,
  *           each removed one released; a bad pattern ends with status 28
  *   events=N with hotplug: end after N events (default 0: never)
+ *   stream  after the PCI scan, receive the peer's frames on the first 82576
+ *           (PF or VF) and check each, send some, and move RX DMA into each
+ *           region the mailbox announces (stream.c); ends when the peer says
+ *           stop, with status 29 if a frame's bytes were wrong
  *
  * Default flow: banner, AP check-in (in vCPU order, so the output is the
  * same on every run), PCI scan, a write pattern in RAM, then the debug exit.
@@ -38,7 +42,7 @@
 
 struct options {
 	uint64_t exit_status, events;
-	bool fault, ud, pio, mmio, hang, igb, baddma, hotplug;
+	bool fault, ud, pio, mmio, hang, igb, baddma, hotplug, stream;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -110,6 +114,8 @@ static struct options parse_cmdline(const char *s)
 			o.baddma = true;
 		else if (word_is(w, len, "hotplug"))
 			o.hotplug = true;
+		else if (word_is(w, len, "stream"))
+			o.stream = true;
 	}
 	return o;
 }
@@ -245,8 +251,8 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 		if (status)
 			finish(status);
 	}
-	if (o.hotplug) {
-		uint64_t status = hotplug_run(o.events, ram_size);
+	if (o.hotplug || o.stream) {
+		uint64_t status = o.stream ? stream_run(ram_size) : hotplug_run(o.events, ram_size);
 
 		finish(status ? status : o.exit_status);
 	}
