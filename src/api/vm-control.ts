@@ -16,7 +16,7 @@ import { pinCore, type Backing } from '../memory/pin-core.js';
 import { processCharge } from '../memlock/status.js';
 import { SysError } from '../sys/errors.js';
 import { ApiError } from './errors.js';
-import { GuestHotplug, type Notice } from './guest-hotplug.js';
+import { ACK_WAIT_MS, GuestHotplug, type Notice } from './guest-hotplug.js';
 import { mapLimits, planChange, type MapEntry, type MapLimits, type MemoryChange, type MemoryPlan } from './memory-change.js';
 import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
 
@@ -43,12 +43,17 @@ export class MachineControl implements VmControl {
   private readonly limits: MapLimits;
   private readonly t0 = Date.now();
 
-  constructor(private readonly m: Machine) {
+  /** `ackWaitMs`: how long a change waits for the guest's ack of each event. */
+  constructor(
+    private readonly m: Machine,
+    ackWaitMs = ACK_WAIT_MS,
+  ) {
     this.boot = new Set(m.memory.list());
     this.limits = mapLimits(BigInt(pinCore.pageSize()));
     this.guest = new GuestHotplug(
       m.hotplug,
       m.memory.list().filter((r) => r.kind === 'ram'),
+      ackWaitMs,
     );
   }
 
