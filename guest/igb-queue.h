@@ -11,8 +11,12 @@
 #include "igb.h"
 
 #define TX_ENTRIES 8 /* 128 bytes of descriptors: the ring length granule */
-/* 32: ~150 ms of the stream's 5 ms frames, so a vCPU held for a copy, or busy printing, drops none. */
-#define RX_ENTRIES 32
+/*
+ * 128: ~640 ms of the stream's 5 ms frames. A VF's frames are dropped once
+ * its ring is full, and the stream's vCPU may be held that long: paused
+ * for a memory change's copy, or printing under nested virtualization.
+ */
+#define RX_ENTRIES 128
 #define BUF_SIZE 2048 /* SRRCTL_BSIZEPKT_2K; no frame here is longer */
 #define FRAME_LEN 128 /* every frame sent */
 

@@ -7,14 +7,14 @@
  *
  * Meanwhile the memory-hotplug mailbox (mem-hotplug.c) is polled, at most
  * every POLL_TICKS so RX never waits on it (each read is an exit served on
- * the VMM thread). For an added region the next RX buffers go into it:
- * descriptors are re-armed there as the NIC hands them back, until
- * LANDED_WANTED frames arrived in it with their bytes right, the first in
- * its first 2 KiB and the next in its last (the IOMMU maps it whole, or
- * not); then buffers go back to the rings' own, and once every descriptor
- * is re-armed to its own the event is acked. A remove request is acked
- * once nothing points into the region, which is always so between events.
- * Boot RAM is never released: it holds this guest.
+ * the VMM thread). For an added region the next LANDED_WANTED descriptors
+ * are re-armed into it as the NIC hands them back, one buffer at its start
+ * and one at its end (the IOMMU maps it whole, or not), each poisoned
+ * first; a descriptor goes back to its own buffer once a peer frame landed
+ * in the region through it with its bytes right, and once every descriptor
+ * is armed to its own the event is acked: about one lap of the ring. A
+ * remove request is acked once nothing points into the region, which is
+ * always so between events. Boot RAM is never released: it holds this guest.
  *
  * Ends when the peer's stop frame arrives: a last line, and status 0 unless
  * a frame's bytes were wrong.
@@ -141,20 +141,6 @@ static void status(void)
 	line_end();
 }
 
-/* Buffer k of those armed next, for a region of `slots` 2 KiB buffers: its first, its last, then spread between. */
-static uint64_t region_buf(const struct memhp_event *e, unsigned k, uint64_t slots)
-{
-	uint64_t s;
-
-	if (slots < RX_ENTRIES)
-		s = k == 1 ? slots - 1 : k % slots;
-	else if (k < 2)
-		s = k ? slots - 1 : 0;
-	else
-		s = 1 + (k - 2) * ((slots - 2) / (RX_ENTRIES - 2));
-	return e->gpa + s * BUF_SIZE;
-}
-
 static void use_home(void)
 {
 	for (unsigned i = 0; i < RX_ENTRIES; i++)
@@ -163,23 +149,24 @@ static void use_home(void)
 
 static void added(const struct memhp_event *e)
 {
-	uint64_t slots = e->size / BUF_SIZE;
+	bool big = e->size >= LANDED_WANTED * BUF_SIZE;
 
 	mv.e = *e;
 	mv.landed = 0;
 	mv.since = rdtsc();
-	if (!slots || !memhp_map(e->gpa, e->size)) {
+	if (!big || !memhp_map(e->gpa, e->size)) {
 		line_begin();
 		put_str("stream: region ");
 		memhp_put_range(e->gpa, e->size);
-		put_str(slots ? " cannot be mapped: not used" : " is smaller than an RX buffer: not used");
+		put_str(big ? " cannot be mapped: not used" : " is smaller than two RX buffers: not used");
 		line_end();
 		c.landfail++;
 		mv.phase = HOME;
 		return;
 	}
-	for (unsigned k = 0; k < RX_ENTRIES; k++) {
-		uint64_t a = region_buf(e, k, slots);
+	for (unsigned k = 0; k < LANDED_WANTED; k++) {
+		/* The first 2 KiB, the last 2 KiB: LANDED_WANTED is 2. */
+		uint64_t a = k ? e->gpa + e->size - BUF_SIZE : e->gpa;
 		volatile uint8_t *b = (volatile uint8_t *)a;
 
 		for (unsigned j = 0; j < BUF_SIZE; j++)
@@ -247,8 +234,12 @@ static void advance(uint64_t now)
 	status();
 }
 
+/* A peer frame came through descriptor igbq_rx_next() into the region: that descriptor goes back to its own buffer. */
 static void landed(uint64_t n, uint64_t addr, bool ok)
 {
+	unsigned i = igbq_rx_next();
+
+	igbq_rx_use(i, (uint64_t)igbq_rx_buf(i));
 	line_begin();
 	put_str("stream: frame ");
 	put_dec(n);
@@ -256,10 +247,8 @@ static void landed(uint64_t n, uint64_t addr, bool ok)
 	put_hex_short(addr);
 	put_str(ok ? ": bytes ok" : ": bytes BAD");
 	line_end();
-	if (ok && ++mv.landed == LANDED_WANTED) {
-		use_home();
+	if (ok && ++mv.landed == LANDED_WANTED)
 		mv.phase = HOME;
-	}
 }
 
 /* Counts one received frame; true for the peer's stop. */
