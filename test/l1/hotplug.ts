@@ -71,6 +71,7 @@ const out: Record<string, unknown> = {};
   steps.removeHigh = await api(vm, 'PUT', 'remove-ram', { gpa: '0x100000000' });
   const end = await vm.ended;
   out.withDriver = { steps, end, console: text(vm) };
+  rmSync(vm.console, { force: true });
 }
 
 // No driver (the hang word): nothing is told, nothing waits.
@@ -82,5 +83,6 @@ const out: Record<string, unknown> = {};
   const info = await api(vm, 'GET', 'info');
   await api(vm, 'PUT', 'stop');
   out.noDriver = { add, remove, info, end: await vm.ended };
+  rmSync(vm.console, { force: true });
 }
 console.log(JSON.stringify(out));
