@@ -1,10 +1,12 @@
 // The machine behind the control API: reports built from the Machine, pause
 // and resume as holds on the vCPUs, and memory changes run as the plans
-// memory-change.ts makes: fresh backings allocated (guest-ram.ts), contents
-// copied with the vCPUs paused, a few MiB per event-loop turn, then one
-// GuestMemory.update that KVM's memslots and the DMA listener follow (a
-// refused update leaves the old map everywhere). Backings the API made are
-// freed once no region uses them, and all of them after the machine closes.
+// memory-change.ts makes: a guest with a hotplug driver asked to release
+// what the change takes away (guest-hotplug.ts), fresh backings allocated
+// (guest-ram.ts), contents copied with the vCPUs paused, a few MiB per
+// event-loop turn, then one GuestMemory.update that KVM's memslots and the
+// DMA listener follow (a refused update leaves the old map everywhere), and
+// the guest told of the new regions. Backings the API made are freed once no
+// region uses them, and all of them after the machine closes.
 import type { Machine } from '../machine/machine.js';
 import { DmaError } from '../memory/dma-mapper.js';
 import { GuestRam, RamError, type RamBackend } from '../memory/guest-ram.js';
@@ -14,6 +16,7 @@ import { pinCore, type Backing } from '../memory/pin-core.js';
 import { processCharge } from '../memlock/status.js';
 import { SysError } from '../sys/errors.js';
 import { ApiError } from './errors.js';
+import { ACK_WAIT_MS, GuestHotplug, type Notice } from './guest-hotplug.js';
 import { mapLimits, planChange, type MapEntry, type MapLimits, type MemoryChange, type MemoryPlan } from './memory-change.js';
 import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
 
@@ -32,16 +35,26 @@ export class MachineControl implements VmControl {
   private readonly backends = new Map<MemoryRegion, RamBackend>();
   private readonly boot: Set<MemoryRegion>;
   private readonly holds = new Set<Hold>();
-  private readonly log: { at: string; summary: string }[] = [];
+  private readonly log: { at: string; summary: string; guest: string }[] = [];
+  private readonly guest: GuestHotplug;
   private changes = 0;
   private changing = false;
   private stopping = false;
   private readonly limits: MapLimits;
   private readonly t0 = Date.now();
 
-  constructor(private readonly m: Machine) {
+  /** `ackWaitMs`: how long a change waits for the guest's ack of each event. */
+  constructor(
+    private readonly m: Machine,
+    ackWaitMs = ACK_WAIT_MS,
+  ) {
     this.boot = new Set(m.memory.list());
     this.limits = mapLimits(BigInt(pinCore.pageSize()));
+    this.guest = new GuestHotplug(
+      m.hotplug,
+      m.memory.list().filter((r) => r.kind === 'ram'),
+      ackWaitMs,
+    );
   }
 
   info(): VmInfo {
@@ -59,7 +72,7 @@ export class MachineControl implements VmControl {
         ramBytes: Number(ram.reduce((n, r) => n + r.size, 0n)),
         regions: ram.length,
         changes: this.changes,
-        guestNotified: this.changes === 0,
+        hotplug: this.guest.info(),
       },
       devices: this.m.assignedDevices().length,
       pid: process.pid,
@@ -80,11 +93,12 @@ export class MachineControl implements VmControl {
         ...(r.kind === 'ram' ? { backend: this.backendOf(r) } : {}),
         origin: this.boot.has(r) ? 'boot' : 'api',
         file: r.file !== undefined,
+        ...(r.kind === 'ram' ? { guest: this.guest.view(r) } : {}),
       })),
       holes: l.holes.map((h) => ({ name: h.name, start: hex(h.start), end: hex(h.end) })),
       ramCeiling: hex(l.ramCeiling),
-      changes: [...this.log],
-      guestNotified: this.changes === 0,
+      changes: this.log.map((e) => ({ ...e })),
+      hotplug: this.guest.info(),
     };
   }
 
@@ -147,28 +161,57 @@ export class MachineControl implements VmControl {
   stop(): VmInfo {
     this.live('vm.stop');
     this.stopping = true;
+    this.guest.cancel();
     this.m.stop(API_STOP);
     return this.info();
   }
 
   async changeMemory(c: MemoryChange): Promise<ChangeResult> {
-    this.live(`vm.${c.verb}`);
-    if (this.changing) throw new ApiError(409, `vm.${c.verb}: another memory change is in progress; retry when it is done`);
+    const verb = `vm.${c.verb}`;
+    this.live(verb);
+    if (this.changing) throw new ApiError(409, `${verb}: another memory change is in progress; retry when it is done`);
     this.changing = true;
     try {
       const plan = planChange(c, this.entries(), this.limits, this.m.dmaState()?.mapped ?? []);
-      await this.apply(plan);
+      // A guest with a driver answers for its memory, which it cannot do with its vCPUs held.
+      if (this.guest.claimed && this.holds.has('user'))
+        throw new ApiError(
+          409,
+          `${verb}: the VM is paused (vm.pause) and its guest has a memory-hotplug driver, which could not answer; resume it first; nothing changed`,
+        );
+      const byGpa = new Map(this.m.memory.list().map((r) => [r.gpa, r]));
+      const gone = plan.remove.map((g) => byGpa.get(g)!);
+      const notice = this.guest.notice();
+      const released = await this.guest.release(verb, gone, notice);
+      let made: MemoryRegion[];
+      try {
+        made = await this.apply(plan);
+      } catch (e) {
+        throw await this.toldAgain(e, released, notice);
+      }
+      this.guest.forget(gone);
       this.changes++;
-      this.log.push({ at: new Date().toISOString(), summary: plan.summary });
+      const entry = { at: new Date().toISOString(), summary: plan.summary, guest: 'being told' };
+      this.log.push(entry);
       if (this.log.length > CHANGE_LOG) this.log.shift();
-      return { done: plan.summary, memory: this.memory() };
+      await this.guest.announce(made, notice);
+      const guest = notice.report(this.guest.waitMs);
+      entry.guest = guest.note;
+      return { done: plan.summary, guest, memory: this.memory() };
     } finally {
       this.changing = false;
     }
   }
 
-  /** Frees the backings the API made; after Machine.close, when nothing maps them any more. */
+  /** The VM ended (its guest exited, say): a change waiting on the guest answers now, before the socket goes. */
+  ended(): void {
+    this.stopping = true;
+    this.guest.cancel();
+  }
+
+  /** Ends the waits on the guest, then frees the backings the API made; after Machine.close, when nothing maps them any more. */
   close(): void {
+    this.guest.close();
     for (const ram of new Set(this.owned.values())) ram.free();
     this.owned.clear();
   }
@@ -206,7 +249,23 @@ export class MachineControl implements VmControl {
     if (this.holds.size === 0) this.m.resume();
   }
 
-  private async apply(plan: MemoryPlan): Promise<void> {
+  /**
+   * A change refused after the guest released regions for it: they are still
+   * in the map (the update was undone), so the guest is told of them again.
+   */
+  private async toldAgain(e: unknown, released: MemoryRegion[], n: Notice): Promise<unknown> {
+    if (!released.length) return e;
+    await this.guest.announce(released, n);
+    if (!(e instanceof ApiError)) return e;
+    const acked = n.events.slice(-released.length).every((x) => x.kind === 'added' && x.outcome === 'acked');
+    return new ApiError(
+      e.status,
+      `${e.message}; the guest had released ${released.map((r) => r.name).join(' and ')} and was told of it again${acked ? '' : ' (no ack)'}`,
+    );
+  }
+
+  /** Makes the plan; returns the regions it put in the map. */
+  private async apply(plan: MemoryPlan): Promise<MemoryRegion[]> {
     const mem = this.m.memory;
     const byGpa = new Map(mem.list().map((r) => [r.gpa, r]));
     const made: GuestRam[] = [];
@@ -278,6 +337,7 @@ export class MachineControl implements VmControl {
     }
     for (const ram of this.owned.values()) freed.delete(ram);
     for (const ram of freed) ram.free();
+    return next.map((n) => n.region);
   }
 }
 

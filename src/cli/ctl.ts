@@ -3,7 +3,7 @@
 // vm.<verb> (ping is vmm.ping); the answer is printed for people, or as the
 // API's JSON with --json. A refusal prints the API's one line and exits 1.
 import { request } from 'node:http';
-import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
+import type { ChangeResult, DeviceInfo, DmaInfo, HotplugInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
 import { ApiError } from '../api/errors.js';
 import { byteCount } from '../api/memory-change.js';
 import { parseCommand, printUsage, UsageError, type CommandSpec } from './args.js';
@@ -163,7 +163,7 @@ export function format(verb: string, body: unknown): string {
       return `pinion VMM pid ${(body as { pid: number }).pid} answers`;
     default: {
       const c = body as ChangeResult;
-      return `${c.done}\n${formatMemory(c.memory)}`;
+      return `${c.done}\n${c.guest.note}\n${formatMemory(c.memory)}`;
     }
   }
 }
@@ -175,25 +175,33 @@ export function formatInfo(i: VmInfo): string {
     `boot: ${i.boot.kind} ${i.boot.image}${i.boot.cmdline ? ` '${i.boot.cmdline}'` : ''}`,
     ...i.vcpus.map((v) => `  vCPU ${v.index}  ${v.state}`),
   ];
-  if (i.memory.changes)
-    lines.push(`memory: ${i.memory.changes} change(s) since boot; the guest knows the boot map only (see pinion ctl PATH memory)`);
+  if (i.memory.changes || i.memory.hotplug.claimed)
+    lines.push(`memory: ${i.memory.changes} change(s) since boot; ${formatHotplug(i.memory.hotplug)} (see pinion ctl PATH memory)`);
   return lines.join('\n');
+}
+
+/** Whether the guest is told of memory changes, and where its driver is. */
+export function formatHotplug(h: HotplugInfo): string {
+  if (!h.claimed) return `no guest driver holds the hotplug mailbox (port ${h.port}): the guest is not told of changes`;
+  const pending = h.pending ? `, waiting for its ack of ${h.pending.kind} ${h.pending.gpa}+${size(h.pending.size)}` : '';
+  return `the guest's driver holds the hotplug mailbox (port ${h.port}): ${h.generation} event(s), acknowledged up to ${h.acked}${pending}`;
 }
 
 export function formatMemory(m: MemoryMapInfo): string {
   const rows = m.regions.map(
     (r) =>
-      `  ${pad(`${r.gpa}-${r.end}`, 28)} ${pad(size(r.size), 10)} ${pad(r.kind, 6)} ${pad(r.backend ?? '-', 7)} ${pad(r.origin, 4)}  ${r.name}`,
+      `  ${pad(`${r.gpa}-${r.end}`, 28)} ${pad(size(r.size), 10)} ${pad(r.kind, 6)} ${pad(r.backend ?? '-', 7)} ${pad(r.origin, 4)}  ${pad(r.guest ?? '-', 12)} ${r.name}`,
   );
   const lines = [
     `guest memory map (page ${size(m.pageSize)}):`,
-    `  ${pad('range', 28)} ${pad('size', 10)} ${pad('kind', 6)} ${pad('backend', 7)} ${pad('from', 4)}  name`,
+    `  ${pad('range', 28)} ${pad('size', 10)} ${pad('kind', 6)} ${pad('backend', 7)} ${pad('from', 4)}  ${pad('guest', 12)} name`,
     ...rows,
     `holes: ${m.holes.map((h) => `${h.name} ${h.start}-${h.end}`).join(', ')}; RAM below ${m.ramCeiling}`,
+    `hotplug: ${formatHotplug(m.hotplug)}`,
   ];
   if (m.changes.length) {
-    lines.push(`changes (the guest is not told of them yet):`);
-    for (const c of m.changes) lines.push(`  ${c.at}  ${c.summary}`);
+    lines.push(`changes:`);
+    for (const c of m.changes) lines.push(`  ${c.at}  ${c.summary}; ${c.guest}`);
   }
   return lines.join('\n');
 }

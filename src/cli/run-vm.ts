@@ -32,7 +32,7 @@ export async function runVm(plan: RunPlan): Promise<number> {
 
   const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
   let machine: Machine | undefined;
-  let control: { close(): void } | undefined;
+  let control: { ended(): void; close(): void } | undefined;
   let server: { close(): Promise<void> } | undefined;
   try {
     machine = Machine.create({
@@ -94,6 +94,7 @@ export async function runVm(plan: RunPlan): Promise<number> {
     if (api && r.why === api.API_STOP) return 0; // asked for: not a failure
     return r.why.startsWith('signal SIGINT') ? 130 : 143;
   } finally {
+    control?.ended();
     await server?.close();
     machine?.close();
     // The API's backings go after the machine: until then KVM and the IOMMU may map them.

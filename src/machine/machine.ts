@@ -12,6 +12,7 @@ import type { Bus } from '../vmm/bus.js';
 import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
 import type { VcpuStateName } from '../vmm/run-loop.js';
+import type { MemHotplug } from '../devices/mem-hotplug.js';
 import type { IommuKind } from '../devices/vfio/iommu.js';
 import { Assignment, type AssignedDevice, type DmaState, type IommuFds } from './assignment.js';
 import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
@@ -180,6 +181,11 @@ export class Machine {
   /** The assigned devices as the guest sees them; none without --device. */
   assignedDevices(): AssignedDevice[] {
     return this.assignment?.describe() ?? [];
+  }
+
+  /** The memory-hotplug mailbox, through which the guest is told of RAM changes once its driver claims it. */
+  get hotplug(): MemHotplug {
+    return this.platform.hotplug;
   }
 
   /** The VM's DMA space (which IOMMU path, what it maps), when a device is assigned. */

@@ -65,16 +65,32 @@ t.test('human output of each report', async (t) => {
     format('add-ram', added),
     [
       'added 16 MiB of anon RAM at [0x40000000, 0x41000000)',
+      'not told: no guest driver claimed the memory-hotplug mailbox (port 0x5f0)',
       'guest memory map (page 4 KiB):',
-      '  range                        size       kind   backend from  name',
-      '  0x0-0x4000000                64 MiB     ram    memfd   boot  ram-low',
-      '  0x40000000-0x41000000        16 MiB     ram    anon    api   ram@0x40000000',
+      '  range                        size       kind   backend from  guest        name',
+      '  0x0-0x4000000                64 MiB     ram    memfd   boot  boot         ram-low',
+      '  0x40000000-0x41000000        16 MiB     ram    anon    api   not told     ram@0x40000000',
       'holes: the PCI hole 0xc0000000-0x100000000; RAM below 0x4000000000',
-      'changes (the guest is not told of them yet):',
-      '  2026-01-01T00:00:00.000Z  added 16 MiB of anon RAM at [0x40000000, 0x41000000)',
+      'hotplug: no guest driver holds the hotplug mailbox (port 0x5f0): the guest is not told of changes',
+      'changes:',
+      '  2026-01-01T00:00:00.000Z  added 16 MiB of anon RAM at [0x40000000, 0x41000000); not told: no guest driver claimed the memory-hotplug mailbox (port 0x5f0)',
     ].join('\n'),
   );
-  t.match(format('info', vm.info()), /memory: 1 change\(s\) since boot; the guest knows the boot map only/);
+  t.match(
+    format('info', vm.info()),
+    /\nmemory: 1 change\(s\) since boot; no guest driver holds the hotplug mailbox \(port 0x5f0\): the guest is not told of changes/,
+  );
+  vm.claimed = true;
+  const removed = await vm.changeMemory({ verb: 'remove-ram', gpa: 1n << 30n });
+  t.match(
+    format('remove-ram', removed),
+    /^removed ram@0x40000000 \[0x40000000, 0x41000000\)\nthe guest released ram@0x40000000 \[0x40000000, 0x41000000\) in 0 ms\n/,
+    'a guest with a driver: what it answered, second line',
+  );
+  t.match(
+    format('info', vm.info()),
+    /\nmemory: 2 change\(s\) since boot; the guest's driver holds the hotplug mailbox \(port 0x5f0\): 1 event\(s\), acknowledged up to 1 /,
+  );
   t.equal(
     format('dma', vm.dma()),
     [

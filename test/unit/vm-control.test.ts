@@ -1,0 +1,220 @@
+// MachineControl's memory changes and what the guest is told of them, on a
+// stand-in machine with no KVM: a real memory map and real backings, the
+// real hotplug mailbox with a guest driver simulated on its ports, and a
+// listener that can refuse the next update as the DMA planner would. The
+// order checked: release, the update, then the announcement; a refusal at
+// either end leaves the map, and the guest's view of it, as they were.
+import t from 'tap';
+import { ApiError } from '../../src/api/errors.js';
+import { MachineControl } from '../../src/api/vm-control.js';
+import { MEM_HOTPLUG_ID, MEM_HOTPLUG_REG as R, MemHotplug } from '../../src/devices/mem-hotplug.js';
+import type { Machine } from '../../src/machine/machine.js';
+import { DmaError } from '../../src/memory/dma-mapper.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { GuestRam } from '../../src/memory/guest-ram.js';
+import type { MemoryListener, MemoryRegion } from '../../src/memory/listener.js';
+import { pinCore } from '../../src/memory/pin-core.js';
+import { le, putLe } from '../../src/vmm/bus.js';
+
+const MiB = 1n << 20n;
+
+/** Refuses the next commit it is asked to, as the DMA planner does over the budget; records the ones it took. */
+class Listener implements MemoryListener {
+  refuseNext = false;
+  commits = 0;
+  regionAdd(): void {}
+  regionRemove(): void {}
+  commit(): void {
+    if (this.refuseNext) {
+      this.refuseNext = false;
+      throw new DmaError(
+        'ENOMEM',
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        'DMA plan refused: over the budget; the DMA map is unchanged',
+      );
+    }
+    this.commits++;
+  }
+}
+
+/** The guest's side of the mailbox, polled every ms: what it saw, and whether it answers. */
+class Driver {
+  seen: string[] = [];
+  answers = true;
+  private last = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly dev: MemHotplug) {
+    this.put(R.ID, MEM_HOTPLUG_ID);
+    this.timer = setInterval(() => this.poll(), 1);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private put(reg: number, v: number): void {
+    const b = new Uint8Array(4);
+    putLe(b, v);
+    this.dev.write(reg, b);
+  }
+
+  private get(reg: number): number {
+    const b = new Uint8Array(4);
+    this.dev.read(reg, b);
+    return le(b) >>> 0;
+  }
+
+  private poll(): void {
+    const gen = this.get(R.GEN);
+    if (gen === this.last) return;
+    this.last = gen;
+    this.seen.push(
+      `${['none', 'added', 'remove'][this.get(R.KIND)]} 0x${this.get(R.GPA_LO).toString(16)}+0x${this.get(R.SIZE_LO).toString(16)}`,
+    );
+    if (this.answers) this.put(R.ACK, gen);
+  }
+}
+
+function machine(): { m: Machine; memory: GuestMemory; listener: Listener; hotplug: MemHotplug; paused: () => boolean; free: () => void } {
+  const page = BigInt(pinCore.pageSize());
+  const memory = new GuestMemory();
+  const listener = new Listener();
+  memory.addListener(listener);
+  const ram = GuestRam.allocate(4n * MiB, 'memfd', page);
+  const low: MemoryRegion = { name: 'ram-low', gpa: 0n, size: ram.size, hva: ram.vaddr, file: { fd: ram.fd, offset: 0n }, kind: 'ram' };
+  memory.update((u) => {
+    memory.setView(low, ram.view(0n, Number(ram.size)));
+    u.add(low);
+  });
+  const hotplug = new MemHotplug();
+  let pausing = false;
+  const m = {
+    memory,
+    hotplug,
+    config: { backend: 'memfd', cmdline: 'hotplug', payload: 'guest.elf' },
+    get pausing() {
+      return pausing;
+    },
+    vcpuStates: () => [pausing ? 'paused' : 'running'],
+    pause: async () => void (pausing = true),
+    resume: () => void (pausing = false),
+    stop: () => undefined,
+    assignedDevices: () => [],
+    dmaState: () => undefined,
+  } as unknown as Machine;
+  return { m, memory, listener, hotplug, paused: () => pausing, free: () => ram.free() };
+}
+
+const names = (mem: GuestMemory): string[] => mem.list().map((r) => `${r.name} 0x${r.gpa.toString(16)}+0x${r.size.toString(16)}`);
+
+t.test('no driver: changes are made at once, and say the guest was not told', async (t) => {
+  const { m, memory, free } = machine();
+  const c = new MachineControl(m);
+  t.teardown(() => (c.close(), free()));
+  const r = await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
+  t.match(r.guest, { told: false, acknowledged: false, note: /^not told: no guest driver/ });
+  t.match(c.memory().regions, [
+    { name: 'ram-low', guest: 'boot' },
+    { name: 'ram@0x40000000', guest: 'not told' },
+  ]);
+  await c.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n });
+  t.same(names(memory), ['ram-low 0x0+0x400000']);
+  t.match(c.info().memory.hotplug, { claimed: false, generation: 0 });
+});
+
+t.test('a driver that answers: released before, told after, for every verb', async (t) => {
+  const { m, memory, hotplug, free } = machine();
+  const d = new Driver(hotplug);
+  const c = new MachineControl(m);
+  t.teardown(() => (d.stop(), c.close(), free()));
+  const add = await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
+  t.match(add.guest, { told: true, acknowledged: true, events: [{ kind: 'added', gpa: '0x40000000', outcome: 'acked' }] });
+  const split = await c.changeMemory({ verb: 'split-ram', gpa: 0x4000_0000n, at: 0x4010_0000n });
+  t.match(split.guest.events, [
+    { kind: 'remove-requested', gpa: '0x40000000', size: 2 << 20 },
+    { kind: 'added', gpa: '0x40000000', size: 1 << 20 },
+    { kind: 'added', gpa: '0x40100000', size: 1 << 20 },
+  ]);
+  await c.changeMemory({ verb: 'move-ram', gpa: 0x4010_0000n, to: 0x5000_0000n });
+  await c.changeMemory({ verb: 'remove-ram', gpa: 0x5000_0000n });
+  t.same(d.seen, [
+    'added 0x40000000+0x200000',
+    'remove 0x40000000+0x200000',
+    'added 0x40000000+0x100000',
+    'added 0x40100000+0x100000',
+    'remove 0x40100000+0x100000',
+    'added 0x50000000+0x100000',
+    'remove 0x50000000+0x100000',
+  ]);
+  t.same(names(memory), ['ram-low 0x0+0x400000', 'ram@0x40000000 0x40000000+0x100000']);
+  t.match(c.memory().regions, [{ guest: 'boot' }, { guest: 'acknowledged' }]);
+  t.match(c.memory().changes.at(-1), { summary: /^removed ram@0x50000000/, guest: /^the guest released ram@0x50000000/ });
+});
+
+t.test('no release in time: a 409, nothing changed, the memory map and the backings as they were', async (t) => {
+  const { m, memory, listener, hotplug, free } = machine();
+  const d = new Driver(hotplug);
+  const c = new MachineControl(m, 50);
+  t.teardown(() => (d.stop(), c.close(), free()));
+  await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
+  d.answers = false;
+  const commits = listener.commits;
+  const err = await c.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n }).catch((e: unknown) => e);
+  t.ok(err instanceof ApiError);
+  t.match(err, {
+    status: 409,
+    message: 'vm.remove-ram: the guest did not release ram@0x40000000 [0x40000000, 0x40100000) in 0.05 s; nothing changed',
+  });
+  t.equal(listener.commits, commits, 'no update was made');
+  t.same(names(memory), ['ram-low 0x0+0x400000', 'ram@0x40000000 0x40000000+0x100000']);
+  t.equal(c.memory().changes.length, 1, 'and none logged');
+});
+
+t.test('a change refused after the guest released: it is told of the region again', async (t) => {
+  const { m, memory, listener, hotplug, free } = machine();
+  const d = new Driver(hotplug);
+  const c = new MachineControl(m);
+  t.teardown(() => (d.stop(), c.close(), free()));
+  await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
+  listener.refuseNext = true;
+  await t.rejects(c.changeMemory({ verb: 'move-ram', gpa: 0x4000_0000n, to: 0x5000_0000n }), {
+    status: 409,
+    message:
+      'vm.move-ram: DMA plan refused: over the budget; the DMA map is unchanged; the guest had released ram@0x40000000 and was told of it again',
+  });
+  t.same(d.seen.slice(1), ['remove 0x40000000+0x100000', 'added 0x40000000+0x100000']);
+  t.same(names(memory), ['ram-low 0x0+0x400000', 'ram@0x40000000 0x40000000+0x100000']);
+  t.match(c.memory().regions, [{}, { guest: 'acknowledged' }], 'the guest knows it again');
+});
+
+t.test('paused by the user with a driver present: refused at once, since the guest could not answer', async (t) => {
+  const { m, hotplug, free } = machine();
+  const d = new Driver(hotplug);
+  const c = new MachineControl(m);
+  t.teardown(() => (d.stop(), c.close(), free()));
+  await c.pause();
+  const t0 = Date.now();
+  await t.rejects(c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' }), {
+    status: 409,
+    message: /^vm\.add-ram: the VM is paused \(vm\.pause\) and its guest has a memory-hotplug driver/,
+  });
+  t.ok(Date.now() - t0 < 1000, 'without waiting');
+  t.same(d.seen, []);
+});
+
+t.test('the VM ends mid-wait: the change answers at once', async (t) => {
+  const { m, hotplug, free } = machine();
+  const d = new Driver(hotplug);
+  const c = new MachineControl(m);
+  t.teardown(() => (d.stop(), c.close(), free()));
+  d.answers = false;
+  const adding = c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
+  setTimeout(() => c.ended(), 30);
+  const r = await adding;
+  t.match(r.guest, { told: true, acknowledged: false, events: [{ outcome: 'closed' }] }, 'made, and the guest was told as the VM closed');
+  await t.rejects(c.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n }), { status: 409, message: 'vm.remove-ram: the VM is stopping' });
+});
