@@ -182,10 +182,12 @@ export class MachineControl implements VmControl {
       const byGpa = new Map(this.m.memory.list().map((r) => [r.gpa, r]));
       const gone = plan.remove.map((g) => byGpa.get(g)!);
       const notice = this.guest.notice();
+      this.fitsBudget(verb, plan);
       const released = await this.guest.release(verb, gone, notice);
       let made: MemoryRegion[];
       try {
-        made = await this.apply(plan);
+        // A guest that released every region the change takes away touches none of them during the copy.
+        made = await this.apply(plan, gone.length > 0 && released.length === gone.length);
       } catch (e) {
         throw await this.toldAgain(e, released, notice);
       }
@@ -265,7 +267,24 @@ export class MachineControl implements VmControl {
   }
 
   /** Makes the plan; returns the regions it put in the map. */
-  private async apply(plan: MemoryPlan): Promise<MemoryRegion[]> {
+  /**
+   * RAM only added (no region goes) that the DMA budget cannot hold is refused before its backing is
+   * allocated: faulting in memory the planner will refuse costs the VMM thread, and the vCPUs' RPCs
+   * wait on it. Changes that also take memory away are left to the planner, which may swap unit by unit.
+   */
+  private fitsBudget(verb: string, plan: MemoryPlan): void {
+    const d = this.m.dmaState();
+    if (!d?.budget || plan.remove.length) return;
+    const needed = plan.add.reduce((n, a) => n + (a.backing.kind === 'new' ? a.size : 0n), 0n);
+    const available = d.budget.bytes > d.held ? d.budget.bytes - d.held : 0n;
+    if (needed > available)
+      throw new ApiError(
+        409,
+        `${verb}: DMA plan refused: new memory map needs ${hex(needed)} more locked bytes, only ${hex(available)} available (this VM holds ${d.held / MiB} MiB; the limit is ${d.budget.why}); nothing changed`,
+      );
+  }
+
+  private async apply(plan: MemoryPlan, guestLetGo = false): Promise<MemoryRegion[]> {
     const mem = this.m.memory;
     const byGpa = new Map(mem.list().map((r) => [r.gpa, r]));
     const made: GuestRam[] = [];
@@ -307,9 +326,11 @@ export class MachineControl implements VmControl {
       const copies = plan.add.flatMap((a, i) =>
         a.backing.kind === 'new' && a.backing.copy ? [{ ...a.backing.copy, to: next[i]!.view }] : [],
       );
-      if (copies.length) await this.hold('memory-change');
+      // The vCPUs are held out of KVM_RUN for the copy so the guest writes nothing meanwhile, unless its
+      // driver released the source (then neither it nor a descriptor of its NIC points there).
+      const hold = copies.length > 0 && !guestLetGo;
+      if (hold) await this.hold('memory-change');
       try {
-        // With the vCPUs out of KVM_RUN the guest writes nothing meanwhile; an assigned device's DMA is not held (yet).
         for (const c of copies) await copyInTurns(mem.bytes(c.from, Number(c.bytes)), c.to);
         mem.update((u) => {
           for (const gpa of plan.remove) u.remove(gpa);
@@ -319,7 +340,7 @@ export class MachineControl implements VmControl {
           }
         });
       } finally {
-        if (copies.length) this.release('memory-change');
+        if (hold) this.release('memory-change');
       }
     } catch (e) {
       for (const ram of made) ram.free();

@@ -79,7 +79,15 @@ class Driver {
   }
 }
 
-function machine(): { m: Machine; memory: GuestMemory; listener: Listener; hotplug: MemHotplug; paused: () => boolean; free: () => void } {
+function machine(): {
+  m: Machine;
+  memory: GuestMemory;
+  listener: Listener;
+  hotplug: MemHotplug;
+  paused: () => boolean;
+  pauses: () => number;
+  free: () => void;
+} {
   const page = BigInt(pinCore.pageSize());
   const memory = new GuestMemory();
   const listener = new Listener();
@@ -92,6 +100,7 @@ function machine(): { m: Machine; memory: GuestMemory; listener: Listener; hotpl
   });
   const hotplug = new MemHotplug();
   let pausing = false;
+  let pauses = 0;
   const m = {
     memory,
     hotplug,
@@ -100,13 +109,13 @@ function machine(): { m: Machine; memory: GuestMemory; listener: Listener; hotpl
       return pausing;
     },
     vcpuStates: () => [pausing ? 'paused' : 'running'],
-    pause: async () => void (pausing = true),
+    pause: async () => void ((pausing = true), pauses++),
     resume: () => void (pausing = false),
     stop: () => undefined,
     assignedDevices: () => [],
     dmaState: () => undefined,
   } as unknown as Machine;
-  return { m, memory, listener, hotplug, paused: () => pausing, free: () => ram.free() };
+  return { m, memory, listener, hotplug, paused: () => pausing, pauses: () => pauses, free: () => ram.free() };
 }
 
 const names = (mem: GuestMemory): string[] => mem.list().map((r) => `${r.name} 0x${r.gpa.toString(16)}+0x${r.size.toString(16)}`);
@@ -217,4 +226,33 @@ t.test('the VM ends mid-wait: the change answers at once', async (t) => {
   const r = await adding;
   t.match(r.guest, { told: true, acknowledged: false, events: [{ outcome: 'closed' }] }, 'made, and the guest was told as the VM closed');
   await t.rejects(c.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n }), { status: 409, message: 'vm.remove-ram: the VM is stopping' });
+});
+
+t.test('RAM only added that the DMA budget cannot hold is refused before a backing is allocated', async (t) => {
+  const { m, memory, free } = machine();
+  (m as { dmaState: () => unknown }).dmaState = () => ({ held: 8n * MiB, budget: { bytes: 10n * MiB, why: 'the test limit' } });
+  const c = new MachineControl(m);
+  t.teardown(() => (c.close(), free()));
+  await t.rejects(c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 4n * MiB, backend: 'memfd' }), {
+    status: 409,
+    message:
+      'vm.add-ram: DMA plan refused: new memory map needs 0x400000 more locked bytes, only 0x200000 available (this VM holds 8 MiB; the limit is the test limit); nothing changed',
+  });
+  t.same(names(memory), ['ram-low 0x0+0x400000'], 'the map is as it was');
+  await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
+  t.same(names(memory), ['ram-low 0x0+0x400000', 'ram@0x40000000 0x40000000+0x200000'], 'what fits is added');
+});
+
+t.test('a copy holds the vCPUs, unless the guest released the region it copies', async (t) => {
+  for (const driver of [false, true]) {
+    const { m, hotplug, pauses, free } = machine();
+    const d = driver ? new Driver(hotplug) : undefined;
+    const c = new MachineControl(m);
+    await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
+    await c.changeMemory({ verb: 'replace-ram', gpa: 0x4000_0000n, backend: 'anon' });
+    t.equal(pauses(), driver ? 0 : 1, driver ? 'released by its driver: no hold' : 'no driver: held for the copy');
+    d?.stop();
+    c.close();
+    free();
+  }
 });
