@@ -24,6 +24,7 @@ import type { ChangeResult, DmaInfo, MemoryMapInfo, VmInfo } from '../../src/api
 import { call } from '../../src/cli/ctl.js';
 import { hugePagesFree } from '../../src/memory/guest-ram.js';
 import { CLI, GUEST, progress } from './pinion.js';
+import { changeRecord, recordScenario } from '../../bench/remap-record.js';
 
 const [iommu = 'iommufd', how = 'user', vfArg, framesArg] = process.argv.slice(2);
 if (!['legacy', 'iommufd'].includes(iommu) || !['user', 'opener'].includes(how))
@@ -223,4 +224,14 @@ out.dmarFaults = dmesg()
   .slice(dmesgBefore - 1)
   .filter((l) => /DMAR|DMA fault|iommu.*fault/i.test(l));
 rmSync(consolePath, { force: true });
+// bench/run.sh's remap entry keeps the scenario in bench/results/remap.json.
+if (process.env.PINION_REMAP_RECORD)
+  recordScenario(process.env.PINION_REMAP_RECORD, {
+    kernel: process.env.PINION_RIG_KERNEL ?? 'type1',
+    iommu,
+    accounting: iommu === 'legacy' ? 'per-process (type1)' : how === 'opener' ? 'per-process (pinion open)' : 'per-user',
+    frames: out.frames as { sent: number; received: number | null; lost: number | null },
+    dmarFaults: (out.dmarFaults as string[]).length,
+    changes: changes.map(changeRecord),
+  });
 console.log(JSON.stringify(out));

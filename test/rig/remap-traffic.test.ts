@@ -89,14 +89,17 @@ function landed(c: Change, gpa: number, size: number): { ok: number; bad: number
   return { ok, bad };
 }
 
-for (const [iommu, how] of [
-  ['legacy', 'user'],
-  ['iommufd', 'user'],
+// Per-user and per-process accounting on the type1 kernel; the compat kernel's iommufd beside it.
+for (const [kernel, iommu, how] of [
+  ['type1', 'legacy', 'user'],
+  ['type1', 'iommufd', 'user'],
+  ['type1', 'iommufd', 'opener'],
+  ['compat', 'iommufd', 'user'],
 ] as const) {
   t.test(
-    `memory changes under a frame stream: ${iommu}, ${how === 'user' ? 'uid 1000 under RLIMIT_MEMLOCK' : 'through pinion open'} (type1 kernel)`,
+    `memory changes under a frame stream: ${iommu}, ${how === 'user' ? 'uid 1000 under RLIMIT_MEMLOCK' : 'through pinion open (per-process)'} (${kernel} kernel)`,
     async (t) => {
-      const { result: o, run } = await l1Json<Out>('type1', 'remap-traffic', [iommu, how], { timeoutSec: 1200 });
+      const { result: o, run } = await l1Json<Out>(kernel, 'remap-traffic', [iommu, how], { timeoutSec: 1200 });
       t.equal(run.exitCode, 0, 'the L1 script ran to the end');
       t.equal(o.error, undefined, 'the guest got its VF going');
       t.equal(o.changeError, undefined, 'the VMM answered every change');
