@@ -74,7 +74,8 @@ export function changeRecord(c: ChangeSeen): ChangeRecord {
     ms: c.ms,
     framesReceived: before && after ? after.rx - before.rx : null,
     framesLost: before && after ? after.lost - before.lost : null,
-    ops: c.ops.length,
+    // A refused change made no op; the DMA report's last ops are then an earlier change's.
+    ops: c.status === 200 ? c.ops.length : 0,
     outage: c.status === 200 ? outageOf(c.ops, c.ms) : null,
     charged: c.charged,
     guest: c.guest?.note ?? null,

@@ -229,7 +229,15 @@ if (process.env.PINION_REMAP_RECORD)
   recordScenario(process.env.PINION_REMAP_RECORD, {
     kernel: process.env.PINION_RIG_KERNEL ?? 'type1',
     iommu,
-    accounting: iommu === 'legacy' ? 'per-process (type1)' : how === 'opener' ? 'per-process (pinion open)' : 'per-user',
+    // The compat kernel's container is iommufd's, which charges the user as iommufd does.
+    accounting:
+      iommu === 'legacy'
+        ? process.env.PINION_RIG_KERNEL === 'compat'
+          ? 'per-user (iommufd compat container)'
+          : 'per-process (type1)'
+        : how === 'opener'
+          ? 'per-process (pinion open)'
+          : 'per-user',
     frames: out.frames as { sent: number; received: number | null; lost: number | null },
     dmarFaults: (out.dmarFaults as string[]).length,
     changes: changes.map(changeRecord),

@@ -8,51 +8,12 @@ import { ApiError } from '../../src/api/errors.js';
 import { GuestHotplug } from '../../src/api/guest-hotplug.js';
 import { MEM_HOTPLUG_ID, MEM_HOTPLUG_REG as R, MemHotplug } from '../../src/devices/mem-hotplug.js';
 import type { MemoryRegion } from '../../src/memory/listener.js';
-import { le, putLe } from '../../src/vmm/bus.js';
+import { HotplugDriver } from '../support/hotplug-driver.js';
 
 const MiB = 1n << 20n;
 const region = (name: string, gpa: bigint, size: bigint): MemoryRegion => ({ name, gpa, size, hva: 0n, kind: 'ram' });
 const low = region('ram-low', 0n, 64n * MiB);
 const added = region('ram@0x40000000', 0x4000_0000n, 16n * MiB);
-
-/** A guest driver on the mailbox's ports: claims it, polls every ms, and answers as `answer` says (or not at all). */
-class Driver {
-  seen: { kind: number; gpa: number; size: number }[] = [];
-  answer: (kind: number) => boolean = () => true;
-  private last = 0;
-  private readonly timer: NodeJS.Timeout;
-
-  constructor(private readonly dev: MemHotplug) {
-    this.put(R.ID, MEM_HOTPLUG_ID);
-    this.timer = setInterval(() => this.poll(), 1);
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  put(reg: number, v: number): void {
-    const b = new Uint8Array(4);
-    putLe(b, v);
-    this.dev.write(reg, b);
-  }
-
-  private get(reg: number): number {
-    const b = new Uint8Array(4);
-    this.dev.read(reg, b);
-    return le(b) >>> 0;
-  }
-
-  private poll(): void {
-    const gen = this.get(R.GEN);
-    if (gen === this.last) return;
-    const e = { kind: this.get(R.KIND), gpa: this.get(R.GPA_LO), size: this.get(R.SIZE_LO) };
-    if (this.get(R.GEN) !== gen) return; // the VMM posted meanwhile: next poll
-    this.last = gen;
-    this.seen.push(e);
-    if (this.answer(e.kind)) this.put(R.ACK, gen);
-  }
-}
 
 t.test('no driver: nothing waits and the guest is not told', async (t) => {
   const g = new GuestHotplug(new MemHotplug(), [low]);
@@ -72,7 +33,7 @@ t.test('no driver: nothing waits and the guest is not told', async (t) => {
 
 t.test('a driver that answers: added regions acknowledged, known ones released before they go', async (t) => {
   const dev = new MemHotplug();
-  const d = new Driver(dev);
+  const d = new HotplugDriver(dev);
   t.teardown(() => d.stop());
   const g = new GuestHotplug(dev, [low]);
   const n = g.notice();
@@ -95,7 +56,7 @@ t.test('a driver that answers: added regions acknowledged, known ones released b
 
 t.test('no release in time: a 409 that says so, nothing changed; a late release still counts', async (t) => {
   const dev = new MemHotplug();
-  const d = new Driver(dev);
+  const d = new HotplugDriver(dev);
   t.teardown(() => d.stop());
   const g = new GuestHotplug(dev, [low, added], 50);
   d.answer = () => false;
@@ -115,7 +76,7 @@ t.test('no release in time: a 409 that says so, nothing changed; a late release 
 
 t.test('no ack of an added region: told, and acknowledged once a late ack comes', async (t) => {
   const dev = new MemHotplug();
-  const d = new Driver(dev);
+  const d = new HotplugDriver(dev);
   t.teardown(() => d.stop());
   const g = new GuestHotplug(dev, [low], 50);
   d.answer = () => false;
@@ -131,7 +92,7 @@ t.test('no ack of an added region: told, and acknowledged once a late ack comes'
 
 t.test('a VM that stops, or a driver that lets go, ends the wait', async (t) => {
   const dev = new MemHotplug();
-  const d = new Driver(dev);
+  const d = new HotplugDriver(dev);
   t.teardown(() => d.stop());
   const g = new GuestHotplug(dev, [low, added]);
   d.answer = () => false;

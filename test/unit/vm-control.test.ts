@@ -14,7 +14,7 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { GuestRam } from '../../src/memory/guest-ram.js';
 import type { MemoryListener, MemoryRegion } from '../../src/memory/listener.js';
 import { pinCore } from '../../src/memory/pin-core.js';
-import { le, putLe } from '../../src/vmm/bus.js';
+import { HotplugDriver } from '../support/hotplug-driver.js';
 
 const MiB = 1n << 20n;
 
@@ -37,45 +37,6 @@ class Listener implements MemoryListener {
       );
     }
     this.commits++;
-  }
-}
-
-/** The guest's side of the mailbox, polled every ms: what it saw, and whether it answers. */
-class Driver {
-  seen: string[] = [];
-  answers = true;
-  private last = 0;
-  private readonly timer: NodeJS.Timeout;
-
-  constructor(private readonly dev: MemHotplug) {
-    this.put(R.ID, MEM_HOTPLUG_ID);
-    this.timer = setInterval(() => this.poll(), 1);
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  private put(reg: number, v: number): void {
-    const b = new Uint8Array(4);
-    putLe(b, v);
-    this.dev.write(reg, b);
-  }
-
-  private get(reg: number): number {
-    const b = new Uint8Array(4);
-    this.dev.read(reg, b);
-    return le(b) >>> 0;
-  }
-
-  private poll(): void {
-    const gen = this.get(R.GEN);
-    if (gen === this.last) return;
-    this.last = gen;
-    this.seen.push(
-      `${['none', 'added', 'remove'][this.get(R.KIND)]} 0x${this.get(R.GPA_LO).toString(16)}+0x${this.get(R.SIZE_LO).toString(16)}`,
-    );
-    if (this.answers) this.put(R.ACK, gen);
   }
 }
 
@@ -137,7 +98,7 @@ t.test('no driver: changes are made at once, and say the guest was not told', as
 
 t.test('a driver that answers: released before, told after, for every verb', async (t) => {
   const { m, memory, hotplug, free } = machine();
-  const d = new Driver(hotplug);
+  const d = new HotplugDriver(hotplug);
   const c = new MachineControl(m);
   t.teardown(() => (d.stop(), c.close(), free()));
   const add = await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
@@ -150,7 +111,7 @@ t.test('a driver that answers: released before, told after, for every verb', asy
   ]);
   await c.changeMemory({ verb: 'move-ram', gpa: 0x4010_0000n, to: 0x5000_0000n });
   await c.changeMemory({ verb: 'remove-ram', gpa: 0x5000_0000n });
-  t.same(d.seen, [
+  t.same(d.seenText(), [
     'added 0x40000000+0x200000',
     'remove 0x40000000+0x200000',
     'added 0x40000000+0x100000',
@@ -166,11 +127,11 @@ t.test('a driver that answers: released before, told after, for every verb', asy
 
 t.test('no release in time: a 409, nothing changed, the memory map and the backings as they were', async (t) => {
   const { m, memory, listener, hotplug, free } = machine();
-  const d = new Driver(hotplug);
+  const d = new HotplugDriver(hotplug);
   const c = new MachineControl(m, 50);
   t.teardown(() => (d.stop(), c.close(), free()));
   await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
-  d.answers = false;
+  d.answer = () => false;
   const commits = listener.commits;
   const err = await c.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n }).catch((e: unknown) => e);
   t.ok(err instanceof ApiError);
@@ -185,7 +146,7 @@ t.test('no release in time: a 409, nothing changed, the memory map and the backi
 
 t.test('a change refused after the guest released: it is told of the region again', async (t) => {
   const { m, memory, listener, hotplug, free } = machine();
-  const d = new Driver(hotplug);
+  const d = new HotplugDriver(hotplug);
   const c = new MachineControl(m);
   t.teardown(() => (d.stop(), c.close(), free()));
   await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
@@ -195,14 +156,14 @@ t.test('a change refused after the guest released: it is told of the region agai
     message:
       'vm.move-ram: DMA plan refused: over the budget; the DMA map is unchanged; the guest had released ram@0x40000000 and was told of it again',
   });
-  t.same(d.seen.slice(1), ['remove 0x40000000+0x100000', 'added 0x40000000+0x100000']);
+  t.same(d.seenText().slice(1), ['remove 0x40000000+0x100000', 'added 0x40000000+0x100000']);
   t.same(names(memory), ['ram-low 0x0+0x400000', 'ram@0x40000000 0x40000000+0x100000']);
   t.match(c.memory().regions, [{}, { guest: 'acknowledged' }], 'the guest knows it again');
 });
 
 t.test('paused by the user with a driver present: refused at once, since the guest could not answer', async (t) => {
   const { m, hotplug, free } = machine();
-  const d = new Driver(hotplug);
+  const d = new HotplugDriver(hotplug);
   const c = new MachineControl(m);
   t.teardown(() => (d.stop(), c.close(), free()));
   await c.pause();
@@ -212,15 +173,15 @@ t.test('paused by the user with a driver present: refused at once, since the gue
     message: /^vm\.add-ram: the VM is paused \(vm\.pause\) and its guest has a memory-hotplug driver/,
   });
   t.ok(Date.now() - t0 < 1000, 'without waiting');
-  t.same(d.seen, []);
+  t.same(d.seenText(), []);
 });
 
 t.test('the VM ends mid-wait: the change answers at once', async (t) => {
   const { m, hotplug, free } = machine();
-  const d = new Driver(hotplug);
+  const d = new HotplugDriver(hotplug);
   const c = new MachineControl(m);
   t.teardown(() => (d.stop(), c.close(), free()));
-  d.answers = false;
+  d.answer = () => false;
   const adding = c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: MiB, backend: 'memfd' });
   setTimeout(() => c.ended(), 30);
   const r = await adding;
@@ -246,7 +207,7 @@ t.test('RAM only added that the DMA budget cannot hold is refused before a backi
 t.test('a copy holds the vCPUs, unless the guest released the region it copies', async (t) => {
   for (const driver of [false, true]) {
     const { m, hotplug, pauses, free } = machine();
-    const d = driver ? new Driver(hotplug) : undefined;
+    const d = driver ? new HotplugDriver(hotplug) : undefined;
     const c = new MachineControl(m);
     await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
     await c.changeMemory({ verb: 'replace-ram', gpa: 0x4000_0000n, backend: 'anon' });
