@@ -3,6 +3,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { relative } from 'node:path';
 import { Machine } from '../machine/machine.js';
+import { VcpuThreads } from '../machine/vcpu-threads.js';
 import type { Caps } from '../memory/pin-core.js';
 import { processCharge } from '../memlock/status.js';
 import type { RunPlan } from './run.js';
@@ -100,6 +101,7 @@ export async function runVm(plan: RunPlan): Promise<number> {
     // The API's backings go after the machine: until then KVM and the IOMMU may map them.
     control?.close();
     if (consolePath) closeSync(consoleFd);
+    await VcpuThreads.settled(10_000);
   }
 }
 
