@@ -86,7 +86,7 @@ async function until(what: () => boolean, ms: number): Promise<boolean> {
   return true;
 }
 
-interface Counters {
+export interface Counters {
   rx: number;
   lost: number;
   bad: number;
@@ -120,7 +120,8 @@ let peerEnded = false;
 const peerEnd = new Promise<number>((r) => peer.on('close', () => ((peerEnded = true), r(Date.now() - peerT0))));
 out.flowing = await until(() => (counters()?.rx ?? 0) > 0, 30_000);
 
-interface Change {
+/** One memory change as test/rig/remap-traffic.test.ts reads it. */
+export interface Change {
   name: string;
   verb: string;
   body: Record<string, string>;

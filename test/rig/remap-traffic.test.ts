@@ -6,31 +6,9 @@
 // locked-memory budget is refused and changes nothing; and through it all
 // no frame of the peer's is lost or wrong, and the IOMMU logs no fault.
 import t from 'tap';
+import type { Change } from '../l1/remap-traffic.js';
 import { l1Json } from '../support/rig.js';
 
-interface Counters {
-  rx: number;
-  lost: number;
-  bad: number;
-  tx: number;
-  inregion: number;
-}
-interface Change {
-  name: string;
-  verb: string;
-  status: number;
-  ms: number;
-  done?: string;
-  error?: string;
-  guest?: { told: boolean; acknowledged: boolean; events: { kind: string; gpa: string; size: number; outcome: string }[]; note: string };
-  ops: string[];
-  charged: { before: number; peak: number | null; after: number };
-  mappings: { before: string[]; after: string[] };
-  regions: { before: string[]; after: string[] };
-  counters: { before: Counters | null; after: Counters | null };
-  guestLines: string[];
-  state: string;
-}
 interface Out {
   iommu: string;
   how: string;
