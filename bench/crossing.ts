@@ -11,7 +11,8 @@
 //   drives it on commit (RAM low from 0 and high from 4 GiB, in GuestRam's
 //   memfd, THP and hugetlb backings, prefaulted as the VMM does), brought up
 //   from nothing and taken down again, against C's maps and unmaps of the same
-//   ranges (by file where the listener maps by file). The map and the unmap
+//   units (each range cut by pin-core's granule rule; by file where the
+//   listener maps by file). The map and the unmap
 //   phase are a cell each, timed in the same cycles.
 //
 // Every case is a cell of bench/method.ts: rounds in ABBA order, ratio = C
@@ -31,7 +32,7 @@ import { DmaMapper } from '../src/memory/dma-mapper.js';
 import { GuestRam, type RamBackend } from '../src/memory/guest-ram.js';
 import { MiB, ramRanges } from '../src/memory/layout.js';
 import type { MemoryRegion } from '../src/memory/listener.js';
-import { pinCore } from '../src/memory/pin-core.js';
+import { pinCore, type PlannedOp } from '../src/memory/pin-core.js';
 import { closeFd } from '../src/sys/libc.js';
 import { benchPaths, benchVf, loadMapbench, reserveHugepages, type BenchPath } from './l1-vf.js';
 import { median } from './stats.js';
@@ -165,32 +166,37 @@ async function syncs(path: string, o: Opened, hugetlb: boolean): Promise<{ cells
       const ranges = ramRanges(size, (size * 3n) / 4n);
       const regions = ramRegions(ram, ranges);
       const listener = new DmaListener(o.mapper);
-      let planned: string[] = [];
+      let planned: PlannedOp[] = [];
       /** Pinion's cycle: the map phase (regions added, committed) and the unmap phase (removed, committed), ns each. */
       const pinionCycle = (): [number, number] => {
         const t0 = process.hrtime.bigint();
         for (const r of regions) listener.regionAdd(r);
         listener.commit();
         const t1 = process.hrtime.bigint();
-        planned = listener.last!.ops.map((op) => op.op);
+        planned = listener.last!.ops;
         for (const r of regions) listener.regionRemove(r);
         listener.commit();
         return [Number(t1 - t0), Number(process.hrtime.bigint() - t1)];
       };
+      pinionCycle(); // warm: the mapper's table, page tables, THP and hugetlb state
+      // The same ioctls on both sides: C maps the units Pinion's plan maps (granule.rs cuts each range), then unmaps each.
+      const down = listener.last!.ops;
+      const units = planned.flatMap((op) => (op.op === 'map' ? [op] : []));
+      if (units.length !== planned.length || down.length !== units.length || down.some((op) => op.op !== 'unmap'))
+        throw new Error(`sync planned ${planned.map((op) => op.op).join(', ')} up and ${down.map((op) => op.op).join(', ')} down`);
+      const unitWords = units.flatMap((u) => {
+        const r = ranges.find((x) => x.gpa <= u.iova && u.iova < x.gpa + x.size)!;
+        return [u.iova, u.size, r.offset + (u.iova - r.gpa)];
+      });
       // C maps by file exactly where the listener does.
       const byFile = o.mapper.caps.canMapFile && ram.fd >= 0;
-      const rangeWords = Buffer.from(new BigUint64Array(ranges.flatMap((r) => [r.gpa, r.size, r.offset])).buffer);
+      const rangeWords = Buffer.from(new BigUint64Array(unitWords).buffer);
       const nsOut = Buffer.alloc(16);
       const cCycle = (): [number, number] => {
-        check(cSync(fd, o.type1 ? 1 : 0, o.ioas, ram.vaddr, byFile ? ram.fd : -1, rangeWords, ranges.length, nsOut), 'mapbench_sync');
+        check(cSync(fd, o.type1 ? 1 : 0, o.ioas, ram.vaddr, byFile ? ram.fd : -1, rangeWords, units.length, nsOut), 'mapbench_sync');
         return [Number(nsOut.readBigInt64LE(0)), Number(nsOut.readBigInt64LE(8))];
       };
-      pinionCycle(); // warm: the mapper's table, page tables, THP and hugetlb state
       cCycle();
-      // The same ioctls on both sides: one map per RAM range up, one unmap each down.
-      const down = listener.last!.ops.map((op) => op.op);
-      if (planned.join() !== ranges.map(() => 'map').join() || down.join() !== ranges.map(() => 'unmap').join())
-        throw new Error(`sync planned ${planned.join(', ')} up and ${down.join(', ')} down for ${ranges.length} RAM ranges`);
 
       const n = syncSamples(size);
       const base = `${path} sync ${backend} ${Number(size / MiB)} MiB`;
@@ -219,6 +225,7 @@ async function syncs(path: string, o: Opened, hugetlb: boolean): Promise<{ cells
       detail.push({
         cells: specs.map((s) => s.name),
         ranges: ranges.map((r) => ({ gpaMiB: Number(r.gpa / MiB), sizeMiB: Number(r.size / MiB) })),
+        mappings: units.length,
         byFile,
       });
       ram.free();

@@ -9,15 +9,19 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseResults, summaryTable, METHOD, type Run } from './method.js';
+import { REMAP_SCHEMA, type RemapResults } from './remap-record.js';
 
 const dir = process.argv[2] ?? 'bench/results';
 const runs: Run[] = [];
 const earlier: string[] = [];
+const remaps: RemapResults[] = [];
 for (const f of readdirSync(dir)
   .filter((f) => f.endsWith('.json'))
   .sort()) {
-  const r = parseResults(readFileSync(join(dir, f), 'utf8'));
+  const text = readFileSync(join(dir, f), 'utf8');
+  const r = parseResults(text);
   if (r) runs.push(...r.runs);
+  else if ((JSON.parse(text) as { schema?: string }).schema === REMAP_SCHEMA) remaps.push(JSON.parse(text) as RemapResults);
   else earlier.push(f);
 }
 console.log(`\n${METHOD.ratio}; estimate: ${METHOD.statistic}, ${METHOD.interval}; ${METHOD.order}.`);
@@ -30,4 +34,11 @@ const targets = runs.flatMap((r) =>
     .map((t) => `- ${r.benchmark} ${r.variant} target: ${String(t.claim)}: ${t.holds ? 'holds' : 'does not hold'}`),
 );
 if (targets.length) console.log(`\n${targets.join('\n')}`);
+// remap.json is a record per change, not a ratio: each scenario's frames and the changes that lost any.
+for (const s of remaps.flatMap((r) => r.scenarios)) {
+  const lossy = s.changes.filter((c) => c.framesLost);
+  console.log(
+    `- remap ${s.kernel} ${s.iommu} ${s.accounting} (commit ${s.provenance.commit}): ${s.frames.sent} frames sent, ${s.frames.received ?? '?'} received, ${s.frames.lost ?? '?'} lost; ${s.changes.length} changes, ${lossy.length ? `frames lost across ${lossy.map((c) => `${c.name} (${c.framesLost})`).join(', ')}` : 'none lost a frame'}; ${s.dmarFaults} DMA faults in L1`,
+  );
+}
 if (earlier.length) console.log(`\nNot summarised, earlier format without raw rounds: ${earlier.join(', ')}`);

@@ -17,6 +17,7 @@ void line_end(void);
 void put_char(char c);
 void put_str(const char *s);
 void put_hex(uint64_t v, int digits);
+void put_hex_short(uint64_t v); /* "0x" and no leading zeros */
 void put_dec(uint64_t v);
 void say(const char *s);
 
@@ -69,5 +70,21 @@ uint64_t igb_test(bool baddma);
 
 /* igbvf.c: the 82576 VF test (when only a VF is present); 0, else 26. */
 uint64_t igbvf_test(struct pci_fn f);
+
+/*
+ * igb.c, igbvf.c: the first 82576 function (the PF, else a VF) reset, its
+ * rings (igb-queue.c) up, RX and TX on, for stream.c; NULL or why not.
+ * igb_stream_close() stops its DMA.
+ */
+const char *igb_stream_open(void);
+void igb_stream_close(void);
+const char *igbvf_open(struct pci_fn f);
+void igbvf_close(void);
+
+/* hotplug.c: the memory-hotplug mailbox's events answered; 0, else 28. */
+uint64_t hotplug_run(uint64_t events, uint64_t ram_size);
+
+/* stream.c: frames from the peer until it says stop; 0, else 29 (a frame's bytes were wrong) or 30 (no NIC). */
+uint64_t stream_run(uint64_t ram_size);
 
 #endif

@@ -18,10 +18,12 @@
 #define FRAMES_SHOWN 3 /* of ours reflected, and of others: the count says the rest */
 
 /* In .bss, zeroed by the loader; rings 128-byte aligned as the NIC wants. */
-static volatile struct tx_desc tx_ring[RING_ENTRIES] __attribute__((aligned(128)));
-static volatile struct rx_desc rx_ring[RING_ENTRIES] __attribute__((aligned(128)));
+static volatile struct tx_desc tx_ring[TX_ENTRIES] __attribute__((aligned(128)));
+static volatile struct rx_desc rx_ring[RX_ENTRIES] __attribute__((aligned(128)));
 static uint8_t tx_buf[BUF_SIZE] __attribute__((aligned(BUF_SIZE)));
-static uint8_t rx_bufs[RING_ENTRIES][BUF_SIZE] __attribute__((aligned(4096)));
+static uint8_t rx_bufs[RX_ENTRIES][BUF_SIZE] __attribute__((aligned(4096)));
+static uint64_t rx_use[RX_ENTRIES]; /* the buffer descriptor i gets when armed next */
+static uint64_t rx_at[RX_ENTRIES]; /* the buffer descriptor i was armed with */
 
 static const struct igbq *q;
 static unsigned tx_tail, rx_next;
@@ -45,7 +47,8 @@ bool igb_wait_reg(uint64_t bar0, unsigned reg, uint32_t mask, uint32_t want, uin
 
 static void rx_arm(unsigned i)
 {
-	rx_ring[i].addr = (uint64_t)rx_bufs[i];
+	rx_at[i] = rx_use[i];
+	rx_ring[i].addr = rx_use[i];
 	rx_ring[i].status_error = 0; /* with length and vlan: header address 0 */
 	rx_ring[i].length = 0;
 	rx_ring[i].vlan = 0;
@@ -69,8 +72,10 @@ const char *igbq_init(const struct igbq *queue)
 	wr(r->txdctl, QUEUE_ENABLE);
 
 	wr(r->rxdctl, 0);
-	for (unsigned i = 0; i < RING_ENTRIES; i++)
+	for (unsigned i = 0; i < RX_ENTRIES; i++) {
+		rx_use[i] = (uint64_t)rx_bufs[i];
 		rx_arm(i);
+	}
 	wr(r->rdbal, (uint32_t)(uint64_t)rx_ring);
 	wr(r->rdbah, (uint32_t)((uint64_t)rx_ring >> 32));
 	wr(r->rdlen, sizeof(rx_ring));
@@ -83,15 +88,16 @@ const char *igbq_init(const struct igbq *queue)
 	 * The NIC owns [RDH, RDT): all but one descriptor. RDT == RDH would mean
 	 * an empty ring, so the slot at RDT is always ours (armed, not given).
 	 */
-	wr(r->rdt, RING_ENTRIES - 1);
+	wr(r->rdt, RX_ENTRIES - 1);
 	tx_tail = rx_next = 0;
 	return NULL;
 }
 
 /* After `text`: a NUL, then a pattern up to FRAME_LEN bytes. */
-unsigned igbq_build_frame(const char *text, int digit)
+unsigned igbq_build_frame(const char *text, int64_t n)
 {
-	unsigned i = 0;
+	char digits[20];
+	unsigned i = 0, nd = 0;
 
 	for (int k = 0; k < 6; k++)
 		tx_buf[i++] = 0xff;
@@ -101,17 +107,24 @@ unsigned igbq_build_frame(const char *text, int digit)
 	tx_buf[i++] = ETHERTYPE_LOCAL & 0xff;
 	while (*text)
 		tx_buf[i++] = (uint8_t)*text++;
-	if (digit >= 0)
-		tx_buf[i++] = (uint8_t)('0' + digit);
+	for (uint64_t v = (uint64_t)n; n >= 0 && (nd == 0 || v); v /= 10)
+		digits[nd++] = (char)('0' + v % 10);
+	while (nd)
+		tx_buf[i++] = (uint8_t)digits[--nd];
 	tx_buf[i++] = 0;
 	for (; i < FRAME_LEN; i++)
-		tx_buf[i] = (uint8_t)(i * 7 + digit);
+		tx_buf[i] = (uint8_t)(i * 7 + n);
 	return FRAME_LEN;
 }
 
 const uint8_t *igbq_tx_buf(void)
 {
 	return tx_buf;
+}
+
+const uint8_t *igbq_mac(void)
+{
+	return q->mac;
 }
 
 const char *igbq_send(unsigned len)
@@ -121,7 +134,7 @@ const char *igbq_send(unsigned len)
 	d->addr = (uint64_t)tx_buf;
 	d->cmd_type_len = len | TXD_DTYP_DATA | TXD_DEXT | TXD_EOP | TXD_IFCS | TXD_RS;
 	d->olinfo_status = len << TXD_PAYLEN_SHIFT;
-	tx_tail = (tx_tail + 1) % RING_ENTRIES;
+	tx_tail = (tx_tail + 1) % TX_ENTRIES;
 	wr(q->regs->tdt, tx_tail); /* mmio_write32 orders the descriptor writes before it */
 	if (!igb_wait_reg(q->bar0, q->regs->tdh, ~0u, tx_tail, WAIT_TICKS))
 		return q->tx_stuck;
@@ -136,7 +149,7 @@ const uint8_t *igbq_rx_peek(unsigned *len)
 		return NULL;
 	__asm__ volatile("" : : : "memory"); /* read the buffer after DD */
 	*len = d->length;
-	return rx_bufs[rx_next];
+	return (const uint8_t *)rx_at[rx_next];
 }
 
 /* Hands the descriptor back (re-armed) and moves on. */
@@ -144,7 +157,7 @@ void igbq_rx_release(void)
 {
 	rx_arm(rx_next);
 	wr(q->regs->rdt, rx_next);
-	rx_next = (rx_next + 1) % RING_ENTRIES;
+	rx_next = (rx_next + 1) % RX_ENTRIES;
 }
 
 uint8_t *igbq_rx_buf(unsigned i)
@@ -155,10 +168,26 @@ uint8_t *igbq_rx_buf(unsigned i)
 /* Until the next igbq_init(): rx_arm() would point it back. */
 void igbq_rx_point(unsigned i, uint64_t addr)
 {
+	rx_at[i] = addr;
 	rx_ring[i].addr = addr;
 	rx_ring[i].status_error = 0;
 	rx_ring[i].length = 0;
 	rx_ring[i].vlan = 0;
+}
+
+void igbq_rx_use(unsigned i, uint64_t addr)
+{
+	rx_use[i] = addr;
+}
+
+uint64_t igbq_rx_armed(unsigned i)
+{
+	return rx_at[i];
+}
+
+unsigned igbq_rx_next(void)
+{
+	return rx_next;
 }
 
 void put_mac(const uint8_t *m)

@@ -10,7 +10,13 @@
 #include "guest.h"
 #include "igb.h"
 
-#define RING_ENTRIES 8 /* 128 bytes of descriptors: the ring length granule */
+#define TX_ENTRIES 8 /* 128 bytes of descriptors: the ring length granule */
+/*
+ * 128: ~640 ms of the stream's 5 ms frames. A VF's frames are dropped once
+ * its ring is full, and the stream's vCPU may be held that long: paused
+ * for a memory change's copy, or printing under nested virtualization.
+ */
+#define RX_ENTRIES 128
 #define BUF_SIZE 2048 /* SRRCTL_BSIZEPKT_2K; no frame here is longer */
 #define FRAME_LEN 128 /* every frame sent */
 
@@ -39,10 +45,11 @@ const char *igbq_init(const struct igbq *q);
 
 /*
  * Builds a broadcast frame of FRAME_LEN bytes in the TX buffer, returns its
- * length: our MAC, the local ethertype, `text` and `digit` (none if < 0).
+ * length: our MAC, the local ethertype, `text` and `n` in decimal (none if < 0).
  */
-unsigned igbq_build_frame(const char *text, int digit);
+unsigned igbq_build_frame(const char *text, int64_t n);
 const uint8_t *igbq_tx_buf(void);
+const uint8_t *igbq_mac(void); /* the function's MAC: the source of frames sent */
 /* Sends the TX buffer's first len bytes; NULL once the NIC has taken them. */
 const char *igbq_send(unsigned len);
 
@@ -50,9 +57,20 @@ const char *igbq_send(unsigned len);
 const uint8_t *igbq_rx_peek(unsigned *len);
 void igbq_rx_release(void);
 
-/* For a test of where RX DMA goes: buffer i in RAM, and pointing descriptor i elsewhere. */
+/* For a test of where RX DMA goes: buffer i in RAM, and pointing descriptor i elsewhere now. */
 uint8_t *igbq_rx_buf(unsigned i);
 void igbq_rx_point(unsigned i, uint64_t addr);
+
+/*
+ * Moving RX DMA: advanced write-back overwrites a descriptor's address, so
+ * each is armed from a shadow of buffer addresses. igbq_rx_use() sets where
+ * descriptor i points from its next arming on (the NIC owns the armed ones
+ * until it writes them back); igbq_rx_armed() is where it points now, and
+ * igbq_rx_next() the descriptor armed next.
+ */
+void igbq_rx_use(unsigned i, uint64_t addr);
+uint64_t igbq_rx_armed(unsigned i);
+unsigned igbq_rx_next(void);
 
 /* Sends 3 frames `text`1..3 to the wire, then listens for ~3 s: prints the first frames, counts all. */
 const char *igbq_wire(const char *text);

@@ -361,7 +361,7 @@ static const char *unmapped_dma(void)
 {
 	uint64_t start;
 
-	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+	for (unsigned i = 0; i < RX_ENTRIES; i++) {
 		uint8_t *buf = igbq_rx_buf(i);
 
 		for (unsigned k = 0; k < BUF_SIZE; k++)
@@ -373,7 +373,7 @@ static const char *unmapped_dma(void)
 	start = rdtsc();
 	while (rdtsc() - start < (WAIT_TICKS >> 2))
 		cpu_relax();
-	for (unsigned i = 0; i < RING_ENTRIES; i++) {
+	for (unsigned i = 0; i < RX_ENTRIES; i++) {
 		const uint8_t *buf = igbq_rx_buf(i);
 
 		for (unsigned k = 0; k < BUF_SIZE; k++)
@@ -387,6 +387,43 @@ static const char *unmapped_dma(void)
 	line_end();
 	/* Back to normal rings for what follows. */
 	return igbq_init(&queue);
+}
+
+static bool stream_on_vf;
+
+/* The PF as igb_test() brings it up, without loopback: frames from the wire only. */
+const char *igb_stream_open(void)
+{
+	struct pci_fn f;
+	const char *why;
+
+	if (!pci_find(IGB_VENDOR, IGB_DEVICE_PF, &f)) {
+		if (!pci_find(IGB_VENDOR, IGB_DEVICE_VF, &f))
+			return "no 82576 found";
+		stream_on_vf = true;
+		return igbvf_open(f);
+	}
+	bar0 = pci_bar(f, 0);
+	if (!bar0)
+		return "BAR0 is not an assigned memory BAR";
+	queue.bar0 = bar0;
+	pci_write16(f, PCI_COMMAND, (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+	if ((why = reset()))
+		return why;
+	print_reset_ok(f);
+	if ((why = link_up()) || (why = igbq_init(&queue)))
+		return why;
+	set_rctl(false);
+	wr(TCTL, TCTL_EN | TCTL_PSP);
+	return NULL;
+}
+
+void igb_stream_close(void)
+{
+	if (stream_on_vf)
+		igbvf_close();
+	else if (bar0)
+		quiesce();
 }
 
 uint64_t igb_test(bool baddma)

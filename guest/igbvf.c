@@ -250,18 +250,20 @@ static const char *msix_interrupt(struct pci_fn f)
 	return NULL;
 }
 
-uint64_t igbvf_test(struct pci_fn f)
+/* BAR0 and bus mastering on, the reset handshake with the PF, then the rings. */
+static const char *bring_up(struct pci_fn f, const char **step)
 {
 	const char *why;
 
+	*step = "reset";
 	bar0 = pci_bar(f, 0);
 	if (!bar0)
-		return failed("reset", "BAR0 is not an assigned memory BAR");
+		return "BAR0 is not an assigned memory BAR";
 	queue.bar0 = bar0;
 	pci_write16(f, PCI_COMMAND, (uint16_t)(pci_read16(f, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
 
 	if ((why = reset()))
-		return failed("reset", why);
+		return why;
 	line_begin();
 	put_str("igbvf 00:");
 	put_hex(f.dev, 2);
@@ -271,8 +273,33 @@ uint64_t igbvf_test(struct pci_fn f)
 	put_mac(mac);
 	line_end();
 
-	if ((why = igbq_init(&queue)))
-		return failed("rings", why);
+	*step = "rings";
+	return igbq_init(&queue);
+}
+
+const char *igbvf_open(struct pci_fn f)
+{
+	const char *step;
+	const char *why = bring_up(f, &step);
+
+	if (why && bar0)
+		quiesce();
+	return why;
+}
+
+void igbvf_close(void)
+{
+	if (bar0)
+		quiesce();
+}
+
+uint64_t igbvf_test(struct pci_fn f)
+{
+	const char *step;
+	const char *why;
+
+	if ((why = bring_up(f, &step)))
+		return failed(step, why);
 	if ((why = igbq_wire("pinion-guest vf frame ")))
 		return failed("sending to the wire", why);
 

@@ -19,6 +19,14 @@
  *           100 ms of guest time (tick.c), the others halt; what a live
  *           update must carry on without a reset
  *   ticks=N with tick: end the VM (status 0) after tick N
+ *   hotplug after the PCI scan, claim Pinion's memory-hotplug mailbox and
+ *           answer its events (hotplug.c): a pattern over each added region,
+ *           each removed one released; a bad pattern ends with status 28
+ *   events=N with hotplug: end after N events (default 0: never)
+ *   stream  after the PCI scan, receive the peer's frames on the first 82576
+ *           (PF or VF) and check each, send some, and move RX DMA into each
+ *           region the mailbox announces (stream.c); ends when the peer says
+ *           stop, with status 29 if a frame's bytes were wrong
  *
  * Default flow: banner, AP check-in (in vCPU order, so the output is the
  * same on every run), PCI scan, a write pattern in RAM, then the debug exit.
@@ -37,8 +45,8 @@
 #define CHECKIN_TSC_LIMIT (1ull << 34)
 
 struct options {
-	uint64_t exit_status, ticks;
-	bool fault, ud, pio, mmio, hang, igb, baddma, tick;
+	uint64_t exit_status, ticks, events;
+	bool fault, ud, pio, mmio, hang, igb, baddma, tick, hotplug, stream;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -94,6 +102,8 @@ static struct options parse_cmdline(const char *s)
 			o.exit_status = parse_dec(w + plen, len - plen);
 		else if (has_prefix(w, len, "ticks=", &plen))
 			o.ticks = parse_dec(w + plen, len - plen);
+		else if (has_prefix(w, len, "events=", &plen))
+			o.events = parse_dec(w + plen, len - plen);
 		else if (word_is(w, len, "fault"))
 			o.fault = true;
 		else if (word_is(w, len, "ud"))
@@ -110,6 +120,10 @@ static struct options parse_cmdline(const char *s)
 			o.baddma = true;
 		else if (word_is(w, len, "tick"))
 			o.tick = true;
+		else if (word_is(w, len, "hotplug"))
+			o.hotplug = true;
+		else if (word_is(w, len, "stream"))
+			o.stream = true;
 	}
 	return o;
 }
@@ -246,6 +260,11 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 
 		if (status)
 			finish(status);
+	}
+	if (o.hotplug || o.stream) {
+		uint64_t status = o.stream ? stream_run(ram_size) : hotplug_run(o.events, ram_size);
+
+		finish(status ? status : o.exit_status);
 	}
 	write_pattern(ram_size);
 	finish(o.exit_status);

@@ -34,6 +34,16 @@ void put_hex(uint64_t v, int digits)
 		put_char(hex[(v >> (digits * 4)) & 0xf]);
 }
 
+void put_hex_short(uint64_t v)
+{
+	int digits = 1;
+
+	while (digits < 16 && v >> (digits * 4))
+		digits++;
+	put_str("0x");
+	put_hex(v, digits);
+}
+
 void put_dec(uint64_t v)
 {
 	char buf[21];

@@ -120,6 +120,13 @@ function tail(runDir: string, lines = 20): string {
   return text === undefined ? '(no console output)' : text.split('\n').slice(-lines).join('\n');
 }
 
+/** `p`, or `fallback` after `ms`; the timer goes with the race, so no caller lives on waiting for it. */
+function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<F>((r) => (timer = setTimeout(() => r(fallback), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 async function connectWhenListening(path: string, qemu: ChildProcess, deadline: number): Promise<Socket> {
   for (;;) {
     if (qemu.exitCode !== null || qemu.signalCode !== null) throw new RigError('QEMU exited before the guest started');
@@ -277,15 +284,19 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     logBoot(o, bootMs, Date.now() - t0, exitCode, failure);
     if (failure) throw failure;
     // init syncs and reboots (QEMU exits on -no-reboot); the sockets then drain and close.
-    const graceful = await Promise.race([qemuExit.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+    const graceful = await within(
+      qemuExit.then(() => true),
+      10_000,
+      false,
+    );
     if (!graceful) kill();
-    await Promise.race([Promise.all([outDone, errDone]), new Promise((r) => setTimeout(r, 2000))]);
+    await within(Promise.all([outDone, errDone]), 2000, undefined);
     return { exitCode: exitCode ?? 1, bootMs, totalMs: Date.now() - t0 };
   } finally {
     kill();
     // SIGKILL always ends QEMU, but on a loaded machine releasing its guest RAM takes seconds:
     // wait for it, so nothing of this run is alive once it returns.
-    await Promise.race([qemuExit, new Promise((r) => setTimeout(r, 20_000))]);
+    await within(qemuExit, 20_000, undefined);
     process.off('exit', kill);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -1,11 +1,12 @@
 // Memory changes asked for through the API, checked at the edge: a verb's
 // body parsed into a change, then planned against the current guest memory
-// map (alignment, overlap, the PCI hole, the 64-bit BAR window). Pure: the
-// VM only sees plans that fit the map; what the kernel and the DMA budget
-// decide comes after, in one GuestMemory.update.
+// map (alignment, overlap, the PCI hole, the 64-bit BAR window) and the DMA
+// mappings that serve it (a change may begin and end only on their edges).
+// Pure: the VM only sees plans that fit the map; what the kernel and the DMA
+// budget decide comes after, in one GuestMemory.update.
 import { PCI_MMIO64 } from '../devices/pci/bar-allocator.js';
 import type { RamBackend } from '../memory/guest-ram.js';
-import { GiB, HIGH_RAM_START, hex, LOW_RAM_END, MiB, parseSize } from '../memory/layout.js';
+import { HIGH_RAM_START, hex, LOW_RAM_END, MAX_RAM_ALLOCATION, MiB, parseSize } from '../memory/layout.js';
 import { ApiError } from './errors.js';
 
 const BACKENDS: readonly RamBackend[] = ['memfd', 'anon', 'hugetlb'];
@@ -50,10 +51,16 @@ export interface MapLimits {
   maxRegion: bigint;
 }
 
+/**
+ * What the IOMMU maps now, IOVA = GPA (DmaMapper.mapped()); empty with no device assigned. pin-core's
+ * granule.rs places the edges between these mappings; they are read back here, never worked out again.
+ */
+export type DmaMappings = readonly { iova: bigint; size: bigint }[];
+
 export const DEFAULT_HOLES = [{ name: 'the PCI hole', start: LOW_RAM_END, end: HIGH_RAM_START }] as const;
 
 export function mapLimits(pageSize: bigint): MapLimits {
-  return { pageSize, holes: DEFAULT_HOLES, ramCeiling: PCI_MMIO64.start, maxRegion: 4n * GiB };
+  return { pageSize, holes: DEFAULT_HOLES, ramCeiling: PCI_MMIO64.start, maxRegion: MAX_RAM_ALLOCATION };
 }
 
 /** Where a planned region's bytes come from. */
@@ -158,6 +165,34 @@ function placeable(verb: string, gpa: bigint, size: bigint, map: readonly MapEnt
       throw new ApiError(409, `vm.${verb}: ${range(gpa, size)} overlaps ${r.name} ${range(r.gpa, r.size)}`);
 }
 
+const dmaAround = (dma: DmaMappings, p: bigint) => dma.find((m) => m.iova < p && p < m.iova + m.size);
+
+/**
+ * A point the client chose (a split, a shrink's new end) must fall between DMA mappings: the kernel unmaps
+ * only whole ones, so a later change there would unmap memory that did not change with it.
+ */
+function onDmaEdge(verb: string, what: string, point: bigint, r: MapEntry, dma: DmaMappings): void {
+  const m = dmaAround(dma, point);
+  if (!m) return;
+  const granule = dma.filter((x) => x.iova < r.gpa + r.size && r.gpa < x.iova + x.size).reduce((g, x) => (x.size > g ? x.size : g), 0n);
+  throw new ApiError(
+    400,
+    `vm.${verb}: ${what} ${hex(point)} is inside the DMA mapping ${range(m.iova, m.size)} of ${r.name}, and the IOMMU cannot cut a mapping: ${r.name}'s DMA granule is ${mib(granule)}, so e.g. ${hex(m.iova)} or ${hex(m.iova + m.size)}`,
+  );
+}
+
+/** A region changed whole must not share a DMA mapping with a neighbour, as when the planner merged them to fit the entry limit. */
+function ownDmaMappings(verb: string, r: MapEntry, dma: DmaMappings): void {
+  for (const p of [r.gpa, r.gpa + r.size]) {
+    const m = dmaAround(dma, p);
+    if (m)
+      throw new ApiError(
+        409,
+        `vm.${verb}: ${r.name} ${range(r.gpa, r.size)} shares the DMA mapping ${range(m.iova, m.size)} with its neighbour (merged to fit the entry limit), which the IOMMU unmaps only whole, so it cannot change alone`,
+      );
+  }
+}
+
 function ramAt(verb: string, gpa: bigint, map: readonly MapEntry[]): MapEntry {
   const r = map.find((x) => x.gpa === gpa);
   if (!r) {
@@ -173,7 +208,7 @@ function ramAt(verb: string, gpa: bigint, map: readonly MapEntry[]): MapEntry {
 }
 
 /** The one update that makes `c` on `map`, or a 4xx saying why it cannot be made. */
-export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimits): MemoryPlan {
+export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimits, dma: DmaMappings = []): MemoryPlan {
   const v = c.verb;
   switch (c.verb) {
     case 'add-ram': {
@@ -187,6 +222,7 @@ export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimi
     case 'remove-ram': {
       const r = ramAt(v, c.gpa, map);
       if (map.filter((x) => x.kind === 'ram').length === 1) throw new ApiError(409, `vm.${v}: ${r.name} is the guest's only RAM`);
+      ownDmaMappings(v, r, dma);
       return { change: c, remove: [r.gpa], add: [], summary: `removed ${r.name} ${range(r.gpa, r.size)}` };
     }
     case 'resize-ram': {
@@ -194,6 +230,8 @@ export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimi
       aligned(v, 'size', c.size, alignmentOf(r.backend, l));
       if (c.size === r.size) throw new ApiError(400, `vm.${v}: ${r.name} already has ${mib(r.size)}`);
       placeable(v, r.gpa, c.size, map, l, [r.gpa]);
+      ownDmaMappings(v, r, dma);
+      if (c.size < r.size) onDmaEdge(v, 'the new end', r.gpa + c.size, r, dma);
       // Growing needs a larger backing with the old bytes; shrinking keeps the backing (its tail is freed with it).
       const backing: PlannedBacking =
         c.size > r.size
@@ -211,6 +249,8 @@ export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimi
       if (c.at <= r.gpa || c.at >= r.gpa + r.size)
         throw new ApiError(400, `vm.${v}: ${hex(c.at)} is not inside ${r.name} ${range(r.gpa, r.size)}, so it cannot split it`);
       aligned(v, 'at', c.at, alignmentOf(r.backend, l));
+      // Nothing is remapped now, but a later change to either half begins or ends here.
+      onDmaEdge(v, 'at', c.at, r, dma);
       const low = c.at - r.gpa;
       return {
         change: c,
@@ -227,6 +267,7 @@ export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimi
       aligned(v, 'to', c.to, alignmentOf(r.backend, l));
       if (c.to === r.gpa) throw new ApiError(400, `vm.${v}: ${r.name} is already at ${hex(r.gpa)}`);
       placeable(v, c.to, r.size, map, l, [r.gpa]);
+      ownDmaMappings(v, r, dma);
       return {
         change: c,
         remove: [r.gpa],
@@ -240,6 +281,7 @@ export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimi
       aligned(v, 'gpa', r.gpa, a);
       aligned(v, 'size', r.size, a);
       if (r.size > l.maxRegion) throw new ApiError(400, `vm.${v}: ${mib(r.size)} is over the ${mib(l.maxRegion)} a region may have`);
+      ownDmaMappings(v, r, dma);
       return {
         change: c,
         remove: [r.gpa],

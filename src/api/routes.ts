@@ -13,14 +13,54 @@ export type VmState = 'running' | 'pausing' | 'paused' | 'stopping';
 
 export interface VmInfo {
   state: VmState;
-  /** Who holds the pause: the user (vm.pause), a memory change copying contents. */
+  /** Who holds the pause: the user (vm.pause), a memory change copying contents, a live update handing the VM over. */
   pausedBy: ('user' | 'memory-change' | 'update')[];
   vcpus: { index: number; state: string }[];
   boot: { kind: 'payload' | 'linux'; image: string; cmdline: string };
-  memory: { ramBytes: number; regions: number; changes: number; guestNotified: boolean };
+  memory: { ramBytes: number; regions: number; changes: number; hotplug: HotplugInfo };
   devices: number;
   pid: number;
   uptimeMs: number;
+}
+
+/** The memory-hotplug mailbox (port 0x5f0), through which the guest is told of memory changes. */
+export interface HotplugInfo {
+  port: string;
+  /** A guest driver claimed it: changes are told to the guest and wait for its acks. Unclaimed, the guest is not told. */
+  claimed: boolean;
+  /** The generation of the event posted last (0: none), and of the one the guest acknowledged last. */
+  generation: number;
+  acked: number;
+  /** The event posted and not acknowledged, if any. */
+  pending: { generation: number; kind: 'added' | 'remove-requested'; gpa: string; size: number } | null;
+}
+
+/**
+ * What the guest knows of a region: boot (its boot map has it), acknowledged
+ * (told it was added, and acked), told (no ack yet), not told (never, or it
+ * released it, or a driver-less guest).
+ */
+export const GUEST_VIEWS = ['boot', 'acknowledged', 'told', 'not told'] as const;
+export type GuestView = (typeof GUEST_VIEWS)[number];
+
+/** What the guest was told of one change, and what it answered. */
+export interface GuestNotice {
+  /** An event was posted to the guest for this change. */
+  told: boolean;
+  /** Every event posted was acknowledged in time. */
+  acknowledged: boolean;
+  /** Releases asked before the change, then regions announced after it; ms is the wait for the ack. */
+  events: {
+    kind: 'added' | 'remove-requested';
+    name: string;
+    gpa: string;
+    size: number;
+    generation: number;
+    outcome: 'acked' | 'timeout' | 'let go' | 'closed';
+    ms: number;
+  }[];
+  /** One line for people. */
+  note: string;
 }
 
 export interface RegionInfo {
@@ -34,6 +74,8 @@ export interface RegionInfo {
   origin: 'boot' | 'api';
   /** Backed by a file (memfd), which DMA can map by fd. */
   file: boolean;
+  /** RAM: what the guest knows of it. */
+  guest?: GuestView;
 }
 
 export interface MemoryMapInfo {
@@ -41,10 +83,9 @@ export interface MemoryMapInfo {
   regions: RegionInfo[];
   holes: { name: string; start: string; end: string }[];
   ramCeiling: string;
-  /** The memory changes made through the API, oldest first (the last 32). */
-  changes: { at: string; summary: string }[];
-  /** Whether the guest was told of the changes: not yet (it knows the boot map only). */
-  guestNotified: boolean;
+  /** The memory changes made through the API, oldest first (the last 32), and what the guest was told of each. */
+  changes: { at: string; summary: string; guest: string }[];
+  hotplug: HotplugInfo;
 }
 
 export type DmaInfo =
@@ -71,9 +112,10 @@ export interface DeviceInfo {
   interrupts: { active: string; intxPin: number | null; msixVectors: number };
 }
 
-/** What a change answers: what was done, and the map after it. */
+/** What a change answers: what was done, what the guest was told, and the map after it. */
 export interface ChangeResult {
   done: string;
+  guest: GuestNotice;
   memory: MemoryMapInfo;
 }
 

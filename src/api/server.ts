@@ -208,13 +208,19 @@ export class ApiServer {
   }
 
   private start(j: Job): void {
-    if (j.res.destroyed || j.req.socket.destroyed) return j.finish();
+    const socket = j.req.socket;
+    if (j.res.destroyed || socket.destroyed) return j.finish();
+    // A connection waiting for its answer is busy, not idle: a memory change may wait seconds for the guest's ack.
+    socket.setTimeout(0);
     this.handler(j.req.method ?? 'GET', j.req.url ?? '/', j.body)
       .then(
         (r) => reply(j.res, r.status, r.body),
         (e: unknown) => reply(j.res, 500, { error: (e as Error)?.message ?? String(e) }),
       )
-      .finally(j.finish);
+      .finally(() => {
+        if (!socket.destroyed) socket.setTimeout(this.limits.idleTimeoutMs);
+        j.finish();
+      });
   }
 
   /** Requests read and not yet answered (for tests and reports). */

@@ -1,10 +1,12 @@
 // The machine behind the control API: reports built from the Machine, pause
 // and resume as holds on the vCPUs, and memory changes run as the plans
-// memory-change.ts makes: fresh backings allocated (guest-ram.ts), contents
-// copied with the vCPUs paused, a few MiB per event-loop turn, then one
-// GuestMemory.update that KVM's memslots and the DMA listener follow (a
-// refused update leaves the old map everywhere). Backings the API made are
-// freed once no region uses them, and all of them after the machine closes.
+// memory-change.ts makes: a guest with a hotplug driver asked to release
+// what the change takes away (guest-hotplug.ts), fresh backings allocated
+// (guest-ram.ts), contents copied with the vCPUs paused, a few MiB per
+// event-loop turn, then one GuestMemory.update that KVM's memslots and the
+// DMA listener follow (a refused update leaves the old map everywhere), and
+// the guest told of the new regions. Backings the API made are freed once no
+// region uses them, and all of them after the machine closes.
 import type { Machine } from '../machine/machine.js';
 import { DmaError } from '../memory/dma-mapper.js';
 import { GuestRam, RamError, type RamBackend } from '../memory/guest-ram.js';
@@ -17,8 +19,9 @@ import { handOver, UpdateError, type UpdateReport } from '../update/outgoing.js'
 import { newProcessCommand, spawnPeer } from '../update/peer.js';
 import type { ControlRecord } from '../update/record.js';
 import { ApiError } from './errors.js';
+import { ACK_WAIT_MS, GuestHotplug, type Notice } from './guest-hotplug.js';
 import { mapLimits, planChange, type MapEntry, type MapLimits, type MemoryChange, type MemoryPlan } from './memory-change.js';
-import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
+import type { ChangeResult, DeviceInfo, DmaInfo, GuestView, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
 import type { ApiServer } from './server.js';
 import { outgoingVm } from './vm-update.js';
 
@@ -41,7 +44,8 @@ export class MachineControl implements VmControl {
   private readonly backends = new Map<MemoryRegion, RamBackend>();
   private readonly boot: Set<MemoryRegion>;
   private readonly holds = new Set<Hold>();
-  private readonly log: { at: string; summary: string }[] = [];
+  private readonly log: { at: string; summary: string; guest: string }[] = [];
+  private readonly guest: GuestHotplug;
   private changes = 0;
   private changing = false;
   private stopping = false;
@@ -50,13 +54,23 @@ export class MachineControl implements VmControl {
   private t0 = Date.now();
   private server: ApiServer | undefined;
 
-  /** `carried`: the view of the process that handed this VM over (live update), which this API goes on with. */
+  /**
+   * `ackWaitMs`: how long a change waits for the guest's ack of each event.
+   * `carried`: the view of the process that handed this VM over (live
+   * update), which this API goes on with.
+   */
   constructor(
     private readonly m: Machine,
+    ackWaitMs = ACK_WAIT_MS,
     carried?: ControlRecord,
   ) {
     this.boot = new Set(m.memory.list());
     this.limits = mapLimits(BigInt(pinCore.pageSize()));
+    this.guest = new GuestHotplug(
+      m.hotplug,
+      m.memory.list().filter((r) => r.kind === 'ram'),
+      ackWaitMs,
+    );
     if (carried) this.carry(carried);
   }
 
@@ -80,7 +94,7 @@ export class MachineControl implements VmControl {
         ramBytes: Number(ram.reduce((n, r) => n + r.size, 0n)),
         regions: ram.length,
         changes: this.changes,
-        guestNotified: this.changes === 0,
+        hotplug: this.guest.info(),
       },
       devices: this.m.assignedDevices().length,
       pid: process.pid,
@@ -101,11 +115,12 @@ export class MachineControl implements VmControl {
         ...(r.kind === 'ram' ? { backend: this.backendOf(r) } : {}),
         origin: this.boot.has(r) ? 'boot' : 'api',
         file: r.file !== undefined,
+        ...(r.kind === 'ram' ? { guest: this.guest.view(r) } : {}),
       })),
       holes: l.holes.map((h) => ({ name: h.name, start: hex(h.start), end: hex(h.end) })),
       ramCeiling: hex(l.ramCeiling),
-      changes: [...this.log],
-      guestNotified: this.changes === 0,
+      changes: this.log.map((e) => ({ ...e })),
+      hotplug: this.guest.info(),
     };
   }
 
@@ -168,21 +183,45 @@ export class MachineControl implements VmControl {
   stop(): VmInfo {
     this.live('vm.stop');
     this.stopping = true;
+    this.guest.cancel();
     this.m.stop(API_STOP);
     return this.info();
   }
 
   async changeMemory(c: MemoryChange): Promise<ChangeResult> {
-    this.live(`vm.${c.verb}`);
-    if (this.changing) throw new ApiError(409, `vm.${c.verb}: another memory change is in progress; retry when it is done`);
+    const verb = `vm.${c.verb}`;
+    this.live(verb);
+    if (this.changing) throw new ApiError(409, `${verb}: another memory change is in progress; retry when it is done`);
     this.changing = true;
     try {
-      const plan = planChange(c, this.entries(), this.limits);
-      await this.apply(plan);
+      const plan = planChange(c, this.entries(), this.limits, this.m.dmaState()?.mapped ?? []);
+      // A guest with a driver answers for its memory, which it cannot do with its vCPUs held.
+      if (this.guest.claimed && this.holds.has('user'))
+        throw new ApiError(
+          409,
+          `${verb}: the VM is paused (vm.pause) and its guest has a memory-hotplug driver, which could not answer; resume it first; nothing changed`,
+        );
+      const byGpa = new Map(this.m.memory.list().map((r) => [r.gpa, r]));
+      const gone = plan.remove.map((g) => byGpa.get(g)!);
+      const notice = this.guest.notice();
+      this.fitsBudget(verb, plan);
+      const released = await this.guest.release(verb, gone, notice);
+      let made: MemoryRegion[];
+      try {
+        // A guest that released every region the change takes away touches none of them during the copy.
+        made = await this.apply(plan, gone.length > 0 && released.length === gone.length);
+      } catch (e) {
+        throw await this.toldAgain(e, released, notice);
+      }
+      this.guest.forget(gone);
       this.changes++;
-      this.log.push({ at: new Date().toISOString(), summary: plan.summary });
+      const entry = { at: new Date().toISOString(), summary: plan.summary, guest: 'being told' };
+      this.log.push(entry);
       if (this.log.length > CHANGE_LOG) this.log.shift();
-      return { done: plan.summary, memory: this.memory() };
+      await this.guest.announce(made, notice);
+      const guest = notice.report(this.guest.waitMs);
+      entry.guest = guest.note;
+      return { done: plan.summary, guest, memory: this.memory() };
     } finally {
       this.changing = false;
     }
@@ -222,17 +261,29 @@ export class MachineControl implements VmControl {
     }
   }
 
-  /** The API's own view, for the process a live update hands the VM to. */
+  /**
+   * The API's own view, for the process a live update hands the VM to: what
+   * the guest knows of each region and the event still awaiting its ack
+   * travel with it (the mailbox's registers are the board's, in the state).
+   */
   controlRecord(): ControlRecord {
+    const posted = this.guest.unacked();
     return {
       startedAt: this.t0,
       changes: this.changes,
-      log: [...this.log],
+      log: this.log.map((e) => ({ ...e })),
       paused: this.holds.has('user'),
       regions: this.m.memory
         .list()
         .filter((r) => r.kind === 'ram')
-        .map((r) => ({ gpa: r.gpa, origin: this.boot.has(r) ? 'boot' : 'api', backend: this.backendOf(r), ownBacking: this.owned.has(r) })),
+        .map((r) => ({
+          gpa: r.gpa,
+          origin: this.boot.has(r) ? 'boot' : 'api',
+          backend: this.backendOf(r),
+          ownBacking: this.owned.has(r),
+          guest: this.guest.view(r),
+        })),
+      ...(posted ? { posted: { generation: posted.generation, gpa: posted.region.gpa, kind: posted.kind } } : {}),
     };
   }
 
@@ -243,18 +294,30 @@ export class MachineControl implements VmControl {
     // The new process started the vCPUs paused (update/incoming.ts); this hold is what keeps them so.
     if (c.paused) this.holds.add('user');
     this.boot.clear();
+    const views = new Map<MemoryRegion, GuestView>();
+    const byGpa = new Map(this.m.memory.list().map((r) => [r.gpa, r]));
     for (const g of c.regions) {
-      const r = this.m.memory.list().find((x) => x.gpa === g.gpa);
+      const r = byGpa.get(g.gpa);
       if (!r) continue;
       if (g.origin === 'boot') this.boot.add(r);
       else this.backends.set(r, g.backend);
       const ram = g.ownBacking ? this.m.takeBacking(r) : undefined;
       if (ram) this.owned.set(r, ram);
+      views.set(r, g.guest);
     }
+    const region = c.posted && byGpa.get(c.posted.gpa);
+    this.guest.carry(views, c.posted && region ? { generation: c.posted.generation, region, kind: c.posted.kind } : undefined);
   }
 
-  /** Frees the backings the API made; after Machine.close, when nothing maps them any more. */
+  /** The VM ended (its guest exited, say): a change waiting on the guest answers now, before the socket goes. */
+  ended(): void {
+    this.stopping = true;
+    this.guest.cancel();
+  }
+
+  /** Ends the waits on the guest, then frees the backings the API made; after Machine.close, when nothing maps them any more. */
   close(): void {
+    this.guest.close();
     for (const ram of new Set(this.owned.values())) ram.free();
     this.owned.clear();
   }
@@ -293,7 +356,40 @@ export class MachineControl implements VmControl {
     if (this.holds.size === 0) this.m.resume();
   }
 
-  private async apply(plan: MemoryPlan): Promise<void> {
+  /**
+   * A change refused after the guest released regions for it: they are still
+   * in the map (the update was undone), so the guest is told of them again.
+   */
+  private async toldAgain(e: unknown, released: MemoryRegion[], n: Notice): Promise<unknown> {
+    if (!released.length) return e;
+    await this.guest.announce(released, n);
+    if (!(e instanceof ApiError)) return e;
+    const acked = n.events.slice(-released.length).every((x) => x.kind === 'added' && x.outcome === 'acked');
+    return new ApiError(
+      e.status,
+      `${e.message}; the guest had released ${released.map((r) => r.name).join(' and ')} and was told of it again${acked ? '' : ' (no ack)'}`,
+    );
+  }
+
+  /** Makes the plan; returns the regions it put in the map. */
+  /**
+   * RAM only added (no region goes) that the DMA budget cannot hold is refused before its backing is
+   * allocated: faulting in memory the planner will refuse costs the VMM thread, and the vCPUs' RPCs
+   * wait on it. Changes that also take memory away are left to the planner, which may swap unit by unit.
+   */
+  private fitsBudget(verb: string, plan: MemoryPlan): void {
+    const d = this.m.dmaState();
+    if (!d?.budget || plan.remove.length) return;
+    const needed = plan.add.reduce((n, a) => n + (a.backing.kind === 'new' ? a.size : 0n), 0n);
+    const available = d.budget.bytes > d.held ? d.budget.bytes - d.held : 0n;
+    if (needed > available)
+      throw new ApiError(
+        409,
+        `${verb}: DMA plan refused: new memory map needs ${hex(needed)} more locked bytes, only ${hex(available)} available (this VM holds ${d.held / MiB} MiB; the limit is ${d.budget.why}); nothing changed`,
+      );
+  }
+
+  private async apply(plan: MemoryPlan, guestLetGo = false): Promise<MemoryRegion[]> {
     const mem = this.m.memory;
     const byGpa = new Map(mem.list().map((r) => [r.gpa, r]));
     const made: GuestRam[] = [];
@@ -335,9 +431,11 @@ export class MachineControl implements VmControl {
       const copies = plan.add.flatMap((a, i) =>
         a.backing.kind === 'new' && a.backing.copy ? [{ ...a.backing.copy, to: next[i]!.view }] : [],
       );
-      if (copies.length) await this.hold('memory-change');
+      // The vCPUs are held out of KVM_RUN for the copy so the guest writes nothing meanwhile, unless its
+      // driver released the source (then neither it nor a descriptor of its NIC points there).
+      const hold = copies.length > 0 && !guestLetGo;
+      if (hold) await this.hold('memory-change');
       try {
-        // With the vCPUs out of KVM_RUN the guest writes nothing meanwhile; an assigned device's DMA is not held (yet).
         for (const c of copies) await copyInTurns(mem.bytes(c.from, Number(c.bytes)), c.to);
         mem.update((u) => {
           for (const gpa of plan.remove) u.remove(gpa);
@@ -347,7 +445,7 @@ export class MachineControl implements VmControl {
           }
         });
       } finally {
-        if (copies.length) this.release('memory-change');
+        if (hold) this.release('memory-change');
       }
     } catch (e) {
       for (const ram of made) ram.free();
@@ -365,6 +463,7 @@ export class MachineControl implements VmControl {
     }
     for (const ram of this.owned.values()) freed.delete(ram);
     for (const ram of freed) ram.free();
+    return next.map((n) => n.region);
   }
 }
 

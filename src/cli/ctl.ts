@@ -3,9 +3,11 @@
 // vm.<verb> (ping is vmm.ping); the answer is printed for people, or as the
 // API's JSON with --json. A refusal prints the API's one line and exits 1.
 import { request } from 'node:http';
-import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
+import type { ChangeResult, DeviceInfo, DmaInfo, HotplugInfo, MemoryMapInfo, VmInfo } from '../api/routes.js';
+import { ApiError } from '../api/errors.js';
+import { byteCount } from '../api/memory-change.js';
 import type { UpdateReport } from '../update/outgoing.js';
-import { UsageError } from './args.js';
+import { parseCommand, printUsage, UsageError, type CommandSpec } from './args.js';
 
 interface Verb {
   method: 'GET' | 'PUT';
@@ -41,6 +43,20 @@ const USAGE = `pinion ctl PATH <verb> [args] [--json]; verbs: ${Object.entries(V
   )
   .join(', ')}`;
 
+export const CTL = {
+  name: 'pinion ctl',
+  usage: `usage: ${USAGE}
+  Drives the control API of a VM started with pinion run --api-socket PATH and prints the answer for people,
+  or as the API's JSON with --json. GPA, SIZE, AT and TO are bytes, 0x addresses or sizes (64M, 1G);
+  BACKEND is memfd, anon or hugetlb. update hands the VM to a new Pinion process: this build, or the one
+  --to COMMAND starts (e.g. --to "node /opt/pinion/dist/bundle/pinion.js"). A refusal prints the API's one line and exits 1.`,
+  options: { json: { type: 'boolean' }, to: { type: 'string' } },
+  positionals: 'words',
+} satisfies CommandSpec;
+
+/** Positional arguments that are byte counts or addresses; checked here with the API's own parser. */
+const BYTE_ARGS = ['gpa', 'size', 'at', 'to'];
+
 export interface CtlRequest {
   socket: string;
   json: boolean;
@@ -51,39 +67,34 @@ export interface CtlRequest {
   body: Record<string, string> | undefined;
 }
 
-export function parseCtlArgs(argv: string[]): CtlRequest {
-  const to = takeTo(argv);
-  argv = to.rest;
-  const json = argv.includes('--json');
-  const words = argv.filter((a) => a !== '--json');
-  const bad = words.find((a) => a.startsWith('--'));
-  if (bad) throw new UsageError(`unknown option ${bad}; ${USAGE}`);
-  const [socket, verb, ...args] = words;
-  if (!socket || !verb) throw new UsageError(USAGE);
+export function parseCtlArgs(argv: string[]): CtlRequest | 'help' {
+  const p = parseCommand(argv, CTL);
+  if (p.help) return 'help';
+  const json = p.values.json ?? false;
+  const [socket, verb, ...args] = p.positionals;
+  if (!socket || !verb) throw new UsageError(`no ${socket ? 'verb' : 'PATH'} given: ${USAGE}`);
   const d = VERBS[verb];
   if (!d || !Object.hasOwn(VERBS, verb)) throw new UsageError(`unknown verb '${verb}'; ${USAGE}`);
   if (args.length < d.need || args.length > d.args.length)
     throw new UsageError(
       `${verb} takes ${d.args.length ? d.args.map((a, i) => (i < d.need ? a.toUpperCase() : `[${a.toUpperCase()}]`)).join(' ') : 'no arguments'}`,
     );
-  if (to.value !== undefined && verb !== 'update') throw new UsageError(`--to goes with update (the Pinion command to hand over to)`);
-  const body = d.args.length
-    ? Object.fromEntries(args.map((a, i) => [d.args[i]!, a]))
-    : to.value !== undefined
-      ? { to: to.value }
-      : undefined;
-  return { socket, json, verb, method: d.method, path: `/api/v1/${verb === 'ping' ? 'vmm' : 'vm'}.${verb}`, body };
-}
-
-/** update's `--to COMMAND` (or --to=COMMAND), out of the words. */
-function takeTo(argv: string[]): { value: string | undefined; rest: string[] } {
-  const i = argv.findIndex((a) => a === '--to' || a.startsWith('--to='));
-  if (i < 0) return { value: undefined, rest: argv };
-  const a = argv[i]!;
-  const value = a === '--to' ? argv[i + 1] : a.slice(5);
-  if (value === undefined || !value.trim())
+  const to = p.values.to;
+  if (to !== undefined && verb !== 'update') throw new UsageError(`--to goes with update (the Pinion command to hand over to)`);
+  if (to !== undefined && !to.trim())
     throw new UsageError('--to needs a command: the Pinion to hand over to (e.g. --to "node /opt/pinion/dist/bundle/pinion.js")');
-  return { value, rest: [...argv.slice(0, i), ...argv.slice(i + (a === '--to' ? 2 : 1))] };
+  args.forEach((a, i) => {
+    const field = d.args[i]!;
+    try {
+      if (BYTE_ARGS.includes(field)) byteCount(verb, field, a);
+    } catch (e) {
+      throw e instanceof ApiError
+        ? new UsageError(`${verb} ${field.toUpperCase()} '${a}' is not a byte count or address; write 4096, 0x40000000 or 16M`)
+        : e;
+    }
+  });
+  const body = d.args.length ? Object.fromEntries(args.map((a, i) => [d.args[i]!, a])) : to !== undefined ? { to } : undefined;
+  return { socket, json, verb, method: d.method, path: `/api/v1/${verb === 'ping' ? 'vmm' : 'vm'}.${verb}`, body };
 }
 
 /** One request to the API on `socket`; resolves with the status and the parsed JSON answer. */
@@ -122,6 +133,7 @@ export function call(
 
 export async function ctlCommand(argv: string[]): Promise<number> {
   const r = parseCtlArgs(argv);
+  if (r === 'help') return printUsage(CTL);
   const a = await call(r.socket, r.method, r.path, r.body);
   if (a.status >= 400) {
     const err = (a.body as { error?: string }).error ?? JSON.stringify(a.body);
@@ -164,7 +176,7 @@ export function format(verb: string, body: unknown): string {
       return formatUpdate(body as UpdateReport);
     default: {
       const c = body as ChangeResult;
-      return `${c.done}\n${formatMemory(c.memory)}`;
+      return `${c.done}\n${c.guest.note}\n${formatMemory(c.memory)}`;
     }
   }
 }
@@ -176,8 +188,8 @@ export function formatInfo(i: VmInfo): string {
     `boot: ${i.boot.kind} ${i.boot.image}${i.boot.cmdline ? ` '${i.boot.cmdline}'` : ''}`,
     ...i.vcpus.map((v) => `  vCPU ${v.index}  ${v.state}`),
   ];
-  if (i.memory.changes)
-    lines.push(`memory: ${i.memory.changes} change(s) since boot; the guest knows the boot map only (see pinion ctl PATH memory)`);
+  if (i.memory.changes || i.memory.hotplug.claimed)
+    lines.push(`memory: ${i.memory.changes} change(s) since boot; ${formatHotplug(i.memory.hotplug)} (see pinion ctl PATH memory)`);
   return lines.join('\n');
 }
 
@@ -193,20 +205,28 @@ export function formatUpdate(u: UpdateReport): string {
   return lines.join('\n');
 }
 
+/** Whether the guest is told of memory changes, and where its driver is. */
+export function formatHotplug(h: HotplugInfo): string {
+  if (!h.claimed) return `no guest driver holds the hotplug mailbox (port ${h.port}): the guest is not told of changes`;
+  const pending = h.pending ? `, waiting for its ack of ${h.pending.kind} ${h.pending.gpa}+${size(h.pending.size)}` : '';
+  return `the guest's driver holds the hotplug mailbox (port ${h.port}): ${h.generation} event(s), acknowledged up to ${h.acked}${pending}`;
+}
+
 export function formatMemory(m: MemoryMapInfo): string {
   const rows = m.regions.map(
     (r) =>
-      `  ${pad(`${r.gpa}-${r.end}`, 28)} ${pad(size(r.size), 10)} ${pad(r.kind, 6)} ${pad(r.backend ?? '-', 7)} ${pad(r.origin, 4)}  ${r.name}`,
+      `  ${pad(`${r.gpa}-${r.end}`, 28)} ${pad(size(r.size), 10)} ${pad(r.kind, 6)} ${pad(r.backend ?? '-', 7)} ${pad(r.origin, 4)}  ${pad(r.guest ?? '-', 12)} ${r.name}`,
   );
   const lines = [
     `guest memory map (page ${size(m.pageSize)}):`,
-    `  ${pad('range', 28)} ${pad('size', 10)} ${pad('kind', 6)} ${pad('backend', 7)} ${pad('from', 4)}  name`,
+    `  ${pad('range', 28)} ${pad('size', 10)} ${pad('kind', 6)} ${pad('backend', 7)} ${pad('from', 4)}  ${pad('guest', 12)} name`,
     ...rows,
     `holes: ${m.holes.map((h) => `${h.name} ${h.start}-${h.end}`).join(', ')}; RAM below ${m.ramCeiling}`,
+    `hotplug: ${formatHotplug(m.hotplug)}`,
   ];
   if (m.changes.length) {
-    lines.push(`changes (the guest is not told of them yet):`);
-    for (const c of m.changes) lines.push(`  ${c.at}  ${c.summary}`);
+    lines.push(`changes:`);
+    for (const c of m.changes) lines.push(`  ${c.at}  ${c.summary}; ${c.guest}`);
   }
   return lines.join('\n');
 }

@@ -1,189 +1,136 @@
-// pinion run: boot a payload in a KVM VM; the guest console goes to stdout
-// (or --console FILE) and Pinion exits with the guest's exit status.
-import { closeSync, openSync } from 'node:fs';
-import { relative } from 'node:path';
-import { Machine } from '../machine/machine.js';
+// pinion run's command line: flags to a RunPlan, with every check that needs
+// no file, KVM or device made here. The VM itself (run-vm.ts) loads after, so
+// bad input and --help need neither KVM nor the native addon. `--incoming FD`
+// is the new process of a live update (incoming.ts): the VM comes from the old
+// process, so it takes no other flag.
 import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
-import { parseSize } from '../memory/layout.js';
-import type { Caps } from '../memory/pin-core.js';
-import { processCharge } from '../memlock/status.js';
-import { intFlag, parseFlags, UsageError } from './args.js';
-import { exitStatus } from './exit-status.js';
+import { checkChannel } from '../update/fds.js';
 import { DECOMPRESS, type Decompress } from '../vmm/vmlinux.js';
+import { oneOf, parseCommand, printUsage, UsageError, wholeNumber, type CommandSpec } from './args.js';
+import { openerFds, type InheritedFds } from './inherited-fds.js';
+import { BOOT_RAM, sizeValue } from './sizes.js';
 
-const FLAGS = [
-  'payload',
-  'kernel',
-  'initrd',
-  'append',
-  'memory',
-  'cpus',
-  'memory-backend',
-  'cmdline',
-  'console',
-  'device',
-  'iommu',
-  'decompress',
-  'api-socket',
-] as const;
 const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
 
-/** The same command, run in the rig: what to tell a user on a machine without KVM. */
-function rigHint(argv: string[]): string {
-  const self = `node ${relative(process.cwd(), process.argv[1] ?? 'dist/bundle/pinion.js') || 'dist/bundle/pinion.js'}`;
-  return `${self} rig -- ${self} run ${argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
+export const RUN = {
+  name: 'pinion run',
+  usage: `usage: pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]
+                  [--memory SIZE] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE]
+                  [--device BDF]... [--iommu auto|legacy|iommufd] [--api-socket PATH]
+       | pinion run --incoming FD
+  Boots FILE (an ELF64 payload, e.g. dist/guest/pinion-guest.elf) or a Linux bzImage in a KVM VM, the guest
+  console on stdout (and stdin, for Linux); exits with the guest's exit status (Linux: 0 on reboot, 1 on a panic).
+  --memory SIZE        guest RAM, e.g. 64M (the default) or 1G; 1M to 4G
+  --cpus N             vCPUs, 1 to ${MAX_VCPUS} (default 1)
+  --memory-backend     memfd (default), anon, or hugetlb (2 MiB pages, reserved in /proc/sys/vm/nr_hugepages)
+  --console FILE       the guest console to FILE instead of stdout
+  --device BDF         assign the PCI device BDF (bound to vfio-pci); repeat for more
+  --iommu              the DMA path of assigned devices: auto (default), legacy (VFIO container), iommufd
+  --decompress         kernel (the bzImage decompresses itself, the default) or vmm (Pinion inflates it)
+  --api-socket PATH    serve the control API (HTTP on a Unix socket, mode 0600); see pinion ctl --help
+  --incoming FD        the new process of a live update, with the old one's channel at FD: started by a running
+                       Pinion (pinion ctl PATH update), not by hand; the VM and its settings come from there`,
+  options: {
+    payload: { type: 'string' },
+    kernel: { type: 'string' },
+    initrd: { type: 'string' },
+    append: { type: 'string' },
+    cmdline: { type: 'string' },
+    decompress: { type: 'string' },
+    memory: { type: 'string' },
+    cpus: { type: 'string' },
+    'memory-backend': { type: 'string' },
+    console: { type: 'string' },
+    device: { type: 'string', multiple: true },
+    iommu: { type: 'string' },
+    'api-socket': { type: 'string' },
+    incoming: { type: 'string' },
+  },
+} satisfies CommandSpec;
+
+/** A checked `pinion run`: what run-vm.ts boots. */
+export interface RunPlan {
+  /** The arguments as given, for the commands the VMM suggests. */
+  argv: string[];
+  payload?: string;
+  linux?: { kernel: string; initrd?: string; decompress: Decompress };
+  cmdline: string;
+  memory: bigint;
+  memoryArg: string;
+  cpus: number;
+  backend: RamBackend;
+  devices: string[];
+  iommu: (typeof IOMMUS)[number];
+  apiPath?: string;
+  consolePath?: string;
+  /** Handed down by pinion open. */
+  fds?: InheritedFds;
 }
 
-export async function runCommand(argv: string[]): Promise<number> {
-  // The new process of a live update: everything comes from the old one (src/update).
-  if (argv[0] === '--incoming') return (await import('./incoming.js')).incomingCommand(argv.slice(1));
-  const p = parseFlags(argv, FLAGS);
-  if (p.rest.length)
-    throw new UsageError(
-      `unexpected argument '${p.rest[0]}'; pinion run --payload FILE [--cmdline S] | --kernel bzImage [--initrd FILE] [--append S] [--decompress kernel|vmm]; [--memory 64M] [--cpus N] [--memory-backend memfd|anon|hugetlb] [--console FILE] [--device BDF]... [--iommu auto|legacy|iommufd] [--api-socket PATH]`,
-    );
-  const payload = p.flags.get('payload');
-  const kernel = p.flags.get('kernel');
-  if (payload && kernel)
+/** `pinion run --incoming FD`: the channel to the old process of a live update. */
+export interface IncomingPlan {
+  incoming: number;
+}
+
+/** The plan of `argv`, or a UsageError saying what is wrong with it. */
+export function parseRun(argv: string[]): RunPlan | IncomingPlan | 'help' {
+  const p = parseCommand(argv, RUN);
+  if (p.help) return 'help';
+  const v = p.values;
+  if (v.incoming !== undefined) {
+    const other = Object.keys(v).find((k) => k !== 'incoming');
+    if (other) throw new UsageError(`--incoming takes no other flag (--${other} given): the VM and its settings come from the old process`);
+    // 0-2 are stdio; the old process passes the channel first, then the VM's fds (update/peer.ts).
+    return { incoming: wholeNumber(v.incoming, '--incoming', { min: 3 }) };
+  }
+  const { payload, kernel } = v;
+  if (payload !== undefined && kernel !== undefined)
     throw new UsageError('--payload and --kernel both given; boot one: the test guest (--payload) or Linux (--kernel)');
-  if (!payload && !kernel)
+  if (payload === undefined && kernel === undefined)
     throw new UsageError(
       'nothing to boot: pinion run --payload FILE (the test guest is dist/guest/pinion-guest.elf) or pinion run --kernel bzImage [--initrd FILE] [--append S]',
     );
-  if (payload && (p.flags.has('initrd') || p.flags.has('append')))
-    throw new UsageError(`--${p.flags.has('initrd') ? 'initrd' : 'append'} goes with --kernel; the test guest takes --cmdline`);
-  if (kernel && p.flags.has('cmdline')) throw new UsageError("--cmdline is the test guest's; a Linux kernel's command line is --append");
-  const decompress = (p.flags.get('decompress') ?? 'kernel') as Decompress;
-  if (!DECOMPRESS.includes(decompress))
-    throw new UsageError(
-      `--decompress '${decompress}' is not one of ${DECOMPRESS.join(', ')} (kernel: the bzImage's own decompressor, the default; vmm: Pinion inflates a gzip kernel and enters vmlinux)`,
-    );
-  if (payload && p.flags.has('decompress')) throw new UsageError('--decompress goes with --kernel; the test guest is not compressed');
-  const linux = kernel ? { kernel, initrd: p.flags.get('initrd'), decompress } : undefined;
-  const cmdline = (kernel ? p.flags.get('append') : p.flags.get('cmdline')) ?? '';
-  const memoryArg = p.flags.get('memory') ?? '64M';
-  let memory: bigint;
-  try {
-    memory = parseSize(memoryArg, '--memory');
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const cpus = intFlag(p, 'cpus') ?? 1;
-  if (cpus < 1 || cpus > MAX_VCPUS) throw new UsageError(`--cpus ${cpus} is out of range; 1 to ${MAX_VCPUS}`);
-  const backend = (p.flags.get('memory-backend') ?? 'memfd') as RamBackend;
-  if (!RAM_BACKENDS.includes(backend)) throw new UsageError(`--memory-backend '${backend}' is not one of ${RAM_BACKENDS.join(', ')}`);
-
-  const iommu = (p.flags.get('iommu') ?? 'auto') as (typeof IOMMUS)[number];
-  if (!IOMMUS.includes(iommu)) throw new UsageError(`--iommu '${iommu}' is not one of ${IOMMUS.join(', ')}`);
-  const devices = p.all.get('device') ?? [];
-
-  const apiPath = p.flags.get('api-socket');
-  // A path in use is refused before anything is opened or pinned.
-  const api = apiPath ? await import('../api/index.js') : undefined;
-  if (apiPath) await api!.claimSocketPath(apiPath);
-
-  const consolePath = p.flags.get('console');
-  const consoleFd = consolePath ? openSync(consolePath, 'w') : 1;
-  let machine: Machine | undefined;
-  let control: { close(): void } | undefined;
-  let server: { close(): Promise<void> } | undefined;
-  try {
-    const fds = openerFds();
-    const openerHint = `pinion open --user ${process.getuid!()} ${devices.map((d) => `--device ${d}`).join(' ')} -- pinion run ${argv.join(' ')}`;
-    machine = Machine.create({
-      payload,
-      linux,
-      memory,
-      memoryArg,
-      cpus,
-      backend,
-      cmdline,
-      consoleFd,
-      kvmHint: rigHint(argv),
-      devices,
-      iommu,
-      fds,
-      openerHint,
-      kvmPath: process.env.PINION_KVM_DEVICE,
-    });
-    if (devices.length) {
-      // With a device assigned all of RAM is pinned: 4 KiB pages then cost pins, IOMMU entries and faults.
-      const why = machine.smallPagesWhy;
-      if (why) console.error(`pinion: note: ${why}`);
-      console.error(assignmentSummary(machine));
-    }
-    const m = machine;
-    if (apiPath) {
-      const c = new api!.MachineControl(m);
-      control = c;
-      const s = await api!.ApiServer.listen(apiPath, (method, url, body) => api!.route(c, method, url, body));
-      server = s;
-      c.attach(s);
-      console.error(`pinion: control API on ${apiPath} (pinion ctl ${apiPath} info)`);
-    }
-    const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
-    process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
-    // Pinion's stdin is the Linux guest's console input.
-    const onInput = (d: Buffer): void => m.input(d);
-    if (linux) process.stdin.on('data', onInput);
-    const r = await m.run();
-    if (linux) process.stdin.off('data', onInput).pause();
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    return exitStatus(r, api && { api: api.API_STOP, update: api.UPDATE_STOP, lost: api.UPDATE_LOST });
-  } finally {
-    await server?.close();
-    machine?.close();
-    // The API's backings go after the machine: until then KVM and the IOMMU may map them.
-    control?.close();
-    if (consolePath) closeSync(consoleFd);
-  }
-}
-
-/** The DMA space as the summary names it: the container type (and who serves it), or iommufd. */
-export function dmaSpaceName(caps: Pick<Caps, 'path' | 'containerType'>): string {
-  return `${caps.containerType ?? caps.path}${caps.path === 'compat' ? ' served by iommufd' : ''}`;
-}
-
-/** What was assigned, through which path, and what the kernel charged for it (one line per device, one for memory). */
-function assignmentSummary(m: Machine): string {
-  const mib = (b: bigint): string => `${Number(b) / 1048576} MiB`;
-  const kib = (b: bigint): string => (b < 1024n ? `${b} B` : `${Number(b) / 1024} KiB`);
-  const dma = m.dmaState()!;
-  const lines = m.assignedDevices().map((d) => {
-    const bars = d.bars.map(
-      (b) => `BAR${b.bar} ${b.space} 0x${b.address.toString(16)} ${kib(b.size)}${b.mapped ? ` (${kib(b.mapped)} mmap'd)` : ' (trapped)'}`,
-    );
-    return `pinion: assigned ${d.bdf} at 00:${d.slot.toString(16).padStart(2, '0')}.0 via ${dma.iommu === 'iommufd' ? 'iommufd (cdev, one IOAS per VM)' : 'the legacy container (group ' + d.group + ')'}: ${bars.join(', ')}${d.resettable ? '' : '; no reset (vfio-pci offers none for it)'}${d.intxGsi === undefined ? '' : `; INTx -> IOAPIC pin ${d.intxGsi} (resample irqfd)`}`;
-  });
-  const bytes = dma.mapped.reduce((n, r) => n + r.size, 0n);
-  const c = processCharge();
-  const caps = dma.caps;
-  lines.push(
-    `pinion: guest RAM DMA-mapped: ${dma.mapped.length} range(s), ${mib(bytes)} (${dmaSpaceName(caps)}); this process: VmLck ${c.vmLckKiB} KiB, VmPin ${c.vmPinKiB} KiB, RLIMIT_MEMLOCK ${c.memlockSoftKiB === null ? 'unlimited' : `${c.memlockSoftKiB} KiB`}`,
+  if (payload !== undefined && (v.initrd !== undefined || v.append !== undefined))
+    throw new UsageError(`--${v.initrd !== undefined ? 'initrd' : 'append'} goes with --kernel; the test guest takes --cmdline`);
+  if (kernel !== undefined && v.cmdline !== undefined)
+    throw new UsageError("--cmdline is the test guest's; a Linux kernel's command line is --append");
+  if (payload !== undefined && v.decompress !== undefined)
+    throw new UsageError('--decompress goes with --kernel; the test guest is not compressed');
+  const decompress = oneOf(
+    v.decompress ?? 'kernel',
+    '--decompress',
+    DECOMPRESS,
+    "kernel: the bzImage's own decompressor, the default; vmm: Pinion inflates a gzip kernel and enters vmlinux",
   );
-  return lines.join('\n');
+  const memoryArg = v.memory ?? '64M';
+  const devices = v.device ?? [];
+  if (v.iommu !== undefined && devices.length === 0)
+    throw new UsageError('--iommu picks the DMA path of assigned devices, and no --device is given; add --device BDF or drop --iommu');
+  return {
+    argv,
+    payload,
+    linux: kernel === undefined ? undefined : { kernel, initrd: v.initrd, decompress },
+    cmdline: (kernel !== undefined ? v.append : v.cmdline) ?? '',
+    memory: sizeValue(memoryArg, '--memory', BOOT_RAM),
+    memoryArg,
+    cpus: v.cpus === undefined ? 1 : wholeNumber(v.cpus, '--cpus', { min: 1, max: MAX_VCPUS }),
+    backend: oneOf(v['memory-backend'] ?? 'memfd', '--memory-backend', RAM_BACKENDS),
+    devices,
+    iommu: oneOf(v.iommu ?? 'auto', '--iommu', IOMMUS),
+    apiPath: v['api-socket'],
+    consolePath: v.console,
+  };
 }
 
-/** fds handed down by `pinion open` (see src/cli/open.ts), from its environment variables. */
-export function openerFds():
-  { kvm?: number; iommufd?: number; devices?: Record<string, number>; container?: number; groups?: Record<string, number> } | undefined {
-  const e = process.env;
-  if (!e.PINION_KVM_FD) return undefined;
-  const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
-  const table = (v: string | undefined): Record<string, number> =>
-    Object.fromEntries(
-      (v ?? '')
-        .split(',')
-        .filter(Boolean)
-        .map((kv) => kv.split('=') as [string, string])
-        .map(([k, n]) => [k, Number(n)]),
-    );
-  return {
-    kvm: num(e.PINION_KVM_FD),
-    iommufd: num(e.PINION_IOMMUFD_FD),
-    devices: table(e.PINION_DEVICE_FDS),
-    container: num(e.PINION_CONTAINER_FD),
-    groups: table(e.PINION_GROUP_FDS),
-  };
+export async function runCommand(argv: string[]): Promise<number> {
+  const plan = parseRun(argv);
+  if (plan === 'help') return printUsage(RUN);
+  if ('incoming' in plan) {
+    // Checked before the VM's modules load, as the fds pinion open hands down are.
+    checkChannel(plan.incoming);
+    return (await import('./incoming.js')).incomingCommand(plan.incoming);
+  }
+  plan.fds = openerFds();
+  return (await import('./run-vm.js')).runVm(plan);
 }

@@ -16,6 +16,7 @@ import { restoreVcpu, saveVcpu } from '../vmm/vcpu-state.js';
 import type { Vm } from '../vmm/vm.js';
 import { restoreVm, saveVm } from '../vmm/vm-state.js';
 import type { VcpuStateName } from '../vmm/run-loop.js';
+import type { MemHotplug } from '../devices/mem-hotplug.js';
 import type { IommuKind } from '../devices/vfio/iommu.js';
 import { Assignment, type AssignedDevice, type DmaState, type IommuFds } from './assignment.js';
 import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
@@ -305,6 +306,11 @@ export class Machine {
   /** The assigned devices as the guest sees them; none without --device. */
   assignedDevices(): AssignedDevice[] {
     return this.assignment?.describe() ?? [];
+  }
+
+  /** The memory-hotplug mailbox, through which the guest is told of RAM changes once its driver claims it. */
+  get hotplug(): MemHotplug {
+    return this.platform.hotplug;
   }
 
   /** The VM's DMA space (which IOMMU path, what it maps), when a device is assigned. */

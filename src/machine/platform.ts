@@ -1,7 +1,8 @@
 // The board every VM has: the VMM thread's buses (devices with state, which
 // vCPU threads reach through bus-rpc), PCI config mechanism #1 with the host
-// bridge at 00:00.0, and the specs of the devices each vCPU thread builds
-// for itself (console, debug exit, port 0x80, i8042).
+// bridge at 00:00.0, the memory-hotplug mailbox, and the specs of the devices
+// each vCPU thread builds for itself (console, debug exit, port 0x80, i8042).
+import { MemHotplug, MEM_HOTPLUG_LEN, MEM_HOTPLUG_PORT, type MemHotplugState } from '../devices/mem-hotplug.js';
 import { PciConfigIo, PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN } from '../devices/pci/config-io.js';
 import type { ConfigSpace } from '../devices/pci/config-space.js';
 import { hostBridge } from '../devices/pci/host-bridge.js';
@@ -17,17 +18,23 @@ export interface PlatformOptions {
   linux: boolean;
 }
 
-/** The board's own state, for a live update: the console UART, PCI's address register, the host bridge's config space. */
+/**
+ * The board's own state, for a live update: the console UART, PCI's address
+ * register, the host bridge's config space, the memory-hotplug mailbox.
+ */
 export interface PlatformState {
   serial: SerialState;
   pciAddress: number;
   hostBridge: number[];
+  hotplug: MemHotplugState;
 }
 
 // Nothing here holds a kernel resource and nothing outside the machine holds these objects: they need no undo.
 export class Platform {
   readonly pio = new Bus('pio');
   readonly mmio = new Bus('mmio');
+  /** Rarely polled, and what the control API waits on: on the VMM thread, reached through the RPC fallback. */
+  readonly hotplug = new MemHotplug();
 
   private constructor(
     readonly pci: PciConfigIo,
@@ -40,12 +47,18 @@ export class Platform {
     const p = new Platform(pci, standardDevices(o.consoleFd, o.vmFd, o.linux, pci.state), hostBridge());
     pci.add(0, p.bridge);
     p.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
+    p.pio.register(MEM_HOTPLUG_PORT, MEM_HOTPLUG_LEN, p.hotplug, 'mem hotplug');
     return p;
   }
 
   /** With the vCPUs paused. */
   save(): PlatformState {
-    return { serial: Serial16550.save(this.serialSpec().state), pciAddress: this.pci.address, hostBridge: this.bridge.save() };
+    return {
+      serial: Serial16550.save(this.serialSpec().state),
+      pciAddress: this.pci.address,
+      hostBridge: this.bridge.save(),
+      hotplug: this.hotplug.save(),
+    };
   }
 
   /** Into a fresh board, before its vCPUs run. */
@@ -53,6 +66,7 @@ export class Platform {
     Serial16550.restore(this.serialSpec().state, s.serial);
     this.pci.address = s.pciAddress;
     this.bridge.restore(s.hostBridge);
+    this.hotplug.restore(s.hotplug);
   }
 
   private serialSpec(): Extract<DeviceSpec, { kind: 'serial' }> {

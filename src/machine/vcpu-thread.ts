@@ -72,6 +72,7 @@ if (end.kind === 'fault') post({ type: 'stop' });
 buses.flush();
 runner.close();
 post({ type: 'done', end, exits: runner.exits, profile: runner.profile?.entries() });
-// Stay alive until the VMM has forgotten this thread's id: pthread_kill on an ended thread is undefined.
+// Stay alive until the VMM has forgotten this thread's id: once it ends, the kernel may give the id to
+// another thread, which a kick (tgkill) would then interrupt.
 const released = vcpuWords(d.index).released;
 while (Atomics.load(control, released) === 0) Atomics.wait(control, released, 0, 1000);

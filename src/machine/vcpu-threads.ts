@@ -32,6 +32,9 @@ export interface ThreadDevices {
 
 const VCPU_YOUNG_GEN_MB = 4;
 
+/** Every vCPU thread of this process not yet ended. */
+const live = new Set<Promise<void>>();
+
 export class VcpuThreads {
   /** The stop block, then each vCPU's "released" word (see vcpu-thread.ts) and state word. */
   readonly control: SharedArrayBuffer;
@@ -66,7 +69,25 @@ export class VcpuThreads {
     return t;
   }
 
+  /**
+   * Resolves once every vCPU thread of this process has ended, or after `ms`. A machine refused while
+   * its threads still load lets them end on their own; node exiting under a worker that is loading a
+   * native addon can abort the process instead of exiting with the refusal's status.
+   */
+  static async settled(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => (timer = setTimeout(r, ms)));
+    await Promise.race([Promise.all(live), late]).finally(() => clearTimeout(timer));
+  }
+
   private spawn(v: Vcpu, mmapSize: number, on: ThreadDevices): Promise<void> {
+    const ended = this.spawnThread(v, mmapSize, on);
+    live.add(ended);
+    void ended.then(() => live.delete(ended));
+    return ended;
+  }
+
+  private spawnThread(v: Vcpu, mmapSize: number, on: ThreadDevices): Promise<void> {
     return new Promise<void>((resolve) => {
       const rpc = newRpcSlot();
       const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize, control: this.control, devices: [...on.devices], rpc };

@@ -2,7 +2,7 @@
 // fd and handed over for live update), anonymous memory, or hugetlbfs pages.
 import { fstatSync, readFileSync } from 'node:fs';
 import * as libc from '../sys/libc.js';
-import { hex, MiB } from './layout.js';
+import { hex, MAX_RAM_ALLOCATION, MiB, sizeText } from './layout.js';
 
 export type RamBackend = 'memfd' | 'anon' | 'hugetlb';
 export const RAM_BACKENDS: readonly RamBackend[] = ['memfd', 'anon', 'hugetlb'];
@@ -37,9 +37,13 @@ export class GuestRam {
     const align = backend === 'hugetlb' ? HUGE_2M : pageSize;
     if (size <= 0n || size % align !== 0n)
       throw new RamError(
-        `memory size ${size} bytes is not a multiple of the ${backend === 'hugetlb' ? '2 MiB huge' : `${pageSize}-byte`} page size; use e.g. --memory ${sizeArg(size <= 0n ? align : ((size + align - 1n) / align) * align)}`,
+        `memory size ${size} bytes is not a multiple of the ${backend === 'hugetlb' ? '2 MiB huge' : `${pageSize}-byte`} page size; use e.g. --memory ${sizeText(size <= 0n ? align : ((size + align - 1n) / align) * align)}`,
       );
-    if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new RamError(`memory size ${size} is too large`);
+    // A larger view would abort the process inside koffi, not throw.
+    if (size > MAX_RAM_ALLOCATION)
+      throw new RamError(
+        `memory size ${size} bytes is over ${sizeText(MAX_RAM_ALLOCATION)}, the most one allocation may be (the VMM views it as one typed array)`,
+      );
     if (backend === 'hugetlb') {
       const free = hugePagesFree();
       const need = size / HUGE_2M;
@@ -109,8 +113,4 @@ export function thpMode(path: string): string | undefined {
 export function hugePagesFree(): bigint {
   const m = /^HugePages_Free:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'));
   return m ? BigInt(m[1]!) : 0n;
-}
-
-function sizeArg(n: bigint): string {
-  return n % MiB === 0n ? `${n / MiB}M` : `${n / 1024n}K`;
 }

@@ -1,6 +1,8 @@
 // The one door into the Rust core (crates/pin-core): every native function
 // TypeScript calls is typed here, so the surface is visible in one file.
 // Kernel failures come back as PinCoreError with errno name, op, IOVA, size, path.
+// No call ends node: a bad argument is a TypeError or RangeError (code EINVAL),
+// and even a bug in pin-core (a panic) is thrown, as code EPANIC.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -79,8 +81,9 @@ export interface PinCore {
 
   /** Installs the no-op SIGRTMIN handler that makes a kicked thread's KVM_RUN return EINTR; returns the signal. */
   kickInit(): number;
-  /** pthread_self() of the calling thread, for threadKick. */
+  /** The calling thread's kernel thread id (gettid), for threadKick. */
   threadSelf(): bigint;
+  /** Signals that thread of this process (tgkill); one that is gone is ESRCH. */
   threadKick(thread: bigint): void;
 
   /** The accounting model: what pinning on `path` in `mode` charges, against which limit, and when. */
@@ -88,17 +91,24 @@ export interface PinCore {
 
   /** Guest-RAM-like memory: returns its address (and memfd, else -1). Populated when asked. */
   memAlloc(kind: MemoryKind, size: bigint): { vaddr: bigint; fd: number };
+  /**
+   * Unmaps memory memAlloc returned (all of it or whole pages of it) and closes its memfd when `fd` is given.
+   * Any other range, a second free or another fd is a RangeError: nothing is unmapped or closed.
+   */
   memFree(vaddr: bigint, size: bigint, fd: number): void;
-  /** MADV_POPULATE_WRITE over [vaddr, vaddr+size), split across `threads` threads. */
+  /** MADV_POPULATE_WRITE over [vaddr, vaddr+size), split across `threads` (1 to 256) threads. */
   memPopulate(vaddr: bigint, size: bigint, threads: number): void;
 
-  /** Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. Groups join it themselves (VfioGroup.joinContainer). */
+  /**
+   * Legacy container: opens `path` (or adopts fd >= 0), not yet usable for DMA. Groups join it themselves (VfioGroup.joinContainer).
+   * An adopted fd is pin-core's from the call on, and closed if the call throws.
+   */
   type1Open(path: string, fd: number): BackendHandle;
   /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`; the container needs a group in it first. */
   type1SetIommu(h: BackendHandle, v1only: boolean): void;
   type1UpdateVaddr(h: BackendHandle, iova: bigint, size: bigint, vaddr: bigint | null): void;
 
-  /** iommufd: opens `path` (or adopts fd >= 0) and allocates an IOAS. */
+  /** iommufd: opens `path` (or adopts fd >= 0, as type1Open) and allocates an IOAS. */
   iommufdOpen(path: string, fd: number): BackendHandle;
   iommufdIoasId(h: BackendHandle): number;
   iommufdOption(h: BackendHandle, option: 'rlimit_mode' | 'huge_pages', value: bigint | null): bigint;
@@ -132,7 +142,11 @@ export interface PinCore {
   batchDecode(ops: BigUint64Array, count: number): BatchRecord[];
 }
 
-/** A failure inside pin-core: the kernel's errno name plus what was being done. */
+/**
+ * A failure inside pin-core: the kernel's errno name plus what was being done. `code` is also EINVAL on the
+ * TypeError or RangeError of a bad argument, EBADF for a handle that is not open, EBADFD for one a pin-core
+ * bug left unusable (close it), and EPANIC for that bug itself.
+ */
 export interface PinCoreError extends Error {
   code: string;
   errno?: number;
@@ -155,4 +169,15 @@ function addonPath(): string {
   throw new Error('pin-core addon is not built: run npm run build:native');
 }
 
-export const pinCore: PinCore = createRequire(import.meta.url)(addonPath()) as PinCore;
+function load(): PinCore {
+  const path = addonPath();
+  try {
+    return createRequire(import.meta.url)(path) as PinCore;
+  } catch (e) {
+    // dlopen and N-API version errors run over several lines; the user needs the first and the fix.
+    const why = String((e as Error).message).split('\n')[0];
+    throw new Error(`pin-core addon ${path} does not load (${why}); rebuild it: npm run build:native`);
+  }
+}
+
+export const pinCore: PinCore = load();

@@ -1,6 +1,7 @@
 // libc calls made from TypeScript through koffi: file descriptors and ioctl.
 // ioctl is declared variadic (int ioctl(int, unsigned long, ...)) so one
 // declaration serves pointer and integer arguments.
+import { constants as bufferConstants } from 'node:buffer';
 import koffi from 'koffi';
 import { ERRNO, SysError } from './errors.js';
 
@@ -133,6 +134,12 @@ export function mmapAnon(length: number): MappedMemory {
 
 /** A shared mapping of a file or device region (e.g. a VFIO BAR at its region offset). */
 export function mmapFd(length: number, flags: number, fd: number, offset: bigint, path?: string): MappedMemory {
+  // koffi.view of more than a Buffer may hold ends node with "FATAL ERROR: Error::New
+  // napi_get_last_error_info" (koffi 3.3, Node 20: 4 GiB), so such a mapping is refused before it is made.
+  if (!(length <= bufferConstants.MAX_LENGTH))
+    throw new RangeError(
+      `cannot map ${length} bytes${path ? ` of ${path}` : ''}: JavaScript views hold at most ${bufferConstants.MAX_LENGTH} bytes in Node ${process.version}`,
+    );
   const p = c_mmap(null, length, PROT_READ | PROT_WRITE, flags, fd, offset);
   const vaddr = BigInt(koffi.address(p));
   if (vaddr === 0xffffffffffffffffn) throw SysError.fromErrno(koffi.errno(), 'mmap', { size: BigInt(length), path });

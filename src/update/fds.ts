@@ -35,6 +35,23 @@ export function fdKindMismatch(kind: FdKind, link: string): string | undefined {
   return LINKS[kind].test(link) ? undefined : `it is ${link}, not a ${kind} fd`;
 }
 
+/**
+ * Checks the channel's fd is a socket before anything reads it: run by hand,
+ * `pinion run --incoming 3` has a terminal, a file or nothing there.
+ */
+export function checkChannel(fd: number, readlink = (n: number) => readlinkSync(`/proc/self/fd/${n}`)): void {
+  let link: string;
+  try {
+    link = readlink(fd);
+  } catch {
+    link = 'not open';
+  }
+  if (!/^socket:\[\d+\]$/.test(link))
+    throw new Error(
+      `fd ${fd} is ${link}, not the channel of a live update; pinion run --incoming FD is started by a running Pinion (pinion ctl PATH update), not by hand`,
+    );
+}
+
 /** Checks every fd of the list is open here and of its kind; throws one line naming the first that is not. */
 export function checkFds(
   entries: readonly FdEntry[],

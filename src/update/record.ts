@@ -1,11 +1,15 @@
 // The live-update record the old process writes before the pause: a header
 // (magic, version, who wrote it), the list of fds passed beside it with the
 // kind of each, how the VM was made, where its RAM is (regions on memfds, by
-// index in the fd list), the vCPUs' CPUID, and the control API's own view.
+// index in the fd list), the vCPUs' CPUID, and the control API's own view
+// (its change log, and what the guest was told through the memory-hotplug
+// mailbox).
 // The new process sets up from it while the guest still runs; what changes
 // while it runs comes at the pause (state.ts). Fields that name an fd hold
 // its index in `fds`; decodeRecord checks each points at an fd of the kind
 // it needs.
+import { GUEST_VIEWS, type GuestView } from '../api/routes.js';
+import { HOTPLUG_KINDS, type HotplugKind } from '../devices/mem-hotplug.js';
 import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
 import type { ImageConfig, MachineImage, RegionImage } from '../machine/handover.js';
 import { DECOMPRESS } from '../vmm/vmlinux.js';
@@ -13,7 +17,7 @@ import { base64, blob, Fields, hex64, RecordError, type Json } from './wire.js';
 
 export const RECORD_MAGIC = 'pinion-live-update';
 /** Bumped whenever a field changes meaning, appears or goes: a reader takes its own version only. */
-export const RECORD_VERSION = 1;
+export const RECORD_VERSION = 2;
 
 export const FD_KINDS = [
   'kvm',
@@ -41,11 +45,17 @@ export interface ControlRecord {
   /** When the first process started (ms since the epoch): uptime runs on. */
   startedAt: number;
   changes: number;
-  log: { at: string; summary: string }[];
+  /** Each change, and what the guest did about it. */
+  log: { at: string; summary: string; guest: string }[];
   /** Held by vm.pause: the next process keeps the guest paused. */
   paused: boolean;
-  /** Per RAM region (by gpa): made at boot or by a memory change, its backend, and whether the API allocated its backing. */
-  regions: { gpa: bigint; origin: 'boot' | 'api'; backend: RamBackend; ownBacking: boolean }[];
+  /**
+   * Per RAM region (by gpa): made at boot or by a memory change, its backend,
+   * whether the API allocated its backing, and what the guest knows of it.
+   */
+  regions: { gpa: bigint; origin: 'boot' | 'api'; backend: RamBackend; ownBacking: boolean; guest: GuestView }[];
+  /** The hotplug event posted and not acked yet, for a region in `regions`: its ack may still come, to the next process. */
+  posted?: { generation: number; gpa: bigint; kind: HotplugKind };
 }
 
 export interface UpdateRecord {
@@ -133,11 +143,7 @@ export function encodeRecord(r: UpdateRecord): Json {
           api: {
             path: r.api.path,
             socket: r.api.socket,
-            control: {
-              ...r.api.control,
-              log: r.api.control.log.map((l) => ({ ...l })),
-              regions: r.api.control.regions.map((g) => ({ ...g, gpa: hex64(g.gpa) })),
-            },
+            control: encodeControl(r.api.control),
           },
         }
       : {}),
@@ -299,13 +305,23 @@ function decodeConfig(c: Fields): ImageConfig {
   return out;
 }
 
+function encodeControl(c: ControlRecord): Json {
+  const { posted, ...rest } = c;
+  return {
+    ...rest,
+    log: c.log.map((l) => ({ ...l })),
+    regions: c.regions.map((g) => ({ ...g, gpa: hex64(g.gpa) })),
+    ...(posted ? { posted: { ...posted, gpa: hex64(posted.gpa) } } : {}),
+  };
+}
+
 function decodeControl(c: Fields): ControlRecord {
   const out: ControlRecord = {
     startedAt: c.int('startedAt', 0, Number.MAX_SAFE_INTEGER),
     changes: c.int('changes', 0, Number.MAX_SAFE_INTEGER),
     log: c.list('log', MAX.log, (v, p) => {
       const l = Fields.of(v, p);
-      const entry = { at: l.str('at', 64), summary: l.str('summary', 1024) };
+      const entry = { at: l.str('at', 64), summary: l.str('summary', 1024), guest: l.str('guest', 4096) };
       l.done();
       return entry;
     }),
@@ -317,11 +333,25 @@ function decodeControl(c: Fields): ControlRecord {
         origin: g.oneOf('origin', ['boot', 'api'] as const),
         backend: g.oneOf('backend', RAM_BACKENDS),
         ownBacking: g.bool('ownBacking'),
+        guest: g.oneOf('guest', GUEST_VIEWS),
       };
       g.done();
       return region;
     }),
   };
+  const posted = c.optional('posted', (x, k) => {
+    const p = x.obj(k);
+    const event = {
+      generation: p.int('generation', 1, 0xffffffff),
+      gpa: p.u64('gpa'),
+      kind: p.oneOf('kind', HOTPLUG_KINDS),
+    };
+    p.done();
+    if (!out.regions.some((g) => g.gpa === event.gpa))
+      throw new RecordError(`${p.at('gpa')}: ${hex64(event.gpa)} is not a RAM region of the record`);
+    return event;
+  });
+  if (posted) out.posted = posted;
   c.done();
   return out;
 }

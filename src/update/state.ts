@@ -1,8 +1,10 @@
 // The live-update state the old process writes at the pause, after the
 // record (record.ts): each vCPU's registers as KVM holds them, the VM's
 // irqchips, PIT and clock, and the board's devices (the console UART, PCI's
-// address register, the host bridge). KVM's structs travel as their own
-// bytes, checked for size; the rest field by field.
+// address register, the host bridge, the memory-hotplug mailbox's
+// registers). KVM's structs travel as their own bytes, checked for size; the
+// rest field by field.
+import { HOTPLUG_KINDS, type MemHotplugState } from '../devices/mem-hotplug.js';
 import type { AssignedState, MachineState } from '../machine/handover.js';
 import type { PlatformState } from '../machine/platform.js';
 import { VCPU_BLOBS, type VcpuState } from '../vmm/vcpu-state.js';
@@ -33,6 +35,7 @@ export function encodeState(s: MachineState): Json {
       },
       pciAddress: s.platform.pciAddress,
       hostBridge: base64(Uint8Array.from(s.platform.hostBridge)),
+      hotplug: encodeHotplug(s.platform.hotplug),
     },
   };
 }
@@ -46,6 +49,12 @@ export function decodeState(j: unknown, record: UpdateRecord): MachineState {
   if (vcpus.length !== cpus) throw new RecordError(`state.vcpus: ${vcpus.length} vCPUs, the record made ${cpus}`);
   const vm = decodeVm(f.obj('vm'));
   const platform = decodePlatform(f.obj('platform'));
+  const posted = record.api?.control.posted;
+  // No event is posted once the record is written (the API refuses changes during an update): the one it awaits is the last.
+  if (posted && posted.generation !== platform.hotplug.last?.generation)
+    throw new RecordError(
+      `state.platform.hotplug: the record awaits the ack of event ${posted.generation}, the mailbox's last is ${platform.hotplug.last?.generation ?? 'none'}`,
+    );
   const assigned = f.optional('assigned', (x, k) => x.list(k, 32, (v, p) => decodeAssigned(v, p, record)));
   f.done();
   return { vcpus, vm, platform, ...(assigned ? { assigned } : {}) };
@@ -178,7 +187,41 @@ function decodePlatform(f: Fields): PlatformState {
     serial,
     pciAddress: f.int('pciAddress', 0, 0xffffffff),
     hostBridge: [...f.blob('hostBridge', CONFIG_SPACE, 'a config space')],
+    hotplug: decodeHotplug(f.obj('hotplug')),
   };
   f.done();
   return out;
+}
+
+function encodeHotplug(h: MemHotplugState): Json {
+  return {
+    claimed: h.claimed,
+    ...(h.last ? { last: { generation: h.last.generation, kind: h.last.kind, gpa: hex64(h.last.gpa), size: hex64(h.last.size) } } : {}),
+    acked: h.acked,
+    staleAcks: h.staleAcks,
+  };
+}
+
+/** GEN and ACK are 32-bit registers; 0 is "none yet", so an event's generation is at least 1. */
+function decodeHotplug(f: Fields): MemHotplugState {
+  const last = f.optional('last', (x, k) => {
+    const e = x.obj(k);
+    const event = {
+      generation: e.int('generation', 1, 0xffffffff),
+      kind: e.oneOf('kind', HOTPLUG_KINDS),
+      gpa: e.u64('gpa'),
+      size: e.u64('size'),
+    };
+    e.done();
+    if (event.size === 0n) throw new RecordError(`${e.at('size')}: 0, an event's region has bytes`);
+    return event;
+  });
+  const h: MemHotplugState = {
+    claimed: f.bool('claimed'),
+    acked: f.int('acked', 0, 0xffffffff),
+    staleAcks: f.int('staleAcks', 0, Number.MAX_SAFE_INTEGER),
+  };
+  f.done();
+  if (!last && h.acked !== 0) throw new RecordError(`${f.at('acked')}: ${h.acked}, but no event was ever posted`);
+  return last ? { ...h, last } : h;
 }

@@ -10,7 +10,7 @@ import { Machine } from '../../src/machine/machine.js';
 import { GuestRam } from '../../src/memory/guest-ram.js';
 import type { MemoryRegion } from '../../src/memory/listener.js';
 import { pinCore } from '../../src/memory/pin-core.js';
-import { openerFds } from '../../src/cli/run.js';
+import { openerFds } from '../../src/cli/inherited-fds.js';
 import { processCharge } from '../../src/memlock/status.js';
 import { GUEST } from './pinion.js';
 

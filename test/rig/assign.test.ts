@@ -79,7 +79,10 @@ for (const kernel of ['type1', 'compat'] as const) {
             : /assigned 0000:01:00\.0 at 00:01\.0 via the legacy container \(group \d+\)/,
         );
         t.match(r.stderr, /; INTx -> IOAPIC pin 17 \(resample irqfd\)\n/, `${iommu}: INTx wired at attach, and said so`);
-        t.match(r.stderr, new RegExp(`guest RAM DMA-mapped: 1 range\\(s\\), 64 MiB \\(${iommu === 'iommufd' ? 'iommufd' : legacyKind}\\)`));
+        t.match(
+          r.stderr,
+          new RegExp(`guest RAM DMA-mapped: 64 MiB in 32 mapping\\(s\\) \\(${iommu === 'iommufd' ? 'iommufd' : legacyKind}\\)`),
+        );
         const charge = /VmLck (\d+) KiB, VmPin (\d+) KiB/.exec(r.stderr);
         // Who is charged (VMM as root): type1 -> VmLck; iommufd, the compat container included -> VmPin.
         const want = iommu === 'legacy' && kernel === 'type1' ? [65536, 0] : [0, 65536];

@@ -1,9 +1,20 @@
 // A VmControl with no kernel behind it, for tests of the API's wire and the
 // ctl client: a map of regions changed by the same planner the machine uses,
-// pause and resume as a flag, and knobs to make a verb slow or fail.
+// pause and resume as a flag, a guest that acks every hotplug event at once
+// when its driver is said to hold the mailbox, and knobs to make a verb slow
+// or fail.
 import { hex } from '../../src/memory/layout.js';
 import { mapLimits, planChange, type MapEntry, type MemoryChange } from '../../src/api/memory-change.js';
-import type { ChangeResult, DeviceInfo, DmaInfo, MemoryMapInfo, VmControl, VmInfo } from '../../src/api/routes.js';
+import type {
+  ChangeResult,
+  DeviceInfo,
+  DmaInfo,
+  GuestNotice,
+  HotplugInfo,
+  MemoryMapInfo,
+  VmControl,
+  VmInfo,
+} from '../../src/api/routes.js';
 import type { UpdateReport } from '../../src/update/outgoing.js';
 
 const MiB = 1n << 20n;
@@ -16,7 +27,16 @@ export class FakeVmControl implements VmControl {
   pauseMs = 0;
   /** What the next memory change throws instead of applying, e.g. the DMA planner's refusal. */
   failNext: Error | undefined;
-  private log: { at: string; summary: string }[] = [];
+  /** ms a memory change takes (a guest slow to ack). */
+  changeMs = 0;
+  /** A guest driver holds the hotplug mailbox (and acks every event at once). */
+  claimed = false;
+  private generation = 0;
+  private log: { at: string; summary: string; guest: string }[] = [];
+
+  private hotplug(): HotplugInfo {
+    return { port: '0x5f0', claimed: this.claimed, generation: this.generation, acked: this.generation, pending: null };
+  }
 
   info(): VmInfo {
     this.calls.push('info');
@@ -30,7 +50,7 @@ export class FakeVmControl implements VmControl {
         ramBytes: Number(ram.reduce((n, r) => n + r.size, 0n)),
         regions: ram.length,
         changes: this.log.length,
-        guestNotified: !this.log.length,
+        hotplug: this.hotplug(),
       },
       devices: 1,
       pid: 4242,
@@ -51,11 +71,12 @@ export class FakeVmControl implements VmControl {
         backend: r.backend,
         origin: r.name === 'ram-low' ? 'boot' : 'api',
         file: r.backend === 'memfd',
+        guest: r.name === 'ram-low' ? 'boot' : this.claimed ? 'acknowledged' : 'not told',
       })),
       holes: [{ name: 'the PCI hole', start: '0xc0000000', end: '0x100000000' }],
       ramCeiling: '0x4000000000',
       changes: [...this.log],
-      guestNotified: !this.log.length,
+      hotplug: this.hotplug(),
     };
   }
 
@@ -115,6 +136,7 @@ export class FakeVmControl implements VmControl {
     const plan = planChange(c, this.map, mapLimits(4096n));
     const fail = this.failNext;
     this.failNext = undefined;
+    if (this.changeMs) await new Promise((r) => setTimeout(r, this.changeMs));
     if (fail) throw fail;
     const old = new Map(this.map.map((r) => [r.gpa, r]));
     const kept = this.map.filter((r) => !plan.remove.includes(r.gpa));
@@ -122,9 +144,38 @@ export class FakeVmControl implements VmControl {
       const backend = a.backing.kind === 'new' ? a.backing.backend : old.get(a.backing.of)?.backend;
       return { name: `ram@${hex(a.gpa)}`, gpa: a.gpa, size: a.size, kind: 'ram', backend };
     });
+    const guest = this.notice(
+      this.map.filter((r) => plan.remove.includes(r.gpa)),
+      added,
+    );
     this.map = [...kept, ...added].sort((a, b) => (a.gpa < b.gpa ? -1 : 1));
-    this.log.push({ at: '2026-01-01T00:00:00.000Z', summary: plan.summary });
-    return { done: plan.summary, memory: this.memory() };
+    this.log.push({ at: '2026-01-01T00:00:00.000Z', summary: plan.summary, guest: guest.note });
+    return { done: plan.summary, guest, memory: this.memory() };
+  }
+
+  /** A guest that releases and acknowledges at once, when it has a driver. */
+  private notice(gone: MapEntry[], added: MapEntry[]): GuestNotice {
+    if (!this.claimed)
+      return {
+        told: false,
+        acknowledged: false,
+        events: [],
+        note: 'not told: no guest driver claimed the memory-hotplug mailbox (port 0x5f0)',
+      };
+    const event = (kind: 'added' | 'remove-requested', r: MapEntry): GuestNotice['events'][number] => ({
+      kind,
+      name: r.name,
+      gpa: hex(r.gpa),
+      size: Number(r.size),
+      generation: ++this.generation,
+      outcome: 'acked',
+      ms: 0,
+    });
+    const events = [...gone.map((r) => event('remove-requested', r)), ...added.map((r) => event('added', r))];
+    const parts = events.map(
+      (e) => `${e.kind === 'added' ? 'acknowledged' : 'released'} ${e.name} [${e.gpa}, ${hex(BigInt(e.gpa) + BigInt(e.size))}) in 0 ms`,
+    );
+    return { told: true, acknowledged: true, events, note: `the guest ${parts.join(', ')}` };
   }
 
   /** The command the last vm.update was asked to start. */

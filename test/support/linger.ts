@@ -4,15 +4,18 @@
 // then name what keeps it alive and fail the file.
 import t from 'tap';
 
-const GRACE_MS = 20_000;
+// Longer than any wait the rig itself bounds (QEMU's exit after SIGKILL: 20 s).
+const GRACE_MS = 45_000;
 
 export function failIfLingering(graceMs = GRACE_MS): void {
   t.teardown(() => {
     const timer = setTimeout(() => {
-      const alive = process.getActiveResourcesInfo().filter((r) => r !== 'Timeout');
+      const counts = new Map<string, number>();
+      for (const r of process.getActiveResourcesInfo()) counts.set(r, (counts.get(r) ?? 0) + 1);
+      const alive = [...counts].map(([r, n]) => (n > 1 ? `${r} x${n}` : r));
       process.stderr.write(
         `\n!!! ${process.argv[1]}: every test ended but the process is still alive after ${graceMs / 1000} s; ` +
-          `keeping it alive: ${alive.join(', ') || 'timers only'}\n`,
+          `active: ${alive.join(', ') || 'nothing listed'}\n`,
       );
       process.exit(1);
     }, graceMs);

@@ -139,3 +139,60 @@ t.test('split and move keep the backing; replace copies into a new one', async (
     /gpa 0x1000 is not a multiple of 2 MiB/,
   );
 });
+
+t.test('with a device assigned, a split or shrink point falls between DMA mappings; the refusal names the granule', async (t) => {
+  const units = (gpa: bigint, size: bigint, g: bigint) =>
+    Array.from({ length: Number(size / g) }, (_, i) => ({ iova: gpa + BigInt(i) * g, size: g }));
+  const dma = [...units(0n, 64n * MiB, 2n * MiB), ...units(GiB, 8n * MiB, 2n * MiB)];
+  t.equal(planChange({ verb: 'split-ram', gpa: 0n, at: 16n * MiB }, MAP, L, dma).add.length, 2, 'on an edge');
+  refused(
+    t,
+    () => planChange({ verb: 'split-ram', gpa: 0n, at: 17n * MiB }, MAP, L, dma),
+    400,
+    /^vm\.split-ram: at 0x1100000 is inside the DMA mapping \[0x1000000, 0x1200000\) of ram-low, and the IOMMU cannot cut a mapping: ram-low's DMA granule is 2 MiB, so e.g. 0x1000000 or 0x1200000$/,
+  );
+  t.equal(planChange({ verb: 'split-ram', gpa: 0n, at: 17n * MiB }, MAP, L).add.length, 2, 'no device: the page is all it needs');
+  refused(
+    t,
+    () => planChange({ verb: 'resize-ram', gpa: 0n, size: 33n * MiB }, MAP, L, dma),
+    400,
+    /^vm\.resize-ram: the new end 0x2100000 is inside the DMA mapping \[0x2000000, 0x2200000\) of ram-low, .* granule is 2 MiB/,
+  );
+  t.same(planChange({ verb: 'resize-ram', gpa: 0n, size: 32n * MiB }, MAP, L, dma).remove, [0n]);
+  t.ok(planChange({ verb: 'resize-ram', gpa: 0n, size: 66n * MiB }, MAP, L, dma), 'growing has no point inside a mapping');
+  // A large region's units are coarser: the message says which.
+  const big: MapEntry[] = [{ name: 'ram-high', gpa: 4n * GiB, size: 4n * GiB, kind: 'ram', backend: 'memfd' }, ...MAP];
+  refused(
+    t,
+    () =>
+      planChange({ verb: 'split-ram', gpa: 4n * GiB, at: 4n * GiB + 2n * MiB }, big, L, [...dma, ...units(4n * GiB, 4n * GiB, 4n * MiB)]),
+    400,
+    /ram-high's DMA granule is 4 MiB, so e\.g\. 0x100000000 or 0x100400000$/,
+  );
+});
+
+t.test('a region that shares a DMA mapping with its neighbour cannot change alone', async (t) => {
+  const pair: MapEntry[] = [
+    { name: 'a', gpa: 0n, size: 32n * MiB, kind: 'ram', backend: 'memfd' },
+    { name: 'b', gpa: 32n * MiB, size: 32n * MiB, kind: 'ram', backend: 'memfd' },
+  ];
+  const merged = [{ iova: 0n, size: 64n * MiB }];
+  for (const c of [
+    { verb: 'remove-ram', gpa: 32n * MiB },
+    { verb: 'move-ram', gpa: 32n * MiB, to: GiB },
+    { verb: 'replace-ram', gpa: 0n, backend: 'anon' },
+    { verb: 'resize-ram', gpa: 0n, size: 16n * MiB },
+  ] as const)
+    refused(
+      t,
+      () => planChange(c, pair, L, merged),
+      409,
+      /shares the DMA mapping \[0x0, 0x4000000\) with its neighbour \(merged to fit the entry limit\), which the IOMMU unmaps only whole, so it cannot change alone$/,
+    );
+  t.ok(
+    planChange({ verb: 'move-ram', gpa: 32n * MiB, to: GiB }, pair, L, [
+      { iova: 0n, size: 32n * MiB },
+      { iova: 32n * MiB, size: 32n * MiB },
+    ]),
+  );
+});

@@ -56,7 +56,14 @@ t.test('the verbs answer JSON; the socket is 0600 and removed on close', async (
   t.equal(add.status, 200);
   t.match(add.body, {
     done: /added 16 MiB of memfd RAM/,
-    memory: { regions: [{ name: 'ram-low' }, { gpa: '0x40000000', origin: 'api' }] },
+    guest: { told: false, acknowledged: false, events: [], note: /^not told: no guest driver claimed the memory-hotplug mailbox/ },
+    memory: {
+      regions: [
+        { name: 'ram-low', guest: 'boot' },
+        { gpa: '0x40000000', origin: 'api', guest: 'not told' },
+      ],
+      hotplug: { port: '0x5f0', claimed: false },
+    },
   });
   t.match((await call(path, 'PUT', '/api/v1/vm.stop')).body, { state: 'stopping' });
   t.same(
@@ -150,6 +157,19 @@ t.test('a client that leaves mid-request or sends its headers too slowly holds n
   t.match(body, /^(HTTP\/1\.1 408 |$)/, 'a body that never ends too');
   t.same(vm.calls, []);
   t.equal((await call(path, 'GET', '/api/v1/vm.info')).status, 200, 'the API still answers');
+  await api.close();
+});
+
+t.test('a verb slower than the idle timeout is answered: the connection waits, it is not idle', async (t) => {
+  const { api, vm, path } = await serve({ idleTimeoutMs: 200 });
+  vm.changeMs = 600; // a memory change waiting for the guest's ack
+  const r = await call(path, 'PUT', '/api/v1/vm.add-ram', { gpa: '0x40000000', size: '16M' });
+  t.equal(r.status, 200);
+  t.match(r.body, { done: /added 16 MiB/ });
+  const t0 = Date.now();
+  const idle = await raw(path, (s) => s.write('GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n\r\n'), 3000);
+  t.match(idle, /^HTTP\/1\.1 200 /);
+  t.ok(Date.now() - t0 < 2000, `an idle keep-alive connection is still closed (after ${Date.now() - t0} ms)`);
   await api.close();
 });
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { route } from '../../src/api/routes.js';
 import { ApiServer } from '../../src/api/server.js';
-import { ctlCommand, format, parseCtlArgs, size } from '../../src/cli/ctl.js';
+import { ctlCommand, format, parseCtlArgs, size, type CtlRequest } from '../../src/cli/ctl.js';
 import { FakeVmControl } from '../support/fake-vm-control.js';
 
 t.test('arguments: the verb, its positional fields, --json anywhere', async (t) => {
@@ -26,14 +26,18 @@ t.test('arguments: the verb, its positional fields, --json anywhere', async (t) 
     path: '/api/v1/vm.add-ram',
     body: { gpa: '0x40000000', size: '16M' },
   });
-  t.same(parseCtlArgs(['s', 'replace-ram', '0x0', 'hugetlb']).body, { gpa: '0x0', backend: 'hugetlb' });
-  t.equal(parseCtlArgs(['s', 'ping']).path, '/api/v1/vmm.ping');
+  const req = (argv: string[]): CtlRequest => parseCtlArgs(argv) as CtlRequest;
+  t.same(req(['s', 'replace-ram', '0x0', 'hugetlb']).body, { gpa: '0x0', backend: 'hugetlb' });
+  t.equal(req(['s', 'ping']).path, '/api/v1/vmm.ping');
+  t.equal(parseCtlArgs(['s', 'info', '--help']), 'help');
   t.throws(() => parseCtlArgs(['s']), /pinion ctl PATH <verb> \[args\] \[--json\]; verbs: ping, info, .* add-ram GPA SIZE \[BACKEND\]/);
   t.throws(() => parseCtlArgs(['s', 'reboot']), /unknown verb 'reboot'/);
   t.throws(() => parseCtlArgs(['s', 'toString']), /unknown verb 'toString'/);
   t.throws(() => parseCtlArgs(['s', 'move-ram', '0x0']), /move-ram takes GPA TO/);
   t.throws(() => parseCtlArgs(['s', 'pause', 'now']), /pause takes no arguments/);
   t.throws(() => parseCtlArgs(['s', 'info', '--yaml']), /unknown option --yaml/);
+  t.throws(() => parseCtlArgs(['s', 'add-ram', '0x0', 'lots']), /add-ram SIZE 'lots' is not a byte count or address/);
+  t.throws(() => parseCtlArgs(['s', 'info', '--json=yes']), /--json takes no value/);
 });
 
 t.test('sizes read as people write them', async (t) => {
@@ -61,16 +65,32 @@ t.test('human output of each report', async (t) => {
     format('add-ram', added),
     [
       'added 16 MiB of anon RAM at [0x40000000, 0x41000000)',
+      'not told: no guest driver claimed the memory-hotplug mailbox (port 0x5f0)',
       'guest memory map (page 4 KiB):',
-      '  range                        size       kind   backend from  name',
-      '  0x0-0x4000000                64 MiB     ram    memfd   boot  ram-low',
-      '  0x40000000-0x41000000        16 MiB     ram    anon    api   ram@0x40000000',
+      '  range                        size       kind   backend from  guest        name',
+      '  0x0-0x4000000                64 MiB     ram    memfd   boot  boot         ram-low',
+      '  0x40000000-0x41000000        16 MiB     ram    anon    api   not told     ram@0x40000000',
       'holes: the PCI hole 0xc0000000-0x100000000; RAM below 0x4000000000',
-      'changes (the guest is not told of them yet):',
-      '  2026-01-01T00:00:00.000Z  added 16 MiB of anon RAM at [0x40000000, 0x41000000)',
+      'hotplug: no guest driver holds the hotplug mailbox (port 0x5f0): the guest is not told of changes',
+      'changes:',
+      '  2026-01-01T00:00:00.000Z  added 16 MiB of anon RAM at [0x40000000, 0x41000000); not told: no guest driver claimed the memory-hotplug mailbox (port 0x5f0)',
     ].join('\n'),
   );
-  t.match(format('info', vm.info()), /memory: 1 change\(s\) since boot; the guest knows the boot map only/);
+  t.match(
+    format('info', vm.info()),
+    /\nmemory: 1 change\(s\) since boot; no guest driver holds the hotplug mailbox \(port 0x5f0\): the guest is not told of changes/,
+  );
+  vm.claimed = true;
+  const removed = await vm.changeMemory({ verb: 'remove-ram', gpa: 1n << 30n });
+  t.match(
+    format('remove-ram', removed),
+    /^removed ram@0x40000000 \[0x40000000, 0x41000000\)\nthe guest released ram@0x40000000 \[0x40000000, 0x41000000\) in 0 ms\n/,
+    'a guest with a driver: what it answered, second line',
+  );
+  t.match(
+    format('info', vm.info()),
+    /\nmemory: 2 change\(s\) since boot; the guest's driver holds the hotplug mailbox \(port 0x5f0\): 1 event\(s\), acknowledged up to 1 /,
+  );
   t.equal(
     format('dma', vm.dma()),
     [

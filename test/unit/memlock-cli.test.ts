@@ -33,7 +33,7 @@ t.test('pinion memlock plan: bad input is one line and exit 2', async (t) => {
     [['memlock', 'plan'], /^pinion: no VM given: pinion memlock plan --vm RAM/],
     [['memlock', 'plan', '--vm', '4X:1'], /^pinion: --vm 4X:1: RAM '4X' is not a size/],
     [['memlock', 'plan', '--vm', '4G:two'], /^pinion: --vm '4G:two': write RAM\[:DEVICES\[:separate\]\]/],
-    [['memlock', 'frob'], /^pinion: pinion memlock plan/],
+    [['memlock', 'frob'], /^pinion: unknown subcommand 'frob'; pinion memlock plan/],
   ] as const) {
     const r = await runCli([...args]);
     t.equal(r.code, 2, args.join(' '));

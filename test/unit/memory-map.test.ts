@@ -1,5 +1,7 @@
 import t from 'tap';
-import { GiB, MiB, parseSize, ramRanges, PCI_MMIO32, KVM_TSS_ADDR } from '../../src/memory/layout.js';
+import { GiB, MiB, parseSize, ramRanges, sizeText, PCI_MMIO32, KVM_TSS_ADDR, MAX_GUEST_RAM, RAM_CEILING } from '../../src/memory/layout.js';
+import { PCI_MMIO64 } from '../../src/devices/pci/bar-allocator.js';
+import { bootWrites, BOOT } from '../../src/vmm/boot.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import type { MemoryListener, MemoryRegion } from '../../src/memory/listener.js';
 
@@ -21,9 +23,21 @@ t.test('RAM below 3 GiB stays low; the rest moves above 4 GiB', async (t) => {
   t.ok(PCI_MMIO32.end <= KVM_TSS_ADDR - 0x1000n, 'the PCI window stays clear of KVM pages');
 });
 
-t.test('sizes parse with K/M/G and reject anything else', async (t) => {
+t.test('the most RAM the map holds ends at the ceiling, where 64-bit BARs start, inside the identity map', async (t) => {
+  const ranges = ramRanges(MAX_GUEST_RAM);
+  t.equal(ranges.at(-1)!.gpa + ranges.at(-1)!.size, RAM_CEILING);
+  t.equal(PCI_MMIO64.start, RAM_CEILING);
+  // The boot PDPT's last entry maps the GiB that ends the identity map.
+  const pdpt = Buffer.from(bootWrites('').find(([gpa]) => gpa === BOOT.pdpt)![1]);
+  const mapped = ((pdpt.readBigUInt64LE(511 * 8) & ~0xfffn) >> 30n) + 1n;
+  t.ok(RAM_CEILING <= mapped * GiB, `RAM below ${mapped} GiB`);
+});
+
+t.test('sizes parse with K/M/G/T and reject anything else', async (t) => {
   t.equal(parseSize('64M', 'm'), 64n * MiB);
   t.equal(parseSize('1g', 'm'), GiB);
+  t.equal(parseSize('1T', 'm'), 1024n * GiB);
+  t.equal(sizeText(parseSize('65540K', 'm')), '65540K', 'and read back as written');
   t.equal(parseSize('4096', 'm'), 4096n);
   t.throws(() => parseSize('64MB', '--memory'), /--memory '64MB' is not a size; write it like 64M/);
   t.throws(() => parseSize('-1M', '--memory'), /not a size/);

@@ -1,7 +1,7 @@
 // The native chain: TypeScript -> N-API addon built by napi -> Rust -> libc.
 import t from 'tap';
 import { pinCore, type IommuPath } from '../../src/memory/pin-core.js';
-import { dmaSpaceName } from '../../src/cli/run.js';
+import { dmaSpaceName } from '../../src/cli/run-vm.js';
 
 t.test('pin-core loads and answers', async (t) => {
   t.match(pinCore.version(), /^\d+\.\d+\.\d+$/);

@@ -1,10 +1,12 @@
-// Kernel ABI values pinned to the numbers in the uAPI headers, and the error
-// shape every kernel failure carries.
+// Kernel ABI values pinned to the numbers in the uAPI headers, the error
+// shape every kernel failure carries, and the mapping size JS can view.
+import { constants } from 'node:buffer';
 import t from 'tap';
 import { IOMMU_DESTROY, IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP } from '../../src/sys/iommufd.js';
 import { VFIO_CHECK_EXTENSION, VFIO_GET_API_VERSION, VFIO_SET_IOMMU } from '../../src/sys/vfio.js';
 import { SysError } from '../../src/sys/errors.js';
-import { ioctl, openPath } from '../../src/sys/libc.js';
+import { GuestRam, RamError } from '../../src/memory/guest-ram.js';
+import { ioctl, MAP_ANONYMOUS, MAP_PRIVATE, mmapFd, openPath } from '../../src/sys/libc.js';
 
 t.test('ioctl numbers match linux/vfio.h and linux/iommufd.h', async (t) => {
   t.equal(VFIO_GET_API_VERSION, 15204);
@@ -29,4 +31,20 @@ t.test('a real failing syscall comes back as SysError with the errno name', asyn
   });
   const fd = openPath('/dev/null');
   t.throws(() => ioctl(fd, VFIO_GET_API_VERSION, 0, 'VFIO_GET_API_VERSION', { path: '/dev/null' }), { code: 'ENOTTY' });
+});
+
+t.test('memory larger than a JavaScript view is refused, not mapped (koffi.view of it ends node)', async (t) => {
+  const over = constants.MAX_LENGTH + 4096;
+  t.throws(() => mmapFd(over, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n, 'test'), {
+    name: 'RangeError',
+    message: new RegExp(`^cannot map ${over} bytes of test: JavaScript views hold at most ${constants.MAX_LENGTH} bytes`),
+  });
+  // Node 20's 4 GiB: `pinion run --memory 8G` aborted in koffi.view. Newer Nodes view up to 2^53 - 1 bytes.
+  const twice = BigInt(constants.MAX_LENGTH) * 2n;
+  t.throws(() => GuestRam.allocate(twice, 'anon', 4096n), RamError);
+  if (twice <= BigInt(Number.MAX_SAFE_INTEGER))
+    t.throws(
+      () => GuestRam.allocate(twice, 'memfd', 4096n),
+      /is over 4G, the most one allocation may be \(the VMM views it as one typed array\)$/,
+    );
 });

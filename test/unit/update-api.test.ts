@@ -12,9 +12,14 @@ import { FakeVmControl } from '../support/fake-vm-control.js';
 
 t.test('pinion ctl PATH update [--to COMMAND]', async (t) => {
   t.match(parseCtlArgs(['s', 'update']), { verb: 'update', method: 'PUT', path: '/api/v1/vm.update', body: undefined });
-  t.same(parseCtlArgs(['s', 'update', '--to', 'node /opt/p/pinion.js', '--json']).body, { to: 'node /opt/p/pinion.js' });
-  t.same(parseCtlArgs(['--to=/opt/p/pinion', 's', 'update']).body, { to: '/opt/p/pinion' });
-  t.throws(() => parseCtlArgs(['s', 'update', '--to']), /--to needs a command/);
+  t.match(parseCtlArgs(['s', 'update', '--to', 'node /opt/p/pinion.js', '--json']), { json: true, body: { to: 'node /opt/p/pinion.js' } });
+  t.match(parseCtlArgs(['--to=/opt/p/pinion', 's', 'update']), { body: { to: '/opt/p/pinion' } });
+  t.throws(() => parseCtlArgs(['s', 'update', '--to']), { name: 'UsageError', message: /^--to needs a value$/ });
+  t.throws(() => parseCtlArgs(['s', 'update', '--to', ' ']), {
+    name: 'UsageError',
+    message: /^--to needs a command: the Pinion to hand over to/,
+  });
+  t.throws(() => parseCtlArgs(['s', 'update', '--to', 'a', '--to', 'b']), /--to is given twice/);
   t.throws(() => parseCtlArgs(['s', 'info', '--to', 'x']), /--to goes with update/);
   t.throws(() => parseCtlArgs(['s', 'update', 'now']), /update takes no arguments/);
   t.throws(() => parseCtlArgs(['s']), /update \[--to COMMAND\]/, 'the usage names it');

@@ -5,7 +5,9 @@
 // second banner), the pause is under the target, the old process exits and
 // no process but the new one holds guest RAM. Then the new process killed
 // (or refusing, or not starting) at each of its steps: the guest runs on in
-// the old one. Then a VM on anonymous RAM, refused up front. A local check:
+// the old one. Then the guest in its hotplug mode: its driver of the
+// memory-hotplug mailbox goes on answering the new process, which knows
+// what the old one told it. Then a VM on anonymous RAM, refused up front. A local check:
 // it skips without a usable /dev/kvm; the rig's test/rig/update.test.ts (an
 // assigned VF, in L1) is what CI runs.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -80,9 +82,9 @@ class Vm {
     this.exited = new Promise((r) => child.on('close', (code) => r(code)));
   }
 
-  static boot(extra: string[] = []): Vm {
+  static boot(extra: string[] = [], cmdline = 'tick'): Vm {
     const socket = join(dir, `vm${vms++}.sock`);
-    const args = [bundle, 'run', '--payload', guest, '--cmdline', 'tick', '--memory', '64M', '--cpus', '2', '--api-socket', socket];
+    const args = [bundle, 'run', '--payload', guest, '--cmdline', cmdline, '--memory', '64M', '--cpus', '2', '--api-socket', socket];
     return new Vm(socket, spawn(process.execPath, [...args, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
@@ -99,6 +101,21 @@ class Vm {
       });
     }
     return this.ticks[this.ticks.length - 1]!;
+  }
+
+  /** Resolves with the first console line from `from` on that matches `re`. */
+  async line(re: RegExp, from = 0, timeoutMs = 10_000): Promise<string> {
+    const t0 = Date.now();
+    for (;;) {
+      const l = this.out.slice(from).find((x) => re.test(x));
+      if (l !== undefined) return l;
+      if (Date.now() - t0 > timeoutMs)
+        throw new Error(`no console line like ${re} in ${timeoutMs} ms; console: ${this.out.slice(-3).join(' | ')}; ${this.err}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
   }
 
   ctl(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
@@ -279,9 +296,10 @@ function main(): void {
     const vm = Vm.boot();
     t.teardown(() => vm.child.kill('SIGKILL'));
     await vm.ticksPast(2);
-    t.equal((await vm.ctl('add-ram', '0x40000000', '16M')).code, 0);
-    t.equal((await vm.ctl('split-ram', '0x0', '0x1000000')).code, 0);
-    t.equal((await vm.ctl('pause')).code, 0);
+    for (const verb of [['add-ram', '0x40000000', '16M'], ['split-ram', '0x0', '0x1000000'], ['pause']]) {
+      const r = await vm.ctl(...verb);
+      t.equal(r.code, 0, `${verb.join(' ')}: ${r.err.trim()}`);
+    }
     const before = JSON.parse((await vm.ctl('memory', '--json')).out) as { regions: unknown[]; changes: unknown[] };
     const r = await vm.ctl('update', '--json');
     t.equal(r.code, 0, r.err);
@@ -300,6 +318,42 @@ function main(): void {
     t.equal((await vm.ctl('resume')).code, 0);
     await vm.ticksPast(2);
     t.equal(continuous(vm.ticks), undefined);
+    await vm.ctl('stop');
+    t.equal(await vm.exited, 0);
+  });
+
+  t.test("the guest's memory-hotplug driver: what it was told moves, and it answers the new process", async (t) => {
+    // Small regions, as the rig's hotplug test: the guest writes and reads back each word of them, and a fresh page's
+    // first touch is slow under nested KVM.
+    const vm = Vm.boot([], 'hotplug');
+    t.teardown(() => vm.child.kill('SIGKILL'));
+    await vm.line(/hotplug: mailbox claimed/);
+    const add = await vm.ctl('add-ram', '0x40000000', '256K', '--json');
+    t.equal(add.code, 0, add.err);
+    t.match(JSON.parse(add.out), { guest: { told: true, acknowledged: true } }, 'the guest acknowledged the first region');
+    const before = JSON.parse((await vm.ctl('memory', '--json')).out) as Record<string, unknown>;
+    t.match(before, { hotplug: { claimed: true, generation: 1, acked: 1, pending: null } });
+    const r = await vm.ctl('update', '--json');
+    t.equal(r.code, 0, r.err);
+    const to = (JSON.parse(r.out) as UpdateReport).to;
+    t.equal(await vm.pid(), to, `the API answers from pid ${to}`);
+    t.same(
+      JSON.parse((await vm.ctl('memory', '--json')).out),
+      before,
+      "the map, each region's view, the mailbox and the log, as they were",
+    );
+    const seen = vm.out.length;
+    const more = await vm.ctl('add-ram', '0x50000000', '256K', '--json');
+    t.equal(more.code, 0, more.err);
+    t.match(
+      JSON.parse(more.out),
+      { guest: { told: true, acknowledged: true, events: [{ kind: 'added', generation: 2, outcome: 'acked' }] } },
+      'the new process tells the guest, which answers it',
+    );
+    t.match(await vm.line(/hotplug: added/, seen), /0x50000000.*pattern ok/);
+    const gone = await vm.ctl('remove-ram', '0x50000000', '--json');
+    t.match(JSON.parse(gone.out), { guest: { events: [{ kind: 'remove-requested', outcome: 'acked' }] } }, 'and releases before a removal');
+    t.equal(vm.out.filter((l) => /hello from vCPU/.test(l)).length, 1, 'one banner: the guest never started over');
     await vm.ctl('stop');
     t.equal(await vm.exited, 0);
   });

@@ -1,7 +1,8 @@
 // The live-update record and state: a round trip through JSON text, and the
 // refusals of a record from another version, with an fd that is not in the
-// list or of the wrong kind, a blob cut short, a field missing or unknown;
-// the new process's check of the fds it was given.
+// list or of the wrong kind, a blob cut short, a field missing or unknown, a
+// memory-hotplug mailbox at odds with itself or with the record; the new
+// process's check of the fds it was given.
 import t from 'tap';
 import type { MachineImage, MachineState } from '../../src/machine/handover.js';
 import { checkFds, childFd, fdKindMismatch } from '../../src/update/fds.js';
@@ -47,12 +48,19 @@ function image(): MachineImage {
 const control: ControlRecord = {
   startedAt: 1_700_000_000_000,
   changes: 1,
-  log: [{ at: '2026-01-01T00:00:00.000Z', summary: 'added 1 GiB of memfd RAM at 0x100000000' }],
+  log: [
+    {
+      at: '2026-01-01T00:00:00.000Z',
+      summary: 'added 1 GiB of memfd RAM at 0x100000000',
+      guest: 'the guest was told of ram@0x100000000 [0x100000000, 0x140000000) (added) but gave no ack within 10 s',
+    },
+  ],
   paused: false,
   regions: [
-    { gpa: 0n, origin: 'boot', backend: 'memfd', ownBacking: false },
-    { gpa: 1n << 32n, origin: 'api', backend: 'memfd', ownBacking: true },
+    { gpa: 0n, origin: 'boot', backend: 'memfd', ownBacking: false, guest: 'boot' },
+    { gpa: 1n << 32n, origin: 'api', backend: 'memfd', ownBacking: true, guest: 'told' },
   ],
+  posted: { generation: 3, gpa: 1n << 32n, kind: 'added' },
 };
 
 function state(): MachineState {
@@ -85,6 +93,7 @@ function state(): MachineState {
       },
       pciAddress: 0x80000000,
       hostBridge: [...bytes(256, 11)],
+      hotplug: { claimed: true, last: { generation: 3, kind: 'added', gpa: 1n << 32n, size: 1024n * MiB }, acked: 2, staleAcks: 1 },
     },
   };
 }
@@ -125,12 +134,17 @@ t.test('a record from another version, or not a record, is refused before anythi
   const { json } = wire();
   t.throws(
     () => decodeRecord({ ...json, version: RECORD_VERSION + 1, machine: 'anything' }),
-    /^record: version 2, this Pinion reads version 1; hand over to a build that reads version 2/,
+    new RegExp(
+      `^record: version ${RECORD_VERSION + 1}, this Pinion reads version ${RECORD_VERSION}; hand over to a build that reads version ${RECORD_VERSION + 1}`,
+    ),
   );
   t.throws(() => decodeRecord({ ...json, magic: 'qemu-cpr' }), /record: not a live-update record \(magic 'qemu-cpr'\)/);
   t.throws(() => decodeRecord([json]), /record: a list, not an object/);
   const s = JSON.parse(JSON.stringify(encodeState(state())));
-  t.throws(() => decodeState({ ...s, version: 0 }, decodeRecord(json)), /^state: version 0, this Pinion reads version 1/);
+  t.throws(
+    () => decodeState({ ...s, version: 0 }, decodeRecord(json)),
+    new RegExp(`^state: version 0, this Pinion reads version ${RECORD_VERSION}`),
+  );
 });
 
 t.test('an fd reference must be in the list and of the kind it needs', async (t) => {
@@ -204,6 +218,61 @@ t.test('truncated, missing or unknown: each refused with the field named', async
   // The text itself cut short: what the channel gets from a process that died mid-write.
   const text = JSON.stringify(encodeRecord(record));
   t.throws(() => JSON.parse(text.slice(0, text.length / 2)));
+});
+
+t.test('the memory-hotplug mailbox: its registers in the state, what the guest was told in the record, each checked', async (t) => {
+  const { json } = wire();
+  const record = decodeRecord(json);
+  const s = (): Record<string, any> => JSON.parse(JSON.stringify(encodeState(state())));
+  t.same(s().platform.hotplug, {
+    claimed: true,
+    last: { generation: 3, kind: 'added', gpa: '0x100000000', size: '0x40000000' },
+    acked: 2,
+    staleAcks: 1,
+  });
+  const other = s();
+  other.platform.hotplug.last.generation = 4;
+  t.throws(
+    () => decodeState(other, record),
+    /^state\.platform\.hotplug: the record awaits the ack of event 3, the mailbox's last is 4$/,
+    'the event the record awaits is the last one posted',
+  );
+  const none = s();
+  delete none.platform.hotplug.last;
+  t.throws(() => decodeState(none, record), /^state\.platform\.hotplug\.acked: 2, but no event was ever posted$/);
+  const zero = s();
+  zero.platform.hotplug.last.generation = 0;
+  t.throws(() => decodeState(zero, record), /state\.platform\.hotplug\.last\.generation: 0 is out of range \[1, 4294967295\]/);
+  const kind = s();
+  kind.platform.hotplug.last.kind = 'moved';
+  t.throws(() => decodeState(kind, record), /state\.platform\.hotplug\.last\.kind: 'moved' is not one of added, remove-requested/);
+  const empty = s();
+  empty.platform.hotplug.last.size = '0x0';
+  t.throws(() => decodeState(empty, record), /state\.platform\.hotplug\.last\.size: 0, an event's region has bytes/);
+  const noMailbox = s();
+  delete noMailbox.platform.hotplug;
+  t.throws(() => decodeState(noMailbox, record), /^state\.platform\.hotplug: missing$/);
+
+  const edit = (f: (c: Record<string, any>) => void): Record<string, any> => {
+    const j = JSON.parse(JSON.stringify(json));
+    f(j.api.control);
+    return j;
+  };
+  t.throws(
+    () => decodeRecord(edit((c) => (c.posted.gpa = '0x80000000'))),
+    /^record\.api\.control\.posted\.gpa: 0x80000000 is not a RAM region of the record$/,
+  );
+  t.throws(
+    () => decodeRecord(edit((c) => (c.regions[1].guest = 'heard'))),
+    /record\.api\.control\.regions\[1\]\.guest: 'heard' is not one of boot, acknowledged, told, not told/,
+  );
+  t.throws(() => decodeRecord(edit((c) => delete c.log[0].guest)), /^record\.api\.control\.log\[0\]\.guest: missing$/);
+  // Nothing awaited: any mailbox goes, one no driver ever claimed included.
+  const quiet = decodeRecord(edit((c) => delete c.posted));
+  t.notOk(quiet.api!.control.posted);
+  const fresh = s();
+  fresh.platform.hotplug = { claimed: false, acked: 0, staleAcks: 0 };
+  t.same(decodeState(fresh, quiet).platform.hotplug, { claimed: false, acked: 0, staleAcks: 0 });
 });
 
 t.test('the new process checks each fd it was given before using any', async (t) => {

@@ -67,6 +67,7 @@ const state = (): MachineState => ({
     serial: { regs: Array(10).fill(0), rx: [], threPending: false, line: false, watched: [] },
     pciAddress: 0,
     hostBridge: Array(256).fill(0),
+    hotplug: { claimed: false, acked: 0, staleAcks: 0 },
   },
 });
 

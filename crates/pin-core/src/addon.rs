@@ -1,139 +1,123 @@
 //! The N-API surface of pin-core: every function JS can call, in one place.
-//! Each callback converts arguments, calls plain Rust, and converts back.
-//! Backends live in a handle table; a handle is an index into it.
+//! Each callback converts arguments, calls plain Rust, and converts back;
+//! failures become `JsError`s (jserror.rs), thrown by `napi::call`.
+//! Backends live in a handle table (handles.rs); a handle is an index into it.
 
 use crate::backend::{DmaBackend, IommuPath, KernelError};
 use crate::dispatch::AnyBackend;
 use crate::errno::EOPNOTSUPP;
+use crate::handles::Handles;
 use crate::iommufd::Iommufd;
-use crate::mapper::{BatchError, Mapper, OpError, SyncError};
-use crate::napi::{self, napi_callback_info as Info, napi_env as Env, napi_value as Value, JsError, JsResult, Prop};
+use crate::jserror::JsError;
+use crate::mapper::Mapper;
+use crate::napi::{self, napi_callback_info as Info, napi_env as Env, napi_value as Value, JsResult};
 use crate::planner::{Op, Region};
 use crate::table::{Backing, Prot};
 use crate::type1::Type1Container;
 use crate::uapi::{IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_RLIMIT_MODE};
-use crate::{batch, kick, memory, sys};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::Mutex;
+use crate::{batch, jsnum, kick, memory, sys};
+use std::fmt;
+use std::os::fd::OwnedFd;
 
 struct Entry {
     backend: AnyBackend,
     mapper: Option<Mapper>,
 }
 
-static HANDLES: Mutex<Vec<Option<Entry>>> = Mutex::new(Vec::new());
-
-fn kernel_error(e: KernelError) -> JsError {
-    let mut j = JsError::new(crate::errno::name(e.errno), e.to_string());
-    j.props.push(("errno", Prop::Num(e.errno as f64)));
-    j.props.push(("op", Prop::Str(e.op.to_string())));
-    if let Some(i) = e.iova {
-        j.props.push(("iova", Prop::Big(i)));
-    }
-    if let Some(s) = e.size {
-        j.props.push(("size", Prop::Big(s)));
-    }
-    if let Some(p) = e.path {
-        j.props.push(("path", Prop::Str(p)));
-    }
-    j
-}
+static HANDLES: Handles<Entry> = Handles::new();
 
 fn io_error(op: &'static str, e: std::io::Error) -> JsError {
-    kernel_error(KernelError::new(op, e))
+    KernelError::new(op, e).into()
 }
 
-fn insert(backend: AnyBackend) -> JsResult<f64> {
-    let mut t = HANDLES.lock().unwrap();
-    t.push(Some(Entry { backend, mapper: None }));
-    Ok((t.len() - 1) as f64)
+fn insert(backend: AnyBackend) -> f64 {
+    HANDLES.insert(Entry { backend, mapper: None }) as f64
 }
 
 fn with<T>(env: Env, h: Value, f: impl FnOnce(&mut Entry) -> JsResult<T>) -> JsResult<T> {
-    let i = napi::get_number(env, h, "handle")? as usize;
-    let mut t = HANDLES.lock().unwrap();
-    let e = t.get_mut(i).and_then(|e| e.as_mut()).ok_or_else(|| JsError::new("EBADF", format!("pin-core handle {i} is not open")))?;
-    f(e)
+    HANDLES.with(napi::get_handle(env, h)?, f)
 }
 
 /// Runs a legacy-container-only call; any other handle is a usage error.
 fn with_type1<T>(env: Env, h: Value, what: &str, f: impl FnOnce(&mut Type1Container) -> Result<T, KernelError>) -> JsResult<T> {
     with(env, h, |e| match &mut e.backend {
-        AnyBackend::Type1(c) => f(c).map_err(kernel_error),
-        AnyBackend::Iommufd(_) => Err(JsError::arg(format!("{what} needs a legacy container handle"))),
+        AnyBackend::Type1(c) => f(c).map_err(JsError::from),
+        AnyBackend::Iommufd(_) => Err(JsError::wrong_handle(format!("{what} needs a legacy container handle, not an iommufd one"))),
     })
 }
 
 /// Runs an iommufd-only call; any other handle is a usage error.
 fn with_iommufd<T>(env: Env, h: Value, what: &str, f: impl FnOnce(&mut Iommufd) -> Result<T, KernelError>) -> JsResult<T> {
     with(env, h, |e| match &mut e.backend {
-        AnyBackend::Iommufd(i) => f(i).map_err(kernel_error),
-        AnyBackend::Type1(_) => Err(JsError::arg(format!("{what} needs an iommufd handle"))),
+        AnyBackend::Iommufd(i) => f(i).map_err(JsError::from),
+        AnyBackend::Type1(_) => Err(JsError::wrong_handle(format!("{what} needs an iommufd handle, not a legacy container one"))),
     })
 }
 
 /// The entry's mapper (made on first use, from the backend's IOVA ranges and entry limit) and its backend.
 fn mapper(e: &mut Entry) -> JsResult<(&mut Mapper, &mut dyn DmaBackend)> {
-    if e.mapper.is_none() {
-        e.mapper = Some(Mapper::new(e.backend.dma(), page()).map_err(kernel_error)?);
-    }
-    Ok((e.mapper.as_mut().expect("just set"), e.backend.dma()))
-}
-
-/// The error of a batch's failed record: the kernel's own error as a single op
-/// gives it, or the refusal (no `op`: no ioctl was made), plus the record's
-/// index and what the table charges after the records before it.
-fn batch_error(e: BatchError, ops: &[Op], charged: u64) -> JsError {
-    let mut j = match e.err {
-        OpError::Kernel(k) => kernel_error(k),
-        OpError::Refused(p) => {
-            let mut j = JsError::new(crate::errno::name(p.errno()), format!("DMA batch record {} refused: {p}", e.index));
-            let (iova, size) = match ops[e.index] {
-                Op::Map(r) => (r.iova, r.size),
-                Op::Unmap { iova, size } => (iova, size),
-                Op::Copy { dst_iova, size, .. } => (dst_iova, size),
-            };
-            j.props.push(("iova", Prop::Big(iova)));
-            j.props.push(("size", Prop::Big(size)));
-            j
-        }
+    let Entry { backend, mapper } = e;
+    let m = match mapper {
+        Some(m) => m,
+        None => mapper.insert(Mapper::new(backend.dma(), page())?),
     };
-    j.props.push(("index", Prop::Num(e.index as f64)));
-    j.props.push(("finalCharged", Prop::Big(charged)));
-    j
+    Ok((m, backend.dma()))
 }
 
+/// The path, and the fd JS hands over (>= 0; it no longer uses it, as pin-core.ts documents) or None to open the path.
 fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<OwnedFd>)> {
     let path = napi::get_string(env, path, "path")?;
     let fd = napi::get_i32(env, fd, "fd")?;
-    // SAFETY: JS hands over an fd it opened and no longer uses (documented in pin-core.ts).
-    Ok((path, (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })))
+    if fd < 0 {
+        return Ok((path, None));
+    }
+    let owned = sys::adopt(fd).map_err(|e| JsError::from(KernelError::new("fcntl(F_GETFD)", e).path(&path)))?;
+    Ok((path, Some(owned)))
 }
 
-fn backing(env: Env, v: Value) -> JsResult<Backing> {
+/// An argument's name with a field, as `regions[2].backing`, built only when a message needs it.
+#[derive(Clone, Copy)]
+struct Field<'a>(&'a dyn fmt::Display, &'static str);
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+fn backing(env: Env, v: Value, what: &dyn fmt::Display) -> JsResult<Backing> {
+    napi::expect_object(env, v, what)?;
     let vaddr = napi::get(env, v, c"vaddr")?;
     if !napi::is_nullish(env, vaddr)? {
-        return Ok(Backing::Vaddr(napi::get_u64(env, vaddr, "backing.vaddr")?));
+        return Ok(Backing::Vaddr(napi::get_u64(env, vaddr, Field(what, "vaddr"))?));
     }
-    let fd = napi::get_i32(env, napi::get(env, v, c"fd")?, "backing.fd")?;
-    let offset = napi::get_u64(env, napi::get(env, v, c"offset")?, "backing.offset")?;
+    let fd = napi::get_i32(env, napi::get(env, v, c"fd")?, Field(what, "fd"))?;
+    let offset = napi::get_u64(env, napi::get(env, v, c"offset")?, Field(what, "offset"))?;
     Ok(Backing::File { fd, offset })
 }
 
-fn prot(env: Env, v: Value) -> JsResult<Prot> {
+fn prot(env: Env, v: Value, what: &dyn fmt::Display) -> JsResult<Prot> {
+    napi::expect_object(env, v, what)?;
     Ok(Prot {
-        read: napi::get_bool(env, napi::get(env, v, c"read")?, "prot.read")?,
-        write: napi::get_bool(env, napi::get(env, v, c"write")?, "prot.write")?,
+        read: napi::get_bool(env, napi::get(env, v, c"read")?, Field(what, "read"))?,
+        write: napi::get_bool(env, napi::get(env, v, c"write")?, Field(what, "write"))?,
     })
 }
 
-fn region_in(env: Env, v: Value) -> JsResult<Region> {
+fn region_in(env: Env, v: Value, i: u32) -> JsResult<Region> {
+    let what = format!("regions[{i}]");
+    napi::expect_object(env, v, &what)?;
     Ok(Region {
-        iova: napi::get_u64(env, napi::get(env, v, c"iova")?, "region.iova")?,
-        size: napi::get_u64(env, napi::get(env, v, c"size")?, "region.size")?,
-        backing: backing(env, napi::get(env, v, c"backing")?)?,
-        prot: prot(env, napi::get(env, v, c"prot")?)?,
+        iova: napi::get_u64(env, napi::get(env, v, c"iova")?, Field(&what, "iova"))?,
+        size: napi::get_u64(env, napi::get(env, v, c"size")?, Field(&what, "size"))?,
+        backing: backing(env, napi::get(env, v, c"backing")?, &Field(&what, "backing"))?,
+        prot: prot(env, napi::get(env, v, c"prot")?, &Field(&what, "prot"))?,
     })
+}
+
+/// An optional u64 argument: null or undefined is None.
+fn opt_u64(env: Env, v: Value, what: &str) -> JsResult<Option<u64>> {
+    Ok(if napi::is_nullish(env, v)? { None } else { Some(napi::get_u64(env, v, what)?) })
 }
 
 fn obj(env: Env, fields: &[(&str, Value)]) -> JsResult {
@@ -187,15 +171,12 @@ fn record_out(env: Env, op: &Op) -> JsResult {
 
 /// The first `count` records of a batch array, all decoded before any runs.
 fn records(env: Env, words: &[u64], count: Value) -> JsResult<Vec<Op>> {
-    let count = napi::get_u64(env, count, "count")? as usize;
-    if count.checked_mul(batch::WORDS).is_none_or(|n| n > words.len()) {
-        return Err(JsError::arg(format!("count {count} is more than the {} records the array holds", words.len() / batch::WORDS)));
+    let count = napi::get_u64(env, count, "count")?;
+    let held = (words.len() / batch::WORDS) as u64;
+    if count > held {
+        return Err(JsError::range(format!("count {count} is more than the {held} records the array holds")));
     }
-    batch::decode(&words[..count * batch::WORDS]).map_err(|b| {
-        let mut j = JsError::arg(format!("DMA batch record {} cannot be read: {}", b.index, b.why));
-        j.props.push(("index", Prop::Num(b.index as f64)));
-        j
-    })
+    batch::decode(&words[..count as usize * batch::WORDS]).map_err(JsError::bad_record)
 }
 
 fn page() -> u64 {
@@ -207,12 +188,11 @@ macro_rules! export_fns {
     ($($js:literal => $name:ident($n:literal) $body:expr;)*) => {
         $(
             unsafe extern "C" fn $name(env: Env, info: Info) -> Value {
-                let r: JsResult = (|| {
+                napi::call(env, $js, || {
                     let a = napi::args::<$n>(env, info)?;
                     #[allow(clippy::redundant_closure_call)]
                     ($body)(env, a)
-                })();
-                napi::finish(env, r)
+                })
             }
         )*
         const EXPORTS: &[(&str, napi::napi_callback)] = &[$(($js, $name)),*];
@@ -226,17 +206,19 @@ export_fns! {
     "kickInit" => kick_init(0) |env, _a: [Value; 0]| kick::init().map_err(|e| io_error("signal(SIGRTMIN)", e)).and_then(|s| napi::number(env, s as f64));
     "threadSelf" => thread_self(0) |env, _a: [Value; 0]| napi::bigint(env, kick::thread_self());
     "threadKick" => thread_kick(1) |env, a: [Value; 1]| {
-        kick::kick(napi::get_u64(env, a[0], "thread")?).map_err(|e| io_error("pthread_kill", e))?;
+        let t = napi::get_u64(env, a[0], "thread")?;
+        let tid = i32::try_from(t).ok().filter(|&t| t > 0).ok_or_else(|| JsError::range(format!("thread {t} is not a thread id threadSelf gives")))?;
+        kick::kick(tid).map_err(|e| io_error("tgkill", e))?;
         napi::undefined(env)
     };
 
     "accountingCharge" => accounting_charge(3) |env, a: [Value; 3]| {
         use crate::accounting::{self as acc, Counter, Limit, When};
         let p = napi::get_string(env, a[0], "path")?;
-        let path = IommuPath::parse(&p).ok_or_else(|| JsError::arg(format!("unknown path '{p}' (type1, compat, iommufd)")))?;
+        let path = IommuPath::parse(&p).ok_or_else(|| JsError::range(format!("unknown path '{p}' (type1, compat, iommufd)")))?;
         let mode = match napi::get_string(env, a[1], "mode")?.as_str() {
             "per-user" => acc::Mode::PerUser, "per-process" => acc::Mode::PerProcess,
-            m => return Err(JsError::arg(format!("unknown mode '{m}' (per-user, per-process)"))),
+            m => return Err(JsError::range(format!("unknown mode '{m}' (per-user, per-process)"))),
         };
         let c = acc::charge(path, mode, napi::get_bool(env, a[2], "capIpcLock")?);
         let counters: Vec<Value> = c.counters.iter().map(|k| napi::string(env, match k { Counter::VmLck => "VmLck", Counter::VmPin => "VmPin", Counter::UserLockedVm => "user.locked_vm" })).collect::<JsResult<_>>()?;
@@ -250,26 +232,27 @@ export_fns! {
 
     "memAlloc" => mem_alloc(2) |env, a: [Value; 2]| {
         let kind_s = napi::get_string(env, a[0], "kind")?;
-        let kind = memory::Kind::parse(&kind_s).ok_or_else(|| JsError::arg(format!("unknown memory kind '{kind_s}' (anon, thp, memfd, hugetlb)")))?;
+        let kind = memory::Kind::parse(&kind_s).ok_or_else(|| JsError::range(format!("unknown memory kind '{kind_s}' (anon, thp, memfd, hugetlb)")))?;
         let size = napi::get_u64(env, a[1], "size")? as usize;
         let (addr, fd) = memory::alloc(kind, size).map_err(|e| io_error("mmap", e))?;
         obj(env, &[("vaddr", napi::bigint(env, addr as u64)?), ("fd", napi::number(env, fd as f64)?)])
     };
     "memFree" => mem_free(3) |env, a: [Value; 3]| {
-        memory::free(napi::get_u64(env, a[0], "vaddr")? as usize, napi::get_u64(env, a[1], "size")? as usize, napi::get_i32(env, a[2], "fd")?).map_err(|e| io_error("munmap", e))?;
+        memory::free(napi::get_u64(env, a[0], "vaddr")? as usize, napi::get_u64(env, a[1], "size")? as usize, napi::get_i32(env, a[2], "fd")?)?;
         napi::undefined(env)
     };
     "memPopulate" => mem_populate(3) |env, a: [Value; 3]| {
         let (addr, size) = (napi::get_u64(env, a[0], "vaddr")?, napi::get_u64(env, a[1], "size")?);
-        memory::populate(addr as usize, size as usize, napi::get_i32(env, a[2], "threads")?.max(1) as usize, page() as usize)
-            .map_err(|e| kernel_error(KernelError::new("MADV_POPULATE_WRITE", e).at(addr, size)))?;
+        let threads = jsnum::integer(napi::get_number(env, a[2], "threads")?, "threads", 1, memory::MAX_THREADS as u64)?;
+        memory::populate(addr as usize, size as usize, threads as usize, page() as usize)
+            .map_err(|e| JsError::from(KernelError::new("MADV_POPULATE_WRITE", e).at(addr, size)))?;
         napi::undefined(env)
     };
 
     "type1Open" => type1_open(2) |env, a: [Value; 2]| {
         let (path, fd) = adopt_or_open(env, a[0], a[1])?;
-        let c = match fd { Some(fd) => Type1Container::adopt(fd, &path), None => Type1Container::open(&path) }.map_err(kernel_error)?;
-        napi::number(env, insert(AnyBackend::Type1(c))?)
+        let c = match fd { Some(fd) => Type1Container::adopt(fd, &path), None => Type1Container::open(&path) }.map_err(JsError::from)?;
+        napi::number(env, insert(AnyBackend::Type1(c)))
     };
     "type1SetIommu" => type1_set_iommu(2) |env, a: [Value; 2]| {
         let v1 = napi::get_bool(env, a[1], "v1only")?;
@@ -278,18 +261,18 @@ export_fns! {
     };
     "type1UpdateVaddr" => type1_update_vaddr(4) |env, a: [Value; 4]| {
         let (iova, size) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?);
-        let vaddr = if napi::is_nullish(env, a[3])? { None } else { Some(napi::get_u64(env, a[3], "vaddr")?) };
+        let vaddr = opt_u64(env, a[3], "vaddr")?;
         with(env, a[0], |e| match &mut e.backend {
-            AnyBackend::Type1(c) => c.update_vaddr(iova, size, vaddr).map_err(kernel_error),
-            AnyBackend::Iommufd(_) => Err(kernel_error(KernelError::errno("VFIO_IOMMU_MAP_DMA(VADDR)", EOPNOTSUPP).at(iova, size))),
+            AnyBackend::Type1(c) => c.update_vaddr(iova, size, vaddr).map_err(JsError::from),
+            AnyBackend::Iommufd(_) => Err(KernelError::errno("VFIO_IOMMU_MAP_DMA(VADDR)", EOPNOTSUPP).at(iova, size).into()),
         })?;
         napi::undefined(env)
     };
 
     "iommufdOpen" => iommufd_open(2) |env, a: [Value; 2]| {
         let (path, fd) = adopt_or_open(env, a[0], a[1])?;
-        let i = match fd { Some(fd) => Iommufd::adopt(fd, &path), None => Iommufd::open(&path) }.map_err(kernel_error)?;
-        napi::number(env, insert(AnyBackend::Iommufd(i))?)
+        let i = match fd { Some(fd) => Iommufd::adopt(fd, &path), None => Iommufd::open(&path) }.map_err(JsError::from)?;
+        napi::number(env, insert(AnyBackend::Iommufd(i)))
     };
     "iommufdIoasId" => iommufd_ioas_id(1) |env, a: [Value; 1]| {
         let id = with_iommufd(env, a[0], "iommufdIoasId", |i| Ok(i.ioas_id()))?;
@@ -297,8 +280,8 @@ export_fns! {
     };
     "iommufdOption" => iommufd_option(3) |env, a: [Value; 3]| {
         let name = napi::get_string(env, a[1], "option")?;
-        let id = match name.as_str() { "rlimit_mode" => IOMMU_OPTION_RLIMIT_MODE, "huge_pages" => IOMMU_OPTION_HUGE_PAGES, _ => return Err(JsError::arg(format!("unknown iommufd option '{name}' (rlimit_mode, huge_pages)"))) };
-        let val = if napi::is_nullish(env, a[2])? { None } else { Some(napi::get_u64(env, a[2], "value")?) };
+        let id = match name.as_str() { "rlimit_mode" => IOMMU_OPTION_RLIMIT_MODE, "huge_pages" => IOMMU_OPTION_HUGE_PAGES, _ => return Err(JsError::range(format!("unknown iommufd option '{name}' (rlimit_mode, huge_pages)"))) };
+        let val = opt_u64(env, a[2], "value")?;
         let v = with_iommufd(env, a[0], "iommufdOption", |i| i.option(id, val))?;
         napi::bigint(env, v)
     };
@@ -311,7 +294,7 @@ export_fns! {
         napi::number(env, stdev as f64)
     };
     "iommufdDestroy" => iommufd_destroy(2) |env, a: [Value; 2]| {
-        let id = napi::get_i32(env, a[1], "id")? as u32;
+        let id = napi::get_u32(env, a[1], "id")?;
         with_iommufd(env, a[0], "iommufdDestroy", |i| i.destroy(id))?;
         napi::undefined(env)
     };
@@ -332,51 +315,41 @@ export_fns! {
         ])
     };
     "iovaRanges" => iova_ranges(1) |env, a: [Value; 1]| {
-        let rs = with(env, a[0], |e| e.backend.dma().iova_ranges().map_err(kernel_error))?;
+        let rs = with(env, a[0], |e| e.backend.dma().iova_ranges().map_err(JsError::from))?;
         let items = rs.iter().map(|(s, l)| napi::array(env, &[napi::bigint(env, *s)?, napi::bigint(env, *l)?])).collect::<JsResult<Vec<_>>>()?;
         napi::array(env, &items)
     };
     "map" => map(5) |env, a: [Value; 5]| {
-        let (iova, size, b, p) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?, backing(env, a[3])?, prot(env, a[4])?);
-        with(env, a[0], |e| e.backend.dma().map(iova, size, &b, p).map_err(kernel_error))?;
+        let (iova, size, b, p) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?, backing(env, a[3], &"backing")?, prot(env, a[4], &"prot")?);
+        with(env, a[0], |e| e.backend.dma().map(iova, size, &b, p).map_err(JsError::from))?;
         napi::undefined(env)
     };
     "unmap" => unmap(3) |env, a: [Value; 3]| {
         let (iova, size) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?);
-        let n = with(env, a[0], |e| e.backend.dma().unmap(iova, size).map_err(kernel_error))?;
+        let n = with(env, a[0], |e| e.backend.dma().unmap(iova, size).map_err(JsError::from))?;
         napi::bigint(env, n)
     };
     "unmapAll" => unmap_all(1) |env, a: [Value; 1]| {
-        let n = with(env, a[0], |e| e.backend.dma().unmap_all().map_err(kernel_error))?;
+        let n = with(env, a[0], |e| e.backend.dma().unmap_all().map_err(JsError::from))?;
         napi::bigint(env, n)
     };
     "copy" => copy(4) |env, a: [Value; 4]| {
         let (s, d, n) = (napi::get_u64(env, a[1], "srcIova")?, napi::get_u64(env, a[2], "dstIova")?, napi::get_u64(env, a[3], "size")?);
-        with(env, a[0], |e| e.backend.dma().copy(s, d, n).map_err(kernel_error))?;
+        with(env, a[0], |e| e.backend.dma().copy(s, d, n).map_err(JsError::from))?;
         napi::undefined(env)
     };
     "close" => close(1) |env, a: [Value; 1]| {
-        let i = napi::get_number(env, a[0], "handle")? as usize;
-        let entry = HANDLES.lock().unwrap().get_mut(i).and_then(|e| e.take());
         // Dropping the backend closes its fd: the kernel unmaps and unpins everything.
-        entry.ok_or_else(|| JsError::new("EBADF", format!("pin-core handle {i} is not open")))?;
+        drop(HANDLES.remove(napi::get_handle(env, a[0])?)?);
         napi::undefined(env)
     };
 
     "sync" => sync(3) |env, a: [Value; 3]| {
-        let regions = napi::get_array(env, a[1], "regions")?.into_iter().map(|v| region_in(env, v)).collect::<JsResult<Vec<_>>>()?;
-        let budget = if napi::is_nullish(env, a[2])? { None } else { Some(napi::get_u64(env, a[2], "budgetBytes")?) };
+        let regions = napi::get_array(env, a[1], "regions", |v, i| region_in(env, v, i))?;
+        let budget = opt_u64(env, a[2], "budgetBytes")?;
         let plan = with(env, a[0], |e| {
             let (m, backend) = mapper(e)?;
-            m.sync(backend, &regions, budget).map_err(|err| {
-                let mut j = match err {
-                    SyncError::Plan(p) => JsError::new(crate::errno::name(p.errno()), format!("DMA plan refused: {p}")),
-                    SyncError::Kernel { err, .. } => kernel_error(err),
-                };
-                // Ops that ran before a kernel error stay, so the charge may have moved: say what the table holds now.
-                j.props.push(("finalCharged", Prop::Big(m.table().charged_bytes())));
-                j
-            })
+            m.sync(backend, &regions, budget).map_err(|err| JsError::sync(err, m.table().charged_bytes()))
         })?;
         let ops = plan.ops.iter().map(|o| op_out(env, o)).collect::<JsResult<Vec<_>>>()?;
         obj(env, &[("ops", napi::array(env, &ops)?), ("peakCharged", napi::bigint(env, plan.peak_charged)?), ("finalCharged", napi::bigint(env, plan.final_charged)?)])
@@ -387,11 +360,11 @@ export_fns! {
         // SAFETY: held only in this callback, and the only view of the array until it returns.
         let words = unsafe { napi::get_biguint64_array(env, a[1], "ops") }?;
         let ops = records(env, words, a[2])?;
-        let budget = if napi::is_nullish(env, a[3])? { None } else { Some(napi::get_u64(env, a[3], "budgetBytes")?) };
+        let budget = opt_u64(env, a[3], "budgetBytes")?;
         with(env, a[0], |e| {
             let (m, backend) = mapper(e)?;
             let r = m.batch(backend, &ops, budget, |i, n| words[i * batch::WORDS + 3] = n);
-            r.map_err(|err| batch_error(err, &ops, m.table().charged_bytes()))
+            r.map_err(|err| JsError::batch(err, &ops, m.table().charged_bytes()))
         })?;
         napi::number(env, ops.len() as f64)
     };
@@ -411,10 +384,10 @@ export_fns! {
 /// Called by node when the addon is loaded.
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: Env, exports: Value) -> Value {
-    for (name, cb) in EXPORTS {
-        if let Err(e) = napi::export(env, exports, name, *cb) {
-            return napi::finish(env, Err(e));
+    napi::call(env, "napi_register_module_v1", || {
+        for (name, cb) in EXPORTS {
+            napi::export(env, exports, name, *cb)?;
         }
-    }
-    exports
+        Ok(exports)
+    })
 }

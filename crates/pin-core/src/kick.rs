@@ -1,11 +1,15 @@
-//! Thread kick: a no-op handler for SIGRTMIN so that `pthread_kill` makes a
-//! blocking `KVM_RUN` (or any blocking ioctl) return EINTR on that thread.
+//! Thread kick: a no-op handler for SIGRTMIN so that a signal to one thread
+//! makes its blocking `KVM_RUN` (or any blocking ioctl) return EINTR.
 //! A handler is needed because an ignored signal is never delivered, and it
 //! must be native code: JavaScript cannot run in signal context.
+//!
+//! Threads are named by kernel thread id and signalled with tgkill, not by
+//! pthread_t and pthread_kill: a pthread_t is a pointer glibc follows, so a
+//! wrong or stale one from JS crashes node, where a wrong tid is ESRCH.
 
 use crate::errno::EINVAL;
 use std::io;
-use std::os::raw::{c_int, c_ulong};
+use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 /// glibc's struct sigaction on x86_64.
@@ -20,8 +24,9 @@ struct SigAction {
 extern "C" {
     fn __libc_current_sigrtmin() -> c_int;
     fn sigaction(signum: c_int, act: *const SigAction, old: *mut SigAction) -> c_int;
-    fn pthread_self() -> c_ulong;
-    fn pthread_kill(thread: c_ulong, sig: c_int) -> c_int;
+    fn gettid() -> c_int;
+    fn getpid() -> c_int;
+    fn tgkill(tgid: c_int, tid: c_int, sig: c_int) -> c_int;
 }
 
 extern "C" fn on_kick(_: c_int) {}
@@ -46,18 +51,22 @@ pub fn init() -> io::Result<c_int> {
     }
 }
 
+/// The calling thread's kernel id, for `kick`.
 pub fn thread_self() -> u64 {
     // SAFETY: always succeeds.
-    unsafe { pthread_self() as u64 }
+    unsafe { gettid() as u64 }
 }
 
-pub fn kick(thread: u64) -> io::Result<()> {
+/// Signals thread `tid` of this process; the kernel checks the id (ESRCH
+/// once the thread is gone, unless the id was reused: then another thread
+/// of ours gets a harmless EINTR).
+pub fn kick(tid: c_int) -> io::Result<()> {
     let signo = init()?;
-    // SAFETY: `thread` came from thread_self() of a live thread (the caller keeps it alive).
-    match unsafe { pthread_kill(thread as c_ulong, signo) } {
-        0 => Ok(()),
-        e => Err(io::Error::from_raw_os_error(e)),
+    // SAFETY: plain syscall wrapper; the kernel validates both ids.
+    if unsafe { tgkill(getpid(), tid, signo) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -83,7 +92,7 @@ mod tests {
                 (r, io::Error::last_os_error().raw_os_error())
             }
         });
-        let tid = rx.recv().unwrap();
+        let tid = rx.recv().unwrap() as c_int;
         // The reader may not be blocked yet; kick until it returns.
         let mut n = 0;
         while !t.is_finished() {
@@ -94,5 +103,12 @@ mod tests {
         }
         let (r, errno) = t.join().unwrap();
         assert_eq!((r, errno), (-1, Some(4)), "read returns EINTR");
+        assert_eq!(kick(tid).unwrap_err().raw_os_error(), Some(3), "a thread that is gone is ESRCH, not a crash");
+    }
+
+    #[test]
+    fn ids_that_are_no_thread_of_ours_are_refused() {
+        assert_eq!(kick(i32::MAX).unwrap_err().raw_os_error(), Some(3), "ESRCH");
+        assert_eq!(kick(-1).unwrap_err().raw_os_error(), Some(22), "EINVAL");
     }
 }

@@ -7,7 +7,11 @@ pub mod backend;
 pub mod batch;
 pub mod dispatch;
 pub mod errno;
+pub mod granule;
+mod handles;
 pub mod iommufd;
+mod jserror;
+mod jsnum;
 pub mod kick;
 pub mod mapper;
 pub mod memory;
@@ -30,7 +34,11 @@ mod module_graph {
         ("batch", include_str!("batch.rs")),
         ("dispatch", include_str!("dispatch.rs")),
         ("errno", include_str!("errno.rs")),
+        ("granule", include_str!("granule.rs")),
+        ("handles", include_str!("handles.rs")),
         ("iommufd", include_str!("iommufd.rs")),
+        ("jserror", include_str!("jserror.rs")),
+        ("jsnum", include_str!("jsnum.rs")),
         ("kick", include_str!("kick.rs")),
         ("mapper", include_str!("mapper.rs")),
         ("memory", include_str!("memory.rs")),

@@ -251,7 +251,8 @@ mod tests {
     fn resync_to_the_old_map_undoes_the_part_that_ran() {
         let mut b = fake(IommuPath::Type1, None);
         let whole = r(0, 8, 0x10_0000);
-        let (lo, hi) = (r(0, 4, 0x10_0000), r(4 * P, 4, 0x10_0000 + 4 * P));
+        // New memory for both halves: the old mapping serves neither.
+        let (lo, hi) = (r(0, 4, 0x30_0000), r(4 * P, 4, 0x30_0000 + 4 * P));
         let mut m = mapped(&mut b, &[whole]);
         b.fail_at = Some(2);
         let (_, done, plan) = kernel_err(m.sync(&mut b, &[lo, hi], None).unwrap_err());

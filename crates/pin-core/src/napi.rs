@@ -1,9 +1,15 @@
-//! The few N-API functions pin-core uses, declared by hand (node_api.h).
-//! Symbols resolve against the node binary when the addon is loaded.
+//! The few N-API functions pin-core uses, declared by hand (node_api.h), and
+//! the callback boundary: every failure, panic included, leaves a callback as
+//! a thrown JS error (`call`). Symbols resolve against the node binary when
+//! the addon is loaded.
 
 #![allow(non_camel_case_types)]
 
+use crate::jserror::{Class, JsError, Prop};
+use crate::jsnum;
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::fmt::Display;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 pub type napi_env = *mut c_void;
@@ -18,7 +24,10 @@ const NAPI_AUTO_LENGTH: usize = usize::MAX;
 // napi_valuetype
 pub const NAPI_UNDEFINED: i32 = 0;
 pub const NAPI_NULL: i32 = 1;
+pub const NAPI_OBJECT: i32 = 6;
 pub const NAPI_BIGINT: i32 = 9;
+/// What `typeof` says for each napi_valuetype (null is "null" here: more use than "object").
+const TYPE_NAMES: [&str; 10] = ["undefined", "null", "boolean", "number", "string", "symbol", "object", "function", "external", "bigint"];
 
 // napi_typedarray_type
 pub const NAPI_BIGUINT64_ARRAY: i32 = 10;
@@ -68,44 +77,24 @@ extern "C" {
         byte_offset: *mut usize,
     ) -> napi_status;
     fn napi_create_error(env: napi_env, code: napi_value, msg: napi_value, out: *mut napi_value) -> napi_status;
+    fn napi_create_type_error(env: napi_env, code: napi_value, msg: napi_value, out: *mut napi_value) -> napi_status;
+    fn napi_create_range_error(env: napi_env, code: napi_value, msg: napi_value, out: *mut napi_value) -> napi_status;
     fn napi_throw(env: napi_env, err: napi_value) -> napi_status;
-}
-
-/// A JS error to throw. `code` becomes `err.code` (an errno name where there
-/// is one); `props` are extra fields (errno, op, iova, size, path).
-pub struct JsError {
-    pub code: String,
-    pub message: String,
-    pub props: Vec<(&'static str, Prop)>,
-}
-
-pub enum Prop {
-    Num(f64),
-    Big(u64),
-    Str(String),
-}
-
-impl JsError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        JsError { code: code.into(), message: message.into(), props: Vec::new() }
-    }
-    /// A bad argument from JS: the message says which and what was expected.
-    pub fn arg(message: impl Into<String>) -> Self {
-        Self::new("EINVAL", message)
-    }
+    fn napi_throw_error(env: napi_env, code: *const c_char, msg: *const c_char) -> napi_status;
+    fn napi_is_exception_pending(env: napi_env, out: *mut bool) -> napi_status;
 }
 
 pub type JsResult<T = napi_value> = Result<T, JsError>;
 
 fn cstr(s: &str) -> CString {
-    CString::new(s.replace('\0', "?")).expect("NUL removed")
+    CString::new(s.replace('\0', "?")).unwrap_or_default()
 }
 
 fn check(st: napi_status, what: &str) -> JsResult<()> {
     if st == NAPI_OK {
         Ok(())
     } else {
-        Err(JsError::new("ENAPI", format!("{what} failed with napi_status {st}")))
+        Err(JsError::napi(what, st))
     }
 }
 
@@ -134,6 +123,15 @@ pub fn type_of(env: napi_env, v: napi_value) -> JsResult<i32> {
     unsafe { out!(napi_typeof(env, v)) }
 }
 
+fn type_name(env: napi_env, v: napi_value) -> &'static str {
+    type_of(env, v).ok().and_then(|t| TYPE_NAMES.get(t as usize).copied()).unwrap_or("unknown")
+}
+
+/// The TypeError for `v` not being what was expected, naming what it is.
+fn wrong_type(env: napi_env, v: napi_value, what: impl Display, expected: &str) -> JsError {
+    JsError::type_arg(what, expected, type_name(env, v))
+}
+
 pub fn is_nullish(env: napi_env, v: napi_value) -> JsResult<bool> {
     let t = type_of(env, v)?;
     Ok(t == NAPI_UNDEFINED || t == NAPI_NULL)
@@ -154,9 +152,9 @@ pub fn boolean(env: napi_env, v: bool) -> JsResult {
     unsafe { out!(napi_get_boolean(env, v)) }
 }
 
-pub fn get_bool(env: napi_env, v: napi_value, what: &str) -> JsResult<bool> {
+pub fn get_bool(env: napi_env, v: napi_value, what: impl Display) -> JsResult<bool> {
     // SAFETY: v is a live value of env.
-    unsafe { out!(napi_get_value_bool(env, v)) }.map_err(|_| JsError::arg(format!("{what} must be a boolean")))
+    unsafe { out!(napi_get_value_bool(env, v)) }.map_err(|_| wrong_type(env, v, what, "a boolean"))
 }
 
 pub fn string(env: napi_env, s: &str) -> JsResult {
@@ -164,18 +162,19 @@ pub fn string(env: napi_env, s: &str) -> JsResult {
     unsafe { out!(napi_create_string_utf8(env, s.as_ptr().cast(), s.len())) }
 }
 
-pub fn get_string(env: napi_env, v: napi_value, what: &str) -> JsResult<String> {
+pub fn get_string(env: napi_env, v: napi_value, what: impl Display) -> JsResult<String> {
     let mut len = 0usize;
     // SAFETY: a null buffer asks for the length only.
     let st = unsafe { napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) };
     if st != NAPI_OK {
-        return Err(JsError::arg(format!("{what} must be a string")));
+        return Err(wrong_type(env, v, what, "a string"));
     }
     let mut buf = vec![0u8; len + 1];
     // SAFETY: buf has len + 1 bytes for the string and its NUL.
     check(unsafe { napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), buf.len(), &mut len) }, "napi_get_value_string_utf8")?;
     buf.truncate(len);
-    String::from_utf8(buf).map_err(|_| JsError::arg(format!("{what} is not valid UTF-8")))
+    // N-API writes UTF-8 (lone surrogates as U+FFFD), so this cannot fail; checked rather than assumed.
+    String::from_utf8(buf).map_err(|_| JsError::range(format!("{what} is not valid UTF-8")))
 }
 
 pub fn number(env: napi_env, v: f64) -> JsResult {
@@ -183,17 +182,22 @@ pub fn number(env: napi_env, v: f64) -> JsResult {
     unsafe { out!(napi_create_double(env, v)) }
 }
 
-pub fn get_number(env: napi_env, v: napi_value, what: &str) -> JsResult<f64> {
+pub fn get_number(env: napi_env, v: napi_value, what: impl Display) -> JsResult<f64> {
     // SAFETY: v is a live value of env.
-    unsafe { out!(napi_get_value_double(env, v)) }.map_err(|_| JsError::arg(format!("{what} must be a number")))
+    unsafe { out!(napi_get_value_double(env, v)) }.map_err(|_| wrong_type(env, v, what, "a number"))
 }
 
-pub fn get_i32(env: napi_env, v: napi_value, what: &str) -> JsResult<i32> {
-    let n = get_number(env, v, what)?;
-    if n.fract() != 0.0 || n < i32::MIN as f64 || n > i32::MAX as f64 {
-        return Err(JsError::arg(format!("{what} must be a 32-bit integer, got {n}")));
-    }
-    Ok(n as i32)
+pub fn get_i32(env: napi_env, v: napi_value, what: impl Display + Copy) -> JsResult<i32> {
+    jsnum::i32_from_number(get_number(env, v, what)?, what)
+}
+
+pub fn get_u32(env: napi_env, v: napi_value, what: impl Display + Copy) -> JsResult<u32> {
+    jsnum::u32_from_number(get_number(env, v, what)?, what)
+}
+
+/// A pin-core handle: a non-negative integer Number, as `insert` gave it.
+pub fn get_handle(env: napi_env, v: napi_value) -> JsResult<usize> {
+    get_u32(env, v, "handle").map(|h| h as usize)
 }
 
 pub fn bigint(env: napi_env, v: u64) -> JsResult {
@@ -202,27 +206,31 @@ pub fn bigint(env: napi_env, v: u64) -> JsResult {
 }
 
 /// A u64 from a BigInt (exact) or a safe-integer Number.
-pub fn get_u64(env: napi_env, v: napi_value, what: &str) -> JsResult<u64> {
+pub fn get_u64(env: napi_env, v: napi_value, what: impl Display + Copy) -> JsResult<u64> {
     if type_of(env, v)? == NAPI_BIGINT {
         let (mut r, mut lossless) = (0u64, false);
-        // SAFETY: both out-pointers are valid.
-        check(unsafe { napi_get_value_bigint_uint64(env, v, &mut r, &mut lossless) }, "napi_get_value_bigint_uint64")
-            .map_err(|_| JsError::arg(format!("{what} must be a BigInt")))?;
-        if !lossless {
-            return Err(JsError::arg(format!("{what} must fit in 64 bits unsigned")));
-        }
-        return Ok(r);
+        // SAFETY: both out-pointers are valid; v is a BigInt.
+        check(unsafe { napi_get_value_bigint_uint64(env, v, &mut r, &mut lossless) }, "napi_get_value_bigint_uint64")?;
+        return jsnum::u64_from_bigint(r, lossless, what);
     }
-    let n = get_number(env, v, what)?;
-    if n < 0.0 || n.fract() != 0.0 || n > 9007199254740991.0 {
-        return Err(JsError::arg(format!("{what} must be a non-negative integer (use a BigInt above 2^53), got {n}")));
-    }
-    Ok(n as u64)
+    // SAFETY: v is a live value of env.
+    let n = unsafe { out!(napi_get_value_double(env, v)) }.map_err(|_| wrong_type(env, v, what, "a BigInt or a Number"))?;
+    jsnum::u64_from_number(n, what)
 }
 
 pub fn object(env: napi_env) -> JsResult {
     // SAFETY: plain out-pointer.
     unsafe { out!(napi_create_object(env)) }
+}
+
+/// Refuses a non-object before its properties are read: N-API would throw
+/// V8's "Cannot convert undefined or null to object", which names nothing.
+pub fn expect_object(env: napi_env, v: napi_value, what: impl Display) -> JsResult<()> {
+    if type_of(env, v)? == NAPI_OBJECT {
+        Ok(())
+    } else {
+        Err(wrong_type(env, v, what, "an object"))
+    }
 }
 
 pub fn set(env: napi_env, obj: napi_value, name: &str, v: napi_value) -> JsResult<()> {
@@ -231,7 +239,9 @@ pub fn set(env: napi_env, obj: napi_value, name: &str, v: napi_value) -> JsResul
     check(unsafe { napi_set_named_property(env, obj, n.as_ptr(), v) }, "napi_set_named_property")
 }
 
-/// A property by a literal name (`c"iova"`): no allocation on the argument path.
+/// A property by a literal name (`c"iova"`): no allocation on the argument
+/// path. A getter or proxy that throws leaves its exception pending, which
+/// `finish` lets through.
 pub fn get(env: napi_env, obj: napi_value, name: &CStr) -> JsResult {
     // SAFETY: obj is a live value; name is NUL-terminated.
     unsafe { out!(napi_get_named_property(env, obj, name.as_ptr())) }
@@ -242,12 +252,12 @@ pub fn get(env: napi_env, obj: napi_value, name: &CStr) -> JsResult {
 /// # Safety
 /// The slice is valid only during the current callback, and nothing else
 /// (JS included, which cannot run meanwhile) may touch the array while it is held.
-pub unsafe fn get_biguint64_array<'a>(env: napi_env, v: napi_value, what: &str) -> JsResult<&'a mut [u64]> {
+pub unsafe fn get_biguint64_array<'a>(env: napi_env, v: napi_value, what: impl Display) -> JsResult<&'a mut [u64]> {
     let (mut kind, mut len, mut data) = (0i32, 0usize, ptr::null_mut());
     // SAFETY: the out-pointers are valid; the two left null are optional.
     let st = unsafe { napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut()) };
     if st != NAPI_OK || kind != NAPI_BIGUINT64_ARRAY {
-        return Err(JsError::arg(format!("{what} must be a BigUint64Array")));
+        return Err(wrong_type(env, v, what, "a BigUint64Array"));
     }
     if len == 0 || data.is_null() {
         return Ok(&mut []);
@@ -266,23 +276,45 @@ pub fn array(env: napi_env, items: &[napi_value]) -> JsResult {
     Ok(a)
 }
 
-pub fn get_array(env: napi_env, v: napi_value, what: &str) -> JsResult<Vec<napi_value>> {
+/// Each element of an array through `f`, element by element: a sparse
+/// `new Array(2 ** 32 - 1)` fails at its first hole instead of making four
+/// billion handles.
+pub fn get_array<T>(
+    env: napi_env,
+    v: napi_value,
+    what: impl Display,
+    mut f: impl FnMut(napi_value, u32) -> JsResult<T>,
+) -> JsResult<Vec<T>> {
     // SAFETY: v is a live value of env.
-    let len: u32 = unsafe { out!(napi_get_array_length(env, v)) }.map_err(|_| JsError::arg(format!("{what} must be an array")))?;
+    let len: u32 = unsafe { out!(napi_get_array_length(env, v)) }.map_err(|_| wrong_type(env, v, what, "an array"))?;
     // SAFETY: i < len.
-    (0..len).map(|i| unsafe { out!(napi_get_element(env, v, i)) }).collect()
+    (0..len).map(|i| f(unsafe { out!(napi_get_element(env, v, i)) }?, i)).collect()
 }
 
-fn throw(env: napi_env, e: JsError) -> JsResult<()> {
+fn exception_pending(env: napi_env) -> bool {
+    let mut pending = false;
+    // SAFETY: plain out-pointer.
+    let st = unsafe { napi_is_exception_pending(env, &mut pending) };
+    st == NAPI_OK && pending
+}
+
+/// Builds the error object with its class, code and properties, and throws it.
+fn throw_full(env: napi_env, e: &JsError) -> JsResult<()> {
     let code = string(env, &e.code)?;
     let msg = string(env, &e.message)?;
     // SAFETY: code and msg are live strings of env.
-    let err = unsafe { out!(napi_create_error(env, code, msg)) }?;
-    for (k, p) in e.props {
+    let err = unsafe {
+        match e.class {
+            Class::Error => out!(napi_create_error(env, code, msg)),
+            Class::TypeError => out!(napi_create_type_error(env, code, msg)),
+            Class::RangeError => out!(napi_create_range_error(env, code, msg)),
+        }
+    }?;
+    for (k, p) in &e.props {
         let v = match p {
-            Prop::Num(n) => number(env, n)?,
-            Prop::Big(n) => bigint(env, n)?,
-            Prop::Str(s) => string(env, &s)?,
+            Prop::Num(n) => number(env, *n)?,
+            Prop::Big(n) => bigint(env, *n)?,
+            Prop::Str(s) => string(env, s)?,
         };
         set(env, err, k, v)?;
     }
@@ -290,15 +322,39 @@ fn throw(env: napi_env, e: JsError) -> JsResult<()> {
     check(unsafe { napi_throw(env, err) }, "napi_throw")
 }
 
-/// Turns a Rust result into a return value, throwing on error (N-API callbacks cannot unwind).
+/// The one place a `JsError` becomes a JS exception. An exception already
+/// pending (a getter or proxy trap that threw while arguments were read) is
+/// the real cause, so it propagates instead (N-API would refuse to throw
+/// over it with napi_pending_exception).
+fn throw(env: napi_env, e: &JsError) {
+    if exception_pending(env) {
+        return;
+    }
+    if throw_full(env, e).is_err() && !exception_pending(env) {
+        // The full error could not be built: throw the message alone, so the call never looks as if it worked.
+        let (code, msg) = (cstr(&e.code), cstr(&e.message));
+        // SAFETY: both are NUL-terminated.
+        unsafe { napi_throw_error(env, code.as_ptr(), msg.as_ptr()) };
+    }
+}
+
+/// Turns a Rust result into a return value, throwing on error.
 pub fn finish(env: napi_env, r: JsResult) -> napi_value {
     match r {
         Ok(v) => v,
         Err(e) => {
-            let _ = throw(env, e);
+            throw(env, &e);
             ptr::null_mut()
         }
     }
+}
+
+/// Runs one callback's body. N-API callbacks must not unwind into node (Rust
+/// aborts a panic leaving an `extern "C"` function), so a panic is caught
+/// here and thrown as an EPANIC error naming the call.
+pub fn call(env: napi_env, name: &str, body: impl FnOnce() -> JsResult) -> napi_value {
+    let r = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(JsError::panicked(name, p.as_ref())));
+    finish(env, r)
 }
 
 /// Adds `name` as a function property of `exports`.

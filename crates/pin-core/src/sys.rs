@@ -22,6 +22,7 @@ pub const MADV_NOHUGEPAGE: c_int = 15;
 pub const MADV_POPULATE_WRITE: c_int = 23;
 pub const MFD_CLOEXEC: c_uint = 1;
 pub const MFD_HUGETLB: c_uint = 4;
+pub const F_GETFD: c_int = 1;
 
 extern "C" {
     fn sysconf(name: c_int) -> c_long;
@@ -32,6 +33,8 @@ extern "C" {
     fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
     fn memfd_create(name: *const c_char, flags: c_uint) -> c_int;
     fn ftruncate(fd: c_int, len: i64) -> c_int;
+    fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    fn close(fd: c_int) -> c_int;
 }
 
 fn check(r: c_int) -> io::Result<c_int> {
@@ -58,6 +61,21 @@ pub fn open_rdwr(path: &str) -> io::Result<OwnedFd> {
     let fd = check(unsafe { open(c.as_ptr(), O_RDWR | O_CLOEXEC, 0) })?;
     // SAFETY: fd was just returned by open and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes ownership of an fd JS opened and hands over. Checked first: Rust's
+/// debug builds abort when an OwnedFd of an fd that is not open is dropped.
+pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the fd's flags.
+    check(unsafe { fcntl(fd, F_GETFD) })?;
+    // SAFETY: fd is open, and by the caller's contract no one else uses it from now on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Closes an fd that an OwnedFd does not hold (one JS may have closed already).
+pub fn close_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall; a closed fd is EBADF.
+    check(unsafe { close(fd) }).map(|_| ())
 }
 
 /// ioctl with a pointer to a `#[repr(C)]` argument the kernel reads and/or writes.
@@ -130,5 +148,13 @@ mod tests {
         let fd = open_rdwr("/dev/null").unwrap();
         use std::os::fd::AsRawFd;
         assert_eq!(ioctl_int(fd.as_raw_fd(), 0x3b64, 0).unwrap_err().raw_os_error(), Some(25));
+    }
+
+    #[test]
+    fn adopting_an_fd_that_is_not_open_is_ebadf() {
+        assert_eq!(adopt((1 << 20) - 3).unwrap_err().raw_os_error(), Some(9));
+        assert_eq!(adopt(-1).unwrap_err().raw_os_error(), Some(9));
+        use std::os::fd::IntoRawFd;
+        assert!(adopt(open_rdwr("/dev/null").unwrap().into_raw_fd()).is_ok());
     }
 }

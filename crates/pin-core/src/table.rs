@@ -33,13 +33,17 @@ impl Backing {
         }
     }
 
+    /// The address space it lies in: None for the process, else the fd.
+    pub fn object(&self) -> Option<i32> {
+        match *self {
+            Backing::Vaddr(_) => None,
+            Backing::File { fd, .. } => Some(fd),
+        }
+    }
+
     /// Whether both name the same address space: the process, or one fd.
     pub fn same_object(&self, other: &Backing) -> bool {
-        match (self, other) {
-            (Backing::Vaddr(_), Backing::Vaddr(_)) => true,
-            (Backing::File { fd: a, .. }, Backing::File { fd: b, .. }) => a == b,
-            _ => false,
-        }
+        self.object() == other.object()
     }
 
     /// Whether `next` starts exactly where `len` bytes of `self` end, so the
@@ -263,6 +267,10 @@ impl MappingTable {
         if !self.in_iova_ranges(iova, last) {
             return Err(TableError::OutsideIovaRanges { iova, size });
         }
+        if m.shares_with.is_none() && self.charged.checked_add(size).is_none() {
+            // Only mappings covering all 2^64 bytes of IOVA get here (no kernel could pin them); refused so the charge cannot wrap.
+            return Err(TableError::Overflow { iova, size });
+        }
         if let Some(owner) = m.shares_with {
             // Sharers always point at the owner of the pages, so the charge has one holder.
             if self.map.get(&owner).is_none_or(|o| o.shares_with.is_some()) {
@@ -462,6 +470,14 @@ mod tests {
         t.insert(m(u64::MAX - P + 1, P, 0)).unwrap();
         assert_eq!(t.find(u64::MAX).map(|x| x.size), Some(P));
         assert_eq!(t.overlapping(u64::MAX - P + 1, P).count(), 1);
+    }
+
+    #[test]
+    fn a_charge_past_2_pow_64_is_eoverflow_not_a_wrap() {
+        let half = 1 << 63;
+        let mut t = table(&[m(0, half, 0)]);
+        assert_eq!(t.insert(m(half, half, 0)).unwrap_err(), TableError::Overflow { iova: half, size: half });
+        assert_eq!(t.charged_bytes(), half);
     }
 
     #[test]

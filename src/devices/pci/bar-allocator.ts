@@ -1,10 +1,10 @@
 // Where BARs go: 32-bit memory BARs inside the PCI hole below 4 GiB, 64-bit
 // ones in a window above RAM, I/O BARs from 0xc000; each aligned to its
 // size, as firmware would place them. Pure.
-import { PCI_MMIO32 } from '../../memory/layout.js';
+import { PCI_MMIO32, RAM_CEILING } from '../../memory/layout.js';
 
 /** 64-bit BARs go at 256 GiB: above any RAM Pinion gives a guest, inside its 512 GiB identity map. */
-export const PCI_MMIO64 = { start: 0x40_0000_0000n, end: 0x80_0000_0000n } as const;
+export const PCI_MMIO64 = { start: RAM_CEILING, end: 0x80_0000_0000n } as const;
 export const PCI_IO = { start: 0xc000n, end: 0x10000n } as const;
 
 export type BarSpace = 'io' | 'mem32' | 'mem64';
