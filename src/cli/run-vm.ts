@@ -36,7 +36,8 @@ export async function runVm(plan: RunPlan): Promise<number> {
   let control: { ended(): void; close(): void } | undefined;
   let server: { close(): Promise<void> } | undefined;
   try {
-    machine = Machine.create({
+    // The guest boots while its devices attach (Machine.start); the summary comes once they have.
+    machine = await Machine.start({
       payload: plan.payload,
       linux,
       memory: plan.memory,

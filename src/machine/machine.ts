@@ -4,7 +4,8 @@
 // with their IOMMU and DMA. Each step registers the undo of what it creates
 // where it creates it; a throw at any step undoes all before it, last first,
 // and close() undoes the whole machine the same way.
-import type { RamBackend } from '../memory/guest-ram.js';
+import type { GuestRam, RamBackend } from '../memory/guest-ram.js';
+import type { HostDevice } from '../devices/vfio/host-device.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { ramRanges } from '../memory/layout.js';
 import { UndoStack } from '../sys/undo.js';
@@ -17,6 +18,7 @@ import type { IommuKind } from '../devices/vfio/iommu.js';
 import { Assignment, type AssignedDevice, type DmaState, type IommuFds } from './assignment.js';
 import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
 import type { Decompress } from '../vmm/vmlinux.js';
+import { readSpanInto } from '../vmm/file-span.js';
 import { ConsoleInput } from './console-input.js';
 import { checkDevices } from './device-checks.js';
 import type { DeviceSpec } from './devices.js';
@@ -85,55 +87,56 @@ export class Machine {
     readonly smallPagesWhy: string | undefined,
   ) {}
 
+  /** Builds the whole machine, its devices attached and RAM DMA-mapped, before any vCPU runs. */
   static create(c: MachineConfig): Machine {
     return UndoStack.build((undo) => {
-      trace('machine: start');
-      const ranges = ramRanges(c.memory);
-      const source: BootSource = c.linux ? { kind: 'linux', ...c.linux } : { kind: 'payload', path: c.payload ?? '' };
-      const boot = planBoot(source, ranges, c.cmdline, c.cpus, c.memory, c.memoryArg ?? `${c.memory}`);
-      trace('boot image read');
-      // Device problems are found before anything is opened or pinned.
-      const hosts = checkDevices(c.devices ?? []);
-
-      const vm = openVm({ path: c.kvmPath, hint: c.kvmHint, fd: c.fds?.kvm }, undo);
-      trace('VM created');
-      // vCPUs and their threads first: a thread takes as long to load as RAM takes to fault in and a
-      // device to attach, and it loads meanwhile.
-      const vcpus = createVcpus(vm, c.cpus, boot, undo);
-      const platform = Platform.build({ consoleFd: c.consoleFd, vmFd: vm.fd, linux: source.kind === 'linux' });
-      const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
-      trace('vCPUs set up, their threads starting');
-
-      const memory = new GuestMemory();
-      const ram = mapRam(memory, vm, { size: c.memory, backend: c.backend, ranges }, undo);
-      trace('RAM allocated');
-      if (hosts.length) {
-        prefaultRam(ram);
-        trace('RAM prefaulted');
-      }
-      load(memory, boot);
-      trace('boot image loaded');
-
-      const assignment = hosts.length
-        ? Assignment.attach(
-            hosts,
-            {
-              iommu: c.iommu ?? 'auto',
-              fds: c.fds,
-              openerHint: c.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...',
-            },
-            memory,
-            platform,
-            vm.fd,
-            undo,
-          )
-        : undefined;
-      if (assignment) trace('devices attached, RAM DMA-mapped');
-
-      const serial = platform.devices.find((d) => d.kind === 'serial');
-      const console = undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
-      return new Machine(c, memory, undo, vcpus, platform, threads, assignment, console, ram.smallPagesWhy);
+      const p = assemble(c, undo);
+      const assignment = openDevices(p);
+      mapDeviceDma(p, assignment);
+      return Machine.finish(p, assignment);
     });
+  }
+
+  /**
+   * As create, but the vCPUs are let in once the devices are open and the pre-flight has passed, before
+   * RAM faults in and is DMA-mapped: the guest's early boot overlaps that (a Linux guest reaches PCI
+   * seconds in). Until then each vCPU access served on this thread (PCI config above all) waits, so the
+   * guest finds each device with its RAM already mapped. Every refusal comes before the guest runs;
+   * resolves with the guest running; a failure stops the vCPUs, undoes everything and rejects.
+   */
+  static async start(c: MachineConfig): Promise<Machine> {
+    const undo = new UndoStack();
+    let threads: VcpuThreads | undefined;
+    let release: (() => void) | undefined;
+    try {
+      const p = assemble(c, undo);
+      threads = p.threads;
+      const assignment = openDevices(p);
+      release = p.threads.holdAccesses();
+      p.threads.go();
+      trace('vCPUs let in');
+      // The threads load first: on a machine short of CPUs, RAM faulting in beside them would starve the
+      // very loads the guest waits for, while the devices have seconds until the guest looks for them.
+      if (assignment) await p.threads.loadedAll();
+      mapDeviceDma(p, assignment);
+      const m = Machine.finish(p, assignment);
+      release();
+      return m;
+    } catch (e) {
+      if (threads) {
+        threads.stop('the machine did not start');
+        release?.();
+        await threads.ended();
+      }
+      undo.unwind();
+      throw e;
+    }
+  }
+
+  private static finish(p: Parts, assignment: Assignment | undefined): Machine {
+    const serial = p.platform.devices.find((d) => d.kind === 'serial');
+    const console = p.undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
+    return new Machine(p.c, p.memory, p.undo, p.vcpus, p.platform, p.threads, assignment, console, p.ram.smallPagesWhy);
   }
 
   /** Runs every vCPU on its own thread until the guest exits, faults, or stop() is called. */
@@ -210,6 +213,82 @@ export class Machine {
   }
 }
 
+/** A machine up to its devices: the VM, its vCPUs and their threads, the board, RAM with the boot image in it. */
+interface Parts {
+  c: MachineConfig;
+  undo: UndoStack;
+  memory: GuestMemory;
+  vcpus: readonly Vcpu[];
+  platform: Platform;
+  threads: VcpuThreads;
+  ram: GuestRam;
+  vmFd: number;
+  hosts: HostDevice[];
+  /** Bus 0 device numbers held for `hosts`, in order. */
+  slots: number[];
+}
+
+function assemble(c: MachineConfig, undo: UndoStack): Parts {
+  trace('machine: start');
+  const ranges = ramRanges(c.memory);
+  const source: BootSource = c.linux ? { kind: 'linux', ...c.linux } : { kind: 'payload', path: c.payload ?? '' };
+  const boot = planBoot(source, ranges, c.cmdline, c.cpus, c.memory, c.memoryArg ?? `${c.memory}`);
+  trace('boot image read');
+  // Device problems are found before anything is opened or pinned.
+  const hosts = checkDevices(c.devices ?? []);
+
+  const vm = openVm({ path: c.kvmPath, hint: c.kvmHint, fd: c.fds?.kvm }, undo);
+  trace('VM created');
+  // vCPUs and their threads first: a thread takes as long to load as RAM takes to fault in and a
+  // device to attach, and it loads meanwhile.
+  const vcpus = createVcpus(vm, c.cpus, boot, undo);
+  const platform = Platform.build({ consoleFd: c.consoleFd, vmFd: vm.fd, linux: source.kind === 'linux' });
+  const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
+  trace('vCPUs set up, their threads starting');
+
+  const memory = new GuestMemory();
+  const ram = mapRam(memory, vm, { size: c.memory, backend: c.backend, ranges }, undo);
+  trace('RAM allocated');
+  load(memory, boot);
+  trace('boot image loaded');
+  const slots = hosts.map(() => platform.pci.reserve());
+  return { c, undo, memory, vcpus, platform, threads, ram, vmFd: vm.fd, hosts, slots };
+}
+
+/** The assigned devices onto bus 0 with their IOMMU backend, and the pre-flight passed; none without --device. */
+function openDevices(p: Parts): Assignment | undefined {
+  const { c, hosts } = p;
+  if (!hosts.length) return undefined;
+  const assignment = Assignment.open(
+    hosts,
+    {
+      iommu: c.iommu ?? 'auto',
+      fds: c.fds,
+      openerHint: c.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...',
+    },
+    p.memory,
+    p.platform,
+    p.vmFd,
+    p.undo,
+    p.slots,
+  );
+  trace('devices open, pre-flight passed');
+  return assignment;
+}
+
+/** All of RAM faulted in and DMA-mapped for the assigned devices. */
+function mapDeviceDma(p: Parts, assignment: Assignment | undefined): void {
+  if (!assignment) return;
+  prefaultRam(p.ram);
+  trace('RAM prefaulted');
+  assignment.mapRam(p.memory, p.undo);
+  trace('RAM DMA-mapped');
+}
+
 function load(memory: GuestMemory, p: BootPlan): void {
-  for (const [gpa, bytes] of p.writes) memory.write(gpa, bytes);
+  for (const [gpa, bytes] of p.writes)
+    if (bytes instanceof Uint8Array) memory.write(gpa, bytes);
+    else readSpanInto(bytes, memory.bytes(gpa, bytes.length));
+  // What the plan still holds is garbage from here on; the vCPUs keep only their entry registers.
+  p.writes.length = 0;
 }
