@@ -106,13 +106,14 @@ export class Machine {
    */
   static async start(c: MachineConfig): Promise<Machine> {
     const undo = new UndoStack();
-    let threads: VcpuThreads | undefined;
+    // Set once the vCPUs may run: a failure after that must stop them before anything is undone.
+    let running: VcpuThreads | undefined;
     let release: (() => void) | undefined;
     try {
       const p = assemble(c, undo);
-      threads = p.threads;
       const assignment = openDevices(p);
       release = p.threads.holdAccesses();
+      running = p.threads;
       p.threads.go();
       trace('vCPUs let in');
       // The threads load first: on a machine short of CPUs, RAM faulting in beside them would starve the
@@ -123,10 +124,11 @@ export class Machine {
       release();
       return m;
     } catch (e) {
-      if (threads) {
-        threads.stop('the machine did not start');
+      // Before that, the undo ends the threads still waiting to be let in.
+      if (running) {
+        running.stop('the machine did not start');
         release?.();
-        await threads.ended();
+        await running.ended();
       }
       undo.unwind();
       throw e;
