@@ -98,13 +98,15 @@ export class Machine {
   }
 
   /**
-   * As create, but the vCPUs are let in once the devices are open and the pre-flight has passed, before
-   * RAM faults in and is DMA-mapped: the guest's early boot overlaps that (a Linux guest reaches PCI
-   * seconds in). Until then each vCPU access served on this thread (PCI config above all) waits, so the
-   * guest finds each device with its RAM already mapped. Every refusal comes before the guest runs;
-   * resolves with the guest running; a failure stops the vCPUs, undoes everything and rejects.
+   * As create, but with a device assigned the vCPUs are let in once the devices are open and the
+   * pre-flight has passed, before RAM faults in and is DMA-mapped: the guest's early boot overlaps that (a
+   * Linux guest reaches PCI seconds in). Until then each vCPU access served on this thread (PCI config above
+   * all) waits, so the guest finds each device with its RAM already mapped; `ready` (what the VMM sets up
+   * around the machine, such as its control API) runs before those accesses go through. Every refusal
+   * comes before the guest runs. Without a device nothing runs before run(). A failure stops the vCPUs,
+   * undoes everything and rejects.
    */
-  static async start(c: MachineConfig): Promise<Machine> {
+  static async start(c: MachineConfig, ready?: (m: Machine) => Promise<void> | void): Promise<Machine> {
     const undo = new UndoStack();
     // Set once the vCPUs may run: a failure after that must stop them before anything is undone.
     let running: VcpuThreads | undefined;
@@ -112,16 +114,19 @@ export class Machine {
     try {
       const p = assemble(c, undo);
       const assignment = openDevices(p);
-      release = p.threads.holdAccesses();
-      running = p.threads;
-      p.threads.go();
-      trace('vCPUs let in');
-      // The threads load first: on a machine short of CPUs, RAM faulting in beside them would starve the
-      // very loads the guest waits for, while the devices have seconds until the guest looks for them.
-      if (assignment) await p.threads.loadedAll();
-      mapDeviceDma(p, assignment);
+      if (assignment) {
+        release = p.threads.holdAccesses();
+        running = p.threads;
+        p.threads.go();
+        trace('vCPUs let in');
+        // The threads load first: on a machine short of CPUs, RAM faulting in beside them would starve the
+        // very loads the guest waits for, while the devices have seconds until the guest looks for them.
+        await p.threads.loadedAll();
+        mapDeviceDma(p, assignment);
+      }
       const m = Machine.finish(p, assignment);
-      release();
+      await ready?.(m);
+      release?.();
       return m;
     } catch (e) {
       // Before that, the undo ends the threads still waiting to be let in.
