@@ -109,8 +109,10 @@ export class VcpuThreads {
           loaded();
           if (Atomics.load(this.ctl, CONTROL.stop) || Atomics.load(this.ctl, CONTROL.pause)) this.kick(v.index);
         } else if (m.type === 'io') {
-          if (this.held) this.held.push(() => serveRpc(rpc, on.pio, on.mmio));
-          else serveRpc(rpc, on.pio, on.mmio);
+          if (this.held) {
+            if (!this.held.length) trace(`vCPU ${v.index}: first access to a VMM-thread device, held`);
+            this.held.push(() => serveRpc(rpc, on.pio, on.mmio));
+          } else serveRpc(rpc, on.pio, on.mmio);
         } else if (m.type === 'stop') this.kickAll();
         else if (m.type === 'panic') {
           this.panicLine = m.line;
@@ -151,6 +153,7 @@ export class VcpuThreads {
     return () => {
       const queued = this.held ?? [];
       this.held = undefined;
+      trace(`device accesses released (${queued.length} waiting)`);
       for (const serve of queued) serve();
     };
   }
