@@ -326,9 +326,14 @@ export class MachineControl implements VmControl {
       const copies = plan.add.flatMap((a, i) =>
         a.backing.kind === 'new' && a.backing.copy ? [{ ...a.backing.copy, to: next[i]!.view }] : [],
       );
-      // The vCPUs are held out of KVM_RUN for the copy so the guest writes nothing meanwhile, unless its
-      // driver released the source (then neither it nor a descriptor of its NIC points there).
-      const hold = copies.length > 0 && !guestLetGo;
+      // The vCPUs are held out of KVM_RUN for the copy, so the guest writes nothing meanwhile, and for any
+      // change that takes a region away: KVM cannot split, shrink or move a memslot, so its slot is deleted
+      // before the new ones are made, and a vCPU touching the range in between finds no slot (an MMIO exit
+      // nothing claims: all ones, or code it cannot fetch and a triple fault; seen splitting the boot RAM of
+      // a running test guest). QEMU's "kvm: Atomic memslot updates" (f39b7d2b96e3) keeps KVM_RUN out of such
+      // updates the same way. Neither hold is needed when the guest's driver released what goes: neither it
+      // nor a descriptor of its NIC points there.
+      const hold = (copies.length > 0 || plan.remove.length > 0) && !guestLetGo;
       if (hold) await this.hold('memory-change');
       try {
         for (const c of copies) await copyInTurns(mem.bytes(c.from, Number(c.bytes)), c.to);

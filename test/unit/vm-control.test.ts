@@ -217,3 +217,26 @@ t.test('a copy holds the vCPUs, unless the guest released the region it copies',
     free();
   }
 });
+
+t.test('a change that takes a region away holds the vCPUs while its memslot is swapped, unless the guest released it', async (t) => {
+  const { m, pauses, free } = machine();
+  const c = new MachineControl(m);
+  await c.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
+  t.equal(pauses(), 0, 'only added: no slot goes, no hold');
+  await c.changeMemory({ verb: 'split-ram', gpa: 0n, at: 2n * MiB });
+  t.equal(pauses(), 1, 'a split of RAM the guest runs from: held');
+  await c.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n });
+  t.equal(pauses(), 2, 'a removal the guest was not asked about: held');
+  c.close();
+  free();
+
+  const w = machine();
+  const d = new HotplugDriver(w.hotplug);
+  const c2 = new MachineControl(w.m);
+  await c2.changeMemory({ verb: 'add-ram', gpa: 0x4000_0000n, size: 2n * MiB, backend: 'memfd' });
+  await c2.changeMemory({ verb: 'remove-ram', gpa: 0x4000_0000n });
+  t.equal(w.pauses(), 0, 'released by its driver first: no hold');
+  d.stop();
+  c2.close();
+  w.free();
+});
