@@ -28,6 +28,8 @@ export interface GuestOptions {
   ip: string;
   /** Shell command the guest's init runs before it powers off; none: a shell on the console. */
   command?: string;
+  /** vCPUs (default GUEST_CPUS). */
+  cpus?: number;
   /** Wall-clock limit in ms; the VMM is killed after it. */
   limitMs?: number;
   /** More kernel parameters. */
@@ -60,7 +62,7 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
         '--append',
         append,
         '--cpus',
-        String(GUEST_CPUS),
+        String(o.cpus ?? GUEST_CPUS),
         '--memory',
         `${GUEST_MEMORY_MIB}M`,
         '--device',
@@ -91,7 +93,7 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
       '-m',
       `${GUEST_MEMORY_MIB}M`,
       '-smp',
-      String(GUEST_CPUS),
+      String(o.cpus ?? GUEST_CPUS),
       '-kernel',
       o.kernel,
       '-initrd',

@@ -21,8 +21,9 @@ import type { ControlRecord } from '../update/record.js';
 import { ApiError } from './errors.js';
 import { ACK_WAIT_MS, GuestHotplug, type Notice } from './guest-hotplug.js';
 import { mapLimits, planChange, type MapEntry, type MapLimits, type MemoryChange, type MemoryPlan } from './memory-change.js';
+import { route } from './routes.js';
 import type { ChangeResult, DeviceInfo, DmaInfo, GuestView, MemoryMapInfo, VmControl, VmInfo } from './routes.js';
-import type { ApiServer } from './server.js';
+import type { ApiServer, Handler } from './server.js';
 import { outgoingVm } from './vm-update.js';
 
 /** Bytes copied per event-loop turn when a backing is replaced: one huge page, a few ms at most (the first touch of a fresh backing faults it in). */
@@ -74,9 +75,14 @@ export class MachineControl implements VmControl {
     if (carried) this.carry(carried);
   }
 
-  /** The server answering for this VM: vm.update hands its socket to the new process. */
-  attach(server: ApiServer): void {
-    this.server = server;
+  /**
+   * Serves this VM's API on the server `listen` makes with the handler given: a socket bound here
+   * (ApiServer.listen) or the one a live update handed over (ApiServer.adopt). vm.update hands that
+   * server's socket to the new process.
+   */
+  async serve(listen: (handler: Handler) => Promise<ApiServer>): Promise<ApiServer> {
+    this.server = await listen((method, url, body) => route(this, method, url, body));
+    return this.server;
   }
 
   info(): VmInfo {

@@ -6,7 +6,6 @@
 // where the old process had it, the exit status the guest's.
 import { MachineControl, API_STOP, UPDATE_LOST, UPDATE_STOP } from '../api/vm-control.js';
 import { ACK_WAIT_MS } from '../api/guest-hotplug.js';
-import { route } from '../api/routes.js';
 import { ApiServer } from '../api/server.js';
 import { VcpuThreads } from '../machine/vcpu-threads.js';
 import { receive } from '../update/incoming.js';
@@ -29,8 +28,8 @@ async function runIncoming(channelFd: number): Promise<number> {
   try {
     if (inc.api) {
       const c = (control = new MachineControl(m, ACK_WAIT_MS, inc.api.control));
-      server = await ApiServer.adopt(inc.api.path, inc.api.fd, (method, url, body) => route(c, method, url, body));
-      c.attach(server);
+      const { path, fd } = inc.api;
+      server = await c.serve((h) => ApiServer.adopt(path, fd, h));
     }
     console.error(
       `pinion: VM taken over from pid ${inc.record.from.pid} (live update)${inc.api ? `; control API on ${inc.api.path}` : ''}`,

@@ -37,37 +37,41 @@ export async function runVm(plan: RunPlan): Promise<number> {
   let control: { ended(): void; close(): void } | undefined;
   let server: { close(): Promise<void> } | undefined;
   try {
-    machine = Machine.create({
-      payload: plan.payload,
-      linux,
-      memory: plan.memory,
-      memoryArg: plan.memoryArg,
-      cpus: plan.cpus,
-      backend: plan.backend,
-      cmdline: plan.cmdline,
-      consoleFd,
-      kvmHint: rigHint(argv),
-      devices,
-      iommu: plan.iommu,
-      fds: plan.fds,
-      openerHint: openerHint(argv, process.getuid!(), devices),
-      kvmPath: process.env.PINION_KVM_DEVICE,
-    });
-    if (devices.length) {
-      // With a device assigned all of RAM is pinned: 4 KiB pages then cost pins, IOMMU entries and faults.
-      const why = machine.smallPagesWhy;
-      if (why) console.error(`pinion: note: ${why}`);
-      console.error(assignmentSummary(machine));
-    }
+    // With a device the guest boots while RAM is DMA-mapped (Machine.start); the summary and the API come
+    // once it is, before the guest can reach the device.
+    machine = await Machine.start(
+      {
+        payload: plan.payload,
+        linux,
+        memory: plan.memory,
+        memoryArg: plan.memoryArg,
+        cpus: plan.cpus,
+        backend: plan.backend,
+        cmdline: plan.cmdline,
+        consoleFd,
+        kvmHint: rigHint(argv),
+        devices,
+        iommu: plan.iommu,
+        fds: plan.fds,
+        openerHint: openerHint(argv, process.getuid!(), devices),
+        kvmPath: process.env.PINION_KVM_DEVICE,
+      },
+      async (m) => {
+        if (devices.length) {
+          // With a device assigned all of RAM is pinned: 4 KiB pages then cost pins, IOMMU entries and faults.
+          const why = m.smallPagesWhy;
+          if (why) console.error(`pinion: note: ${why}`);
+          console.error(assignmentSummary(m));
+        }
+        if (apiPath) {
+          const c = new api!.MachineControl(m);
+          control = c;
+          server = await c.serve((h) => api!.ApiServer.listen(apiPath, h));
+          console.error(`pinion: control API on ${apiPath} (${shellLine(['pinion', 'ctl', apiPath, 'info'])})`);
+        }
+      },
+    );
     const m = machine;
-    if (apiPath) {
-      const c = new api!.MachineControl(m);
-      control = c;
-      const s = await api!.ApiServer.listen(apiPath, (method, url, body) => api!.route(c, method, url, body));
-      server = s;
-      c.attach(s);
-      console.error(`pinion: control API on ${apiPath} (${shellLine(['pinion', 'ctl', apiPath, 'info'])})`);
-    }
     const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
     // Pinion's stdin is the Linux guest's console input.

@@ -1,7 +1,7 @@
 // Assigned devices: the one IOMMU backend all of a VM's devices share
 // (legacy container or iommufd, chosen here), each device opened onto bus 0,
 // the pre-flight of what pinning guest RAM will cost, and the DMA listener
-// that then maps all of RAM before any vCPU runs.
+// that then maps all of RAM before the guest can reach a device.
 import { existsSync } from 'node:fs';
 import { BarAllocator } from '../devices/pci/bar-allocator.js';
 import type { BarSpace } from '../devices/pci/bar-allocator.js';
@@ -75,14 +75,20 @@ export class Assignment {
     private readonly acc: { path: IommuPath; mode: AccountingMode },
   ) {}
 
-  /** Every host device onto the platform's bus 0 through one IOMMU backend, then all RAM DMA-mapped. */
-  static attach(
+  /**
+   * Every host device onto the platform's bus 0 through one IOMMU backend, and the pre-flight of what
+   * pinning RAM will cost: everything that can refuse the VM, before any page is pinned. mapRam() then
+   * maps RAM. `slots`: device numbers reserved for them (PciConfigIo.reserve), in order; free ones are
+   * taken otherwise.
+   */
+  static open(
     hosts: readonly HostDevice[],
     o: AssignOptions,
     memory: GuestMemory,
     platform: Platform,
     vmFd: number,
     undo: UndoStack,
+    slots: readonly number[] = [],
   ): Assignment {
     const kind = iommuKind(o, hosts);
     const iommu = undo.own(openIommu(kind, o.fds), (i) => i.close());
@@ -95,8 +101,8 @@ export class Assignment {
       vmFd,
       bars: new BarAllocator(),
     };
-    const devices = hosts.map((h) => {
-      const slot = platform.pci.freeSlot();
+    const devices = hosts.map((h, i) => {
+      const slot = slots[i] ?? platform.pci.freeSlot();
       const dev = undo.own(VfioPciDevice.open(h, iommu, env, slot), (d) => d.close());
       platform.pci.add(slot << 3, dev);
       trace(`device ${h.bdf} open`);
@@ -110,11 +116,15 @@ export class Assignment {
       .reduce((n, r) => n + r.size, 0n);
     const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint: o.openerHint });
     const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
+    return new Assignment(kind, iommu, devices, dma, checked, acc);
+  }
+
+  /** All of RAM DMA-mapped, and the IOMMU following the memory map from here on. */
+  mapRam(memory: GuestMemory, undo: UndoStack): void {
     // Off the map before the devices close and the backend unmaps everything; registered first, as a
     // refused pre-map leaves part of RAM mapped.
-    undo.defer(() => memory.removeListener(dma));
-    memory.addListener(dma);
-    return new Assignment(kind, iommu, devices, dma, checked, acc);
+    undo.defer(() => memory.removeListener(this.dma));
+    memory.addListener(this.dma);
   }
 
   describe(): AssignedDevice[] {

@@ -3,8 +3,11 @@
 // and their threads, the platform (buses, PCI), then the assigned devices
 // with their IOMMU and DMA. Each step registers the undo of what it creates
 // where it creates it; a throw at any step undoes all before it, last first,
-// and close() undoes the whole machine the same way.
+// and close() undoes the whole machine the same way. A VM another process
+// hands over (live update) is adopted onto the same board, its vCPUs and RAM
+// taken from the hand-over image instead.
 import type { GuestRam, RamBackend } from '../memory/guest-ram.js';
+import type { HostDevice } from '../devices/vfio/host-device.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { hex, ramRanges } from '../memory/layout.js';
 import type { MemoryRegion } from '../memory/listener.js';
@@ -21,6 +24,7 @@ import type { IommuKind } from '../devices/vfio/iommu.js';
 import { Assignment, type AssignedDevice, type DmaState, type IommuFds } from './assignment.js';
 import { planBoot, type BootPlan, type BootSource } from './boot-image.js';
 import type { Decompress } from '../vmm/vmlinux.js';
+import { readSpanInto } from '../vmm/file-span.js';
 import { ConsoleInput } from './console-input.js';
 import { checkDevices } from './device-checks.js';
 import type { DeviceSpec } from './devices.js';
@@ -98,55 +102,64 @@ export class Machine {
     private readonly adoptedRam: AdoptedRam = { byFd: new Map(), taken: new Set() },
   ) {}
 
+  /** Builds the whole machine, its devices attached and RAM DMA-mapped, before any vCPU runs. */
   static create(c: MachineConfig): Machine {
     return UndoStack.build((undo) => {
-      trace('machine: start');
-      const ranges = ramRanges(c.memory);
-      const source: BootSource = c.linux ? { kind: 'linux', ...c.linux } : { kind: 'payload', path: c.payload ?? '' };
-      const boot = planBoot(source, ranges, c.cmdline, c.cpus, c.memory, c.memoryArg ?? `${c.memory}`);
-      trace('boot image read');
-      // Device problems are found before anything is opened or pinned.
-      const hosts = checkDevices(c.devices ?? []);
-
-      const vm = openVm({ path: c.kvmPath, hint: c.kvmHint, fd: c.fds?.kvm }, undo);
-      trace('VM created');
-      // vCPUs and their threads first: a thread takes as long to load as RAM takes to fault in and a
-      // device to attach, and it loads meanwhile.
-      const vcpus = createVcpus(vm, c.cpus, boot, undo);
-      const platform = Platform.build({ consoleFd: c.consoleFd, vmFd: vm.fd, linux: source.kind === 'linux' });
-      const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
-      trace('vCPUs set up, their threads starting');
-
-      const memory = new GuestMemory();
-      const ram = mapRam(memory, vm, { size: c.memory, backend: c.backend, ranges }, undo);
-      trace('RAM allocated');
-      if (hosts.length) {
-        prefaultRam(ram);
-        trace('RAM prefaulted');
-      }
-      load(memory, boot);
-      trace('boot image loaded');
-
-      const assignment = hosts.length
-        ? Assignment.attach(
-            hosts,
-            {
-              iommu: c.iommu ?? 'auto',
-              fds: c.fds,
-              openerHint: c.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...',
-            },
-            memory,
-            platform,
-            vm.fd,
-            undo,
-          )
-        : undefined;
-      if (assignment) trace('devices attached, RAM DMA-mapped');
-
-      const serial = platform.devices.find((d) => d.kind === 'serial');
-      const console = undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
-      return new Machine(c, memory, undo, vm, vcpus, platform, threads, assignment, console, ram.smallPagesWhy);
+      const p = assemble(c, undo);
+      const assignment = openDevices(p);
+      mapDeviceDma(p, assignment);
+      return Machine.finish(p, assignment, p.ram.smallPagesWhy);
     });
+  }
+
+  /**
+   * As create, but with a device assigned the vCPUs are let in once the devices are open and the
+   * pre-flight has passed, before RAM faults in and is DMA-mapped: the guest's early boot overlaps that (a
+   * Linux guest reaches PCI seconds in). Until then each vCPU access served on this thread (PCI config above
+   * all) waits, so the guest finds each device with its RAM already mapped; `ready` (what the VMM sets up
+   * around the machine, such as its control API) runs before those accesses go through. Every refusal
+   * comes before the guest runs. Without a device nothing runs before run(). A failure stops the vCPUs,
+   * undoes everything and rejects.
+   */
+  static async start(c: MachineConfig, ready?: (m: Machine) => Promise<void> | void): Promise<Machine> {
+    const undo = new UndoStack();
+    // Set once the vCPUs may run: a failure after that must stop them before anything is undone.
+    let running: VcpuThreads | undefined;
+    let release: (() => void) | undefined;
+    try {
+      const p = assemble(c, undo);
+      const assignment = openDevices(p);
+      if (assignment) {
+        release = p.threads.holdAccesses();
+        running = p.threads;
+        p.threads.go();
+        trace('vCPUs let in');
+        // The threads load first: on a machine short of CPUs, RAM faulting in beside them would starve the
+        // very loads the guest waits for, while the devices have seconds until the guest looks for them.
+        await p.threads.loadedAll();
+        mapDeviceDma(p, assignment);
+      }
+      const m = Machine.finish(p, assignment, p.ram.smallPagesWhy);
+      await ready?.(m);
+      release?.();
+      return m;
+    } catch (e) {
+      // Before that, the undo ends the threads still waiting to be let in.
+      if (running) {
+        running.stop('the machine did not start');
+        release?.();
+        await running.ended();
+      }
+      undo.unwind();
+      throw e;
+    }
+  }
+
+  /** The machine on its board, made here or handed over (`adopted`): the guest console's input on COM1. */
+  private static finish(b: Board, assignment: Assignment | undefined, smallPagesWhy: string | undefined, adopted?: AdoptedRam): Machine {
+    const serial = b.platform.devices.find((d) => d.kind === 'serial');
+    const console = b.undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
+    return new Machine(b.c, b.memory, b.undo, b.vm, b.vcpus, b.platform, b.threads, assignment, console, smallPagesWhy, adopted);
   }
 
   /**
@@ -163,24 +176,18 @@ export class Machine {
       trace('machine: adopt');
       const c: MachineConfig = { ...image.config, consoleFd: image.consoleFd, fds: { kvm: image.kvmFd } };
       const vm = openVm({ fd: image.kvmFd }, undo);
-      const vcpus = adoptVcpus(vm, image.cpuid, undo);
-      const platform = Platform.build({ consoleFd: image.consoleFd, vmFd: vm.fd, linux: c.linux !== undefined });
-      const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
-      trace('vCPUs set up, their threads starting');
-      const memory = new GuestMemory();
+      const b = board(c, vm, adoptVcpus(vm, image.cpuid, undo), undo);
       const rams = adoptRam(
-        memory,
+        b.memory,
         vm,
-        image.backings.map((b) => b.fd),
+        image.backings.map((x) => x.fd),
         image.regions,
         adopted.taken,
         undo,
       );
       for (const r of rams) adopted.byFd.set(r.fd, r);
       trace('RAM mapped');
-      const serial = platform.devices.find((d) => d.kind === 'serial');
-      const console = undo.own(new ConsoleInput(serial?.kind === 'serial' ? serial : undefined), (x) => x.close());
-      return new Machine(c, memory, undo, vm, vcpus, platform, threads, undefined, console, rams[0]?.smallPagesWhy, adopted);
+      return Machine.finish(b, undefined, rams[0]?.smallPagesWhy, adopted);
     });
   }
 
@@ -335,6 +342,90 @@ export class Machine {
   }
 }
 
+/** What every machine has, made here or handed over: the VM, its vCPUs and their threads, the board, the memory map. */
+interface Board {
+  c: MachineConfig;
+  undo: UndoStack;
+  /** Kept by the Machine: a live update hands over its /dev/kvm and reads its state out of it. */
+  vm: Vm;
+  vcpus: readonly Vcpu[];
+  platform: Platform;
+  threads: VcpuThreads;
+  memory: GuestMemory;
+}
+
+/** A machine made here up to its devices: the board, RAM with the boot image in it, the devices to open. */
+interface Parts extends Board {
+  ram: GuestRam;
+  hosts: HostDevice[];
+  /** Bus 0 device numbers held for `hosts`, in order. */
+  slots: number[];
+}
+
+function assemble(c: MachineConfig, undo: UndoStack): Parts {
+  trace('machine: start');
+  const ranges = ramRanges(c.memory);
+  const source: BootSource = c.linux ? { kind: 'linux', ...c.linux } : { kind: 'payload', path: c.payload ?? '' };
+  const boot = planBoot(source, ranges, c.cmdline, c.cpus, c.memory, c.memoryArg ?? `${c.memory}`);
+  trace('boot image read');
+  // Device problems are found before anything is opened or pinned.
+  const hosts = checkDevices(c.devices ?? []);
+
+  const vm = openVm({ path: c.kvmPath, hint: c.kvmHint, fd: c.fds?.kvm }, undo);
+  trace('VM created');
+  // vCPUs and their threads first: a thread takes as long to load as RAM takes to fault in and a
+  // device to attach, and it loads meanwhile.
+  const b = board(c, vm, createVcpus(vm, c.cpus, boot, undo), undo);
+  const ram = mapRam(b.memory, vm, { size: c.memory, backend: c.backend, ranges }, undo);
+  trace('RAM allocated');
+  load(b.memory, boot);
+  trace('boot image loaded');
+  const slots = hosts.map(() => b.platform.pci.reserve());
+  return { ...b, ram, hosts, slots };
+}
+
+/** The board around `vm`'s vCPUs, and their threads, which start loading now; the memory map still empty. */
+function board(c: MachineConfig, vm: Vm, vcpus: readonly Vcpu[], undo: UndoStack): Board {
+  const platform = Platform.build({ consoleFd: c.consoleFd, vmFd: vm.fd, linux: c.linux !== undefined });
+  const threads = VcpuThreads.start(vcpus, vm.kvm.vcpuMmapSize, platform, undo);
+  trace('vCPUs set up, their threads starting');
+  return { c, undo, vm, vcpus, platform, threads, memory: new GuestMemory() };
+}
+
+/** The assigned devices onto bus 0 with their IOMMU backend, and the pre-flight passed; none without --device. */
+function openDevices(p: Parts): Assignment | undefined {
+  const { c, hosts } = p;
+  if (!hosts.length) return undefined;
+  const assignment = Assignment.open(
+    hosts,
+    {
+      iommu: c.iommu ?? 'auto',
+      fds: c.fds,
+      openerHint: c.openerHint ?? 'pinion open --user <uid> --device <BDF> -- pinion run ...',
+    },
+    p.memory,
+    p.platform,
+    p.vm.fd,
+    p.undo,
+    p.slots,
+  );
+  trace('devices open, pre-flight passed');
+  return assignment;
+}
+
+/** All of RAM faulted in and DMA-mapped for the assigned devices. */
+function mapDeviceDma(p: Parts, assignment: Assignment | undefined): void {
+  if (!assignment) return;
+  prefaultRam(p.ram);
+  trace('RAM prefaulted');
+  assignment.mapRam(p.memory, p.undo);
+  trace('RAM DMA-mapped');
+}
+
 function load(memory: GuestMemory, p: BootPlan): void {
-  for (const [gpa, bytes] of p.writes) memory.write(gpa, bytes);
+  for (const [gpa, bytes] of p.writes)
+    if (bytes instanceof Uint8Array) memory.write(gpa, bytes);
+    else readSpanInto(bytes, memory.bytes(gpa, bytes.length));
+  // What the plan still holds is garbage from here on; the vCPUs keep only their entry registers.
+  p.writes.length = 0;
 }

@@ -45,10 +45,10 @@ const MIN_VERSION = 0x020c; // 2.12: xloadflags
 export interface BzImage {
   /** The setup header bytes, [0x1f1, header end), to copy into boot_params. */
   setupHeader: Uint8Array;
-  /** The protected-mode kernel, loaded at `loadAddress`. */
-  kernel: Uint8Array;
-  /** The compressed vmlinux inside `kernel` (payload_offset, payload_length). */
-  payload: Uint8Array;
+  /** Where the protected-mode kernel lies in the file; loaded at `loadAddress`. */
+  kernel: { offset: number; length: number };
+  /** Where the compressed vmlinux inside it lies in the file (payload_offset, payload_length). */
+  payload: { offset: number; length: number };
   version: number;
   /** Where the kernel wants to run (pref_address; aligned to kernel_alignment when relocatable). */
   loadAddress: bigint;
@@ -61,8 +61,9 @@ export interface BzImage {
   cmdlineMax: number;
 }
 
-export function parseBzImage(file: Uint8Array, name: string): BzImage {
-  const b = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+/** The image from its first bytes (`head`: at least the setup header) and the file's size. */
+export function parseBzImage(head: Uint8Array, name: string, fileSize = head.length): BzImage {
+  const b = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
   const notBz = `${name} is not a Linux bzImage (no "HdrS" setup header at 0x202); give the kernel's arch/x86/boot/bzImage, not vmlinux or a compressed file`;
   if (b.length < 0x264 || b.readUInt32LE(SETUP.header) !== HDRS || b.readUInt16LE(SETUP.boot_flag) !== BOOT_FLAG)
     throw new KernelImageError(notBz);
@@ -80,9 +81,9 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
   const setupSects = b[SETUP.setup_sects] || 4;
   const kernelOffset = (setupSects + 1) * 512;
   const kernelBytes = b.readUInt32LE(SETUP.syssize) * 16;
-  if (b.length < kernelOffset + kernelBytes) {
+  if (fileSize < kernelOffset + kernelBytes) {
     throw new KernelImageError(
-      `${name} is truncated: its header promises ${kernelOffset + kernelBytes} bytes, the file has ${b.length}; copy the bzImage again`,
+      `${name} is truncated: its header promises ${kernelOffset + kernelBytes} bytes, the file has ${fileSize}; copy the bzImage again`,
     );
   }
   const payloadAt = b.readUInt32LE(SETUP.payload_offset);
@@ -103,8 +104,8 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
   }
   return {
     setupHeader: b.subarray(SETUP.setup_sects, headerEnd),
-    kernel: b.subarray(kernelOffset),
-    payload: b.subarray(kernelOffset + payloadAt, kernelOffset + payloadAt + payloadLen),
+    kernel: { offset: kernelOffset, length: fileSize - kernelOffset },
+    payload: { offset: kernelOffset + payloadAt, length: payloadLen },
     version,
     loadAddress: load,
     relocatable,

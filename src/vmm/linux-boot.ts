@@ -8,6 +8,7 @@ import { BOOT } from './boot.js';
 import { SETUP, type BzImage } from './bzimage.js';
 import { mpTable } from './mptable.js';
 import { segmentWrites, type ElfImage } from './elf.js';
+import type { BootBytes } from './file-span.js';
 
 export class LinuxBootError extends Error {
   override readonly name = 'LinuxBootError';
@@ -48,7 +49,7 @@ export function e820Map(ranges: RamRange[]): E820Entry[] {
 }
 
 export interface LinuxBootPlan {
-  writes: [bigint, Uint8Array][];
+  writes: [bigint, BootBytes][];
   /** The 64-bit entry: vmlinux's startup_64, or the bzImage's at load address + 0x200. */
   entry: bigint;
   zeroPage: bigint;
@@ -61,10 +62,10 @@ export interface LinuxBootInput {
   ranges: RamRange[];
   cmdline: string;
   cpus: number;
-  initrd?: Uint8Array;
+  initrd?: BootBytes;
   /** The kernel already inflated (vmlinux.ts): loaded instead of the bzImage's decompressor. */
   vmlinux?: ElfImage;
-  /** For messages: the files and how --memory was written. */
+  /** The bzImage's path (its kernel is read from there into guest RAM); the initrd's, and how --memory was written, for messages. */
   kernelName: string;
   initrdName?: string;
   memoryArg: string;
@@ -124,10 +125,10 @@ export function linuxBoot(i: LinuxBootInput): LinuxBootPlan {
     zp.writeUInt32LE(e.type, at + 16);
   });
 
-  const writes: [bigint, Uint8Array][] = [
+  const writes: [bigint, BootBytes][] = [
     [LINUX.zeroPage, zp],
     [LINUX.mpTable, mpTable(LINUX.mpTable, i.cpus)],
-    ...(i.vmlinux ? segmentWrites(i.vmlinux) : [[img.loadAddress, img.kernel] as [bigint, Uint8Array]]),
+    ...(i.vmlinux ? segmentWrites(i.vmlinux) : [[img.loadAddress, { path: i.kernelName, ...img.kernel }] as [bigint, BootBytes]]),
   ];
   if (initrd) writes.push([initrd.gpa, i.initrd!]);
   const entry = i.vmlinux ? i.vmlinux.entry : img.loadAddress + 0x200n;

@@ -32,18 +32,18 @@ export function payloadFormat(p: Uint8Array): string {
   return 'unknown';
 }
 
-/** vmlinux from the bzImage, ready to load at its physical addresses, or why the guest decompresses it itself. */
-export function unpackKernel(img: BzImage, name: string): Unpacked {
-  const format = payloadFormat(img.payload);
+/** vmlinux from the bzImage's `payload` bytes, ready to load at its physical addresses, or why the guest decompresses it itself. */
+export function unpackKernel(img: BzImage, payload: Uint8Array, name: string): Unpacked {
+  const format = payloadFormat(payload);
   let elf: Uint8Array;
   if (format === 'gzip') {
     try {
-      elf = gunzipSync(img.payload);
+      elf = gunzipSync(payload);
     } catch (e) {
       throw new KernelImageError(`${name}: its gzip-compressed kernel does not inflate (${(e as Error).message}); copy the bzImage again`);
     }
   } else if (format === 'none') {
-    elf = img.payload;
+    elf = payload;
   } else {
     return { why: `its kernel is ${format}-compressed; Pinion inflates gzip only` };
   }

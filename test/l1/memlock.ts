@@ -6,7 +6,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync } from 'node:fs';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
-import { CLI, GUEST } from './pinion.js';
+import { CLI, GUEST, vmUp } from './pinion.js';
 
 const UID = 1000;
 const LIMIT = (64 + 16) * 1024 * 1024;
@@ -27,7 +27,7 @@ interface Vm {
 // The VMMs run as another user: a plain environment, without the test runner's instrumentation.
 const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
 
-/** Starts a VMM; `started` resolves true once the guest printed its command line, false if it ended first. */
+/** Starts a VMM; `started` resolves true once it is up (pinion.ts's vmUp), false if it ended first. */
 function vm(cmd: string[]): Vm {
   const p = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
@@ -36,9 +36,12 @@ function vm(cmd: string[]): Vm {
   const started = new Promise<boolean>((r) => (ready = r));
   p.stdout.on('data', (d: Buffer) => {
     stdout += d.toString();
-    if (stdout.includes('cmdline')) ready(true);
+    if (vmUp(cmd, stdout, stderr)) ready(true);
   });
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  p.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (vmUp(cmd, stdout, stderr)) ready(true);
+  });
   const done = new Promise<Run>((resolve) =>
     p.on('close', (status, signal) => {
       ready(false);

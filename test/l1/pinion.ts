@@ -32,6 +32,14 @@ export function run(args: string[]): Run {
 }
 
 /** A VM that runs until told: resolves with its end once `stop()` is called. */
+/**
+ * Whether a `pinion run` started with `args` is up: its guest printed its command line and, with a device,
+ * Pinion said RAM is DMA-mapped (the guest boots while that happens, and reaches the device only after).
+ */
+export function vmUp(args: readonly string[], stdout: string, stderr: string): boolean {
+  return stdout.includes('cmdline') && (!args.includes('--device') || stderr.includes('guest RAM DMA-mapped'));
+}
+
 export function background(args: string[]): { started: Promise<void>; stop: () => Promise<Run>; pid: number } {
   progress(`pinion run (background) ${args.join(' ')}`);
   const p = spawn(process.execPath, [CLI, 'run', '--payload', GUEST, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -46,9 +54,12 @@ export function background(args: string[]): { started: Promise<void>; stop: () =
   const started = new Promise<void>((r) => (ready = () => (clearTimeout(slow), r())));
   p.stdout.on('data', (d: Buffer) => {
     stdout += d.toString();
-    if (stdout.includes('cmdline')) ready();
+    if (vmUp(args, stdout, stderr)) ready();
   });
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  p.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (vmUp(args, stdout, stderr)) ready();
+  });
   // A VM that ends before it booted must not hold the script either.
   const done = new Promise<Run>((resolve) => p.on('close', (status) => (ready(), resolve({ status, stdout, stderr }))));
   const stop = (): Promise<Run> => {

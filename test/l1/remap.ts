@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
 import type { IommuKind } from '../../src/devices/vfio/iommu.js';
-import { CLI, GUEST, progress } from './pinion.js';
+import { CLI, GUEST, progress, vmUp } from './pinion.js';
 
 const VM1 = fileURLToPath(new URL('./remap-vm.js', import.meta.url));
 const UID = '1000';
@@ -51,9 +51,11 @@ async function scenario(iommu: IommuKind, how: 'user' | 'opener', limit: number)
   const vm2 = spawn(c2[0]!, c2.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out2 = '';
   let err2 = '';
-  vm2.stderr.on('data', (d: Buffer) => (err2 += d.toString()));
   const vm2Closed = new Promise<number | null>((r) => vm2.on('close', (code) => r(code)));
-  await new Promise<void>((r) => vm2.stdout.on('data', (d: Buffer) => ((out2 += d.toString()), out2.includes('cmdline') && r())));
+  await new Promise<void>((r) => {
+    vm2.stdout.on('data', (d: Buffer) => ((out2 += d.toString()), vmUp(c2, out2, err2) && r()));
+    vm2.stderr.on('data', (d: Buffer) => ((err2 += d.toString()), vmUp(c2, out2, err2) && r()));
+  });
   progress('VM2 running; VM1 remaps');
   vm1.stdin.write('go\n');
   const result = await it.next();
