@@ -79,6 +79,18 @@ t.test('CPUID: each vCPU gets its own APIC ID, features unchanged', async (t) =>
   t.equal(cpuidReg(sup, 1, 0, 'ebx'), 0x800, 'the supported list is not modified');
 });
 
+t.test('CPUID: no nested virtualization (VMX, SVM), every other feature bit kept', async (t) => {
+  const sup = Buffer.alloc(8 + 2 * 40);
+  sup.writeUInt32LE(2, 0);
+  sup.writeUInt32LE(1, 8);
+  sup.writeUInt32LE(0xffffffff, 8 + 20); // ECX
+  sup.writeUInt32LE(0x80000001, 8 + 40);
+  sup.writeUInt32LE(0xffffffff, 8 + 40 + 20);
+  const c = vcpuCpuid(sup, 0, 1);
+  t.equal(cpuidReg(c, 1, 0, 'ecx'), (0xffffffff & ~(1 << 5)) >>> 0, 'CPUID.1:ECX without VMX');
+  t.equal(cpuidReg(c, 0x80000001, 0, 'ecx'), (0xffffffff & ~(1 << 2)) >>> 0, 'CPUID.80000001h:ECX without SVM');
+});
+
 t.test('CPUID: the KVM paravirt leaf keeps kvm-clock and the rest, without async page faults', async (t) => {
   const sup = Buffer.alloc(8 + 40);
   sup.writeUInt32LE(1, 0);
