@@ -37,8 +37,7 @@ export async function runVm(plan: RunPlan): Promise<number> {
   let control: { ended(): void; close(): void } | undefined;
   let server: { close(): Promise<void> } | undefined;
   try {
-    // With a device the guest boots while RAM is DMA-mapped (Machine.start); the summary and the API come
-    // once it is, before the guest can reach the device.
+    // The summary and the API come before any vCPU runs (Machine.start's ready).
     machine = await Machine.start(
       {
         payload: plan.payload,

@@ -78,8 +78,7 @@ export class Assignment {
   /**
    * Every host device onto the platform's bus 0 through one IOMMU backend, and the pre-flight of what
    * pinning RAM will cost: everything that can refuse the VM, before any page is pinned. mapRam() then
-   * maps RAM. `slots`: device numbers reserved for them (PciConfigIo.reserve), in order; free ones are
-   * taken otherwise.
+   * maps RAM.
    */
   static open(
     hosts: readonly HostDevice[],
@@ -88,7 +87,6 @@ export class Assignment {
     platform: Platform,
     vmFd: number,
     undo: UndoStack,
-    slots: readonly number[] = [],
   ): Assignment {
     const kind = iommuKind(o, hosts);
     const iommu = undo.own(openIommu(kind, o.fds), (i) => i.close());
@@ -101,8 +99,8 @@ export class Assignment {
       vmFd,
       bars: new BarAllocator(),
     };
-    const devices = hosts.map((h, i) => {
-      const slot = slots[i] ?? platform.pci.freeSlot();
+    const devices = hosts.map((h) => {
+      const slot = platform.pci.freeSlot();
       const dev = undo.own(VfioPciDevice.open(h, iommu, env, slot), (d) => d.close());
       platform.pci.add(slot << 3, dev);
       trace(`device ${h.bdf} open`);

@@ -44,10 +44,6 @@ export class VcpuThreads {
   private readonly ends: (VcpuMessage & { type: 'done' })[] = [];
   private readonly errors: string[] = [];
   private done: Promise<void> = Promise.resolve();
-  private loaded: Promise<void> = Promise.resolve();
-  private onLoaded: (() => void)[] = [];
-  /** Accesses that wait for the VMM thread's devices, while they are held back. */
-  private held: (() => void)[] | undefined;
   private stopWhy = '';
   private panicLine = '';
 
@@ -69,8 +65,7 @@ export class VcpuThreads {
       t.vcpus = [];
     });
     pinCore.kickInit();
-    t.loaded = Promise.all(vcpus.map(() => new Promise<void>((r) => t.onLoaded.push(r)))).then(() => undefined);
-    t.done = Promise.all(vcpus.map((v, i) => t.spawn(v, mmapSize, on, t.onLoaded[i]!))).then(() => undefined);
+    t.done = Promise.all(vcpus.map((v) => t.spawn(v, mmapSize, on))).then(() => undefined);
     return t;
   }
 
@@ -85,14 +80,14 @@ export class VcpuThreads {
     await Promise.race([Promise.all(live), late]).finally(() => clearTimeout(timer));
   }
 
-  private spawn(v: Vcpu, mmapSize: number, on: ThreadDevices, loaded: () => void): Promise<void> {
-    const ended = this.spawnThread(v, mmapSize, on, loaded);
+  private spawn(v: Vcpu, mmapSize: number, on: ThreadDevices): Promise<void> {
+    const ended = this.spawnThread(v, mmapSize, on);
     live.add(ended);
     void ended.then(() => live.delete(ended));
     return ended;
   }
 
-  private spawnThread(v: Vcpu, mmapSize: number, on: ThreadDevices, loaded: () => void): Promise<void> {
+  private spawnThread(v: Vcpu, mmapSize: number, on: ThreadDevices): Promise<void> {
     return new Promise<void>((resolve) => {
       const rpc = newRpcSlot();
       const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize, control: this.control, devices: [...on.devices], rpc };
@@ -106,14 +101,9 @@ export class VcpuThreads {
         if (m.type === 'ready') {
           trace(`vCPU ${v.index} thread ready`);
           this.threads[v.index] = m.thread;
-          loaded();
           if (Atomics.load(this.ctl, CONTROL.stop) || Atomics.load(this.ctl, CONTROL.pause)) this.kick(v.index);
-        } else if (m.type === 'io') {
-          if (this.held) {
-            if (!this.held.length) trace(`vCPU ${v.index}: first access to a VMM-thread device, held`);
-            this.held.push(() => serveRpc(rpc, on.pio, on.mmio));
-          } else serveRpc(rpc, on.pio, on.mmio);
-        } else if (m.type === 'stop') this.kickAll();
+        } else if (m.type === 'io') serveRpc(rpc, on.pio, on.mmio);
+        else if (m.type === 'stop') this.kickAll();
         else if (m.type === 'panic') {
           this.panicLine = m.line;
           this.kickAll();
@@ -133,39 +123,13 @@ export class VcpuThreads {
       });
       w.on('exit', () => {
         this.threads[v.index] = undefined;
-        loaded();
         resolve();
       });
     });
   }
 
-  /** Lets every thread into KVM_RUN as soon as it has loaded (once; run() does it too). */
-  go(): void {
+  private go(): void {
     if (Atomics.compareExchange(this.ctl, CONTROL.go, GO.wait, GO.run) === GO.wait) Atomics.notify(this.ctl, CONTROL.go);
-  }
-
-  /**
-   * Holds back every access a vCPU makes to the VMM thread's devices (each vCPU waits in it) until the
-   * returned function is called; then they are served in the order they came.
-   */
-  holdAccesses(): () => void {
-    this.held ??= [];
-    return () => {
-      const queued = this.held ?? [];
-      this.held = undefined;
-      trace(`device accesses released (${queued.length} waiting)`);
-      for (const serve of queued) serve();
-    };
-  }
-
-  /** Resolves once every thread has loaded (and waits for go, or runs) or ended. */
-  loadedAll(): Promise<void> {
-    return this.loaded;
-  }
-
-  /** Resolves once every thread has ended. */
-  ended(): Promise<void> {
-    return this.done;
   }
 
   /** Lets every thread into KVM_RUN and waits until all have ended: the guest exited, faulted, or stop() was called. */

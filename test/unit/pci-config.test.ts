@@ -114,27 +114,3 @@ t.test('a vCPU thread front: address writes and empty slots answered from shared
   front2.read(4, d);
   t.equal(le(d), 0xabcd1234, 'a function added after the front was made is seen by it');
 });
-
-t.test('a reserved slot: forwarded by the front before its function is added, all ones until then', async (t) => {
-  const io = new PciConfigIo();
-  io.add(0, new ConfigSpace('bridge'));
-  const forwarded: number[] = [];
-  const front = new PciConfigFront(io.state, {
-    read: (p, d) => (forwarded.push(p), io.read(p - 0xcf8, d)),
-    write: (p, d) => io.write(p - 0xcf8, d),
-  });
-  const slot = io.reserve();
-  t.equal(slot, 1, 'the first free device number');
-  t.equal(io.freeSlot(), 2, 'and no longer free');
-  front.write(0, bytes(0x80000000 | (slot << 11), 4));
-  const d = new Uint8Array(4);
-  front.read(4, d);
-  t.equal(le(d), 0xffffffff, 'nothing there yet reads all ones');
-  t.same(forwarded, [0xcfc], 'but on the VMM thread, where an access waits while devices attach');
-  const f = new ConfigSpace('dev');
-  f.set(0, 4, 0x10ca8086);
-  io.add(slot << 3, f);
-  front.read(4, d);
-  t.equal(le(d), 0x10ca8086, 'then the function');
-  t.throws(() => io.add(slot << 3, f), /PCI slot 00:01.0 is taken by dev/);
-});

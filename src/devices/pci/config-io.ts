@@ -34,15 +34,12 @@ export class PciConfigIo implements BusDevice {
   private readonly words = new Int32Array(this.state);
   /** Functions by devfn (device << 3 | function) on bus 0. */
   private readonly functions = new Map<number, PciFunction>();
-  /** Devfns shown present before their function is added: a vCPU's access waits on the VMM thread meanwhile. */
-  private readonly reserved = new Set<number>();
 
   add(devfn: number, f: PciFunction): void {
     if (this.functions.has(devfn))
       throw new RangeError(
         `PCI slot 00:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7} is taken by ${this.functions.get(devfn)!.name}`,
       );
-    this.reserved.delete(devfn);
     this.functions.set(devfn, f);
     Atomics.or(this.words, PRESENT + (devfn >> 5), 1 << (devfn & 31));
   }
@@ -56,21 +53,9 @@ export class PciConfigIo implements BusDevice {
     Atomics.store(this.words, ADDRESS, v | 0);
   }
 
-  /**
-   * Takes the first free device number (function 0) for a device added later, and shows it present now,
-   * so vCPU threads forward its accesses to the VMM thread instead of answering "empty" themselves. Until
-   * the function is added the slot reads as all ones.
-   */
-  reserve(): number {
-    const devfn = this.freeSlot() << 3;
-    this.reserved.add(devfn);
-    Atomics.or(this.words, PRESENT + (devfn >> 5), 1 << (devfn & 31));
-    return devfn >> 3;
-  }
-
   /** The first free device number (function 0), for placing a new device. */
   freeSlot(): number {
-    for (let dev = 1; dev < 32; dev++) if (!this.functions.has(dev << 3) && !this.reserved.has(dev << 3)) return dev;
+    for (let dev = 1; dev < 32; dev++) if (!this.functions.has(dev << 3)) return dev;
     throw new RangeError('PCI bus 0 is full (32 devices)');
   }
 
