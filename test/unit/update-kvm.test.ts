@@ -8,8 +8,8 @@
 // the old one. Then the guest in its hotplug mode: its driver of the
 // memory-hotplug mailbox goes on answering the new process, which knows
 // what the old one told it. Then a VM on anonymous RAM, refused up front. A local check:
-// it skips without a usable /dev/kvm; the rig's test/rig/update.test.ts (an
-// assigned VF, in L1) is what CI runs.
+// it skips without a usable /dev/kvm (the hand-over with an assigned VF, in
+// L1, is not written yet).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   accessSync,
@@ -393,7 +393,7 @@ function main(): void {
 
 const skip = kvmMissing();
 if (skip) {
-  t.pass(`skipped: ${skip}; the live update's local check needs KVM (test/rig/update.test.ts runs it in the rig)`, { skip });
+  t.pass(`skipped: ${skip}; the live update's local check needs KVM`, { skip });
 } else {
   if (!existsSync(bundle) || !existsSync(guest)) throw new Error(`build first: ${bundle} and ${guest} (npm run build)`);
   // Three VMs and a dozen hand-overs, each with a node process to start: past tap's default 30 s a file.
