@@ -27,7 +27,9 @@ export type VcpuMessage =
   | { type: 'io' }
   | { type: 'done'; end: RunEnd; exits: number; profile?: ExitCount[] };
 
-const d = (workerData as VcpuThreadData | undefined) ?? (await new Promise<VcpuThreadData | typeof SPARE_CLOSE>((r) => parentPort!.once('message', r)));
+const d =
+  (workerData as VcpuThreadData | undefined) ??
+  (await new Promise<VcpuThreadData | typeof SPARE_CLOSE>((r) => parentPort!.once('message', r)));
 if (d === SPARE_CLOSE) process.exit(0);
 const post = (m: VcpuMessage): void => parentPort!.postMessage(m);
 

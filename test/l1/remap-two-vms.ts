@@ -1,0 +1,87 @@
+// Runs in L1 as root: two VMs of one user (uid 1000) on a path that charges
+// the user (iommufd's default, or the compat kernel's legacy container,
+// which is iommufd's), each streaming the peer's frames on its own VF, while
+// the smaller one changes its memory. The kernel checks the user's total
+// against each VMM's RLIMIT_MEMLOCK, so the big VM holding most of it leaves
+// the small one only the rest: an add that fits is made, a move keeps its
+// charge (IOAS_COPY) or stays within the rest, an add beyond the rest is refused with the line that
+// says whose charges took it, and a remove gives its part back. Neither
+// guest may lose a frame. Prints one JSON object for
+// test/rig/remap-two-vms.test.ts.
+//
+//   remap-two-vms.js iommufd|legacy [FRAMES]
+import { assignablePf } from '../../rig/l1/sysfs.js';
+import { progress } from './pinion.js';
+import { dmarFaults, dmesg, MiB, Peer, StreamVm, streamVfs, type Change } from './stream-vm.js';
+
+const [iommu = 'iommufd', framesArg] = process.argv.slice(2);
+if (!['legacy', 'iommufd'].includes(iommu)) throw new Error('usage: remap-two-vms.js iommufd|legacy [FRAMES]');
+const FRAMES = Number(framesArg ?? 6000);
+// Two guests and their VMMs on L1's two CPUs: half the single-VM rate.
+const INTERVAL_MS = 10;
+/** The user's total may reach 224 MiB: the big VM holds 128 of it, the small one 64, leaving 32 for the small one's changes. */
+const LIMIT = 224 * MiB;
+const BIG = 128 * MiB;
+const SMALL = 64 * MiB;
+
+const [a, b] = streamVfs(assignablePf().bdf, 2);
+const peer = new Peer();
+const dmesgBefore = dmesg().length;
+const out: Record<string, unknown> = { iommu, frames: FRAMES, intervalMs: INTERVAL_MS, limit: LIMIT, bigRam: BIG, smallRam: SMALL };
+
+// The big VM first, so its charge is there when the small one starts and plans.
+const big = new StreamVm({ name: 'big', iommu, how: 'user', vf: a!.bdf, limit: LIMIT, memory: `${BIG}` });
+const bigUp = await big.ready(180_000);
+const small = new StreamVm({ name: 'small', iommu, how: 'user', vf: b!.bdf, limit: LIMIT, memory: `${SMALL}` });
+const smallUp = bigUp && (await small.ready(180_000));
+if (!smallUp) {
+  big.kill();
+  small.kill();
+  out.error = `the guests did not get their NICs going: big ${bigUp ? 'ready' : `exit ${await big.end}`}, small exit ${await small.end}`;
+  console.log(
+    JSON.stringify({
+      ...out,
+      stderr: { big: big.stderr, small: small.stderr },
+      console: { big: big.consoleText(), small: small.consoleText() },
+    }),
+  );
+  process.exit(0);
+}
+
+peer.send(INTERVAL_MS, FRAMES);
+out.flowing =
+  (await big.until(() => (big.counters()?.rx ?? 0) > 0, 30_000)) && (await small.until(() => (small.counters()?.rx ?? 0) > 0, 30_000));
+
+const changes: (Change & { big: ReturnType<StreamVm['counters']>[] })[] = [];
+const steps: [string, string, Record<string, string>][] = [
+  ['addFits', 'add-ram', { gpa: '0x40000000', size: '16M' }],
+  ['move', 'move-ram', { gpa: '0x40000000', to: '0x50000000' }],
+  ['addBeyond', 'add-ram', { gpa: '0x60000000', size: '32M' }],
+  ['remove', 'remove-ram', { gpa: '0x50000000' }],
+];
+for (const [name, verb, body] of steps) {
+  if (small.ended || big.ended) break;
+  try {
+    const bigBefore = big.counters();
+    const c = await small.change(name, verb, body);
+    changes.push({ ...c, big: [bigBefore, big.counters()] });
+  } catch (e) {
+    out.changeError = `${name}: ${(e as Error).message}`;
+    break;
+  }
+}
+out.changes = changes;
+out.peerRunningAfterChanges = !peer.ended;
+
+const ticker = setInterval(
+  () => progress(`waiting for the peer to end (big ${JSON.stringify(big.counters())}, small ${JSON.stringify(small.counters())})`),
+  10_000,
+);
+const peerMs = await peer.done;
+clearInterval(ticker);
+const [fb, fs] = [await big.finish(FRAMES), await small.finish(FRAMES)];
+out.big = { ...fb, vmmStderr: big.stderr };
+out.small = { ...fs, vmmStderr: small.stderr };
+out.peerMs = peerMs;
+out.dmarFaults = dmarFaults(dmesg().slice(dmesgBefore - 1));
+console.log(JSON.stringify(out));
