@@ -39,6 +39,8 @@ export interface MapEntry {
   kind: 'ram' | 'device';
   /** What backs a RAM region (its alignment follows). */
   backend?: RamBackend;
+  /** The size a RAM region can grow to in place: its backing has room after it (GuestRam.grow). */
+  growsInPlaceTo?: bigint;
 }
 
 export interface MapLimits {
@@ -67,6 +69,8 @@ export function mapLimits(pageSize: bigint): MapLimits {
 export type PlannedBacking =
   /** A fresh allocation, with the first `copy.bytes` copied from the region at `copy.from` before the swap. */
   | { kind: 'new'; backend: RamBackend; copy?: { from: bigint; bytes: bigint } }
+  /** The backing of the region at `of`, grown in place: its bytes stay where they are, the rest is new. */
+  | { kind: 'grown'; of: bigint }
   /** The same backing as the region at `of`, from `offset` into it. */
   | { kind: 'same'; of: bigint; offset: bigint };
 
@@ -232,16 +236,21 @@ export function planChange(c: MemoryChange, map: readonly MapEntry[], l: MapLimi
       placeable(v, r.gpa, c.size, map, l, [r.gpa]);
       ownDmaMappings(v, r, dma);
       if (c.size < r.size) onDmaEdge(v, 'the new end', r.gpa + c.size, r, dma);
-      // Growing needs a larger backing with the old bytes; shrinking keeps the backing (its tail is freed with it).
+      // Growing where the backing has room after the region makes it longer in place: what the region
+      // held stays mapped and only the new tail is mapped; otherwise a larger backing gets the old bytes.
+      // Shrinking keeps the backing (its tail is freed with it).
+      const inPlace = c.size > r.size && r.growsInPlaceTo !== undefined && c.size <= r.growsInPlaceTo;
       const backing: PlannedBacking =
-        c.size > r.size
-          ? { kind: 'new', backend: r.backend ?? 'memfd', copy: { from: r.gpa, bytes: r.size } }
-          : { kind: 'same', of: r.gpa, offset: 0n };
+        c.size < r.size
+          ? { kind: 'same', of: r.gpa, offset: 0n }
+          : inPlace
+            ? { kind: 'grown', of: r.gpa }
+            : { kind: 'new', backend: r.backend ?? 'memfd', copy: { from: r.gpa, bytes: r.size } };
       return {
         change: c,
         remove: [r.gpa],
         add: [{ gpa: r.gpa, size: c.size, backing }],
-        summary: `${c.size > r.size ? 'grew' : 'shrank'} ${r.name} at ${hex(r.gpa)} from ${mib(r.size)} to ${mib(c.size)}`,
+        summary: `${c.size > r.size ? 'grew' : 'shrank'} ${r.name} at ${hex(r.gpa)} from ${mib(r.size)} to ${mib(c.size)}${inPlace ? ' in place' : ''}`,
       };
     }
     case 'split-ram': {

@@ -343,8 +343,15 @@ export class MachineControl implements VmControl {
       gpa: r.gpa,
       size: r.size,
       kind: r.kind,
-      ...(r.kind === 'ram' ? { backend: this.backendOf(r) } : {}),
+      ...(r.kind === 'ram' ? { backend: this.backendOf(r), ...this.growRoom(r) } : {}),
     }));
+  }
+
+  /** How far `r` can grow in place: RAM this API allocated, with `r` at its end. */
+  private growRoom(r: MemoryRegion): { growsInPlaceTo?: bigint } {
+    const ram = this.owned.get(r);
+    if (!ram || ram.maxSize <= ram.size || r.hva + r.size !== ram.vaddr + ram.size) return {};
+    return { growsInPlaceTo: r.size + ram.maxSize - ram.size };
   }
 
   private async hold(who: Hold): Promise<void> {
@@ -399,13 +406,15 @@ export class MachineControl implements VmControl {
     const mem = this.m.memory;
     const byGpa = new Map(mem.list().map((r) => [r.gpa, r]));
     const made: GuestRam[] = [];
+    const grown: { ram: GuestRam; size: bigint }[] = [];
     const next: { region: MemoryRegion; view: Uint8Array; ram: GuestRam | undefined; backend: RamBackend }[] = [];
     try {
       for (const a of plan.add) {
         const name = `ram@${hex(a.gpa)}`;
         const b = a.backing;
         if (b.kind === 'new') {
-          const ram = GuestRam.allocate(a.size, b.backend, this.limits.pageSize);
+          // In address space for the largest region, so that a later resize can grow it in place.
+          const ram = GuestRam.allocate(a.size, b.backend, this.limits.pageSize, this.limits.maxRegion);
           made.push(ram);
           const region: MemoryRegion = {
             name,
@@ -416,6 +425,13 @@ export class MachineControl implements VmControl {
             kind: 'ram',
           };
           next.push({ region, view: ram.view(0n, Number(a.size)), ram, backend: b.backend });
+        } else if (b.kind === 'grown') {
+          const old = byGpa.get(b.of)!;
+          const ram = this.owned.get(old)!;
+          grown.push({ ram, size: ram.size });
+          ram.grow(ram.size + a.size - old.size);
+          const region: MemoryRegion = { ...old, name, size: a.size, file: old.file && { ...old.file } };
+          next.push({ region, view: ram.view(old.hva - ram.vaddr, Number(a.size)), ram, backend: this.backendOf(old) });
         } else {
           const old = byGpa.get(b.of)!;
           const region: MemoryRegion = {
@@ -460,6 +476,7 @@ export class MachineControl implements VmControl {
       }
     } catch (e) {
       for (const ram of made) ram.free();
+      for (const g of grown) g.ram.shrinkTo(g.size);
       throw refusal(plan, e);
     }
     const gone = plan.remove.map((g) => byGpa.get(g)!);

@@ -107,6 +107,12 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MADV_HUGEPAGE = 14;
+export const MAP_FIXED = 0x10;
+const PROT_NONE = 0;
+// The same calls at an address given as a number: a range inside a reservation.
+const c_mmap_at = lib.func('intptr_t mmap(uint64_t addr, size_t length, int prot, int flags, int fd, int64_t offset)');
+const c_munmap_at = lib.func('int munmap(uint64_t addr, size_t length)');
+const c_madvise_at = lib.func('int madvise(uint64_t addr, size_t length, int advice)');
 
 /** pread/pwrite of exactly buf.length bytes at `offset` (device regions: one access each). */
 export function preadExact(fd: number, buf: Buffer, offset: bigint, op: string, path?: string): void {
@@ -148,6 +154,52 @@ export function mmapFd(length: number, flags: number, fd: number, offset: bigint
     if ((c_madvise(p, length, advice) as number) < 0) throw SysError.fromErrno(koffi.errno(), op, { size: BigInt(length), path });
   };
   return { vaddr, bytes, advise, unmap: () => void c_munmap(p, length) };
+}
+
+/**
+ * Address space with nothing in it (PROT_NONE, no memory reserved), aligned to `align`, for a mapping
+ * that may grow in place: ranges of it are mapped over with MAP_FIXED, and a view starts at its base.
+ */
+export interface Reservation {
+  vaddr: bigint;
+  length: number;
+  /** MAP_FIXED of `length` bytes at `offset` into the reservation (RW), of `fd` from `fileOffset` or anonymous. */
+  mapAt(offset: number, length: number, flags: number, fd: number, fileOffset: bigint, path: string): void;
+  /** The range given back to PROT_NONE, its memory freed. */
+  unmapAt(offset: number, length: number): void;
+  advise(offset: number, length: number, advice: number, op: string): void;
+  /** An ArrayBuffer over the first `length` bytes, which must be mapped. */
+  view(length: number): Uint8Array;
+  release(): void;
+}
+
+export function reserveAddressSpace(length: number, align: number, path: string): Reservation {
+  if (!(length <= bufferConstants.MAX_LENGTH))
+    throw new RangeError(
+      `cannot reserve ${length} bytes for ${path}: JavaScript views hold at most ${bufferConstants.MAX_LENGTH} bytes in Node ${process.version}`,
+    );
+  const whole = length + align;
+  const got = BigInt(c_mmap_at(0n, whole, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n) as number | bigint);
+  if (got === -1n) throw SysError.fromErrno(koffi.errno(), 'mmap(PROT_NONE)', { size: BigInt(whole), path });
+  const base = (got + BigInt(align) - 1n) & ~(BigInt(align) - 1n);
+  const at = (offset: number): bigint => base + BigInt(offset);
+  return {
+    vaddr: base,
+    length,
+    mapAt(offset, len, flags, fd, fileOffset, what) {
+      const r = BigInt(c_mmap_at(at(offset), len, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, fileOffset) as number | bigint);
+      if (r === -1n) throw SysError.fromErrno(koffi.errno(), 'mmap(MAP_FIXED)', { size: BigInt(len), path: what });
+    },
+    unmapAt(offset, len) {
+      c_mmap_at(at(offset), len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0n);
+    },
+    advise(offset, len, advice, op) {
+      if ((c_madvise_at(at(offset), len, advice) as number) < 0) throw SysError.fromErrno(koffi.errno(), op, { size: BigInt(len), path });
+    },
+    // koffi views memory through a pointer object: one decoded from the address.
+    view: (len) => new Uint8Array(koffi.view(koffi.decode(new BigUint64Array([base]), 'void *'), len)),
+    release: () => void c_munmap_at(got, whole),
+  };
 }
 
 const c_socket = lib.func('int socket(int domain, int type, int protocol)');

@@ -6,7 +6,7 @@
 // locked-memory budget is refused and changes nothing; and through it all
 // no frame of the peer's is lost or wrong, and the IOMMU logs no fault.
 import t from 'tap';
-import type { Change } from '../l1/remap-traffic.js';
+import type { Change } from '../l1/stream-vm.js';
 import { l1Json } from '../support/rig.js';
 
 interface Out {
@@ -136,9 +136,15 @@ for (const [kernel, iommu, how] of [
       t.equal(by.add!.charged.after - by.add!.charged.before, 16 * MiB, 'add: 16 MiB more charged');
       t.equal(by.grow!.charged.after - by.grow!.charged.before, 16 * MiB, 'grow: 16 MiB more');
       t.ok(
-        by.grow!.ops.some((op) => op.startsWith('unmap 0x40000000 ')) && by.grow!.ops.some((op) => /^(map|copy)/.test(op)),
-        'grow: old out, new in',
+        opsWithin(by.grow!.ops, [[G + 16 * MiB, 16 * MiB]], 'map'),
+        `grow: in place, only maps of the new 16 MiB (${by.grow!.ops.join(', ')})`,
       );
+      t.same(
+        by.grow!.mappings.after.filter((m) => mappedIn([m], G, 16 * MiB) > 0),
+        by.grow!.mappings.before.filter((m) => mappedIn([m], G, 16 * MiB) > 0),
+        'grow: what the region held stays mapped as it was',
+      );
+      t.equal(mappedIn(by.grow!.mappings.after, G, 32 * MiB), 32 * MiB, 'grow: mapped whole');
       t.equal(by.split!.charged.after, by.split!.charged.before, 'split: the same pages, charged once');
       t.same(by.split!.mappings.after, by.split!.mappings.before, 'split: no mapping unmapped or made (the units stay)');
       t.equal(by.shrink!.charged.before - by.shrink!.charged.after, 8 * MiB, 'shrink: 8 MiB less');

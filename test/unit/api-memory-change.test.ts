@@ -115,6 +115,17 @@ t.test('remove, resize: only RAM that starts there; growing copies into a new ba
   refused(t, () => planChange({ verb: 'resize-ram', gpa: 0n, size: 2n * GiB }, MAP, L), 409, /overlaps huge/);
 });
 
+t.test('growing where the backing has room after the region: in place, the bytes where they are', async (t) => {
+  const map = MAP.map((e) => (e.gpa === GiB ? { ...e, growsInPlaceTo: 64n * MiB } : e));
+  const g = planChange({ verb: 'resize-ram', gpa: GiB, size: 32n * MiB }, map, L);
+  t.same(g.add, [{ gpa: GiB, size: 32n * MiB, backing: { kind: 'grown', of: GiB } }]);
+  t.same(g.remove, [GiB]);
+  t.match(g.summary, / in place$/);
+  const beyond = planChange({ verb: 'resize-ram', gpa: GiB, size: 128n * MiB }, map, L);
+  t.equal(beyond.add[0]!.backing.kind, 'new', 'beyond the room: a new backing, the bytes copied');
+  t.equal(planChange({ verb: 'resize-ram', gpa: GiB, size: 4n * MiB }, map, L).add[0]!.backing.kind, 'same', 'shrinking: the same backing');
+});
+
 t.test('split and move keep the backing; replace copies into a new one', async (t) => {
   const s = planChange({ verb: 'split-ram', gpa: 0n, at: 16n * MiB }, MAP, L);
   t.same(s.add, [

@@ -1,6 +1,7 @@
 // Kernel ABI values pinned to the numbers in the uAPI headers, the error
 // shape every kernel failure carries, and the mapping size JS can view.
 import { constants } from 'node:buffer';
+import { fstatSync } from 'node:fs';
 import t from 'tap';
 import { IOMMU_DESTROY, IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP } from '../../src/sys/iommufd.js';
 import { VFIO_CHECK_EXTENSION, VFIO_GET_API_VERSION, VFIO_SET_IOMMU } from '../../src/sys/vfio.js';
@@ -47,4 +48,42 @@ t.test('memory larger than a JavaScript view is refused, not mapped (koffi.view 
       () => GuestRam.allocate(twice, 'memfd', 4096n),
       /is over 4G, the most one allocation may be \(the VMM views it as one typed array\)$/,
     );
+});
+
+t.test('guest RAM in room to grow grows in place: same address, same file, its bytes kept, the tail zero', async (t) => {
+  const MiB = 1024n * 1024n;
+  for (const backend of ['memfd', 'anon'] as const) {
+    const ram = GuestRam.allocate(4n * MiB, backend, 4096n, 64n * MiB);
+    t.teardown(() => ram.free());
+    t.equal(ram.vaddr % (2n * MiB), 0n, `${backend}: 2 MiB aligned, for huge pages`);
+    t.equal(ram.maxSize, 64n * MiB);
+    ram.bytes.fill(0xa5);
+    const at = ram.vaddr;
+    ram.grow(16n * MiB);
+    t.equal(ram.vaddr, at, `${backend}: the same address`);
+    t.equal(ram.size, 16n * MiB);
+    t.equal(ram.bytes.length, 16 * 1024 * 1024);
+    t.ok(
+      ram.bytes.subarray(0, 4 * 1024 * 1024).every((b) => b === 0xa5),
+      `${backend}: what it held stays`,
+    );
+    t.ok(
+      ram.bytes.subarray(4 * 1024 * 1024).every((b) => b === 0),
+      `${backend}: the new tail is zero`,
+    );
+    if (backend === 'memfd') t.equal(BigInt(fstatSync(ram.fd).size), 16n * MiB, 'the memfd grew with it');
+    t.throws(() => ram.grow(128n * MiB), /cannot grow in place to 128M \(room for 64M\)/);
+    ram.bytes.fill(0x5a, 8 * 1024 * 1024);
+    ram.shrinkTo(8n * MiB);
+    t.equal(ram.size, 8n * MiB, `${backend}: shrunk back`);
+    ram.grow(12n * MiB);
+    t.ok(
+      ram.bytes.subarray(8 * 1024 * 1024).every((b) => b === 0),
+      `${backend}: a tail given back comes back zero`,
+    );
+  }
+  const fixed = GuestRam.allocate(4n * MiB, 'memfd', 4096n);
+  t.teardown(() => fixed.free());
+  t.equal(fixed.maxSize, 4n * MiB, 'without room: no growing');
+  t.throws(() => fixed.grow(8n * MiB), RangeError);
 });

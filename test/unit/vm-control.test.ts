@@ -287,3 +287,38 @@ t.test("a live update carries what the guest was told: each region's view, the c
     free();
   }
 });
+
+t.test('RAM the API added grows in place: the same address and file, its bytes kept; a refused grow gives the tail back', async (t) => {
+  const { m, memory, listener, free } = machine();
+  const c = new MachineControl(m);
+  t.teardown(() => (c.close(), free()));
+  const G = 0x4000_0000n;
+  await c.changeMemory({ verb: 'add-ram', gpa: G, size: 2n * MiB, backend: 'memfd' });
+  const before = memory.list().find((r) => r.gpa === G)!;
+  memory.bytes(G, 2 * 1024 * 1024).fill(0x3c);
+  const grow = await c.changeMemory({ verb: 'resize-ram', gpa: G, size: 6n * MiB });
+  t.match(grow.done, /^grew ram@0x40000000 at 0x40000000 from 2 MiB to 6 MiB in place$/);
+  const after = memory.list().find((r) => r.gpa === G)!;
+  t.same([after.hva, after.file, after.size], [before.hva, before.file, 6n * MiB], 'the same address and file offset, longer');
+  t.ok(
+    memory.bytes(G, 2 * 1024 * 1024).every((b) => b === 0x3c),
+    'what it held is still there',
+  );
+  t.ok(
+    memory.bytes(G + 2n * MiB, 4 * 1024 * 1024).every((b) => b === 0),
+    'the rest is new, zero',
+  );
+
+  listener.refuseNext = true;
+  const refused = await c.changeMemory({ verb: 'resize-ram', gpa: G, size: 8n * MiB }).catch((e: ApiError) => e);
+  t.match(refused, { status: 409, message: /over the budget/ }, 'a grow the planner refuses: a 409');
+  t.same(names(memory), ['ram-low 0x0+0x400000', 'ram@0x40000000 0x40000000+0x600000'], 'refused: the map as it was');
+  const again = await c.changeMemory({ verb: 'resize-ram', gpa: G, size: 8n * MiB });
+  t.match(again.done, / in place$/, 'and the room is still there');
+
+  await c.changeMemory({ verb: 'split-ram', gpa: G, at: G + 2n * MiB });
+  const low = await c.changeMemory({ verb: 'resize-ram', gpa: G, size: 4n * MiB }).catch((e: ApiError) => e);
+  t.match(low, { status: 409 }, 'the lower half cannot grow into its neighbour');
+  const high = await c.changeMemory({ verb: 'resize-ram', gpa: G + 2n * MiB, size: 8n * MiB });
+  t.match(high.done, / in place$/, 'the upper half, at the end of the backing, grows in place');
+});
