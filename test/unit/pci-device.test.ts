@@ -4,6 +4,7 @@
 // through or virtualised, the interrupt type switching; against a model
 // device standing in for the VFIO fd.
 import t from 'tap';
+import type { MemoryRegion } from '../../src/memory/listener.js';
 import { VfioPciDevice, type VmPlatform, type DeviceIo } from '../../src/devices/vfio/pci-device.js';
 import type { HostDevice } from '../../src/devices/vfio/host-device.js';
 import type { VfioIommu } from '../../src/devices/vfio/iommu.js';
@@ -340,6 +341,50 @@ t.test('moving a 32-bit BAR: trap, memslot and MSI-X table follow', async (t) =>
   t.equal(r(0x10), 0xd000_0000, 'an unaligned address is aligned down to the BAR size');
   t.equal(log.length, before + 2, 'and that is no move');
 });
+
+t.test(
+  'a BAR the guest moves where it cannot be decoded (onto another BAR, onto RAM): the VM runs on, it decodes nowhere until moved again',
+  async (t) => {
+    const env = newEnv();
+    const ram: MemoryRegion = { name: 'ram-low', gpa: 0n, size: 0x400_0000n, hva: 0x7000_0000_0000n, kind: 'ram' };
+    env.memory.update((u) => u.add(ram));
+    const { dev, r, w, mmio } = attach(new Model(config(), BARS), env);
+    const said: string[] = [];
+    const error = console.error;
+    console.error = (m: string) => void said.push(m);
+    t.teardown(() => (console.error = error));
+    w(0x18, 4, 0xc000_0000);
+    w(0x1c, 4, 0);
+    t.same([r(0x18), r(0x1c)], [0xc000_000c, 0], 'onto BAR0: the register reads back what was written');
+    t.equal(dev.describe()[2]!.mapped, 0n, 'nothing of it mapped');
+    t.equal(mmio(0xc000_2000 + 12), 1, "BAR0's MSI-X table is still BAR0's");
+    t.equal(said.length, 1, 'said once');
+    t.match(
+      said[0],
+      /^pinion: note: the guest moved vfio 0000:01:00\.0 BAR2 to 0xc0000000, where it cannot be decoded \(.*overlaps.*\); it decodes nowhere until moved again/,
+    );
+    w(0x10, 4, 0x0020_0000);
+    t.equal(r(0x10), 0x0020_0000, 'BAR0 onto RAM: reads back');
+    t.same(
+      env.memory.list().map((x) => x.name),
+      ['ram-low'],
+      'RAM stays what the guest sees there; neither BAR is in guest memory',
+    );
+    t.equal(said.length, 1, 'not said again');
+    w(0x10, 4, 0xd000_0000);
+    w(0x18, 4, 0xe000_0000);
+    t.same(
+      dev.describe().map((b) => [b.address, b.mapped]),
+      [
+        [0xd000_0000n, 0x2000n],
+        [0xc000n, 0n],
+        [0xe000_0000n, 0x10000n],
+      ],
+      'moved again to free addresses: both decode there',
+    );
+    t.equal(mmio(0xd000_2000 + 12), 1, 'the MSI-X table at its new place');
+  },
+);
 
 t.test('moving a 64-bit BAR by its high half, and an I/O BAR', async (t) => {
   const { dev, env, r, w } = attach();

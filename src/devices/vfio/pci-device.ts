@@ -83,6 +83,8 @@ interface Bar {
   flags: number;
   address: bigint;
   maps: { region: MemoryRegion; mem: MappedMemory }[];
+  /** On its bus and in guest memory at `address`; false while the guest has it where it cannot be decoded. */
+  placed: boolean;
 }
 
 export class VfioPciDevice implements PciFunction {
@@ -95,6 +97,7 @@ export class VfioPciDevice implements PciFunction {
   private readonly overlay = new Map<number, number>();
   private msixControl = 0;
   private closed = false;
+  private undecodedSaid = false;
 
   private constructor(
     readonly host: HostDevice,
@@ -198,7 +201,7 @@ export class VfioPciDevice implements PciFunction {
     const flags = raw & ~addressMask(io ? 'io' : 'mem32');
     const space: BarSpace = io ? 'io' : flags & P.PCI_BASE_ADDRESS_MEM_TYPE_64 ? 'mem64' : 'mem32';
     const address = this.env.bars.allocate(space, region.size, `${this.host.bdf} BAR${i}`);
-    return { index: i, region, space, flags, address, maps: [] };
+    return { index: i, region, space, flags, address, maps: [], placed: false };
   }
 
   /** Maps what VFIO lets us mmap as memslots and traps the rest (always the MSI-X table and PBA pages).
@@ -211,7 +214,10 @@ export class VfioPciDevice implements PciFunction {
       write: (off, data) => this.barWrite(bar, off, data),
     };
     this.busOf(bar).register(Number(bar.address), size, handler, `${this.name} BAR${bar.index}`);
-    if (bar.space === 'io') return;
+    if (bar.space === 'io') {
+      bar.placed = true;
+      return;
+    }
     try {
       for (const area of bar.region.mmapAreas) {
         // Each mmap-able area, minus the trapped pages inside it.
@@ -224,9 +230,11 @@ export class VfioPciDevice implements PciFunction {
         }
         if (end > start) this.mapArea(bar, start, end - start);
       }
+      bar.placed = true;
     } catch (e) {
       try {
-        this.unplace(bar);
+        this.busOf(bar).unregister(Number(bar.address));
+        this.unmapBar(bar);
       } catch {
         // The failed map is what the caller needs to see.
       }
@@ -236,6 +244,8 @@ export class VfioPciDevice implements PciFunction {
 
   /** Takes a placed BAR off its bus and out of guest memory. */
   private unplace(bar: Bar): void {
+    if (!bar.placed) return;
+    bar.placed = false;
     this.busOf(bar).unregister(Number(bar.address));
     this.unmapBar(bar);
   }
@@ -406,7 +416,17 @@ export class VfioPciDevice implements PciFunction {
   private move(bar: Bar, to: bigint): void {
     this.unplace(bar);
     bar.address = to;
-    this.place(bar);
+    try {
+      this.place(bar);
+    } catch (e) {
+      // Over RAM, another BAR, an address KVM cannot slot: the guest's choice, not a reason to end the VM.
+      // The BAR reads back what was written and decodes nowhere until moved again, as a BAR hidden by RAM.
+      if (!this.undecodedSaid)
+        console.error(
+          `pinion: note: the guest moved ${this.name} BAR${bar.index} to 0x${to.toString(16)}, where it cannot be decoded (${(e as Error).message}); it decodes nowhere until moved again (not said again for this device)`,
+        );
+      this.undecodedSaid = true;
+    }
   }
 
   private unmapBar(bar: Bar): void {
