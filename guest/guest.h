@@ -84,6 +84,9 @@ void igbvf_close(void);
 /* hotplug.c: the memory-hotplug mailbox's events answered; 0, else 28. */
 uint64_t hotplug_run(uint64_t events, uint64_t ram_size);
 
+/* chaos.c: the hostile guest from one seed; 0 once it got to the end, 30 with no NIC. */
+uint64_t chaos_run(uint64_t seed, uint64_t ram_size);
+
 /* stream.c: frames from the peer until it says stop; 0, else 29 (a frame's bytes were wrong) or 30 (no NIC). */
 uint64_t stream_run(uint64_t ram_size);
 

@@ -27,6 +27,10 @@
  *           (PF or VF) and check each, send some, and move RX DMA into each
  *           region the mailbox announces (stream.c); ends when the peer says
  *           stop, with status 29 if a frame's bytes were wrong
+ *   chaos=S after the PCI scan, a hostile guest with the first 82576 from
+ *           seed S (chaos.c): config space, BARs, MSI-X, trapped ranges,
+ *           ports, DMA rings and interrupts at random; exit 0 if it gets
+ *           to the end
  *
  * Default flow: banner, AP check-in (in vCPU order, so the output is the
  * same on every run), PCI scan, a write pattern in RAM, then the debug exit.
@@ -45,8 +49,8 @@
 #define CHECKIN_TSC_LIMIT (1ull << 34)
 
 struct options {
-	uint64_t exit_status, ticks, events;
-	bool fault, ud, pio, mmio, hang, igb, baddma, tick, hotplug, stream;
+	uint64_t exit_status, ticks, events, chaos_seed;
+	bool chaos, fault, ud, pio, mmio, hang, igb, baddma, tick, hotplug, stream;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -104,7 +108,10 @@ static struct options parse_cmdline(const char *s)
 			o.ticks = parse_dec(w + plen, len - plen);
 		else if (has_prefix(w, len, "events=", &plen))
 			o.events = parse_dec(w + plen, len - plen);
-		else if (word_is(w, len, "fault"))
+		else if (has_prefix(w, len, "chaos=", &plen)) {
+			o.chaos = true;
+			o.chaos_seed = parse_dec(w + plen, len - plen);
+		} else if (word_is(w, len, "fault"))
 			o.fault = true;
 		else if (word_is(w, len, "ud"))
 			o.ud = true;
@@ -261,6 +268,8 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 		if (status)
 			finish(status);
 	}
+	if (o.chaos)
+		finish(chaos_run(o.chaos_seed, ram_size));
 	if (o.hotplug || o.stream) {
 		uint64_t status = o.stream ? stream_run(ram_size) : hotplug_run(o.events, ram_size);
 

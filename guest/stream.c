@@ -32,6 +32,7 @@
 #define FCS_LEN 4 /* there too if the PF's RCTL.SECRC is off: not ours to check */
 #define PEER_TEXT "pinion-peer frame "
 #define STOP_TEXT "pinion-peer stop"
+#define GUEST_TEXT "pinion-guest "
 #define TX_EVERY 16
 #define LANDED_WANTED 2
 #define POISON 0xa5 /* a region buffer before the NIC writes it */
@@ -117,6 +118,8 @@ static enum kind classify(const uint8_t *p, unsigned len, uint64_t *n)
 		return OTHER; /* L1's own traffic on the wire */
 	if (starts_with(p + ETH_HLEN, len - ETH_HLEN, STOP_TEXT))
 		return STOP;
+	if (starts_with(p + ETH_HLEN, len - ETH_HLEN, GUEST_TEXT))
+		return OTHER; /* another guest's, on a VF of the same PF: the PF's switch floods broadcasts to every VF */
 	return peer_frame(p, len, n) ? PEER : BAD;
 }
 

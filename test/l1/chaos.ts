@@ -1,0 +1,122 @@
+// Runs in L1 as root: the test guest's chaos mode (guest/chaos.c) on an igb
+// VF, one VM per seed, while a second VM streams the peer's frames on
+// another VF of the same PF. Each seed's VM gets a minute, then SIGTERM. For
+// each: how it ended, its stderr, whether it brought the NIC up first (the
+// previous VM left the function usable), what stays pinned. At the end: one
+// more VM runs the VF test on the chaos VF, the bystander's totals, and L1's
+// kernel log since the start (warnings and IOMMU faults). Prints one JSON
+// object for test/rig/chaos.test.ts.
+//
+//   chaos.js [SEEDS] [FIRST_SEED]
+import { spawn } from 'node:child_process';
+import { assignablePf } from '../../rig/l1/sysfs.js';
+import { CLI, GUEST, pinnedKiB, progress, run } from './pinion.js';
+import { dmarFaults, dmesg, MiB, Peer, sleep, StreamVm, streamVfs } from './stream-vm.js';
+
+const SEEDS = Number(process.argv[2] ?? 20);
+const FIRST = Number(process.argv[3] ?? 1);
+const SEED_LIMIT_MS = 60_000;
+// The bystander's stream: long enough for every seed (several seconds each under the rig's emulation).
+const INTERVAL_MS = 15;
+const FRAMES = Math.max(4000, SEEDS * 800);
+
+const [chaosVf, streamVf] = streamVfs(assignablePf().bdf, 2);
+const peer = new Peer();
+const dmesgBefore = dmesg().length;
+const out: Record<string, unknown> = { seeds: SEEDS, first: FIRST, vf: chaosVf!.bdf, bystanderVf: streamVf!.bdf, frames: FRAMES };
+
+const bystander = new StreamVm({ name: 'bystander', iommu: 'iommufd', how: 'user', vf: streamVf!.bdf, limit: 160 * MiB });
+if (!(await bystander.ready(180_000))) {
+  bystander.kill();
+  out.error = `the bystander did not get its NIC going; exit ${await bystander.end}`;
+  console.log(JSON.stringify({ ...out, stderr: bystander.stderr, console: bystander.consoleText() }));
+  process.exit(0);
+}
+peer.send(INTERVAL_MS, FRAMES);
+await bystander.until(() => (bystander.counters()?.rx ?? 0) > 0, 30_000);
+// What the bystander pins: the baseline every chaos VM must leave behind.
+const baseline = pinnedKiB();
+
+interface SeedRun {
+  seed: number;
+  status: number | null;
+  signal: string | null;
+  /** SIGTERM after SEED_LIMIT_MS: the guest was still going (a hang the chaos caused). */
+  stopped: boolean;
+  ms: number;
+  nicUp: boolean;
+  done?: string;
+  stdoutTail: string;
+  stderr: string;
+  pinnedAfter: number;
+  peerRunning: boolean;
+  bystanderLost: number | undefined;
+}
+
+function chaosVm(seed: number): Promise<SeedRun> {
+  const args = [
+    'run',
+    '--payload',
+    GUEST,
+    '--device',
+    chaosVf!.bdf,
+    '--iommu',
+    seed % 2 ? 'iommufd' : 'legacy',
+    '--cmdline',
+    `chaos=${seed}`,
+  ];
+  progress(`seed ${seed}: pinion ${args.join(' ')}`);
+  const t0 = Date.now();
+  const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let stopped = false;
+  p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const term = setTimeout(() => ((stopped = true), p.kill('SIGTERM')), SEED_LIMIT_MS);
+  const kill = setTimeout(() => p.kill('SIGKILL'), SEED_LIMIT_MS + 30_000);
+  return new Promise((resolve) =>
+    p.on('close', (status, signal) => {
+      clearTimeout(term);
+      clearTimeout(kill);
+      resolve({
+        seed,
+        status,
+        signal,
+        stopped,
+        ms: Date.now() - t0,
+        nicUp: /^pinion-guest: chaos: nic up$/m.test(stdout),
+        done: /^pinion-guest: (chaos: done .*)$/m.exec(stdout)?.[1],
+        stdoutTail: stdout.split('\n').slice(-6).join('\n'),
+        stderr,
+        pinnedAfter: pinnedKiB(),
+        peerRunning: !peer.ended,
+        bystanderLost: bystander.counters()?.lost,
+      });
+    }),
+  );
+}
+
+const seeds: SeedRun[] = [];
+for (let s = FIRST; s < FIRST + SEEDS; s++) {
+  const r = await chaosVm(s);
+  progress(
+    `  seed ${s}: ${r.stopped ? 'stopped' : `exit ${r.status ?? r.signal}`} in ${r.ms} ms; ${r.done ?? 'no done line'}; ${r.stderr.trim().split('\n').at(-1) ?? ''}`,
+  );
+  seeds.push(r);
+}
+out.seeds = seeds;
+out.baseline = baseline;
+// The next VM on the chaos VF: the VF test (igbvf.c) must pass on it.
+out.after = run(['--device', chaosVf!.bdf, '--iommu', 'iommufd', '--cmdline', 'igb']);
+
+const ticker = setInterval(() => progress(`waiting for the peer to end (bystander ${JSON.stringify(bystander.counters())})`), 10_000);
+out.peerMs = await peer.done;
+clearInterval(ticker);
+await sleep(500);
+out.bystander = { ...(await bystander.finish(FRAMES)), vmmStderr: bystander.stderr };
+const log = dmesg().slice(dmesgBefore - 1);
+out.kernelWarnings = log.filter((l) => /WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG/.test(l));
+out.dmarFaults = dmarFaults(log).length;
+out.pinnedEnd = pinnedKiB();
+console.log(JSON.stringify(out));
