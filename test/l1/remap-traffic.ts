@@ -91,11 +91,11 @@ if (process.env.PINION_REMAP_RECORD)
   recordScenario(process.env.PINION_REMAP_RECORD, {
     kernel: process.env.PINION_RIG_KERNEL ?? 'type1',
     iommu,
-    // The compat kernel's container is iommufd's, which charges the user as iommufd does.
+    // The compat kernel's container is iommufd's, which charges the process for /dev/vfio/vfio, as VFIO does.
     accounting:
       iommu === 'legacy'
         ? process.env.PINION_RIG_KERNEL === 'compat'
-          ? 'per-user (iommufd compat container)'
+          ? 'per-process (iommufd compat container)'
           : 'per-process (type1)'
         : how === 'opener'
           ? 'per-process (pinion open)'

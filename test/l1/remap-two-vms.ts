@@ -1,12 +1,14 @@
-// Runs in L1 as root: two VMs of one user (uid 1000) on a path that charges
-// the user (iommufd's default, or the compat kernel's legacy container,
-// which is iommufd's), each streaming the peer's frames on its own VF, while
-// the smaller one changes its memory. The kernel checks the user's total
-// against each VMM's RLIMIT_MEMLOCK, so the big VM holding most of it leaves
-// the small one only the rest: an add that fits is made, a move keeps its
-// charge (IOAS_COPY) or stays within the rest, an add beyond the rest is refused with the line that
-// says whose charges took it, and a remove gives its part back. Neither
-// guest may lose a frame. Prints one JSON object for
+// Runs in L1 as root: two VMs of one user (uid 1000), each streaming the
+// peer's frames on its own VF, while the smaller one changes its memory and
+// the big one holds most of the RLIMIT_MEMLOCK. On iommufd (its default,
+// per-user accounting) the kernel checks the user's total against each
+// VMM's limit, so the small one has only the rest: an add that fits is
+// made, a move keeps its charge (IOAS_COPY), an add beyond the rest is
+// refused with the line that says whose charges took it, and a remove gives
+// its part back. The compat kernel's legacy container is iommufd's, which
+// charges each process for /dev/vfio/vfio as VFIO does: there the same add
+// beyond is made, within the small VMM's own limit, and removed again.
+// Neither guest may lose a frame. Prints one JSON object for
 // test/rig/remap-two-vms.test.ts.
 //
 //   remap-two-vms.js iommufd|legacy [FRAMES]
@@ -58,6 +60,8 @@ const steps: [string, string, Record<string, string>][] = [
   ['move', 'move-ram', { gpa: '0x40000000', to: '0x50000000' }],
   ['addBeyond', 'add-ram', { gpa: '0x60000000', size: '32M' }],
   ['remove', 'remove-ram', { gpa: '0x50000000' }],
+  // Where the path charges each process (the compat container) the add beyond was made: taken away again.
+  ['removeBeyond', 'remove-ram', { gpa: '0x60000000' }],
 ];
 for (const [name, verb, body] of steps) {
   if (small.ended || big.ended) break;
