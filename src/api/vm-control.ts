@@ -200,7 +200,7 @@ export class MachineControl implements VmControl {
     if (this.changing) throw new ApiError(409, `${verb}: another memory change is in progress; retry when it is done`);
     this.changing = true;
     try {
-      const plan = planChange(c, this.entries(), this.limits, this.m.dmaState()?.mapped ?? []);
+      const plan = planChange(c, this.entries(), this.limits, this.m.dmaMappings());
       // A guest with a driver answers for its memory, which it cannot do with its vCPUs held.
       if (this.guest.claimed && this.holds.has('user'))
         throw new ApiError(
@@ -453,7 +453,7 @@ export class MachineControl implements VmControl {
       // With a device assigned the map pins every page: fault new memory in first, a piece per event-loop
       // turn, so that the pins find it there and the VMM thread (which serves the vCPUs' RPCs) never waits
       // on a whole region's faults at once (a 16 MiB grow on iommufd lost frames of a stream that way).
-      if (this.m.dmaState()) for (const g of grown) await populateInTurns(g.ram.vaddr + g.size, g.ram.size - g.size);
+      if (this.m.assignedDevices().length) for (const g of grown) await populateInTurns(g.ram.vaddr + g.size, g.ram.size - g.size);
       const copies = plan.add.flatMap((a, i) =>
         a.backing.kind === 'new' && a.backing.copy ? [{ ...a.backing.copy, to: next[i]!.view }] : [],
       );

@@ -145,6 +145,11 @@ export class Assignment {
     return `hand-over of assigned devices (${this.devices.map((d) => d.host.bdf).join(', ')}) is not implemented yet; only VMs without --device can be updated live`;
   }
 
+  /** What the IOMMU maps now, without the budget (which reads every process's charges in per-user mode). */
+  dmaMappings(): DmaState['mapped'] {
+    return this.dma.mapper.mapped();
+  }
+
   dmaState(): DmaState {
     return {
       iommu: this.kind,

@@ -294,6 +294,11 @@ export class Machine {
     return this.platform.hotplug;
   }
 
+  /** What the IOMMU maps now; empty without a device. Cheap, unlike dmaState(). */
+  dmaMappings(): DmaState['mapped'] {
+    return this.assignment?.dmaMappings() ?? [];
+  }
+
   /** The VM's DMA space (which IOMMU path, what it maps), when a device is assigned. */
   dmaState(): DmaState | undefined {
     return this.assignment?.dmaState();

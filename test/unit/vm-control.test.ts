@@ -76,6 +76,7 @@ function machine(): {
     stop: () => undefined,
     assignedDevices: () => [],
     dmaState: () => undefined,
+    dmaMappings: () => [],
   } as unknown as Machine;
   return { m, memory, listener, hotplug, paused: () => pausing, pauses: () => pauses, free: () => ram.free() };
 }
