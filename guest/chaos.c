@@ -32,6 +32,7 @@
 #define MSI_WINDOW 0xfee00000u
 #define IOAPIC_BASE 0xfec00000u
 #define PCI_HOLE_START 0xc0000000u
+#define IDENTITY_MAPPED (512ull << 30)
 
 static uint64_t state;
 
@@ -49,10 +50,14 @@ static uint32_t below(uint32_t n)
 	return (uint32_t)(next() >> 32) % n;
 }
 
-/* Where writing through a BAR cannot land in the guest's own RAM, APIC or IOAPIC. */
+/*
+ * Where writing through a BAR cannot land in the guest's own RAM, APIC or
+ * IOAPIC, and the guest's page tables reach (the VMM identity-maps 512 GiB):
+ * a BAR moved beyond is still the VMM's to handle, but not to touch.
+ */
 static bool bar_usable(uint64_t a)
 {
-	return (a >= PCI_HOLE_START && a + 0x10000 <= IOAPIC_BASE) || a >= 1ull << 32;
+	return (a >= PCI_HOLE_START && a + 0x10000 <= IOAPIC_BASE) || (a >= 1ull << 32 && a + 0x10000 <= IDENTITY_MAPPED);
 }
 
 static bool port_allowed(uint16_t p)
