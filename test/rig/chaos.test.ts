@@ -8,24 +8,10 @@
 // each next VM finds the function usable; a second VM on another VF keeps
 // its traffic; L1's kernel logs no warning.
 import t from 'tap';
+import type { SeedRun } from '../l1/chaos.js';
 import type { Run } from '../l1/pinion.js';
 import type { StreamFrames } from '../l1/stream-vm.js';
 import { l1Json } from '../support/rig.js';
-
-interface SeedRun {
-  seed: number;
-  status: number | null;
-  signal: string | null;
-  stopped: boolean;
-  ms: number;
-  nicUp: boolean;
-  done?: string;
-  stdoutTail: string;
-  stderr: string;
-  pinnedAfter: number;
-  peerRunning: boolean;
-  bystanderLost: number | undefined;
-}
 
 interface Out {
   seeds: SeedRun[];
