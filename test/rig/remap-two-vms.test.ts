@@ -1,6 +1,6 @@
 // Two VMs of one user, both streaming the peer's frames on their own VF,
 // while the second one changes its memory with the first one holding
-// 64 MiB of a 160 MiB RLIMIT_MEMLOCK (test/l1/remap-two-vms.ts). Charged per user (iommufd,
+// 64 MiB of a 112 MiB RLIMIT_MEMLOCK, the small one 32 (test/l1/remap-two-vms.ts). Charged per user (iommufd,
 // both kernels): an add within what the other VM left is made, a move keeps
 // the charge, an add beyond it is refused with the line naming what the
 // other VM holds and changes nothing, a remove gives its part back. Charged
@@ -69,7 +69,7 @@ for (const [kernel, iommu] of [
       const fits = by.addFits!;
       t.equal(fits.status, 200, `an add within what the big VM left: made (${fits.done ?? fits.error})`);
       t.ok(fits.guest?.acknowledged, `the small guest was told (${fits.guest?.note})`);
-      t.equal(fits.charged.after - fits.charged.before, 16 * MiB, '16 MiB more charged');
+      t.equal(fits.charged.after - fits.charged.before, 8 * MiB, '8 MiB more charged');
       t.ok(
         fits.guestLines.some((l) => /stream: frame \d+ landed in 0x40[0-9a-f]{6}: bytes ok/.test(l)),
         'the NIC DMAs frames into the added region, with their bytes',
@@ -118,13 +118,13 @@ for (const [kernel, iommu] of [
           200,
           `charged per process, the other VM's 64 MiB not counting: the add beyond is made (${beyond.done ?? beyond.error})`,
         );
-        t.equal(beyond.charged.after - beyond.charged.before, 32 * MiB, '32 MiB more charged to the small VM');
+        t.equal(beyond.charged.after - beyond.charged.before, 16 * MiB, '16 MiB more charged to the small VM');
         t.equal(removeBeyond.status, 200, `and removed again (${removeBeyond.done ?? removeBeyond.error})`);
       }
 
       const remove = by.remove!;
       t.equal(remove.status, 200, `the remove: made (${remove.done ?? remove.error})`);
-      t.equal(remove.charged.before - remove.charged.after, 16 * MiB, 'its 16 MiB given back');
+      t.equal(remove.charged.before - remove.charged.after, 8 * MiB, 'its 8 MiB given back');
       const last = iommu === 'iommufd' ? remove : removeBeyond;
       t.same(last.mappings.after, fits.mappings.before, "the small VM's DMA map ends as it began");
 
