@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { PINION_CLI, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
+import { PINION_CLI, QEMU_CONSOLE, QEMU_MACHINE, qemuVfio, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
 import { inOrder, makeRun, provenance, runRounds, stopRule, withRun, type CellSpec, type RoundFigures } from './method.js';
 
@@ -36,30 +36,7 @@ function argv(vmm: Vmm, iommu: IommuKind, memory: string): [string, string[]] {
       process.execPath,
       [PINION_CLI, 'run', '--payload', GUEST, '--memory', memory, '--memory-backend', 'anon', '--device', vf, '--iommu', iommu],
     ];
-  const dev =
-    iommu === 'iommufd'
-      ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${vf},iommufd=ifd0`]
-      : ['-device', `vfio-pci,host=${vf}`];
-  return [
-    'qemu-system-x86_64',
-    [
-      '-accel',
-      'kvm',
-      '-M',
-      'q35',
-      '-cpu',
-      'host',
-      '-m',
-      memory,
-      '-mem-prealloc',
-      '-nographic',
-      '-no-reboot',
-      '-nodefaults',
-      '-serial',
-      'stdio',
-      ...dev,
-    ],
-  ];
+  return ['qemu-system-x86_64', [...QEMU_MACHINE, '-m', memory, '-mem-prealloc', ...QEMU_CONSOLE, ...qemuVfio(iommu, vf)]];
 }
 
 /** ms from spawning the VMM to its guest's first line on the console; the VMM is then killed and gone. */

@@ -77,19 +77,10 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
       ],
     ];
   }
-  const dev =
-    o.iommu === 'iommufd'
-      ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${o.device},iommufd=ifd0`]
-      : ['-device', `vfio-pci,host=${o.device}`];
   return [
     'qemu-system-x86_64',
     [
-      '-accel',
-      'kvm',
-      '-M',
-      'q35',
-      '-cpu',
-      'host',
+      ...QEMU_MACHINE,
       '-m',
       `${GUEST_MEMORY_MIB}M`,
       '-smp',
@@ -100,14 +91,22 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
       o.initrd,
       '-append',
       append,
-      '-nographic',
-      '-no-reboot',
-      '-nodefaults',
-      '-serial',
-      'stdio',
-      ...dev,
+      ...QEMU_CONSOLE,
+      ...qemuVfio(o.iommu, o.device),
     ],
   ];
+}
+
+/** QEMU's machine as the rig runs it: KVM, q35, the host's CPU. */
+export const QEMU_MACHINE = ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host'];
+/** Serial on stdio, nothing else: no display, no default devices, no reboot. */
+export const QEMU_CONSOLE = ['-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio'];
+
+/** `device` assigned to QEMU through `iommu`: the legacy container, or an iommufd object. */
+export function qemuVfio(iommu: IommuKind, device: string): string[] {
+  return iommu === 'iommufd'
+    ? ['-object', 'iommufd,id=ifd0', '-device', `vfio-pci,host=${device},iommufd=ifd0`]
+    : ['-device', `vfio-pci,host=${device}`];
 }
 
 /** A console line as text: no CR, and no terminal escapes (SeaBIOS clears the screen with some just before
