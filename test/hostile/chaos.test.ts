@@ -7,6 +7,9 @@
 // stops cleanly when told) or stops with one line; nothing stays pinned;
 // each next VM finds the function usable; a second VM on another VF keeps
 // its traffic; L1's kernel logs no warning.
+// Not in npm test yet (its last run: the bystander VM ended part way, not
+// understood; README, Hostile guests). By hand, after npm run build:
+//   npx tap --disable-coverage -t 1800 dist/test/hostile/chaos.test.js
 import t from 'tap';
 import type { SeedRun } from '../l1/chaos.js';
 import type { Run } from '../l1/pinion.js';
@@ -64,7 +67,10 @@ t.test('hostile guests on an assigned VF, 20 seeds, a bystander VM streaming bes
   const f = o.bystander.frames;
   t.same([f.received, f.lost], [f.sent, 0], `the bystander received every one of the peer's ${f.sent} frames`);
   t.equal(o.bystander.done?.bad, 0, 'with their bytes');
-  t.equal(o.bystander.status, 0, 'and exited 0 after the stop frame');
+  t.equal(o.bystander.status, 0, 'and exited 0 after the stop frame', {
+    diagnostic: o.bystander.status !== 0,
+    ctx: `console:\n${o.bystander.console}\nstderr:\n${o.bystander.vmmStderr.split('\n').slice(-12).join('\n')}`,
+  });
   t.same(o.kernelWarnings, [], "no warning, BUG or oops in L1's log");
   t.comment(`${o.dmarFaults} IOMMU fault lines in L1's log (the rings pointed at unmapped IOVAs)`);
   t.equal(o.pinnedEnd, 0, 'nothing pinned in L1 at the end');
