@@ -9,7 +9,6 @@ import { DECOMPRESS, type Decompress } from '../vmm/vmlinux.js';
 import { oneOf, parseCommand, printUsage, UsageError, wholeNumber, type CommandSpec } from './args.js';
 import { openerFds, type InheritedFds } from './inherited-fds.js';
 import { BOOT_RAM, sizeValue } from './sizes.js';
-import { prestartVcpuThreads, settleSpareThreads } from '../machine/vcpu-thread-pool.js';
 
 const IOMMUS = ['auto', 'legacy', 'iommufd'] as const;
 export const MAX_VCPUS = 8;
@@ -133,11 +132,5 @@ export async function runCommand(argv: string[]): Promise<number> {
     return (await import('./incoming.js')).incomingCommand(plan.incoming);
   }
   plan.fds = openerFds();
-  // The vCPU threads load while the VMM's own modules do and the machine is assembled.
-  prestartVcpuThreads(plan.cpus);
-  try {
-    return await (await import('./run-vm.js')).runVm(plan);
-  } finally {
-    await settleSpareThreads(10_000);
-  }
+  return (await import('./run-vm.js')).runVm(plan);
 }

@@ -1,14 +1,11 @@
 // A vCPU's thread: builds its buses, reports its thread id (so the VMM can
-// kick it out of KVM_RUN), runs the loop, and reports how it ended. A thread
-// started before its vCPU existed (vcpu-thread-pool.ts) gets it in its first
-// message.
+// kick it out of KVM_RUN), runs the loop, and reports how it ended.
 import { parentPort, workerData } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
 import { CONTROL, GO, STOP_REASON, VCPU_STATE, VcpuRunner, vcpuWords, type RunEnd } from '../vmm/run-loop.js';
 import { buildBuses, type DeviceSpec } from './devices.js';
 import { RpcClient } from '../vmm/bus-rpc.js';
 import type { ExitCount } from '../vmm/exit-profile.js';
-import { SPARE_CLOSE } from './vcpu-thread-pool.js';
 
 export interface VcpuThreadData {
   fd: number;
@@ -27,10 +24,7 @@ export type VcpuMessage =
   | { type: 'io' }
   | { type: 'done'; end: RunEnd; exits: number; profile?: ExitCount[] };
 
-const d =
-  (workerData as VcpuThreadData | undefined) ??
-  (await new Promise<VcpuThreadData | typeof SPARE_CLOSE>((r) => parentPort!.once('message', r)));
-if (d === SPARE_CLOSE) process.exit(0);
+const d = workerData as VcpuThreadData;
 const post = (m: VcpuMessage): void => parentPort!.postMessage(m);
 
 pinCore.kickInit();

@@ -3,6 +3,7 @@
 // modules, seconds in the rig); each enters KVM_RUN only once `go` is set.
 // Owns the control block they share, kicks them out of KVM_RUN to stop or
 // pause, serves their bus-rpc calls, and turns how they ended into a result.
+import { Worker } from 'node:worker_threads';
 import { pinCore } from '../memory/pin-core.js';
 import type { UndoStack } from '../sys/undo.js';
 import type { Bus } from '../vmm/bus.js';
@@ -13,7 +14,6 @@ import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
 import type { DeviceSpec } from './devices.js';
 import type { VcpuMessage, VcpuThreadData } from './vcpu-thread.js';
-import { settleSpareThreads, vcpuThread } from './vcpu-thread-pool.js';
 
 export type MachineResult =
   | { kind: 'exit'; status: number; vcpu: number; exits: number }
@@ -29,6 +29,8 @@ export interface ThreadDevices {
   pio: Bus;
   mmio: Bus;
 }
+
+const VCPU_YOUNG_GEN_MB = 4;
 
 /** Every vCPU thread of this process not yet ended. */
 const live = new Set<Promise<void>>();
@@ -75,7 +77,7 @@ export class VcpuThreads {
   static async settled(ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((r) => (timer = setTimeout(r, ms)));
-    await Promise.race([Promise.all([...live, settleSpareThreads(ms)]), late]).finally(() => clearTimeout(timer));
+    await Promise.race([Promise.all(live), late]).finally(() => clearTimeout(timer));
   }
 
   private spawn(v: Vcpu, mmapSize: number, on: ThreadDevices): Promise<void> {
@@ -89,7 +91,12 @@ export class VcpuThreads {
     return new Promise<void>((resolve) => {
       const rpc = newRpcSlot();
       const data: VcpuThreadData = { fd: v.fd, index: v.index, mmapSize, control: this.control, devices: [...on.devices], rpc };
-      const w = vcpuThread(data);
+      // A vCPU loop allocates little but steadily; V8's default young generation (tens of MiB a thread)
+      // would be resident in full for nothing.
+      const w = new Worker(new URL('./vcpu-thread.js', import.meta.url), {
+        workerData: data,
+        resourceLimits: { maxYoungGenerationSizeMb: VCPU_YOUNG_GEN_MB },
+      });
       w.on('message', (m: VcpuMessage) => {
         if (m.type === 'ready') {
           trace(`vCPU ${v.index} thread ready`);
