@@ -9,7 +9,7 @@
 // charges each process for /dev/vfio/vfio as VFIO does: there the same add
 // beyond is made, within the small VMM's own limit, and removed again.
 // Neither guest may lose a frame. Prints one JSON object for
-// test/rig/remap-two-vms.test.ts.
+// test/by-hand/remap-two-vms.test.ts.
 //
 //   remap-two-vms.js iommufd|legacy [FRAMES]
 import { assignablePf } from '../../rig/l1/sysfs.js';

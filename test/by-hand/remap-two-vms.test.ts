@@ -7,6 +7,9 @@
 // per process (the compat kernel's container, iommufd's): the same add
 // beyond is made, the other VM's charge not counting, as the accounting
 // model says. Neither guest loses a frame; the IOMMU logs no fault.
+// Not in npm test yet: in the clean-clone CI run of 83e2034 the first VM's
+// guest triple-faulted part way (README, Two VMs of one user). By hand:
+//   npx tap --disable-coverage -t 1800 dist/test/by-hand/remap-two-vms.test.js
 import t from 'tap';
 import type { Change, Counters, StreamFrames } from '../l1/stream-vm.js';
 import { l1Json } from '../support/rig.js';

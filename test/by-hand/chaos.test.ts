@@ -9,7 +9,7 @@
 // its traffic; L1's kernel logs no warning.
 // Not in npm test yet (its last run: the bystander VM ended part way, not
 // understood; README, Hostile guests). By hand, after npm run build:
-//   npx tap --disable-coverage -t 1800 dist/test/hostile/chaos.test.js
+//   npx tap --disable-coverage -t 1800 dist/test/by-hand/chaos.test.js
 import t from 'tap';
 import type { SeedRun } from '../l1/chaos.js';
 import type { Run } from '../l1/pinion.js';
