@@ -500,18 +500,19 @@ export class MachineControl implements VmControl {
 }
 
 /** [vaddr, vaddr+size) faulted in (MADV_POPULATE_WRITE), COPY_CHUNK bytes per event-loop turn. */
-async function populateInTurns(vaddr: bigint, size: bigint): Promise<void> {
-  const chunk = BigInt(COPY_CHUNK);
-  for (let off = 0n; off < size; off += chunk) {
-    pinCore.memPopulate(vaddr + off, size - off < chunk ? size - off : chunk, 1);
-    await new Promise((r) => setImmediate(r));
-  }
+function populateInTurns(vaddr: bigint, size: bigint): Promise<void> {
+  return inTurns(Number(size), COPY_CHUNK, (off, len) => pinCore.memPopulate(vaddr + BigInt(off), BigInt(len), 1));
 }
 
 /** `from` into `to`, COPY_CHUNK bytes per event-loop turn. */
-export async function copyInTurns(from: Uint8Array, to: Uint8Array, chunk = COPY_CHUNK): Promise<void> {
-  for (let off = 0; off < from.length; off += chunk) {
-    to.set(from.subarray(off, Math.min(off + chunk, from.length)), off);
+export function copyInTurns(from: Uint8Array, to: Uint8Array, chunk = COPY_CHUNK): Promise<void> {
+  return inTurns(from.length, chunk, (off, len) => to.set(from.subarray(off, off + len), off));
+}
+
+/** `step` over [0, size) in pieces of `chunk`, one per event-loop turn, so the API and the vCPUs' RPC go on between. */
+async function inTurns(size: number, chunk: number, step: (off: number, len: number) => void): Promise<void> {
+  for (let off = 0; off < size; off += chunk) {
+    step(off, Math.min(chunk, size - off));
     await new Promise((r) => setImmediate(r));
   }
 }
