@@ -48,7 +48,9 @@ export interface ConsoleLine {
 
 /** The VMM's command line. QEMU as its users run it for a direct kernel boot with an assigned function. */
 export function vmmArgv(o: GuestOptions): [string, string[]] {
-  const append = `console=ttyS0 quiet pinion.ip=${o.ip}${o.append ? ` ${o.append}` : ''}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
+  // panic=-1: a guest that panics reboots at once, which ends the VM under either VMM (-no-reboot for QEMU)
+  // instead of leaving a halted guest for its caller's timeout.
+  const append = `console=ttyS0 quiet panic=-1 pinion.ip=${o.ip}${o.append ? ` ${o.append}` : ''}${o.command ? ` pinion.run=${Buffer.from(o.command).toString('base64')}` : ''}`;
   if (o.vmm === 'pinion') {
     return [
       process.execPath,
