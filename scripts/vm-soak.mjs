@@ -4,7 +4,8 @@
 // checks), and its summary. Writes test/results/vm-soak-<kernel>.json.
 // Usage: npm run soak -- --cycles N [--kernel type1|compat]
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -53,7 +54,14 @@ for (const kernel of kernels) {
     failed++;
     continue;
   }
-  const { summary: s, failed: bad } = JSON.parse(readFileSync(out, 'utf8'));
+  const result = JSON.parse(readFileSync(out, 'utf8'));
+  // Provenance, from this side: L1 has no git.
+  const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' });
+  const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results').status !== 0;
+  result.commit = git('rev-parse', '--short', 'HEAD').stdout.trim() + (dirty ? '-dirty' : '');
+  result.host = { cpu: cpus()[0]?.model, count: cpus().length };
+  writeFileSync(out, JSON.stringify(result, null, 1) + '\n');
+  const { summary: s, failed: bad } = result;
   console.log(
     `${kernel}: ${s.passed} of ${s.cycles} cycles clean in ${s.seconds} s; L1's available memory ${Math.round(s.availDropKiB / 1024)} MiB lower, open files ${s.openFilesRise} more; ${out}`,
   );

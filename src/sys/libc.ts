@@ -139,13 +139,17 @@ export function mmapAnon(length: number): MappedMemory {
 }
 
 /** A shared mapping of a file or device region (e.g. a VFIO BAR at its region offset). */
-export function mmapFd(length: number, flags: number, fd: number, offset: bigint, path?: string): MappedMemory {
-  // koffi.view of more than a Buffer may hold ends node with "FATAL ERROR: Error::New
-  // napi_get_last_error_info" (koffi 3.3, Node 20: 4 GiB), so such a mapping is refused before it is made.
+/**
+ * koffi.view of more than a Buffer may hold ends node with "FATAL ERROR: Error::New
+ * napi_get_last_error_info" (koffi 3.3, Node 20: 4 GiB), so such a mapping is refused before it is made.
+ */
+function viewable(length: number, what: string): void {
   if (!(length <= bufferConstants.MAX_LENGTH))
-    throw new RangeError(
-      `cannot map ${length} bytes${path ? ` of ${path}` : ''}: JavaScript views hold at most ${bufferConstants.MAX_LENGTH} bytes in Node ${process.version}`,
-    );
+    throw new RangeError(`cannot ${what}: JavaScript views hold at most ${bufferConstants.MAX_LENGTH} bytes in Node ${process.version}`);
+}
+
+export function mmapFd(length: number, flags: number, fd: number, offset: bigint, path?: string): MappedMemory {
+  viewable(length, `map ${length} bytes${path ? ` of ${path}` : ''}`);
   const p = c_mmap(null, length, PROT_READ | PROT_WRITE, flags, fd, offset);
   const vaddr = BigInt(koffi.address(p));
   if (vaddr === 0xffffffffffffffffn) throw SysError.fromErrno(koffi.errno(), 'mmap', { size: BigInt(length), path });
@@ -174,10 +178,7 @@ export interface Reservation {
 }
 
 export function reserveAddressSpace(length: number, align: number, path: string): Reservation {
-  if (!(length <= bufferConstants.MAX_LENGTH))
-    throw new RangeError(
-      `cannot reserve ${length} bytes for ${path}: JavaScript views hold at most ${bufferConstants.MAX_LENGTH} bytes in Node ${process.version}`,
-    );
+  viewable(length, `reserve ${length} bytes for ${path}`);
   const whole = length + align;
   const got = BigInt(c_mmap_at(0n, whole, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n) as number | bigint);
   if (got === -1n) throw SysError.fromErrno(koffi.errno(), 'mmap(PROT_NONE)', { size: BigInt(whole), path });
