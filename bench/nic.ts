@@ -23,6 +23,7 @@ const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommu
 ];
 const RULE = stopRule({ minRounds: 4, maxRounds: 16, maxSeconds: 480 });
 const TIMEOUT_MS = 1000;
+const SERVING_MS = 180_000;
 // Two guests at once in a 2-vCPU L1: with two vCPUs each they outnumber L1's CPUs two to one, and a loaded
 // host then showed RCU stalls in them. One each, for both VMMs alike.
 const GUEST_CPUS_EACH = 1;
@@ -50,7 +51,11 @@ async function serving(vmm: Vmm): Promise<{ g: LinuxGuest; ip: string }> {
       cpus: GUEST_CPUS_EACH,
       limitMs: 1_800_000,
     });
-    if (await g.waitFor(/^pinion-guest: serving/)) {
+    // A boot that has not served in 3 minutes is one that stopped (an L1 losing timer events stalls it for minutes).
+    let slow: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((r) => (slow = setTimeout(() => (g.kill(), r(undefined)), SERVING_MS)));
+    const up = await Promise.race([g.waitFor(/^pinion-guest: serving/), late]).finally(() => clearTimeout(slow));
+    if (up) {
       log(`${vmm}'s guest serving`);
       return { g, ip };
     }

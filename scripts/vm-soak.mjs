@@ -23,6 +23,10 @@ if (!Number.isInteger(cycles) || cycles < 1 || kernels.some((k) => !['type1', 'c
 }
 const dir = join(root, 'test/results');
 mkdirSync(dir, { recursive: true });
+// Provenance, from this side (L1 has no git), taken before the runs: the tree they ran.
+const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' });
+const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results').status !== 0;
+const commit = git('rev-parse', '--short', 'HEAD').stdout.trim() + (dirty ? '-dirty' : '');
 let failed = 0;
 for (const kernel of kernels) {
   const out = join(dir, `vm-soak-${kernel}.json`);
@@ -55,10 +59,7 @@ for (const kernel of kernels) {
     continue;
   }
   const result = JSON.parse(readFileSync(out, 'utf8'));
-  // Provenance, from this side: L1 has no git.
-  const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' });
-  const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results').status !== 0;
-  result.commit = git('rev-parse', '--short', 'HEAD').stdout.trim() + (dirty ? '-dirty' : '');
+  result.commit = commit;
   result.host = { cpu: cpus()[0]?.model, count: cpus().length };
   writeFileSync(out, JSON.stringify(result, null, 1) + '\n');
   const { summary: s, failed: bad } = result;
