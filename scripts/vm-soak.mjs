@@ -25,7 +25,7 @@ const dir = join(root, 'test/results');
 mkdirSync(dir, { recursive: true });
 // Provenance, from this side (L1 has no git), taken before the runs: the tree they ran.
 const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' });
-const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results').status !== 0;
+const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results', ':!bench/results').status !== 0;
 const commit = git('rev-parse', '--short', 'HEAD').stdout.trim() + (dirty ? '-dirty' : '');
 let failed = 0;
 for (const kernel of kernels) {
