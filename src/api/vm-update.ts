@@ -24,12 +24,13 @@ export function outgoingVm(m: Machine, c: UpdateHolds): OutgoingVm {
       return s && { path: s.path, fd: s.fd, control: c.record() };
     },
     pause: () => c.hold(),
-    // Hooks of an assigned device's DMA space (type1: VFIO_DMA_UNMAP_FLAG_VADDR here, MAP_FLAG_VADDR back on
-    // thaw); nothing to do while Machine.handoverRefusal() refuses VMs with devices.
-    freeze: () => {},
+    freeze: () => m.freeze(),
     save: () => m.saveState(),
-    thaw: () => {},
+    thaw: () => m.thaw(),
     resume: () => c.release(),
-    moveApi: (pid) => c.server()?.handOver(`pid ${pid}`),
+    handedTo: (pid) => {
+      m.release();
+      c.server()?.handOver(`pid ${pid}`);
+    },
   };
 }

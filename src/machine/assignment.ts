@@ -6,7 +6,9 @@ import { existsSync } from 'node:fs';
 import { BarAllocator } from '../devices/pci/bar-allocator.js';
 import type { BarSpace } from '../devices/pci/bar-allocator.js';
 import { AssignError, type HostDevice } from '../devices/vfio/host-device.js';
-import type { IommuKind, VfioIommu } from '../devices/vfio/iommu.js';
+import type { IommuImage, IommuKind, VfioIommu } from '../devices/vfio/iommu.js';
+import type { AssignedState } from '../devices/vfio/saved.js';
+import { dmaImage, dmaRegions, type DmaImage } from './dma-handover.js';
 import { IommufdIommu } from '../devices/vfio/iommufd-iommu.js';
 import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
 import { VfioPciDevice, type VmPlatform } from '../devices/vfio/pci-device.js';
@@ -35,6 +37,15 @@ export interface AssignOptions {
   fds?: IommuFds;
   /** The opener command to suggest when per-user accounting refuses. */
   openerHint: string;
+}
+
+/** What a live update passes of the assigned devices: the DMA space, each device's fd and slot, the DMA table, the wired eventfds. */
+export interface DevicesImage {
+  iommu: IommuImage;
+  list: { bdf: string; fd: number; slot: number }[];
+  dma: DmaImage[];
+  /** The MSI-X vectors' eventfds (vfio-pci triggers them; the next VM's irqfds take them). */
+  eventfds: number[];
 }
 
 /** An assigned device as the guest sees it, for reports. */
@@ -117,6 +128,107 @@ export class Assignment {
     return new Assignment(kind, iommu, devices, dma, checked, acc);
   }
 
+  /**
+   * The devices another process hands over (live update): its DMA space and device fds taken as they
+   * are (nothing reset, bound, attached or mapped), the DMA table seeded with what the kernel maps,
+   * named by this process's RAM. restore() then takes the mappings and interrupts, with the guest paused.
+   */
+  static adopt(
+    hosts: readonly HostDevice[],
+    image: DevicesImage,
+    memory: GuestMemory,
+    platform: Platform,
+    vmFd: number,
+    backingFd: (backing: number) => number,
+    undo: UndoStack,
+  ): Assignment {
+    const { iommu: im } = image;
+    const iommu = undo.own(
+      im.kind === 'iommufd' ? IommufdIommu.inherit(im.fd, im.ioas ?? -1) : LegacyIommu.inherit(im.fd, im.groups),
+      (i) => i.close(),
+    );
+    const env: VmPlatform = {
+      memory,
+      pio: platform.pio,
+      mmio: platform.mmio,
+      routing: new IrqRouting(vmFd),
+      vmFd,
+      bars: new BarAllocator(),
+    };
+    const devices = image.list.map((d) => {
+      const h = hosts.find((x) => x.bdf === d.bdf);
+      if (!h) throw new AssignError(`the hand-over has ${d.bdf}, which this VM's config does not assign`);
+      const dev = undo.own(VfioPciDevice.adopt(h, iommu.adoptDevice(h, d.fd), env, d.slot), (x) => x.close());
+      platform.pci.add(d.slot << 3, dev);
+      return dev;
+    });
+    const ram = memory.list().filter((r) => r.kind === 'ram');
+    iommu.dma.seed(dmaRegions(image.dma, ram, backingFd));
+    const acc = iommu.accounting();
+    const ramBytes = ram.reduce((n, r) => n + r.size, 0n);
+    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint: 'pinion open' });
+    const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
+    return new Assignment(im.kind, iommu, devices, dma, checked, acc);
+  }
+
+  /** What the next process needs of the devices before the pause; RAM files by index (`backingOf`). */
+  handoverImage(memory: GuestMemory, backingOf: (fd: number) => number): DevicesImage {
+    const ram = memory.list().filter((r) => r.kind === 'ram');
+    return {
+      iommu: this.iommu.handoverImage(),
+      list: this.devices.map((d) => ({ bdf: d.host.bdf, fd: d.fd, slot: d.slot })),
+      dma: dmaImage(this.dma.mapper.mapped(), ram, backingOf),
+      eventfds: this.devices.flatMap((d) => d.eventfds()),
+    };
+  }
+
+  /** With the vCPUs paused: no interrupt reaches this VM any more, and the DMA space is ready to go (type1: vaddrs invalidated). */
+  freeze(): void {
+    for (const d of this.devices) d.freeze();
+    this.iommu.letGo();
+  }
+
+  save(): AssignedState[] {
+    return this.devices.map((d) => d.save());
+  }
+
+  /** A hand-over that failed: the DMA space and the interrupts this VM's again. */
+  thaw(): void {
+    this.iommu.takeOver();
+    for (const d of this.devices) d.thaw();
+  }
+
+  /** The devices run in another process now: this one closes without touching them. */
+  release(): void {
+    for (const d of this.devices) d.release();
+  }
+
+  /** In the new process, paused: the DMA space's mappings and charges taken, then each function's BARs and interrupts. */
+  restore(states: readonly AssignedState[]): void {
+    if (states.length !== this.devices.length || states.some((s, i) => s.bdf !== this.devices[i]!.host.bdf))
+      throw new Error(
+        `the state has devices ${states.map((s) => s.bdf).join(', ') || 'none'}, the hand-over ${this.devices.map((d) => d.host.bdf).join(', ')}`,
+      );
+    this.iommu.takeOver();
+    states.forEach((s, i) => this.devices[i]!.restore(s));
+  }
+
+  /** The hand-over is done: the devices are this process's, reset when it closes. */
+  claim(): void {
+    for (const d of this.devices) d.claim();
+  }
+
+  /** The listener on a handed-over table: its first commit must find nothing to do, as the kernel already maps all of it. */
+  adoptRam(memory: GuestMemory, undo: UndoStack): void {
+    // Planned, not run: the other process's guest is using these mappings.
+    const ops = this.dma.mapper.plan(this.dma.wanted(memory.list())).ops;
+    if (ops.length)
+      throw new Error(
+        `the handed-over DMA table does not match the memory map: taking it would take ${ops.length} ops (${ops.map((o) => o.op).join(', ')}); nothing was issued`,
+      );
+    this.mapRam(memory, undo);
+  }
+
   /** All of RAM DMA-mapped, and the IOMMU following the memory map from here on. */
   mapRam(memory: GuestMemory, undo: UndoStack): void {
     // Off the map before the devices close and the backend unmaps everything; registered first, as a
@@ -138,11 +250,21 @@ export class Assignment {
   }
 
   /** Why the devices cannot go to another process in a live update (the IOMMU backend says what its kernel path needs). */
-  handoverRefusal(): string {
-    const backend = this.iommu.handoverRefusal();
-    if (backend) return backend;
-    // Hook: the devices' part (config overlay, BARs, MSI-X, INTx, irqfds) and the backend's VADDR / CHANGE_PROCESS steps.
-    return `hand-over of assigned devices (${this.devices.map((d) => d.host.bdf).join(', ')}) is not implemented yet; only VMs without --device can be updated live`;
+  handoverRefusal(): string | undefined {
+    return this.iommu.handoverRefusal() ?? this.devices.map((d) => d.handoverRefusal()).find((w) => w) ?? this.updateChargeRefusal();
+  }
+
+  /**
+   * Per user, IOMMU_IOAS_CHANGE_PROCESS charges the pins to the new process before it uncharges the old
+   * one (iommufd/ioas.c), so the user's limit must hold this VM's pins twice for a moment.
+   */
+  private updateChargeRefusal(): string | undefined {
+    if (this.acc.path !== 'iommufd' || this.acc.mode !== 'per-user') return undefined;
+    const b = remapBudget(this.acc.path, this.acc.mode);
+    const need = 2n * this.dma.held;
+    if (!b || b.bytes >= need) return undefined;
+    const mib = (n: bigint): string => `${n / 1048576n} MiB`;
+    return `iommufd charges this VM's ${mib(this.dma.held)} of pins to its user, and IOMMU_IOAS_CHANGE_PROCESS charges them to the new process before it uncharges this one: the update needs ${mib(need)} of the user's limit, and has ${mib(b.bytes)} (${b.why}); raise RLIMIT_MEMLOCK (prlimit --memlock) or start the VM under pinion open (per-process accounting)`;
   }
 
   /** What the IOMMU maps now, without the budget (which reads every process's charges in per-user mode). */

@@ -8,6 +8,11 @@ import type { VcpuState } from '../vmm/vcpu-state.js';
 import type { VmState } from '../vmm/vm-state.js';
 import type { MachineConfig } from './machine.js';
 import type { PlatformState } from './platform.js';
+import type { AssignedState } from '../devices/vfio/saved.js';
+
+import type { DevicesImage } from './assignment.js';
+
+export type { AssignedState } from '../devices/vfio/saved.js';
 
 /** The config fields the next process keeps (fds are its own, given beside). */
 export type ImageConfig = Omit<MachineConfig, 'consoleFd' | 'fds' | 'kvmHint'>;
@@ -33,28 +38,16 @@ export interface MachineImage {
   regions: RegionImage[];
   /** Each vCPU's CPUID (kvm_cpuid2 with its entries): the guest has seen it, the next VM must give the same. */
   cpuid: Buffer[];
+  /** The assigned devices, when the VM has any. */
+  devices?: DevicesImage;
 }
 
 export interface MachineState {
   vcpus: VcpuState[];
   vm: VmState;
   platform: PlatformState;
-  /** The assigned devices' part; no build writes it yet (Machine.handoverRefusal refuses VMs with devices). */
+  /** The assigned functions' part, when the VM has any. */
   assigned?: AssignedState[];
-}
-
-/** What Pinion holds of an assigned device (the device and VFIO keep the rest). */
-export interface AssignedState {
-  bdf: string;
-  slot: number;
-  /** Config space where Pinion emulates it (its overlay over the device's own): 256 or 4096 bytes. */
-  config: Buffer;
-  /** Where the guest placed each BAR. */
-  bars: { bar: number; address: bigint }[];
-  /** The MSI-X table as the guest wrote it (16 bytes a vector), and the function's enable and mask bits. */
-  msix?: { enabled: boolean; masked: boolean; table: Buffer };
-  /** Each interrupt's GSI, its MSI message if it has one, and its eventfd (index in the record's fd list), wired as an irqfd. */
-  irqs: { gsi: number; eventfd: number; msi?: { addressLo: number; addressHi: number; data: number } }[];
 }
 
 export function imageConfig(c: MachineConfig): ImageConfig {

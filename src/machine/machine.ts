@@ -161,7 +161,18 @@ export class Machine {
       );
       for (const r of rams) adopted.byFd.set(r.fd, r);
       trace('RAM mapped');
-      return Machine.finish(b, undefined, rams[0]?.smallPagesWhy, adopted);
+      // Page tables for the pages the guest already has, while it still runs over there: the new VM's
+      // first accesses would otherwise each fault in, inside the pause.
+      for (const r of rams) prefaultRam(r);
+      trace('RAM prefaulted');
+      const d = image.devices;
+      const assignment =
+        d && Assignment.adopt(checkDevices(c.devices ?? []), d, b.memory, b.platform, vm.fd, (i) => image.backings[i]!.fd, undo);
+      if (assignment) {
+        assignment.adoptRam(b.memory, undo);
+        trace('devices and DMA table taken');
+      }
+      return Machine.finish(b, assignment, rams[0]?.smallPagesWhy, adopted);
     });
   }
 
@@ -193,6 +204,11 @@ export class Machine {
       regions.push({ name: r.name, gpa: r.gpa, size: r.size, backing, offset: r.file.offset, readonly: r.readonly === true });
     }
     const c = this.config;
+    const devices = this.assignment?.handoverImage(this.memory, (fd) => {
+      const i = backings.findIndex((b) => b.fd === fd);
+      if (i < 0) throw new Error(`the DMA table maps fd ${fd}, which backs no RAM region`);
+      return i;
+    });
     return {
       config: imageConfig(c),
       kvmFd: this.vm.kvm.fd,
@@ -200,6 +216,7 @@ export class Machine {
       backings,
       regions,
       cpuid: this.vcpus.map((v) => v.cpuid),
+      ...(devices ? { devices } : {}),
     };
   }
 
@@ -207,17 +224,47 @@ export class Machine {
   saveState(): MachineState {
     if (!this.threads.settled) throw new Error(`the vCPUs are not paused: ${this.threads.states().join(', ')}`);
     const msrs = this.vm.kvm.msrIndexList();
-    return { vcpus: this.vcpus.map((v) => saveVcpu(v, msrs)), vm: saveVm(this.vm), platform: this.platform.save() };
+    const assigned = this.assignment?.save();
+    return {
+      vcpus: this.vcpus.map((v) => saveVcpu(v, msrs)),
+      vm: saveVm(this.vm),
+      platform: this.platform.save(),
+      ...(assigned ? { assigned } : {}),
+    };
+  }
+
+  /**
+   * Paused, before saveState(), in a live update: the devices' interrupts held off this VM and the DMA
+   * space readied for the next process (thaw() undoes it). No-op without devices.
+   */
+  freeze(): void {
+    this.assignment?.freeze();
+  }
+
+  thaw(): void {
+    this.assignment?.thaw();
+  }
+
+  /** The VM runs in another process now: closing this machine must leave its devices as they are. */
+  release(): void {
+    this.assignment?.release();
+  }
+
+  /** In the new process, once it holds the VM: its devices are its own (reset when it closes). */
+  claim(): void {
+    this.assignment?.claim();
   }
 
   /** Writes a paused VM's state into this adopted one, before it runs. */
   restoreState(s: MachineState): void {
     if (s.vcpus.length !== this.vcpus.length) throw new RangeError(`the state has ${s.vcpus.length} vCPUs, this VM ${this.vcpus.length}`);
-    // Hook: the devices' part (config overlay, BARs, MSI-X, irqfds onto this VM) goes to the Assignment.
-    if (s.assigned?.length)
-      throw new Error(
-        `the state has assigned devices (${s.assigned.map((a) => a.bdf).join(', ')}); this build does not take them over yet`,
-      );
+    if ((s.assigned?.length ?? 0) > 0 !== (this.assignment !== undefined))
+      throw new Error(`the state has ${s.assigned?.length ?? 0} assigned devices, the hand-over ${this.assignment ? 'some' : 'none'}`);
+    // The DMA space and the devices' interrupts first: the vCPUs' state does not let anything run.
+    if (s.assigned) {
+      this.assignment!.restore(s.assigned);
+      trace('devices restored');
+    }
     this.vcpus.forEach((v, i) => {
       restoreVcpu(v, s.vcpus[i]!);
       trace(`vCPU ${i} state written`);

@@ -30,13 +30,20 @@ export class DmaListener implements MemoryListener {
     this.regions.delete(r);
   }
 
+  /** What the IOMMU must map for `regions` (the RAM among them), as commit() asks the mapper. */
+  wanted(regions: Iterable<MemoryRegion>): Region[] {
+    return [...regions]
+      .filter((r) => r.kind === 'ram')
+      .map((r) => ({
+        iova: r.gpa,
+        size: r.size,
+        backing: this.byFile && r.file ? { fd: r.file.fd, offset: r.file.offset } : { vaddr: r.hva },
+        prot: { read: true, write: !r.readonly },
+      }));
+  }
+
   commit(): void {
-    const want: Region[] = [...this.regions].map((r) => ({
-      iova: r.gpa,
-      size: r.size,
-      backing: this.byFile && r.file ? { fd: r.file.fd, offset: r.file.offset } : { vaddr: r.hva },
-      prot: { read: true, write: !r.readonly },
-    }));
+    const want = this.wanted(this.regions);
     // pin-core's planner takes the headroom above what the space holds now.
     // A change that cannot fit at any order is refused before anything is
     // unmapped, rather than by the kernel half-way.

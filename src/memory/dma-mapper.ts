@@ -70,6 +70,19 @@ export class DmaMapper {
     return new DmaMapper(call(() => pinCore.iommufdOpen(opts.path ?? '/dev/iommu', opts.fd ?? -1)));
   }
 
+  /**
+   * Live update, legacy path: the container `fd` another process set up (groups in it, IOMMU set, the VM's mappings
+   * kept); no VFIO_SET_IOMMU. Its table is empty until `seed`.
+   */
+  static inheritLegacy(fd: number, path = '/dev/vfio/vfio'): DmaMapper {
+    return new DmaMapper(call(() => pinCore.type1Inherit(path, fd)));
+  }
+
+  /** Live update, iommufd path: the iommufd `fd` and its IOAS `ioasId` another process set up; no IOMMU_IOAS_ALLOC. */
+  static inheritIommufd(fd: number, ioasId: number, path = '/dev/iommu'): DmaMapper {
+    return new DmaMapper(call(() => pinCore.iommufdInherit(path, fd, ioasId)));
+  }
+
   get caps(): Caps {
     return call(() => pinCore.caps(this.handle));
   }
@@ -88,6 +101,11 @@ export class DmaMapper {
     return call(() => pinCore.sync(this.handle, regions, budgetBytes));
   }
 
+  /** What sync(regions) would do, issuing nothing. */
+  plan(regions: Region[], budgetBytes: bigint | null = null): SyncResult {
+    return call(() => pinCore.plan(this.handle, regions, budgetBytes));
+  }
+
   /**
    * Runs a batch's records in order in one crossing, through the same mapping table as `sync` (a plan of
    * `sync` already runs in one crossing; this is for callers with ops of their own). Stops at the first
@@ -103,6 +121,26 @@ export class DmaMapper {
 
   mapped(): Region[] {
     return call(() => pinCore.table(this.handle));
+  }
+
+  /** Records what an inherited backend already maps (the old process's `mapped()`), with no ioctl: only into an empty table. */
+  seed(regions: Region[]): void {
+    call(() => pinCore.seed(this.handle, regions));
+  }
+
+  /** Legacy path, old process: invalidates every mapping's vaddr (the mappings stay); undone if one fails. Returns how many. */
+  invalidateVaddrs(): number {
+    return call(() => pinCore.type1InvalidateVaddrs(this.handle));
+  }
+
+  /** Legacy path: supplies this process's vaddr for every mapping, taking over its lock accounting. Returns how many. */
+  setVaddrs(): number {
+    return call(() => pinCore.type1SetVaddrs(this.handle));
+  }
+
+  /** iommufd path: moves every pin charge to this process (IOMMU_IOAS_CHANGE_PROCESS). */
+  changeProcess(): void {
+    call(() => pinCore.iommufdChangeProcess(this.handle));
   }
 
   /** Closing the fd makes the kernel unmap and unpin everything. */

@@ -107,11 +107,37 @@ export interface PinCore {
   /** VFIO_SET_IOMMU, preferring type1v2 unless `v1only`; the container needs a group in it first. */
   type1SetIommu(h: BackendHandle, v1only: boolean): void;
   type1UpdateVaddr(h: BackendHandle, iova: bigint, size: bigint, vaddr: bigint | null): void;
+  /**
+   * Live update: takes the container fd (>= 0, pin-core's from the call on) another process set up, its groups in it,
+   * its IOMMU set and its DMA mappings kept: no VFIO_SET_IOMMU. Caps and IOVA ranges are read as type1SetIommu reads
+   * them; the type from VFIO_IOMMU_DIRTY_PAGES (EACCES on type1, EINVAL on type1v2; compat keeps none). A container
+   * with no IOMMU set fails with the kernel's errno, op VFIO_IOMMU_GET_INFO and the path. Seed its table next.
+   */
+  type1Inherit(path: string, fd: number): BackendHandle;
+  /**
+   * The old process's hand-over: VFIO_DMA_UNMAP_FLAG_VADDR on each table mapping in IOVA order (mappings and pins
+   * stay; the table does not change). On a failure the vaddrs already invalidated are supplied again (best effort)
+   * and the first error is thrown (op VFIO_IOMMU_UNMAP_DMA(VADDR), iova, size, path). Returns how many.
+   */
+  type1InvalidateVaddrs(h: BackendHandle): number;
+  /**
+   * VFIO_DMA_MAP_FLAG_VADDR with the table's vaddr on each mapping in IOVA order, moving its lock accounting to
+   * this process: the new process after seed, or the old one taking its VM back (a vaddr the other process supplied
+   * is invalidated and supplied again). Stops at the first failure (op VFIO_IOMMU_MAP_DMA(VADDR); ENOMEM under
+   * RLIMIT_MEMLOCK), the mappings before it done. Returns how many.
+   */
+  type1SetVaddrs(h: BackendHandle): number;
 
   /** iommufd: opens `path` (or adopts fd >= 0, as type1Open) and allocates an IOAS. */
   iommufdOpen(path: string, fd: number): BackendHandle;
+  /**
+   * Live update: takes an iommufd fd (>= 0, as type1Inherit) and the IOAS `ioasId` another process set up in it, its
+   * mappings kept: no IOMMU_IOAS_ALLOC. IOMMU_IOAS_IOVA_RANGES checks the IOAS, so a wrong id throws here (ENOENT).
+   */
+  iommufdInherit(path: string, fd: number, ioasId: number): BackendHandle;
   iommufdIoasId(h: BackendHandle): number;
   iommufdOption(h: BackendHandle, option: 'rlimit_mode' | 'huge_pages', value: bigint | null): bigint;
+  /** IOMMU_IOAS_CHANGE_PROCESS: moves every pin charge of the iommufd to this process; every area must be mapped by file. */
   iommufdChangeProcess(h: BackendHandle): void;
   /** IOMMUFD_TEST mock domain attached to the IOAS; returns its stdev id. */
   iommufdMockDomain(h: BackendHandle): number;
@@ -129,7 +155,16 @@ export interface PinCore {
 
   /** The mapping table over a backend: brings the IOMMU to exactly `regions`. */
   sync(h: BackendHandle, regions: Region[], budgetBytes: bigint | null): SyncResult;
+  /** What sync would do, issuing nothing. */
+  plan(h: BackendHandle, regions: Region[], budgetBytes: bigint | null): SyncResult;
   table(h: BackendHandle): Region[];
+  /**
+   * Records `regions` (as `table` gave them in the old process, or as it synced them) as mappings the kernel holds
+   * already: no ioctl. Only into an empty table (else EBUSY); each region checked as a map of it would be (the
+   * kernel's errno, with `index`, `iova`, `size` and no `op`), a file backing refused on type1 (EOPNOTSUPP); all or
+   * nothing. A `sync` to the same memory then plans nothing.
+   */
+  seed(h: BackendHandle, regions: Region[]): void;
   /**
    * Runs the first `count` records of `ops` (DmaBatch's layout, crates/pin-core/src/batch.rs) in order, in one
    * call, through the same mapping table as `sync`: each is checked by the table's rules and `budgetBytes`

@@ -14,7 +14,7 @@ import { Channel, type Charge, type PeerReport, type StepTime } from './channel.
 import { faultPoint } from './faults.js';
 import { checkFds, childFd } from './fds.js';
 import { decodeRecord, imageOf, type ControlRecord, type UpdateRecord } from './record.js';
-import { decodeState } from './state.js';
+import { decodeState, renameEventfds } from './state.js';
 import { ms } from './steps.js';
 import { HandoverToken } from './token.js';
 
@@ -97,7 +97,7 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
     const s = await channel.next('state', 'restore', t.stateMs);
     const r = new Parts();
     faultPoint('restore');
-    const state = decodeState(s.state, record);
+    const state = renameEventfds(decodeState(s.state, record), (i) => childFd(i, channelFd));
     r.mark('decode');
     machine.restoreState(state);
     r.mark('write');
@@ -108,6 +108,8 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
     side.step = 'start';
     await channel.next('go', 'start', t.goMs);
     if (!token.takeForNew()) throw new Error('the old process took the VM back before this one could run it');
+    // The VM is this process's: its devices are reset when it closes, as any it opened.
+    machine.claim();
     return { machine, record };
   } catch (e) {
     const why = (e as Error)?.message ?? String(e);

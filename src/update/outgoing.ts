@@ -8,7 +8,7 @@ import { processCharge } from '../memlock/status.js';
 import type { MachineImage, MachineState } from '../machine/handover.js';
 import type { Channel, Charge, StepTime } from './channel.js';
 import { buildRecord, encodeRecord, type ControlRecord } from './record.js';
-import { encodeState } from './state.js';
+import { encodeState, renameEventfds } from './state.js';
 import { ms, rollback, STEP_SIDE, STEP_TEXT, StepClock, type Step } from './steps.js';
 import { HandoverToken } from './token.js';
 
@@ -31,8 +31,11 @@ export interface OutgoingVm {
   thaw(): void;
   /** Lets the vCPUs run again (drops the hold pause() took). */
   resume(): void;
-  /** Once the new process runs the VM: the control API's socket answers there from now on. */
-  moveApi(pid: number): void;
+  /**
+   * Once the new process runs the VM: its devices are that process's (this one closes without
+   * touching them), and the control API's socket answers there from now on.
+   */
+  handedTo(pid: number): void;
 }
 
 /** The new process, started with the fds (peer.ts). */
@@ -126,7 +129,15 @@ export async function handOver(
 
     clock.begin('save');
     vm.freeze();
-    const state = encodeState(vm.save());
+    const state = encodeState(
+      renameEventfds(vm.save(), (fd, bdf) => {
+        const i = fds.indexOf(fd);
+        // The record went before the pause with the eventfds wired then.
+        if (i < 0 || record.fds[i]!.kind !== 'eventfd')
+          throw new Error(`the guest re-made ${bdf}'s MSI-X vectors after the record was written; retry the update`);
+        return i;
+      }),
+    );
     charge.push(own('old: paused'));
 
     clock.begin('restore');
@@ -142,7 +153,9 @@ export async function handOver(
     clock.end(partsOf(running.report.steps, 'start'));
     // The new process reports all its counters each time: keep the ones not seen yet.
     charge.push(...running.report.charge.filter((c) => !charge.some((x) => x.at === c.at && x.pid === c.pid)));
-    vm.moveApi(peer.pid);
+    // What this process still has charged once the new one runs (type1 moves the charge at the VADDR re-map, iommufd at CHANGE_PROCESS).
+    charge.push(own('old: handed over'));
+    vm.handedTo(peer.pid);
     peer.detach();
     token.close();
     return {
@@ -161,7 +174,7 @@ export async function handOver(
     const newOwns = token ? !token.takeForOld() : false;
     if (newOwns && peer?.alive) {
       // It runs the VM but did not say so in time: it is the VM's process now.
-      vm.moveApi(peer.pid);
+      vm.handedTo(peer.pid);
       peer.detach();
       throw new UpdateError(
         `${where}: ${cause}; the new process (pid ${peer.pid}) has taken the VM and runs on; this one ends`,

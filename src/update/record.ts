@@ -12,6 +12,7 @@ import { GUEST_VIEWS, type GuestView } from '../api/routes.js';
 import { HOTPLUG_KINDS, type HotplugKind } from '../devices/mem-hotplug.js';
 import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
 import type { ImageConfig, MachineImage, RegionImage } from '../machine/handover.js';
+import type { DevicesImage } from '../machine/assignment.js';
 import { DECOMPRESS } from '../vmm/vmlinux.js';
 import { base64, blob, Fields, hex64, RecordError, type Json } from './wire.js';
 
@@ -25,7 +26,6 @@ export const FD_KINDS = [
   'console',
   'api-socket',
   'update-token',
-  // Not written yet: the assigned devices' part (see the iommu and devices sections).
   'vfio-container',
   'iommufd',
   'vfio-group',
@@ -67,18 +67,10 @@ export interface UpdateRecord {
   /** MachineImage with fd indices in kvmFd, consoleFd and backings[].fd. */
   machine: MachineImage;
   api?: { path: string; socket: number; control: ControlRecord };
-  /** The assigned devices' fds; no build writes it yet (see Machine.handoverRefusal). */
-  devices?: DevicesRecord;
-}
-
-/** The DMA space (a type1 container or an iommufd with its IOAS) and each device's fds, by index in `fds`. */
-export interface DevicesRecord {
-  iommu: { fd: number; ioas?: number };
-  list: { bdf: string; fd: number; group?: number }[];
 }
 
 /** Limits on what a record may hold: well past any real VM, short of what a corrupt one could claim. */
-const MAX = { fds: 1024, regions: 512, vcpus: 64, cpuidBytes: 8 + 256 * 40, log: 64, devices: 32 };
+const MAX = { fds: 1024, regions: 512, vcpus: 64, cpuidBytes: 8 + 256 * 40, log: 64, devices: 32, dma: 65536 };
 
 /**
  * The record and the fds to pass beside it, in list order. The image holds
@@ -103,6 +95,21 @@ export function buildRecord(
     fd: add(b.fd, 'memfd', image.regions.find((r) => r.backing === i)?.name ?? `backing ${i}`),
   }));
   const machine: MachineImage = { ...image, kvmFd, consoleFd, backings };
+  const d = image.devices;
+  if (d) {
+    const iommu = {
+      ...d.iommu,
+      fd: add(
+        d.iommu.fd,
+        d.iommu.kind === 'iommufd' ? 'iommufd' : 'vfio-container',
+        d.iommu.kind === 'iommufd' ? '/dev/iommu' : '/dev/vfio/vfio',
+      ),
+      groups: d.iommu.groups.map((g) => ({ group: g.group, fd: add(g.fd, 'vfio-group', `/dev/vfio/${g.group}`) })),
+    };
+    const list = d.list.map((x) => ({ ...x, fd: add(x.fd, 'vfio-device', x.bdf) }));
+    const eventfds = d.eventfds.map((fd, i) => add(fd, 'eventfd', `MSI-X vector ${i}`));
+    machine.devices = { ...d, iommu, list, eventfds };
+  }
   const record: UpdateRecord = { from, fds: entries, token, machine };
   if (api) record.api = { path: api.path, socket: add(api.fd, 'api-socket', api.path), control: api.control };
   return { record, fds };
@@ -111,7 +118,23 @@ export function buildRecord(
 /** The image with this process's fds: index i of the list is `fdOf(i)`. */
 export function imageOf(r: UpdateRecord, fdOf: (index: number) => number): MachineImage {
   const m = r.machine;
-  return { ...m, kvmFd: fdOf(m.kvmFd), consoleFd: fdOf(m.consoleFd), backings: m.backings.map((b) => ({ fd: fdOf(b.fd) })) };
+  const d = m.devices;
+  return {
+    ...m,
+    kvmFd: fdOf(m.kvmFd),
+    consoleFd: fdOf(m.consoleFd),
+    backings: m.backings.map((b) => ({ fd: fdOf(b.fd) })),
+    ...(d
+      ? {
+          devices: {
+            ...d,
+            iommu: { ...d.iommu, fd: fdOf(d.iommu.fd), groups: d.iommu.groups.map((g) => ({ ...g, fd: fdOf(g.fd) })) },
+            list: d.list.map((x) => ({ ...x, fd: fdOf(x.fd) })),
+            eventfds: d.eventfds.map(fdOf),
+          },
+        }
+      : {}),
+  };
 }
 
 export function encodeRecord(r: UpdateRecord): Json {
@@ -136,8 +159,8 @@ export function encodeRecord(r: UpdateRecord): Json {
         readonly: g.readonly,
       })),
       cpuid: m.cpuid.map(base64),
+      ...(m.devices ? { devices: encodeDevices(m.devices) } : {}),
     },
-    ...(r.devices ? { devices: JSON.parse(JSON.stringify(r.devices)) as Json } : {}),
     ...(r.api
       ? {
           api: {
@@ -179,19 +202,17 @@ export function decodeRecord(j: unknown): UpdateRecord {
     r.api = { path: api.str('path', 107), socket: fdRef(api, 'socket', 'api-socket'), control: decodeControl(api.obj('control')) };
     api.done();
   }
-  const devices = f.optional('devices', (x, k) => decodeDevices(x.obj(k), fdRef));
-  if (devices) r.devices = devices;
   f.done();
+  const devs = r.machine.devices;
   const used = new Set([
     r.token,
     r.machine.kvmFd,
     r.machine.consoleFd,
     ...r.machine.backings.map((b) => b.fd),
     ...(r.api ? [r.api.socket] : []),
-    ...(r.devices ? [r.devices.iommu.fd, ...r.devices.list.flatMap((d) => [d.fd, ...(d.group === undefined ? [] : [d.group])])] : []),
+    ...(devs ? [devs.iommu.fd, ...devs.iommu.groups.map((g) => g.fd), ...devs.list.map((d) => d.fd), ...devs.eventfds] : []),
   ]);
-  // Eventfds are the state's (each interrupt's irqfd), checked there.
-  const unused = r.fds.findIndex((e, i) => !used.has(i) && e.kind !== 'eventfd');
+  const unused = r.fds.findIndex((_, i) => !used.has(i));
   if (unused >= 0) throw new RecordError(`record.fds[${unused}]: ${r.fds[unused]!.name} is passed but nothing in the record uses it`);
   return r;
 }
@@ -207,25 +228,67 @@ export function checkHeader(f: Fields): void {
     );
 }
 
-function decodeDevices(d: Fields, fdRef: (x: Fields, k: string, kind: FdKind) => number): DevicesRecord {
+function encodeDevices(d: DevicesImage): Json {
+  return {
+    iommu: {
+      kind: d.iommu.kind,
+      fd: d.iommu.fd,
+      ...(d.iommu.ioas === undefined ? {} : { ioas: d.iommu.ioas }),
+      groups: d.iommu.groups.map((g) => ({ ...g })),
+    },
+    list: d.list.map((x) => ({ ...x })),
+    dma: d.dma.map((m) => ({ ...m, iova: hex64(m.iova), size: hex64(m.size), offset: hex64(m.offset) })),
+    eventfds: [...d.eventfds],
+  };
+}
+
+function decodeDevices(d: Fields, fdRef: (x: Fields, k: string, kind: FdKind) => number, backings: number): DevicesImage {
   const i = d.obj('iommu');
+  const kind = i.oneOf('kind', ['legacy', 'iommufd'] as const);
   const ioas = i.optional('ioas', (x, k) => x.int(k, 0, 2 ** 32 - 1));
-  // An IOAS id says the space is an iommufd's; without one it is a type1 container.
-  const iommu = { fd: fdRef(i, 'fd', ioas === undefined ? 'vfio-container' : 'iommufd'), ...(ioas === undefined ? {} : { ioas }) };
+  if ((ioas === undefined) !== (kind === 'legacy'))
+    throw new RecordError(`${i.path}: ${kind === 'iommufd' ? 'an iommufd needs its IOAS id' : 'a container has no IOAS'}`);
+  const groups = i.list('groups', MAX.devices, (v, p) => {
+    const g = Fields.of(v, p);
+    const out = { group: g.str('group', 32), fd: fdRef(g, 'fd', 'vfio-group') };
+    g.done();
+    if (!/^(noiommu-)?\d+$/.test(out.group)) throw new RecordError(`${g.at('group')}: '${out.group}' is not a VFIO group number`);
+    return out;
+  });
+  if (kind === 'iommufd' && groups.length) throw new RecordError(`${i.at('groups')}: iommufd devices come without groups`);
+  const iommu = {
+    kind,
+    fd: fdRef(i, 'fd', kind === 'iommufd' ? 'iommufd' : 'vfio-container'),
+    ...(ioas === undefined ? {} : { ioas }),
+    groups,
+  };
   i.done();
   const list = d.list('list', MAX.devices, (v, p) => {
     const x = Fields.of(v, p);
-    const dev = {
-      bdf: x.str('bdf', 16),
-      fd: fdRef(x, 'fd', 'vfio-device'),
-      group: x.optional('group', (y, k) => fdRef(y, k, 'vfio-group')),
-    };
+    const dev = { bdf: x.str('bdf', 16), fd: fdRef(x, 'fd', 'vfio-device'), slot: x.int('slot', 1, 31) };
     x.done();
-    if (dev.group === undefined) delete dev.group;
     return dev;
   });
+  const dma = d.list('dma', MAX.dma, (v, p) => {
+    const x = Fields.of(v, p);
+    const m = {
+      iova: x.u64('iova'),
+      size: x.u64('size'),
+      backing: x.int('backing', 0, backings - 1),
+      offset: x.u64('offset'),
+      byFile: x.bool('byFile'),
+      write: x.bool('write'),
+    };
+    x.done();
+    if (m.size === 0n) throw new RecordError(`${p}.size: 0`);
+    return m;
+  });
+  const eventfds = d.list('eventfds', MAX.fds, (v, p) => {
+    const x = Fields.of({ fd: v }, p);
+    return fdRef(x, 'fd', 'eventfd');
+  });
   d.done();
-  return { iommu, list };
+  return { iommu, list, dma, eventfds };
 }
 
 function decodeMachine(m: Fields, fdRef: (x: Fields, k: string, kind: FdKind) => number): MachineImage {
@@ -259,9 +322,10 @@ function decodeMachine(m: Fields, fdRef: (x: Fields, k: string, kind: FdKind) =>
       throw new RecordError(`${p}: ${b.length} bytes, kvm_cpuid2 with ${nent} entries is ${8 + nent * 40}`);
     return b;
   });
+  const devices = m.optional('devices', (x, k) => decodeDevices(x.obj(k), fdRef, backings.length));
   m.done();
   if (cpuid.length !== config.cpus) throw new RecordError(`record.machine.cpuid: ${cpuid.length} vCPUs, the config has ${config.cpus}`);
-  return { config, kvmFd, consoleFd, backings, regions, cpuid };
+  return { config, kvmFd, consoleFd, backings, regions, cpuid, ...(devices ? { devices } : {}) };
 }
 
 function encodeConfig(c: ImageConfig): Json {

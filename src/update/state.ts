@@ -60,13 +60,25 @@ export function decodeState(j: unknown, record: UpdateRecord): MachineState {
   return { vcpus, vm, platform, ...(assigned ? { assigned } : {}) };
 }
 
+/**
+ * The state with each interrupt's eventfd renamed by `rename` (this process's fd to its index in the
+ * record's fd list on the way out, the index to the new process's fd on the way in).
+ */
+export function renameEventfds(s: MachineState, rename: (fd: number, bdf: string) => number): MachineState {
+  if (!s.assigned) return s;
+  return { ...s, assigned: s.assigned.map((a) => ({ ...a, irqs: a.irqs.map((i) => ({ ...i, eventfd: rename(i.eventfd, a.bdf) })) })) };
+}
+
 function encodeAssigned(a: AssignedState): Json {
   return {
     bdf: a.bdf,
     slot: a.slot,
     config: base64(a.config),
     bars: a.bars.map((b) => ({ bar: b.bar, address: hex64(b.address) })),
-    ...(a.msix ? { msix: { enabled: a.msix.enabled, masked: a.msix.masked, table: base64(a.msix.table) } } : {}),
+    ...(a.msix
+      ? { msix: { enabled: a.msix.enabled, masked: a.msix.masked, table: base64(a.msix.table), pending: a.msix.pending.map(Number) } }
+      : {}),
+    intx: a.intx,
     irqs: a.irqs.map((i) => ({ gsi: i.gsi, eventfd: i.eventfd, ...(i.msi ? { msi: { ...i.msi } } : {}) })),
   };
 }
@@ -107,17 +119,23 @@ function decodeAssigned(j: unknown, path: string, record: UpdateRecord): Assigne
       i.done();
       return irq;
     }),
+    intx: false,
   };
   const msix = f.optional('msix', (x, k) => {
     const m = x.obj(k);
     const table = m.blob('table', 0, 'an MSI-X table', true);
     if (table.length % 16 || table.length > 2048 * 16)
       throw new RecordError(`${m.at('table')}: ${table.length} bytes, not a table of 16-byte vectors`);
-    const out = { enabled: m.bool('enabled'), masked: m.bool('masked'), table };
+    const pending = m.list('pending', 2048, (v, p) => intIn(v, p, 0, 1) === 1);
+    if (pending.length * 16 !== table.length)
+      throw new RecordError(`${m.at('pending')}: ${pending.length} pending bits for a table of ${table.length / 16} vectors`);
+    const out = { enabled: m.bool('enabled'), masked: m.bool('masked'), table, pending };
     m.done();
     return out;
   });
   if (msix) a.msix = msix;
+  a.intx = f.bool('intx');
+  if (a.intx && msix?.enabled) throw new RecordError(`${f.at('intx')}: INTx on while MSI-X is on, which vfio-pci never runs`);
   f.done();
   return a;
 }

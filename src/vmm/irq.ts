@@ -34,6 +34,19 @@ export class IrqRouting {
     return this.freed.pop() ?? this.nextGsi++;
   }
 
+  /** Takes `gsi` itself, as a handed-over VM's vectors keep theirs; refused if it is in use. */
+  claimGsi(gsi: number): void {
+    if (gsi < FIRST_MSI_GSI) throw new RangeError(`GSI ${gsi} is an IOAPIC pin, not an MSI route`);
+    if (gsi >= this.nextGsi) {
+      for (let g = this.nextGsi; g < gsi; g++) this.freed.push(g);
+      this.nextGsi = gsi + 1;
+      return;
+    }
+    const i = this.freed.indexOf(gsi);
+    if (i < 0) throw new RangeError(`GSI ${gsi} is already in use`);
+    this.freed.splice(i, 1);
+  }
+
   releaseGsi(gsi: number): void {
     if (this.msi.delete(gsi)) this.commit();
     this.freed.push(gsi);
@@ -82,6 +95,11 @@ export class IrqFd {
       throw e;
     }
     return irqfd;
+  }
+
+  /** An irqfd on an eventfd another process made (a live update), detached. */
+  static adopt(vmFd: number, gsi: number, fd: number): IrqFd {
+    return new IrqFd(vmFd, gsi, fd);
   }
 
   get attached(): boolean {

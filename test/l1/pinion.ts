@@ -1,7 +1,7 @@
 // What the L1 scripts share: running `pinion run` with the test guest, in
 // the foreground or until stopped, and how much memory is pinned L1-wide.
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
@@ -85,4 +85,26 @@ export function pinnedKiB(): number {
     }
   }
   return n;
+}
+
+/** Processes holding /dev/vfio/* or /dev/iommu, as "pid: path". */
+export function vfioHolders(): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const to = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (/^\/dev\/(vfio\/|iommu$)/.test(to)) out.push(`${pid}: ${to}`);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return out;
 }

@@ -14,7 +14,7 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { assignablePf } from '../../rig/l1/sysfs.js';
-import { CLI, GUEST, pinnedKiB, progress } from './pinion.js';
+import { CLI, GUEST, pinnedKiB, progress, vfioHolders } from './pinion.js';
 import { Peer, reserveHugePages, streamVfs, UID } from './stream-vm.js';
 
 const cycles = Number(process.argv[2] ?? 14);
@@ -70,28 +70,6 @@ const meminfo = (key: string): number =>
   Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? NaN);
 const openFiles = (): number => Number(readFileSync('/proc/sys/fs/file-nr', 'utf8').split(/\s+/)[0]);
 const dropCaches = (): void => writeFileSync('/proc/sys/vm/drop_caches', '3');
-
-/** Processes holding /dev/vfio/* or /dev/iommu, as "pid: path". */
-function vfioHolders(): string[] {
-  const out: string[] = [];
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        const to = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        if (/^\/dev\/(vfio\/|iommu$)/.test(to)) out.push(`${pid}: ${to}`);
-      } catch {
-        // closed meanwhile
-      }
-    }
-  }
-  return out;
-}
 
 const driverOf = (bdf: string): string => {
   try {

@@ -124,6 +124,31 @@ function openCases(fn: 'type1Open' | 'iommufdOpen', firstIoctl: string): Case[] 
   ];
 }
 
+/**
+ * The inherit calls take an fd another process set up (no path is opened: a fresh open holds nothing to inherit), so
+ * a negative fd is refused; `rest` are good arguments after it, read before the fd is taken over.
+ */
+function inheritCases(fn: 'type1Inherit' | 'iommufdInherit', rest: unknown[], firstIoctl: string): Case[] {
+  const opened = (what: string, fd: () => number, path = '/dev/null'): Case => ({
+    fn,
+    what,
+    call: () => (pinCore[fn] as (...a: unknown[]) => unknown)(path, fd(), ...rest),
+    expect: kernel('ENOTTY', firstIoctl, new RegExp(`^${firstIoctl} failed: ENOTTY \\(path ${path}\\)$`)),
+  });
+  return [
+    call(fn, [], typeError(/^path must be a string, got undefined$/), 'no arguments'),
+    call(fn, [7, 3, ...rest], typeError(/^path must be a string, got number$/)),
+    call(fn, ['/dev/null'], typeError(/^fd must be a number, got undefined$/)),
+    call(fn, ['/dev/null', 3n, ...rest], typeError(/^fd must be a number, got bigint$/)),
+    call(fn, ['/dev/null', -1, ...rest], rangeError(/^fd must not be negative, got -1$/)),
+    call(fn, ['/dev/null', 2 ** 31, ...rest], rangeError(/^fd must be at most 2147483647, got 2147483648$/)),
+    call(fn, ['/dev/null', 0.5, ...rest], rangeError(/^fd must be an integer, got 0.5$/)),
+    call(fn, ['/dev/null', NO_FD, ...rest], kernel('EBADF', 'fcntl(F_GETFD)', /^fcntl\(F_GETFD\) failed: EBADF \(path \/dev\/null\)$/)),
+    opened('/dev/null opened in JS', devNull),
+    opened('a memfd', memfd, 'memfd:pin-core-abuse'),
+  ];
+}
+
 export function cases(): Case[] {
   return [
     // No arguments to get wrong: extra ones are ignored, as by any JS function.
@@ -228,8 +253,16 @@ export function cases(): Case[] {
     ...handleCases('type1UpdateVaddr', [0n, PAGE, null]),
     call('type1UpdateVaddr', [NEVER, -1n, PAGE, null], rangeError(/^iova must be a BigInt from 0 to 2\^64 - 1$/)),
     call('type1UpdateVaddr', [NEVER, 0n, PAGE, 'x'], typeError(/^vaddr must be a BigInt or a Number, got string$/)),
+    ...inheritCases('type1Inherit', [], 'VFIO_GET_API_VERSION'),
+    ...handleCases('type1InvalidateVaddrs', []),
+    ...handleCases('type1SetVaddrs', []),
 
     ...openCases('iommufdOpen', 'IOMMU_IOAS_ALLOC'),
+    ...inheritCases('iommufdInherit', [1], 'IOMMU_IOAS_IOVA_RANGES'),
+    // Refused before the fd is taken over (which would be EBADF for NO_FD): a bad id leaves the fd the caller's.
+    call('iommufdInherit', ['/dev/null', NO_FD], typeError(/^ioasId must be a number, got undefined$/)),
+    call('iommufdInherit', ['/dev/null', NO_FD, -1], rangeError(/^ioasId must not be negative, got -1$/)),
+    call('iommufdInherit', ['/dev/null', NO_FD, 2 ** 32], rangeError(/^ioasId must be at most 4294967295, got 4294967296$/)),
     ...handleCases('iommufdIoasId', []),
     ...handleCases('iommufdOption', ['rlimit_mode', null]),
     call('iommufdOption', [NEVER, 5, null], typeError(/^option must be a string, got number$/)),
@@ -301,6 +334,9 @@ export function cases(): Case[] {
     ...handleCases('close', []),
     call('close', [NEVER], notOpen, 'the same never-opened handle again'),
 
+    ...handleCases('plan', [[], null]),
+    call('plan', [NEVER], typeError(/^regions must be an array, got undefined$/)),
+    call('plan', [NEVER, [undefined], null], typeError(/^regions\[0\] must be an object, got undefined$/)),
     ...handleCases('sync', [[], null]),
     call('sync', [NEVER], typeError(/^regions must be an array, got undefined$/)),
     call('sync', [NEVER, {}, null], typeError(/^regions must be an array, got object$/)),
@@ -350,6 +386,19 @@ export function cases(): Case[] {
     ),
 
     ...handleCases('table', []),
+
+    ...handleCases('seed', [[]]),
+    call('seed', [NEVER], typeError(/^regions must be an array, got undefined$/)),
+    call('seed', [NEVER, goodRegion], typeError(/^regions must be an array, got object$/)),
+    call('seed', [NEVER, [goodRegion, null]], typeError(/^regions\[1\] must be an object, got null$/)),
+    call('seed', [NEVER, [{ ...goodRegion, iova: 2n ** 64n }]], rangeError(/^regions\[0\].iova must be a BigInt from 0 to 2\^64 - 1$/)),
+    call(
+      'seed',
+      [NEVER, [{ ...goodRegion, backing: { fd: 'x', offset: 0n } }]],
+      typeError(/^regions\[0\].backing.fd must be a number, got string$/),
+    ),
+    // Regions that break the table's rules are refused only against a table: here the handle is not open.
+    call('seed', [NEVER, [goodRegion, goodRegion]], notOpen),
   ];
 }
 

@@ -19,10 +19,18 @@ class Irqs implements MsixKernel {
   private nextFd = 100;
 
   vector(gsi: number): MsixVector {
-    const irqs = this;
     if (typeof this.fail === 'object' && this.fail.vector === this.vectors.length) this.failed('eventfd');
+    return this.make(gsi, this.nextFd++);
+  }
+
+  adopt(gsi: number, fd: number): MsixVector {
+    return this.make(gsi, fd);
+  }
+
+  private make(gsi: number, fd: number): MsixVector {
+    const irqs = this;
     const v = {
-      fd: this.nextFd++,
+      fd,
       gsi,
       attached: false,
       closed: false,
@@ -65,8 +73,9 @@ class Irqs implements MsixKernel {
   }
 
   private kick(fd: number): void {
-    const v = this.vectors.find((x) => x.fd === fd && !x.closed);
-    if (v?.attached && this.take(fd) > 0n) this.injected.push(v.gsi);
+    // An eventfd may have an irqfd in each of two VMs (a live update): the attached one injects.
+    const v = this.vectors.find((x) => x.fd === fd && !x.closed && x.attached);
+    if (v && this.take(fd) > 0n) this.injected.push(v.gsi);
   }
 }
 
@@ -80,10 +89,14 @@ function msix(size = 4, routeFails = () => false): { m: Msix; irqs: Irqs; tables
     tables.push(e);
   };
   const m = new Msix(cap(size), -1, 'test', new IrqRouting(-1, setRouting), -1, irqs);
-  // The device signalling vector i: its eventfd, wherever it is bound.
-  const raise = (i: number): void => irqs.signal(m.vectorFd(i)!);
-  return { m, irqs, tables, raise };
+  return { m, irqs, tables, raise: raiser(m, irqs) };
 }
+
+/** The device signalling vector i: its eventfd, wherever it is bound. */
+const raiser =
+  (m: Msix, irqs: Irqs) =>
+  (i: number): void =>
+    irqs.signal(m.vectorFd(i)!);
 
 const dword = (v: number): Uint8Array => Uint8Array.of(v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24);
 const w32 = (m: Msix, off: number, v: number): void => m.writeTable(off, dword(v));
@@ -361,4 +374,62 @@ t.test('an enable that fails wires nothing: irqfds closed, GSIs and routes relea
     raise(0);
     t.same(irqs.injected, [irqs.vectors[made]!.gsi], `${what}: and it works`);
   }
+});
+
+t.test('a live update: frozen vectors hold what the device signals, and the next VM takes the eventfds, routes and masks', async (t) => {
+  const { m, irqs, tables } = msix(3);
+  const raise = raiser(m, irqs);
+  for (let i = 0; i < 3; i++) entry(m, i, 0xfee00000, 0x40 + i, i === 2 ? 1 : 0);
+  m.enable();
+  raise(0);
+  t.same(irqs.injected, [24], 'vector 0 runs');
+  m.freeze();
+  raise(0);
+  raise(1);
+  raise(2);
+  t.same(irqs.injected, [24], 'frozen: nothing reaches this VM');
+  const s = m.save();
+  t.same(
+    s.vectors.map((v) => v.gsi),
+    [24, 25, 26],
+  );
+  t.notOk(s.functionMasked);
+
+  // The next process: a fresh VM's routing, the same eventfds (the fake keeps their counters by fd).
+  const next: RoutingEntry[][] = [];
+  const n = new Msix(cap(3), -1, 'test', new IrqRouting(-1, (e) => void next.push(e)), -1, irqs);
+  n.adopt(s);
+  t.ok(n.enabled);
+  t.same(irqs.injected, [24, 24, 25], 'the unmasked vectors deliver what they held as soon as they are taken');
+  t.ok(n.masked(2), 'vector 2 stays masked');
+  t.equal(pba(n), 4n, 'and shows pending');
+  t.same(
+    next
+      .at(-1)!
+      .filter((e) => e.type === 'msi')
+      .map((e) => e.gsi),
+    [24, 25, 26],
+    'the same GSIs routed in the new VM',
+  );
+  t.same(irqs.sets.length, 1, 'no VFIO_DEVICE_SET_IRQS in the new process: vfio-pci triggers the same eventfds');
+  t.throws(() => n.adopt(s), /already on/);
+  m.release();
+  t.notOk(m.enabled, 'the old process lets its vectors go');
+  t.equal(irqs.sets.length, 1, 'without turning the device off');
+  void tables;
+});
+
+t.test('a live update that fails: thaw puts the old VM back on its vectors', async (t) => {
+  const { m, irqs } = msix(2);
+  const raise = raiser(m, irqs);
+  entry(m, 0, 0xfee00000, 0x40);
+  entry(m, 1, 0xfee00000, 0x41, 1);
+  m.enable();
+  m.freeze();
+  raise(0);
+  raise(1);
+  t.same(irqs.injected, []);
+  m.thaw();
+  t.same(irqs.injected, [24], 'the unmasked vector delivers what it held; the masked one keeps it');
+  t.equal(pba(m), 2n);
 });

@@ -44,6 +44,14 @@ class SpyIntx extends Intx {
     this.log.push('intx off');
     this.on = false;
   }
+  override takeOver(): void {
+    this.log.push('intx taken');
+    this.on = true;
+  }
+  override release(): void {
+    if (this.on) this.log.push('intx released');
+    this.on = false;
+  }
 }
 
 class SpyMsi extends Msi {
@@ -144,6 +152,7 @@ class Model implements DeviceIo {
     let fd = 100;
     const kernel: MsixKernel = {
       vector: (gsi) => ({ fd: fd++, gsi, attached: false, attach() {}, detach() {}, close() {} }),
+      adopt: (gsi, vfd) => ({ fd: vfd, gsi, attached: false, attach() {}, detach() {}, close() {} }),
       take: () => 0n,
       signal: () => {},
       setIrqs: (fds) => {
@@ -625,4 +634,67 @@ t.test('a memslot the guest memory map refuses (an overlap): the mmap behind it 
     ['ram'],
   );
   t.same([env.mmio.list(), env.pio.list()], [[], []]);
+});
+
+t.test(
+  'a live update: the function saved with its BAR moves and MSI-X, adopted untouched, restored, and reset only by its owner',
+  async (t) => {
+    const a = attach();
+    a.w(0x10, 4, 0xd000_0000); // the guest moves BAR0
+    a.w(0x72, 2, 0x8000); // and turns MSI-X on
+    a.dev.freeze();
+    const s = a.dev.save();
+    t.same(s.bars, [
+      { bar: 0, address: 0xd000_0000n },
+      { bar: 1, address: 0xc000n },
+      { bar: 2, address: 0x40_0000_0000n },
+    ]);
+    t.same([s.msix?.enabled, s.msix?.masked, s.irqs.length, s.intx], [true, false, 4, false]);
+    t.equal(s.config.readUInt32LE(0), 0x10ca8086, "the device's own config space");
+    const before = a.log.length;
+    a.dev.release();
+    a.dev.close();
+    t.same(
+      a.log.slice(before),
+      ['munmap BAR2+0x0', 'munmap BAR0+0x0', 'close'],
+      'the old process lets go: its BAR mappings gone, no reset, and MSI-X left on in the device',
+    );
+
+    // The next process: the same function from a fresh model, adopted.
+    const model = new Model(config(), BARS);
+    const env = newEnv();
+    const dev = VfioPciDevice.adopt(host, { fd: -1, path: 'model', close: () => void model.log.push('close') }, env, SLOT, () => model);
+    t.notOk(model.log.includes('reset'), 'adopting does not reset the function');
+    t.notOk(model.log.includes('intx on'), 'nor take its INTx while the other process runs the guest');
+    dev.restore(s);
+    t.equal(dev.describe()[0]!.address, 0xd000_0000n, 'BAR0 where the guest had it');
+    t.ok(
+      env.memory.list().some((r) => r.gpa === 0xd000_0000n),
+      'its memslot there',
+    );
+    t.same(dev.interrupts, { active: 'msix', msixVectors: 4 });
+    t.notOk(
+      model.log.some((l) => l.startsWith('msix')),
+      'no VFIO_DEVICE_SET_IRQS: vfio-pci triggers the eventfds it had',
+    );
+    t.throws(() => dev.restore({ ...s, bdf: '0000:02:00.0' }), /the state is of 0000:02:00.0 in slot 3, this is 0000:01:00.0 in slot 3/);
+    const n = model.log.length;
+    dev.close();
+    t.notOk(model.log.slice(n).includes('reset'), 'closed before claim(): the device is still the other process’s');
+
+    const m2 = new Model(config(), BARS);
+    const d2 = VfioPciDevice.adopt(host, { fd: -1, path: 'model', close: () => {} }, newEnv(), SLOT, () => m2);
+    d2.restore({ ...s, msix: { ...s.msix!, enabled: false }, irqs: [], intx: true });
+    t.ok(m2.log.includes('intx taken'), 'INTx on in the state: taken with eventfds of its own');
+    d2.claim();
+    d2.close();
+    t.ok(m2.log.includes('reset'), 'once claimed, closing resets it');
+  },
+);
+
+t.test('a function running on MSI is not handed over', async (t) => {
+  const a = attach();
+  a.w(0x52, 2, 0x0001); // MSI enable
+  t.match(a.dev.handoverRefusal(), /runs 0000:01:00.0 on MSI, which a live update does not carry/);
+  t.throws(() => a.dev.save(), /on MSI/);
 });

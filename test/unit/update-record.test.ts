@@ -309,7 +309,12 @@ t.test('the new process checks each fd it was given before using any', async (t)
 t.test("the assigned devices' optional sections: fds in the record, state at the pause, each fd of its kind", async (t) => {
   const r = decodeRecord(wire().json);
   r.fds.push({ kind: 'iommufd', name: '/dev/iommu' }, { kind: 'vfio-device', name: '0000:01:10.0' }, { kind: 'eventfd', name: 'MSI-X 0' });
-  r.devices = { iommu: { fd: 6, ioas: 2 }, list: [{ bdf: '0000:01:10.0', fd: 7 }] };
+  r.machine.devices = {
+    iommu: { kind: 'iommufd', fd: 6, ioas: 2, groups: [] },
+    list: [{ bdf: '0000:01:10.0', fd: 7, slot: 1 }],
+    dma: [{ iova: 0n, size: 0x100000n, backing: 0, offset: 0n, byFile: true, write: true }],
+    eventfds: [8],
+  };
   const back = decodeRecord(JSON.parse(JSON.stringify(encodeRecord(r))));
   t.same(back, r, 'the record with its devices round-trips');
   const s: MachineState = {
@@ -323,8 +328,9 @@ t.test("the assigned devices' optional sections: fds in the record, state at the
           { bar: 0, address: 0xc0000000n },
           { bar: 3, address: 0xc0004000n },
         ],
-        msix: { enabled: true, masked: false, table: bytes(3 * 16, 4) },
+        msix: { enabled: true, masked: false, table: bytes(3 * 16, 4), pending: [false, true, false] },
         irqs: [{ gsi: 24, eventfd: 8, msi: { addressLo: 0xfee00000, addressHi: 0, data: 0x40 } }],
+        intx: false,
       },
     ],
   };
@@ -332,13 +338,26 @@ t.test("the assigned devices' optional sections: fds in the record, state at the
   t.same(decodeState(json, back), s, 'the state with its devices round-trips');
   json.assigned[0].irqs[0].eventfd = 7;
   t.throws(() => decodeState(json, back), /state\.assigned\[0\]\.irqs\[0\]\.eventfd: fd 7 \(0000:01:10\.0\) is vfio-device, not eventfd/);
+  json.assigned[0].irqs[0].eventfd = 8;
+  json.assigned[0].intx = true;
+  t.throws(() => decodeState(json, back), /state\.assigned\[0\]\.intx: INTx on while MSI-X is on/);
   const bad = JSON.parse(JSON.stringify(encodeRecord(r)));
-  bad.devices.list[0].fd = 3;
-  t.throws(() => decodeRecord(bad), /record\.devices\.list\[0\]\.fd: fd 3 \(ram-low\) is memfd, not vfio-device/);
-  delete bad.devices.iommu.ioas;
+  bad.machine.devices.list[0].fd = 3;
+  t.throws(() => decodeRecord(bad), /record\.machine\.devices\.list\[0\]\.fd: fd 3 \(ram-low\) is memfd, not vfio-device/);
+  bad.machine.devices.list[0].fd = 7;
+  bad.machine.devices.iommu.kind = 'legacy';
+  t.throws(() => decodeRecord(bad), /record\.machine\.devices\.iommu: a container has no IOAS/);
+  delete bad.machine.devices.iommu.ioas;
   t.throws(
     () => decodeRecord(bad),
-    /record\.devices\.iommu\.fd: fd 6 \(\/dev\/iommu\) is iommufd, not vfio-container/,
-    'without an IOAS it is a container',
+    /record\.machine\.devices\.iommu\.fd: fd 6 \(\/dev\/iommu\) is iommufd, not vfio-container/,
+    'a legacy space is a container',
   );
+  bad.machine.devices.iommu.kind = 'iommufd';
+  bad.machine.devices.iommu.ioas = 2;
+  bad.machine.devices.dma[0].backing = 9;
+  t.throws(() => decodeRecord(bad), /record\.machine\.devices\.dma\[0\]\.backing/);
+  const unpassed = JSON.parse(JSON.stringify(encodeRecord(r)));
+  unpassed.machine.devices.eventfds = [];
+  t.throws(() => decodeRecord(unpassed), /record\.fds\[8\]: MSI-X 0 is passed but nothing in the record uses it/);
 });

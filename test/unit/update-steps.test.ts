@@ -109,8 +109,8 @@ class FakeVm implements OutgoingVm {
   resume(): void {
     this.calls.push('resume');
   }
-  moveApi(pid: number): void {
-    this.calls.push(`moveApi ${pid}`);
+  handedTo(pid: number): void {
+    this.calls.push(`handedTo ${pid}`);
   }
 }
 
@@ -248,7 +248,7 @@ t.test('the step clock times steps in order and refuses them out of order', asyn
 t.test('a hand-over: every step once, in order; the VM paused, saved and handed, never resumed', async (t) => {
   const { vm, error } = await run({});
   t.notOk(error);
-  t.same(vm.calls, ['refusal', 'image', 'pause', 'freeze', 'save', 'moveApi 4343']);
+  t.same(vm.calls, ['refusal', 'image', 'pause', 'freeze', 'save', 'handedTo 4343']);
 });
 
 t.test('a hand-over answers the pause and each step, paused or not', async (t) => {
@@ -357,6 +357,6 @@ t.test('the new process takes the VM and goes silent: it is the VM process now, 
   t.equal(r.error?.released, true);
   t.match(r.error?.message, /the new process \(pid 4343\) has taken the VM and runs on; this one ends$/);
   t.equal(r.error?.to, 4343, 'where the VM runs on');
-  t.same(r.vm.calls, ['refusal', 'image', 'pause', 'freeze', 'save', 'moveApi 4343']);
+  t.same(r.vm.calls, ['refusal', 'image', 'pause', 'freeze', 'save', 'handedTo 4343']);
   t.notOk(r.killed);
 });

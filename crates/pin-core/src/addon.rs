@@ -3,13 +3,13 @@
 //! failures become `JsError`s (jserror.rs), thrown by `napi::call`.
 //! Backends live in a handle table (handles.rs); a handle is an index into it.
 
-use crate::backend::{DmaBackend, IommuPath, KernelError};
+use crate::backend::{DmaBackend, IommuPath, KernelError, UpdateVaddr, OP_INVALIDATE_VADDR, OP_SET_VADDR};
 use crate::dispatch::AnyBackend;
 use crate::errno::EOPNOTSUPP;
 use crate::handles::Handles;
 use crate::iommufd::Iommufd;
 use crate::jserror::JsError;
-use crate::mapper::Mapper;
+use crate::mapper::{Mapper, SyncError};
 use crate::napi::{self, napi_callback_info as Info, napi_env as Env, napi_value as Value, JsResult};
 use crate::planner::{Op, Region};
 use crate::table::{Backing, Prot};
@@ -32,6 +32,15 @@ fn io_error(op: &'static str, e: std::io::Error) -> JsError {
 
 fn insert(backend: AnyBackend) -> f64 {
     HANDLES.insert(Entry { backend, mapper: None }) as f64
+}
+
+/// An inherited backend comes with its mapper, made now: its entry limit is
+/// DMA_AVAIL as the kernel reports it while the old process's mappings are
+/// in (Mapper::seed counts them back), and its IOVA ranges are read here, so
+/// `seed` needs no ioctl. A failure drops the backend, closing its fd.
+fn insert_inherited(mut backend: AnyBackend) -> JsResult<f64> {
+    let mapper = Mapper::new(backend.dma(), page())?;
+    Ok(HANDLES.insert(Entry { backend, mapper: Some(mapper) }) as f64)
 }
 
 fn with<T>(env: Env, h: Value, f: impl FnOnce(&mut Entry) -> JsResult<T>) -> JsResult<T> {
@@ -71,8 +80,49 @@ fn adopt_or_open(env: Env, path: Value, fd: Value) -> JsResult<(String, Option<O
     if fd < 0 {
         return Ok((path, None));
     }
-    let owned = sys::adopt(fd).map_err(|e| JsError::from(KernelError::new("fcntl(F_GETFD)", e).path(&path)))?;
+    let owned = adopt_fd(&path, fd)?;
     Ok((path, Some(owned)))
+}
+
+/// The path and the fd of a backend another process set up, which JS hands
+/// over as `adopt_or_open` takes it; there is no path to open instead (a
+/// fresh open holds nothing to inherit), so the fd must be >= 0.
+fn inherited_fd(env: Env, path: Value, fd: Value) -> JsResult<(String, i32)> {
+    let path = napi::get_string(env, path, "path")?;
+    let fd = jsnum::integer(napi::get_number(env, fd, "fd")?, "fd", 0, i32::MAX as u64)?;
+    Ok((path, fd as i32))
+}
+
+/// Takes over the fd `inherited_fd` read, once every other argument is read
+/// too (a bad one leaves the fd the caller's); checked open first, as in `adopt_or_open`.
+fn adopt_fd(path: &str, fd: i32) -> JsResult<OwnedFd> {
+    sys::adopt(fd).map_err(|e| JsError::from(KernelError::new("fcntl(F_GETFD)", e).path(path)))
+}
+
+/// Runs a VADDR call on a legacy container's mapper. An iommufd handle is
+/// EOPNOTSUPP with `op`, as type1UpdateVaddr has it; a container whose kernel
+/// does not offer VFIO_UPDATE_VADDR is too, before any ioctl (iommufd's
+/// compat container never does; it would answer EINVAL). A handle with no
+/// mapper yet maps nothing: 0.
+fn with_vaddrs(
+    env: Env,
+    h: Value,
+    op: &'static str,
+    f: impl FnOnce(&Mapper, &mut Type1Container) -> Result<usize, KernelError>,
+) -> JsResult<usize> {
+    with(env, h, |e| {
+        let AnyBackend::Type1(c) = &mut e.backend else {
+            return Err(KernelError::errno(op, EOPNOTSUPP)
+                .note("an iommufd hands its mappings over with IOMMU_IOAS_CHANGE_PROCESS")
+                .into());
+        };
+        let Some(m) = e.mapper.as_ref().filter(|m| !m.table().is_empty()) else { return Ok(0) };
+        if !c.caps().update_vaddr {
+            return Err(KernelError::errno(op, EOPNOTSUPP).path(c.path()).note("the container does not offer VFIO_UPDATE_VADDR").into());
+        }
+        let path = c.path().to_string();
+        f(m, c).map_err(|err| err.path_or(&path).into())
+    })
 }
 
 /// An argument's name with a field, as `regions[2].backing`, built only when a message needs it.
@@ -263,16 +313,36 @@ export_fns! {
         let (iova, size) = (napi::get_u64(env, a[1], "iova")?, napi::get_u64(env, a[2], "size")?);
         let vaddr = opt_u64(env, a[3], "vaddr")?;
         with(env, a[0], |e| match &mut e.backend {
-            AnyBackend::Type1(c) => c.update_vaddr(iova, size, vaddr).map_err(JsError::from),
-            AnyBackend::Iommufd(_) => Err(KernelError::errno("VFIO_IOMMU_MAP_DMA(VADDR)", EOPNOTSUPP).at(iova, size).into()),
+            AnyBackend::Type1(c) => c.update_vaddr(iova, size, vaddr).map(|_| ()).map_err(JsError::from),
+            AnyBackend::Iommufd(_) => Err(KernelError::errno(OP_SET_VADDR, EOPNOTSUPP).at(iova, size).into()),
         })?;
         napi::undefined(env)
+    };
+    // Live update: the container another process set up, its mappings kept.
+    "type1Inherit" => type1_inherit(2) |env, a: [Value; 2]| {
+        let (path, fd) = inherited_fd(env, a[0], a[1])?;
+        let c = Type1Container::inherit(adopt_fd(&path, fd)?, &path).map_err(JsError::from)?;
+        napi::number(env, insert_inherited(AnyBackend::Type1(c))?)
+    };
+    "type1InvalidateVaddrs" => type1_invalidate_vaddrs(1) |env, a: [Value; 1]| {
+        let n = with_vaddrs(env, a[0], OP_INVALIDATE_VADDR, |m, c| m.invalidate_vaddrs(c))?;
+        napi::number(env, n as f64)
+    };
+    "type1SetVaddrs" => type1_set_vaddrs(1) |env, a: [Value; 1]| {
+        let n = with_vaddrs(env, a[0], OP_SET_VADDR, |m, c| m.set_vaddrs(c))?;
+        napi::number(env, n as f64)
     };
 
     "iommufdOpen" => iommufd_open(2) |env, a: [Value; 2]| {
         let (path, fd) = adopt_or_open(env, a[0], a[1])?;
         let i = match fd { Some(fd) => Iommufd::adopt(fd, &path), None => Iommufd::open(&path) }.map_err(JsError::from)?;
         napi::number(env, insert(AnyBackend::Iommufd(i)))
+    };
+    "iommufdInherit" => iommufd_inherit(3) |env, a: [Value; 3]| {
+        let (path, fd) = inherited_fd(env, a[0], a[1])?;
+        let ioas_id = napi::get_u32(env, a[2], "ioasId")?;
+        let i = Iommufd::inherit(adopt_fd(&path, fd)?, &path, ioas_id).map_err(JsError::from)?;
+        napi::number(env, insert_inherited(AnyBackend::Iommufd(i))?)
     };
     "iommufdIoasId" => iommufd_ioas_id(1) |env, a: [Value; 1]| {
         let id = with_iommufd(env, a[0], "iommufdIoasId", |i| Ok(i.ioas_id()))?;
@@ -354,6 +424,17 @@ export_fns! {
         let ops = plan.ops.iter().map(|o| op_out(env, o)).collect::<JsResult<Vec<_>>>()?;
         obj(env, &[("ops", napi::array(env, &ops)?), ("peakCharged", napi::bigint(env, plan.peak_charged)?), ("finalCharged", napi::bigint(env, plan.final_charged)?)])
     };
+    "plan" => plan(3) |env, a: [Value; 3]| {
+        let regions = napi::get_array(env, a[1], "regions", |v, i| region_in(env, v, i))?;
+        let budget = opt_u64(env, a[2], "budgetBytes")?;
+        let plan = with(env, a[0], |e| {
+            let (m, backend) = mapper(e)?;
+            let charged = m.table().charged_bytes();
+            m.plan(backend.caps(), &regions, budget).map_err(|err| JsError::sync(SyncError::Plan(err), charged))
+        })?;
+        let ops = plan.ops.iter().map(|o| op_out(env, o)).collect::<JsResult<Vec<_>>>()?;
+        obj(env, &[("ops", napi::array(env, &ops)?), ("peakCharged", napi::bigint(env, plan.peak_charged)?), ("finalCharged", napi::bigint(env, plan.final_charged)?)])
+    };
     // Many maps, unmaps and copies in one crossing: records of batch.rs's
     // layout in a BigUint64Array, through the same table as sync.
     "mapBatch" => map_batch(4) |env, a: [Value; 4]| {
@@ -373,6 +454,16 @@ export_fns! {
         let ops = records(env, unsafe { napi::get_biguint64_array(env, a[0], "ops") }?, a[1])?;
         let items = ops.iter().map(|o| record_out(env, o)).collect::<JsResult<Vec<_>>>()?;
         napi::array(env, &items)
+    };
+    // Mappings the kernel holds already (an inherited backend's), into an empty table: no ioctl.
+    "seed" => seed(2) |env, a: [Value; 2]| {
+        let regions = napi::get_array(env, a[1], "regions", |v, i| region_in(env, v, i))?;
+        with(env, a[0], |e| {
+            let can_map_file = e.backend.dma().caps().can_map_file;
+            let (m, _) = mapper(e)?;
+            m.seed(&regions, can_map_file).map_err(|err| JsError::seed(&err, &regions))
+        })?;
+        napi::undefined(env)
     };
     "table" => table(1) |env, a: [Value; 1]| {
         let rs: Vec<Region> = with(env, a[0], |e| Ok(e.mapper.as_ref().map(|m| m.table().iter().map(Region::from).collect()).unwrap_or_default()))?;

@@ -79,14 +79,17 @@ pub struct KernelError {
     pub iova: Option<u64>,
     pub size: Option<u64>,
     pub path: Option<String>,
+    /// What the failure means here, when the errno alone would mislead (an
+    /// EINVAL that says "no IOMMU set", not "bad argument").
+    pub note: Option<&'static str>,
 }
 
 impl KernelError {
     pub fn new(op: &'static str, e: io::Error) -> Self {
-        KernelError { errno: e.raw_os_error().unwrap_or(0), op, iova: None, size: None, path: None }
+        KernelError { errno: e.raw_os_error().unwrap_or(0), op, iova: None, size: None, path: None, note: None }
     }
     pub fn errno(op: &'static str, errno: i32) -> Self {
-        KernelError { errno, op, iova: None, size: None, path: None }
+        KernelError { errno, op, iova: None, size: None, path: None, note: None }
     }
     pub fn at(mut self, iova: u64, size: u64) -> Self {
         self.iova = Some(iova);
@@ -95,6 +98,18 @@ impl KernelError {
     }
     pub fn path(mut self, path: &str) -> Self {
         self.path = Some(path.to_string());
+        self
+    }
+    /// The path, unless the error names one already (errors made above the backend name none).
+    pub fn path_or(self, path: &str) -> Self {
+        if self.path.is_some() {
+            self
+        } else {
+            self.path(path)
+        }
+    }
+    pub fn note(mut self, note: &'static str) -> Self {
+        self.note = Some(note);
         self
     }
 }
@@ -115,6 +130,9 @@ impl fmt::Display for KernelError {
         if !parts.is_empty() {
             write!(f, " ({})", parts.join(", "))?;
         }
+        if let Some(n) = self.note {
+            write!(f, ": {n}")?;
+        }
         Ok(())
     }
 }
@@ -133,6 +151,26 @@ pub trait DmaBackend: Send {
     fn iova_ranges(&mut self) -> KResult<Vec<(u64, u64)>>;
 }
 
+/// The ops of VFIO_UPDATE_VADDR, as errors name them.
+pub const OP_INVALIDATE_VADDR: &str = "VFIO_IOMMU_UNMAP_DMA(VADDR)";
+pub const OP_SET_VADDR: &str = "VFIO_IOMMU_MAP_DMA(VADDR)";
+
+/// type1's live-update pair (VFIO_UPDATE_VADDR) on one whole mapping. `None`
+/// invalidates its vaddr (VFIO_DMA_UNMAP_FLAG_VADDR): the mapping and its
+/// pins stay (while any vaddr is invalid the container takes no new group,
+/// EBUSY, since attaching could pin); invalidating one already invalid is EINVAL. `Some` supplies a vaddr
+/// again (VFIO_DMA_MAP_FLAG_VADDR): EINVAL unless the mapping's vaddr is
+/// invalid and iova and size are the mapping's own; it moves the lock
+/// accounting to the caller's mm (vfio_change_dma_owner), so it may be ENOMEM
+/// under RLIMIT_MEMLOCK. Only the legacy container has it: iommufd hands
+/// mappings over by file instead (IOMMU_IOAS_CHANGE_PROCESS).
+pub trait UpdateVaddr {
+    /// Returns the bytes the kernel reports: for an invalidation, the sizes of
+    /// the mappings it invalidated, so 0 where it maps nothing (which it does
+    /// not call an error).
+    fn update_vaddr(&mut self, iova: u64, size: u64, vaddr: Option<u64>) -> KResult<u64>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +187,13 @@ mod tests {
     fn display_keeps_errno_name_and_context() {
         let e = KernelError::errno("VFIO_IOMMU_MAP_DMA", 12).at(0x100000, 0x200000).path("/dev/vfio/vfio");
         assert_eq!(e.to_string(), "VFIO_IOMMU_MAP_DMA failed: ENOMEM (iova 0x100000, size 0x200000, path /dev/vfio/vfio)");
+    }
+
+    #[test]
+    fn a_note_follows_the_context_and_a_path_is_kept_once_set() {
+        let e = KernelError::errno("VFIO_IOMMU_GET_INFO", 22).path("/dev/vfio/vfio").note("no IOMMU set");
+        assert_eq!(e.to_string(), "VFIO_IOMMU_GET_INFO failed: EINVAL (path /dev/vfio/vfio): no IOMMU set");
+        assert_eq!(e.path_or("/other").path.as_deref(), Some("/dev/vfio/vfio"));
+        assert_eq!(KernelError::errno("X", 22).path_or("/dev/iommu").path.as_deref(), Some("/dev/iommu"));
     }
 }

@@ -28,6 +28,22 @@ impl Iommufd {
     pub fn adopt(fd: OwnedFd, path: &str) -> KResult<Self> {
         let mut a = iommu_ioas_alloc { size: argsz::<iommu_ioas_alloc>(), ..Default::default() };
         sys::ioctl_ptr(fd.as_raw_fd(), IOMMU_IOAS_ALLOC, &mut a).map_err(|e| KernelError::new("IOMMU_IOAS_ALLOC", e).path(path))?;
+        Ok(Self::with_ioas(fd, path, a.out_ioas_id))
+    }
+
+    /// Takes an iommufd and an IOAS in it that another process set up (live
+    /// update: the old VMM passes its iommufd over, devices bound and
+    /// attached, the IOAS holding the VM's mappings), so no IOMMU_IOAS_ALLOC.
+    /// IOMMU_IOAS_IOVA_RANGES on the IOAS checks it here: an id that is not
+    /// an IOAS of this iommufd fails now with its errno (ENOENT), not at the
+    /// first map.
+    pub fn inherit(fd: OwnedFd, path: &str, ioas_id: u32) -> KResult<Self> {
+        let mut i = Self::with_ioas(fd, path, ioas_id);
+        i.iova_ranges()?;
+        Ok(i)
+    }
+
+    fn with_ioas(fd: OwnedFd, path: &str, ioas_id: u32) -> Self {
         let caps = Caps {
             path: IommuPath::Iommufd,
             container_type: None,
@@ -38,7 +54,7 @@ impl Iommufd {
             max_entries: None,
             pgsize_bitmap: 0,
         };
-        Ok(Iommufd { fd, path: path.to_string(), ioas_id: a.out_ioas_id, caps })
+        Iommufd { fd, path: path.to_string(), ioas_id, caps }
     }
 
     pub fn ioas_id(&self) -> u32 {

@@ -6,9 +6,9 @@
 use crate::backend::KernelError;
 use crate::batch::BadRecord;
 use crate::errno;
-use crate::mapper::{BatchError, OpError, SyncError};
+use crate::mapper::{BatchError, OpError, SeedError, SyncError};
 use crate::memory::FreeError;
-use crate::planner::{Op, PlanError};
+use crate::planner::{Op, PlanError, Region};
 use std::any::Any;
 use std::fmt::Display;
 
@@ -118,6 +118,18 @@ impl JsError {
         j.with("index", Prop::Num(e.index as f64)).with("finalCharged", Prop::Big(charged))
     }
 
+    /// A refused seed: the errno a map of the region would get (EBUSY for a
+    /// table in use), the region's index and range, and no `op`: no ioctl was made.
+    pub fn seed(e: &SeedError, regions: &[Region]) -> Self {
+        let j = Self::new(errno::name(e.errno()), format!("DMA table seed refused: {e}"));
+        match e.region(regions) {
+            Some((index, iova, size)) => {
+                j.with("index", Prop::Num(index as f64)).with("iova", Prop::Big(iova)).with("size", Prop::Big(size))
+            }
+            None => j,
+        }
+    }
+
     /// A record the decoder cannot read: nothing in the batch ran.
     pub fn bad_record(b: BadRecord) -> Self {
         Self::range(format!("DMA batch record {} cannot be read: {}", b.index, b.why)).with("index", Prop::Num(b.index as f64))
@@ -209,6 +221,22 @@ mod tests {
             vec![("iova", Prop::Big(0x4000)), ("size", Prop::Big(0x2000)), ("index", Prop::Num(1.0)), ("finalCharged", Prop::Big(0x3000))]
         );
         assert!(!j.props.iter().any(|(k, _)| *k == "op"), "no ioctl was made");
+    }
+
+    #[test]
+    fn a_refused_seed_names_its_region_but_no_op() {
+        let r = Region { iova: 0x4000, size: 0x1000, backing: Backing::Vaddr(0), prot: Prot::READ_WRITE };
+        let e = SeedError::Invalid {
+            index: 1,
+            err: TableError::Overlap { iova: 0x4000, size: 0x1000, existing_iova: 0, existing_size: 0x8000 },
+        };
+        let j = JsError::seed(&e, &[r, r]);
+        assert_eq!((j.class, j.code.as_str()), (Class::Error, "EEXIST"));
+        assert_eq!(j.message, "DMA table seed refused: region 1: IOVA 0x4000+0x1000 overlaps mapping 0x0+0x8000");
+        assert_eq!(j.props, vec![("index", Prop::Num(1.0)), ("iova", Prop::Big(0x4000)), ("size", Prop::Big(0x1000))]);
+        let j = JsError::seed(&SeedError::NotEmpty { held: 2 }, &[]);
+        assert_eq!((j.code.as_str(), j.props.len()), ("EBUSY", 0));
+        assert_eq!(j.message, "DMA table seed refused: the mapping table holds 2 mapping(s) already; only an empty one is seeded");
     }
 
     #[test]

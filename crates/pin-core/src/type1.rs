@@ -2,8 +2,8 @@
 //! iommufd's compatibility layer behind the same node. Pinned pages are
 //! charged to the mapping process's mm->locked_vm at MAP_DMA time (type1).
 
-use crate::backend::{Caps, ContainerType, DmaBackend, IommuPath, KResult, KernelError};
-use crate::errno::{EINVAL, EOPNOTSUPP};
+use crate::backend::{Caps, ContainerType, DmaBackend, IommuPath, KResult, KernelError, UpdateVaddr, OP_INVALIDATE_VADDR, OP_SET_VADDR};
+use crate::errno::{EACCES, EINVAL, ENODEV, EOPNOTSUPP};
 use crate::sys;
 use crate::table::{Backing, Prot};
 use crate::uapi::*;
@@ -30,7 +30,8 @@ impl Type1Container {
             return Err(KernelError::errno("VFIO_GET_API_VERSION", EINVAL).path(path));
         }
         // Only an iommufd answers IOMMU_OPTION; VFIO's container returns
-        // EINVAL for unknown ioctls before SET_IOMMU (vfio_fops_unl_ioctl).
+        // EINVAL for unknown ioctls before SET_IOMMU (vfio_fops_unl_ioctl),
+        // and its type1 driver ENOTTY after (an inherited container).
         let mut opt = iommu_option { size: 24, option_id: IOMMU_OPTION_RLIMIT_MODE, op: IOMMU_OPTION_OP_GET, ..Default::default() };
         let served_by_iommufd = sys::ioctl_ptr(fd.as_raw_fd(), IOMMU_OPTION, &mut opt).is_ok();
         let caps = Caps {
@@ -46,21 +47,86 @@ impl Type1Container {
         Ok(Type1Container { fd, path: path.to_string(), caps })
     }
 
+    /// Takes a container another process set up (live update: the old VMM
+    /// passes its container fd over), with its groups in it and its IOMMU
+    /// set, so no VFIO_SET_IOMMU: the kernel refuses a second one (EINVAL,
+    /// vfio_ioctl_set_iommu), and the DMA mappings it holds are the VM's.
+    /// The caps are read as `set_iommu` reads them, the type as `set_type`
+    /// finds it. iommufd's compat container keeps no "set" state: one with a
+    /// group in it passes here whether or not VFIO_SET_IOMMU was done.
+    pub fn inherit(fd: OwnedFd, path: &str) -> KResult<Self> {
+        let mut c = Self::adopt(fd, path)?;
+        // GET_INFO first: it is what an unset container refuses (VFIO's own
+        // passes it to no driver: EINVAL; iommufd's compat has no IOAS before
+        // a group joins: ENODEV), and DIRTY_PAGES below answers EINVAL there too.
+        c.read_info().map_err(|e| match e.errno {
+            EINVAL | ENODEV => e.note("the container has no IOMMU set (no VFIO_SET_IOMMU yet), so it holds nothing to inherit"),
+            _ => e,
+        })?;
+        let ty = c.set_type();
+        c.read_extensions(ty);
+        Ok(c)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     pub fn check_extension(&self, ext: u64) -> bool {
         sys::ioctl_int(self.fd.as_raw_fd(), VFIO_CHECK_EXTENSION, ext).map(|r| r > 0).unwrap_or(false)
+    }
+
+    /// The type `set_iommu` picks: type1v2 unless asked for (or only offered) type1.
+    fn preferred_type(&self, v1_only: bool) -> ContainerType {
+        if !v1_only && self.check_extension(VFIO_TYPE1v2_IOMMU) {
+            ContainerType::Type1v2
+        } else {
+            ContainerType::Type1
+        }
     }
 
     /// VFIO_SET_IOMMU: type1v2 unless asked for (or only offered) type1. The
     /// kernel takes it only once a group has joined (VfioGroup in TypeScript
     /// owns the groups: VFIO_GROUP_SET_CONTAINER is theirs, on their fds).
     pub fn set_iommu(&mut self, v1_only: bool) -> KResult<()> {
-        let v2 = !v1_only && self.check_extension(VFIO_TYPE1v2_IOMMU);
-        let ty = if v2 { VFIO_TYPE1v2_IOMMU } else { VFIO_TYPE1_IOMMU };
-        sys::ioctl_int(self.fd.as_raw_fd(), VFIO_SET_IOMMU, ty).map_err(|e| KernelError::new("VFIO_SET_IOMMU", e).path(&self.path))?;
-        self.caps.container_type = Some(if v2 { ContainerType::Type1v2 } else { ContainerType::Type1 });
+        let ty = self.preferred_type(v1_only);
+        let arg = match ty {
+            ContainerType::Type1v2 => VFIO_TYPE1v2_IOMMU,
+            ContainerType::Type1 => VFIO_TYPE1_IOMMU,
+        };
+        sys::ioctl_int(self.fd.as_raw_fd(), VFIO_SET_IOMMU, arg).map_err(|e| KernelError::new("VFIO_SET_IOMMU", e).path(&self.path))?;
+        self.read_extensions(ty);
+        self.read_info()
+    }
+
+    /// The extensions of a container whose IOMMU is set. Only then do they
+    /// come from its own driver and IOMMU (vfio_container_ioctl_check_extension
+    /// polls every driver with no IOMMU before): type1 offers UPDATE_VADDR
+    /// only with an IOMMU, and not while an emulated (mdev) group is in it.
+    fn read_extensions(&mut self, ty: ContainerType) {
+        self.caps.container_type = Some(ty);
         self.caps.unmap_all = self.check_extension(VFIO_UNMAP_ALL);
         self.caps.update_vaddr = self.check_extension(VFIO_UPDATE_VADDR);
-        self.read_info()
+    }
+
+    /// The type VFIO_SET_IOMMU gave a set container. VFIO_CHECK_EXTENSION
+    /// cannot tell: once set it asks the container's driver, and type1
+    /// answers 1 for both TYPE1_IOMMU and TYPE1v2_IOMMU on any container
+    /// (vfio_iommu_type1_check_extension). VFIO_IOMMU_DIRTY_PAGES can, and
+    /// changes nothing here: type1 refuses it with EACCES before reading its
+    /// argument unless the container is v2, and v2 refuses an argsz of 0 with
+    /// EINVAL (vfio_iommu_type1_dirty_pages). iommufd's compat container keeps
+    /// no type (VFIO_SET_IOMMU of type1 only disables large pages, which no
+    /// ioctl reports) and answers ENOTTY, as does a type1 without dirty
+    /// tracking (before Linux 5.8): the type is then the one `set_iommu`
+    /// would have picked.
+    fn set_type(&self) -> ContainerType {
+        let mut d = vfio_iommu_type1_dirty_bitmap { argsz: 0, flags: 0 };
+        match sys::ioctl_ptr(self.fd.as_raw_fd(), VFIO_IOMMU_DIRTY_PAGES, &mut d).map_err(|e| e.raw_os_error()) {
+            Err(Some(EACCES)) => ContainerType::Type1,
+            Err(Some(EINVAL)) => ContainerType::Type1v2,
+            _ => self.preferred_type(false),
+        }
     }
 
     /// VFIO_IOMMU_GET_INFO twice: once for argsz, once with room for the caps.
@@ -78,6 +144,9 @@ impl Type1Container {
         Ok(buf.iter().flat_map(|w| w.to_ne_bytes()).take(len).collect())
     }
 
+    /// Page sizes and DMA_AVAIL: the mappings type1 still allows, so on an
+    /// inherited container the limit less those it holds already (Mapper::seed
+    /// counts them back in).
     fn read_info(&mut self) -> KResult<()> {
         let buf = self.info()?;
         let at = offset_of!(vfio_iommu_type1_info, iova_pgsizes);
@@ -85,9 +154,11 @@ impl Type1Container {
         self.caps.max_entries = parse_caps(&buf).dma_avail;
         Ok(())
     }
+}
 
-    /// VADDR update for live update: invalidate (None) or set a new vaddr.
-    pub fn update_vaddr(&mut self, iova: u64, size: u64, vaddr: Option<u64>) -> KResult<()> {
+/// VADDR update for live update: invalidate (None) or set a new vaddr.
+impl UpdateVaddr for Type1Container {
+    fn update_vaddr(&mut self, iova: u64, size: u64, vaddr: Option<u64>) -> KResult<u64> {
         let fd = self.fd.as_raw_fd();
         let r = match vaddr {
             None => {
@@ -97,7 +168,8 @@ impl Type1Container {
                     iova,
                     size,
                 };
-                sys::ioctl_ptr(fd, VFIO_IOMMU_UNMAP_DMA, &mut u).map_err(|e| KernelError::new("VFIO_IOMMU_UNMAP_DMA(VADDR)", e))
+                // The kernel writes back the bytes it invalidated.
+                sys::ioctl_ptr(fd, VFIO_IOMMU_UNMAP_DMA, &mut u).map(|_| u.size).map_err(|e| KernelError::new(OP_INVALIDATE_VADDR, e))
             }
             Some(v) => {
                 let mut m = vfio_iommu_type1_dma_map {
@@ -107,10 +179,10 @@ impl Type1Container {
                     iova,
                     size,
                 };
-                sys::ioctl_ptr(fd, VFIO_IOMMU_MAP_DMA, &mut m).map_err(|e| KernelError::new("VFIO_IOMMU_MAP_DMA(VADDR)", e))
+                sys::ioctl_ptr(fd, VFIO_IOMMU_MAP_DMA, &mut m).map(|_| size).map_err(|e| KernelError::new(OP_SET_VADDR, e))
             }
         };
-        r.map(|_| ()).map_err(|e| e.at(iova, size).path(&self.path))
+        r.map_err(|e| e.at(iova, size).path(&self.path))
     }
 }
 

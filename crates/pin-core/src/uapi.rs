@@ -25,6 +25,7 @@ pub const VFIO_SET_IOMMU: u64 = _IO(VFIO_TYPE, VFIO_BASE + 2);
 pub const VFIO_IOMMU_GET_INFO: u64 = _IO(VFIO_TYPE, VFIO_BASE + 12);
 pub const VFIO_IOMMU_MAP_DMA: u64 = _IO(VFIO_TYPE, VFIO_BASE + 13);
 pub const VFIO_IOMMU_UNMAP_DMA: u64 = _IO(VFIO_TYPE, VFIO_BASE + 14);
+pub const VFIO_IOMMU_DIRTY_PAGES: u64 = _IO(VFIO_TYPE, VFIO_BASE + 17);
 
 pub const VFIO_TYPE1_IOMMU: u64 = 1;
 pub const VFIO_TYPE1v2_IOMMU: u64 = 3;
@@ -100,6 +101,15 @@ pub struct vfio_iommu_type1_dma_unmap {
     pub flags: u32,
     pub iova: u64,
     pub size: u64,
+}
+
+/// Followed by data[] (a vfio_iommu_type1_dirty_bitmap_get for GET_BITMAP);
+/// pin-core sends only the header, to learn a set container's type (type1.rs).
+#[repr(C)]
+#[derive(Default)]
+pub struct vfio_iommu_type1_dirty_bitmap {
+    pub argsz: u32,
+    pub flags: u32,
 }
 
 // ---- linux/iommufd.h ----

@@ -53,6 +53,32 @@ export class Intx {
     }
   }
 
+  /**
+   * A handed-over function's INTx taken here (the other process's trigger replaced by this one's), then
+   * unmasked: vfio-pci masks the line from an assertion until an unmask, and the EOI that would send
+   * it went to the other VM's resample eventfd.
+   */
+  takeOver(): void {
+    if (this.fds) {
+      this.set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, [this.fds.trigger], 'INTx trigger');
+      this.set(V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_UNMASK, [this.fds.resample], 'INTx unmask');
+    } else this.enable();
+    this.set(V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_UNMASK, [], 'INTx unmask now');
+  }
+
+  /** This VM lets INTx go to another process: its irqfd off and fds closed here, vfio-pci's INTx left on. */
+  release(): void {
+    if (!this.fds) return;
+    const { trigger, resample } = this.fds;
+    this.fds = undefined;
+    try {
+      ioctl(this.vmFd, K.KVM_IRQFD, K.kvm_irqfd(trigger, this.gsi, K.KVM_IRQFD_FLAG_DEASSIGN), `KVM_IRQFD(deassign gsi ${this.gsi})`);
+    } finally {
+      closeFd(trigger);
+      closeFd(resample);
+    }
+  }
+
   disable(): void {
     if (!this.fds) return;
     const { trigger, resample } = this.fds;

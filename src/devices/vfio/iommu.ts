@@ -16,6 +16,14 @@ export interface OpenedDevice {
   close(): void;
 }
 
+/** What a live update passes of a DMA space: its fd (and IOAS), and on the legacy path the groups' fds. */
+export interface IommuImage {
+  kind: IommuKind;
+  fd: number;
+  ioas?: number;
+  groups: { group: string; fd: number }[];
+}
+
 export interface VfioIommu {
   readonly kind: IommuKind;
   /** The DMA space every device of the VM shares; guest RAM is mapped here once. */
@@ -30,5 +38,15 @@ export interface VfioIommu {
    * process; iommufd: RAM mapped by file, IOMMU_IOAS_CHANGE_PROCESS).
    */
   handoverRefusal(): string | undefined;
+  handoverImage(): IommuImage;
+  /** A device fd another process opened on this space (live update): already bound and attached. */
+  adoptDevice(d: HostDevice, fd: number): OpenedDevice;
+  /** In the old process, the vCPUs paused: the mappings readied for another process (type1: their vaddrs invalidated). */
+  letGo(): void;
+  /**
+   * The mappings' user addresses and pin charges made this process's (type1: VADDR re-map to this
+   * process's RAM; iommufd: IOMMU_IOAS_CHANGE_PROCESS). The new process's step, and the old one's way back.
+   */
+  takeOver(): void;
   close(): void;
 }

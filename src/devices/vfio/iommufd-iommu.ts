@@ -5,7 +5,8 @@ import { pinCore, type AccountingMode, type IommuPath } from '../../memory/pin-c
 import { SysError } from '../../sys/errors.js';
 import { VfioCdev } from './cdev.js';
 import { AssignError, type HostDevice } from './host-device.js';
-import type { OpenedDevice, VfioIommu } from './iommu.js';
+import type { IommuImage, OpenedDevice, VfioIommu } from './iommu.js';
+import { closeFd } from '../../sys/libc.js';
 import { holders } from './holders.js';
 
 export class IommufdIommu implements VfioIommu {
@@ -18,6 +19,11 @@ export class IommufdIommu implements VfioIommu {
   /** `fd`: an iommufd opened (and perhaps set to per-process accounting) by a privileged opener. `deviceFds`: cdevs it opened, by BDF. */
   static open(opts: { path?: string; fd?: number } = {}, deviceFds: Record<string, number> = {}): IommufdIommu {
     return new IommufdIommu(DmaMapper.iommufd(opts), deviceFds);
+  }
+
+  /** The iommufd and IOAS another process set up (live update), its devices bound and attached. */
+  static inherit(fd: number, ioasId: number): IommufdIommu {
+    return new IommufdIommu(DmaMapper.inheritIommufd(fd, ioasId), {});
   }
 
   accounting(): { path: IommuPath; mode: AccountingMode } {
@@ -58,6 +64,22 @@ export class IommufdIommu implements VfioIommu {
     if (byAddress)
       return `the IOAS maps 0x${byAddress.iova.toString(16)} by address, not by file, and IOMMU_IOAS_CHANGE_PROCESS moves only file mappings; use --memory-backend memfd`;
     return undefined;
+  }
+
+  handoverImage(): IommuImage {
+    return { kind: 'iommufd', fd: this.dma.fd, ioas: this.dma.ioasId, groups: [] };
+  }
+
+  adoptDevice(d: HostDevice, fd: number): OpenedDevice {
+    return { fd, path: d.cdev ?? d.bdf, close: () => closeFd(fd) };
+  }
+
+  letGo(): void {
+    // The pins stay charged to this process until the next one takes them (CHANGE_PROCESS).
+  }
+
+  takeOver(): void {
+    this.dma.changeProcess();
   }
 
   close(): void {

@@ -7,7 +7,7 @@ import { SysError } from '../../sys/errors.js';
 import { closeFd } from '../../sys/libc.js';
 import { VfioGroup } from './group.js';
 import { AssignError, type HostDevice } from './host-device.js';
-import type { OpenedDevice, VfioIommu } from './iommu.js';
+import type { IommuImage, OpenedDevice, VfioIommu } from './iommu.js';
 import { holders } from './holders.js';
 
 export class LegacyIommu implements VfioIommu {
@@ -22,6 +22,19 @@ export class LegacyIommu implements VfioIommu {
     private readonly groupFds: Record<string, number> = {},
     private readonly containerPath = '/dev/vfio/vfio',
   ) {}
+
+  /** The container and groups another process set up (live update): the IOMMU type is set, the groups are in. */
+  static inherit(containerFd: number, groups: { group: string; fd: number }[]): LegacyIommu {
+    const l = new LegacyIommu();
+    try {
+      for (const g of groups) l.groups.set(`/dev/vfio/${g.group}`, VfioGroup.adopt(`/dev/vfio/${g.group}`, g.fd));
+      l.mapper = DmaMapper.inheritLegacy(containerFd);
+    } catch (e) {
+      l.close();
+      throw e;
+    }
+    return l;
+  }
 
   get dma(): DmaMapper {
     if (!this.mapper) throw new Error('the container has no group yet: open a device first');
@@ -75,6 +88,28 @@ export class LegacyIommu implements VfioIommu {
     if (!caps.updateVaddr)
       return `the ${caps.containerType ?? 'type1'} container lacks VFIO_UPDATE_VADDR; use --iommu iommufd, or a kernel whose type1 has it (Linux 5.12+)`;
     return undefined;
+  }
+
+  handoverImage(): IommuImage {
+    return {
+      kind: 'legacy',
+      fd: this.dma.fd,
+      groups: [...this.groups.values()].map((g) => ({ group: g.path.replace('/dev/vfio/', ''), fd: g.fd })),
+    };
+  }
+
+  adoptDevice(d: HostDevice, fd: number): OpenedDevice {
+    const path = `/dev/vfio/${d.group}`;
+    if (!this.groups.has(path)) throw new AssignError(`${d.bdf}: its group ${path} was not handed over with it`);
+    return { fd, path, close: () => closeFd(fd) };
+  }
+
+  letGo(): void {
+    this.dma.invalidateVaddrs();
+  }
+
+  takeOver(): void {
+    this.dma.setVaddrs();
   }
 
   close(): void {

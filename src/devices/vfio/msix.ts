@@ -54,6 +54,8 @@ export type MsixVector = Pick<IrqFd, 'fd' | 'gsi' | 'attached' | 'attach' | 'det
 export interface MsixKernel {
   /** A detached, non-blocking irqfd for `gsi`. */
   vector(gsi: number): MsixVector;
+  /** A detached irqfd for `gsi` on eventfd `fd`, which another process made (a live update). */
+  adopt(gsi: number, fd: number): MsixVector;
   /** Reads and clears an eventfd's counter: 0 when nothing was signalled. */
   take(fd: number): bigint;
   signal(fd: number): void;
@@ -64,6 +66,7 @@ export interface MsixKernel {
 export function vfioMsixKernel(deviceFd: number, path: string, vmFd: number): MsixKernel {
   return {
     vector: (gsi) => IrqFd.create(vmFd, gsi, { attach: false, nonBlocking: true }),
+    adopt: (gsi, fd) => IrqFd.adopt(vmFd, gsi, fd),
     take: eventFdTake,
     signal: eventFdSignal,
     setIrqs: (fds, what) => {
@@ -72,6 +75,17 @@ export function vfioMsixKernel(deviceFd: number, path: string, vmFd: number): Ms
       ioctl(deviceFd, V.VFIO_DEVICE_SET_IRQS, set, what, { path });
     },
   };
+}
+
+/** What a live update carries of MSI-X: vfio-pci goes on triggering the same eventfds, so they travel too. */
+export interface MsixSaved {
+  functionMasked: boolean;
+  /** The shadow table as the guest wrote it. */
+  table: Uint8Array;
+  /** Vectors signalled while masked whose signal a PBA read already took out of the eventfd. */
+  pending: boolean[];
+  /** Each vector's GSI and eventfd (this process's fd), when MSI-X is on. */
+  vectors: { gsi: number; fd: number }[];
 }
 
 /**
@@ -201,6 +215,54 @@ export class Msix {
     }
     this.vectors = [];
     this.pending.fill(false);
+  }
+
+  save(): MsixSaved {
+    return {
+      functionMasked: this.functionMasked,
+      table: Uint8Array.from(this.table),
+      pending: [...this.pending],
+      vectors: this.vectors.map((v) => ({ gsi: v.gsi, fd: v.fd })),
+    };
+  }
+
+  /**
+   * Every irqfd off this VM, so nothing is injected into it once its state is read: what the device
+   * signals meanwhile waits in the eventfds for the VM that takes them. thaw() undoes it.
+   */
+  freeze(): void {
+    for (const v of this.vectors) v.detach();
+  }
+
+  /** After a freeze: the unmasked vectors' irqfds back on, and what they held delivered. */
+  thaw(): void {
+    for (let i = 0; i < this.vectors.length; i++) this.syncMask(i);
+  }
+
+  /** This VM lets the vectors go to another process: irqfds off and fds closed here, the device's MSI-X left on. */
+  release(): void {
+    for (const v of this.vectors) v.close();
+    this.vectors = [];
+  }
+
+  /** Takes over MSI-X as another process left it: the same eventfds and GSIs, routed and masked as the guest had them. */
+  adopt(s: MsixSaved): void {
+    if (this.enabled) throw new Error('MSI-X is already on here');
+    if (s.table.length !== this.table.length || s.pending.length !== this.cap.size)
+      throw new RangeError(`the saved MSI-X table has ${s.table.length / PCI_MSIX_ENTRY_SIZE} vectors, this function ${this.cap.size}`);
+    if (s.vectors.length && s.vectors.length !== this.cap.size)
+      throw new RangeError(`${s.vectors.length} saved MSI-X vectors, this function has ${this.cap.size}`);
+    this.table.set(s.table);
+    this.functionMasked = s.functionMasked;
+    s.pending.forEach((p, i) => (this.pending[i] = p));
+    for (const v of s.vectors) {
+      this.routing.claimGsi(v.gsi);
+      this.vectors.push(this.kernel.adopt(v.gsi, v.fd));
+    }
+    for (let i = 0; i < this.vectors.length; i++) {
+      this.route(i);
+      this.syncMask(i);
+    }
   }
 
   /** Detaches a masked vector's irqfd; re-attaches an unmasked one and delivers what it held. */

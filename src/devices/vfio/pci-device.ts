@@ -18,6 +18,7 @@ import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.j
 import type { HostDevice } from './host-device.js';
 import type { OpenedDevice, VfioIommu } from './iommu.js';
 import { UndoStack } from '../../sys/undo.js';
+import type { AssignedState } from './saved.js';
 
 const PAGE = 0x1000;
 // The MSI-X enable and function-mask bits live in Message Control's high byte.
@@ -98,6 +99,8 @@ export class VfioPciDevice implements PciFunction {
   private msixControl = 0;
   private closed = false;
   private undecodedSaid = false;
+  /** Whether this process may reset the function and turn its interrupts off (not while another process has it). */
+  private owner = true;
 
   private constructor(
     readonly host: HostDevice,
@@ -107,6 +110,8 @@ export class VfioPciDevice implements PciFunction {
     /** VFIO_DEVICE_FLAGS_RESET: vfio-pci has a reset for it (FLR, PM, or a bus of its own); without, reset() does nothing, as QEMU. */
     readonly resettable: boolean,
     private readonly config: RegionInfo,
+    /** The VFIO device fd. */
+    readonly fd: number,
     /** What open set up, undone by close (or by open itself when a later step fails), last first. */
     private readonly teardown: UndoStack,
   ) {
@@ -119,16 +124,37 @@ export class VfioPciDevice implements PciFunction {
    * last first, and the error rethrown.
    */
   static open(host: HostDevice, iommu: VfioIommu, env: VmPlatform, slot: number, io = vfioDeviceIo): VfioPciDevice {
+    return VfioPciDevice.build(host, () => iommu.openDevice(host), env, slot, io, false);
+  }
+
+  /**
+   * A function another process hands over (live update), running: not reset, its interrupts left as
+   * they are until restore() takes them, and this process touches nothing of the device at close
+   * until claim() makes it the owner.
+   */
+  static adopt(host: HostDevice, opened: OpenedDevice, env: VmPlatform, slot: number, io = vfioDeviceIo): VfioPciDevice {
+    return VfioPciDevice.build(host, () => opened, env, slot, io, true);
+  }
+
+  private static build(
+    host: HostDevice,
+    open: () => OpenedDevice,
+    env: VmPlatform,
+    slot: number,
+    io: typeof vfioDeviceIo,
+    adopted: boolean,
+  ): VfioPciDevice {
     return UndoStack.build((undo) => {
-      const opened = undo.own(iommu.openDevice(host), (o) => o.close());
+      const opened = undo.own(open(), (o) => o.close());
       const dio = io(opened, env);
       const flags = dio.flags();
       if (!(flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${host.bdf} is not a PCI device to VFIO`);
       const config = dio.regionInfo(V.VFIO_PCI_CONFIG_REGION_INDEX);
-      const dev = new VfioPciDevice(host, env, slot, dio, (flags & V.VFIO_DEVICE_FLAGS_RESET) !== 0, config, undo);
-      dev.reset();
-      // Leave the device quiet for the next user.
-      undo.defer(() => dev.reset());
+      const dev = new VfioPciDevice(host, env, slot, dio, (flags & V.VFIO_DEVICE_FLAGS_RESET) !== 0, config, opened.fd, undo);
+      dev.owner = !adopted;
+      if (!adopted) dev.reset();
+      // Leave the device quiet for the next user; one handed to another process is that one's.
+      undo.defer(() => dev.owner && dev.reset());
       dev.buildCapabilities();
       for (let i = 0; i < 6; i++) {
         const bar = dev.probeBar(i);
@@ -146,12 +172,12 @@ export class VfioPciDevice implements PciFunction {
       if (intx) {
         dev.intx = intx;
         dev.overlay.set(P.PCI_INTERRUPT_LINE, intx.gsi);
-        intx.enable();
-        undo.defer(() => intx.disable());
+        if (!adopted) intx.enable();
+        undo.defer(() => (dev.owner ? intx.disable() : intx.release()));
       }
       // The guest turns MSI or MSI-X on later; at close they go off first, before the BARs they live in.
-      undo.defer(() => dev.msi?.disable());
-      undo.defer(() => dev.msix?.disable());
+      undo.defer(() => dev.owner && dev.msi?.disable());
+      undo.defer(() => (dev.owner ? dev.msix?.disable() : dev.msix?.release()));
       return dev;
     });
   }
@@ -459,6 +485,107 @@ export class VfioPciDevice implements PciFunction {
 
   get msixVectorsWired(): number {
     return this.msix?.enabled ? this.msix.cap.size : 0;
+  }
+
+  // --- live update ---
+
+  /** Why this function cannot go to another process now, or undefined. */
+  handoverRefusal(): string | undefined {
+    if (this.msi?.enabled) return `the guest runs ${this.host.bdf} on MSI, which a live update does not carry (MSI-X and INTx it does)`;
+    return undefined;
+  }
+
+  /** What Pinion holds of the function (eventfds as this process's fds); with the vCPUs paused. */
+  save(): AssignedState {
+    const why = this.handoverRefusal();
+    if (why) throw new Error(why);
+    // One read of the device's own bytes (a config read each dword is a syscall each, inside the pause).
+    const config = Buffer.alloc(256);
+    this.io.read(this.config, 0, config);
+    const m = this.msix?.save();
+    return {
+      bdf: this.host.bdf,
+      slot: this.slot,
+      config,
+      bars: this.bars.map((b) => ({ bar: b.index, address: b.address })),
+      ...(m
+        ? {
+            msix: {
+              enabled: (this.msixControl & MSIX_ENABLE) !== 0,
+              masked: (this.msixControl & MSIX_MASKALL) !== 0,
+              table: Buffer.from(m.table),
+              pending: m.pending,
+            },
+          }
+        : {}),
+      irqs: (m?.vectors ?? []).map((v, i) => ({
+        gsi: v.gsi,
+        eventfd: v.fd,
+        msi: {
+          addressLo: readLe(m!.table, i * P.PCI_MSIX_ENTRY_SIZE + P.PCI_MSIX_ENTRY_LOWER_ADDR, 4),
+          addressHi: readLe(m!.table, i * P.PCI_MSIX_ENTRY_SIZE + P.PCI_MSIX_ENTRY_UPPER_ADDR, 4),
+          data: readLe(m!.table, i * P.PCI_MSIX_ENTRY_SIZE + P.PCI_MSIX_ENTRY_DATA, 4),
+        },
+      })),
+      intx: this.intx?.enabled ?? false,
+    };
+  }
+
+  /** The wired MSI-X vectors' eventfds (vfio-pci triggers them). */
+  eventfds(): number[] {
+    return this.msix?.save().vectors.map((v) => v.fd) ?? [];
+  }
+
+  /** Before save(): nothing the device signals reaches this VM any more (it waits in the eventfds). */
+  freeze(): void {
+    this.msix?.freeze();
+  }
+
+  /** After a failed hand-over: this VM's interrupts back (INTx taken back from the other process if it took it). */
+  thaw(): void {
+    this.msix?.thaw();
+    if (this.intx?.enabled) this.intx.takeOver();
+  }
+
+  /** The function now runs in another process: from here this one lets go of it without touching the device. */
+  release(): void {
+    this.owner = false;
+    this.msix?.release();
+    this.intx?.release();
+  }
+
+  /** In the process a function was handed to: the guest's BAR placement and interrupts as the other process left them. */
+  restore(s: AssignedState): void {
+    if (s.bdf !== this.host.bdf || s.slot !== this.slot)
+      throw new Error(`the state is of ${s.bdf} in slot ${s.slot}, this is ${this.host.bdf} in slot ${this.slot}`);
+    const saved = s.bars.map((b) => b.bar).join(',');
+    if (saved !== this.bars.map((b) => b.index).join(','))
+      throw new Error(`${this.host.bdf}: the state has BARs ${saved}, the function ${this.bars.map((b) => b.index).join(',')}`);
+    for (const b of s.bars) {
+      const bar = this.bars.find((x) => x.index === b.bar)!;
+      if (bar.address === b.address) continue;
+      this.unplace(bar);
+      bar.address = b.address;
+      this.place(bar);
+    }
+    if (s.msix && this.msix) {
+      this.msixControl = (s.msix.enabled ? MSIX_ENABLE : 0) | (s.msix.masked ? MSIX_MASKALL : 0);
+      this.msix.adopt({
+        functionMasked: s.msix.masked,
+        table: s.msix.table,
+        pending: s.msix.pending,
+        vectors: s.msix.enabled ? s.irqs.map((i) => ({ gsi: i.gsi, fd: i.eventfd })) : [],
+      });
+    } else if (s.msix || s.irqs.length) throw new Error(`${this.host.bdf}: the state has MSI-X, the function has none`);
+    if (s.intx) {
+      if (!this.intx) throw new Error(`${this.host.bdf}: the state has INTx on, the function has none`);
+      this.intx.takeOver();
+    }
+  }
+
+  /** The hand-over is done: this process owns the function, and resets it when it closes. */
+  claim(): void {
+    this.owner = true;
   }
 
   /** Interrupts off, BARs off the buses and out of guest memory, the device reset, its fd closed; once. */
