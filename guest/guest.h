@@ -81,8 +81,12 @@ uint64_t igbvf_test(struct pci_fn f);
  */
 const char *igb_stream_open(void);
 void igb_stream_close(void);
+const char *igb_stream_irq_start(void);
+void igb_stream_irq_raise(void);
 const char *igbvf_open(struct pci_fn f);
 void igbvf_close(void);
+const char *igbvf_stream_irq_start(struct pci_fn f);
+void igbvf_stream_irq_raise(void);
 
 /* hotplug.c: the memory-hotplug mailbox's events answered; 0, else 28. */
 uint64_t hotplug_run(uint64_t events, uint64_t ram_size);

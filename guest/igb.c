@@ -390,6 +390,7 @@ static const char *unmapped_dma(void)
 }
 
 static bool stream_on_vf;
+static struct pci_fn stream_fn;
 
 /* The PF as igb_test() brings it up, without loopback: frames from the wire only. */
 const char *igb_stream_open(void)
@@ -401,6 +402,7 @@ const char *igb_stream_open(void)
 		if (!pci_find(IGB_VENDOR, IGB_DEVICE_VF, &f))
 			return "no 82576 found";
 		stream_on_vf = true;
+		stream_fn = f;
 		return igbvf_open(f);
 	}
 	bar0 = pci_bar(f, 0);
@@ -416,6 +418,20 @@ const char *igb_stream_open(void)
 	set_rctl(false);
 	wr(TCTL, TCTL_EN | TCTL_PSP);
 	return NULL;
+}
+
+/* The stream's MSI-X heartbeat (on a VF only): NULL once vector 0 is routed. */
+const char *igb_stream_irq_start(void)
+{
+	if (!stream_on_vf)
+		return "the stream runs on the PF";
+	interrupts_init();
+	return igbvf_stream_irq_start(stream_fn);
+}
+
+void igb_stream_irq_raise(void)
+{
+	igbvf_stream_irq_raise();
 }
 
 void igb_stream_close(void)

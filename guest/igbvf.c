@@ -287,10 +287,38 @@ const char *igbvf_open(struct pci_fn f)
 	return why;
 }
 
+/*
+ * The stream's MSI-X heartbeat: vector 0 routed to IRQ_VECTOR, raised by
+ * VTEICS; VTEIAM masks the cause again once sent, so each raise unmasks it
+ * first. A NIC interrupt then goes device -> VFIO eventfd -> KVM irqfd ->
+ * guest, the path a live update hands over.
+ */
+const char *igbvf_stream_irq_start(struct pci_fn f)
+{
+	const char *why = pci_msix_route(f, 0, LAPIC_MSI_ADDRESS, IRQ_VECTOR);
+
+	if (why)
+		return why;
+	wr(VTEIMC, ~0u);
+	wr(VTEITR0, 0);
+	wr(VTEICR, ~0u);
+	wr(VTEIAC, 1);
+	wr(VTEIAM, 1);
+	return NULL;
+}
+
+void igbvf_stream_irq_raise(void)
+{
+	wr(VTEIMS, 1);
+	wr(VTEICS, 1);
+}
+
 void igbvf_close(void)
 {
-	if (bar0)
+	if (bar0) {
+		wr(VTEIMC, ~0u);
 		quiesce();
+	}
 }
 
 uint64_t igbvf_test(struct pci_fn f)

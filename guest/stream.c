@@ -128,6 +128,19 @@ static bool in_region(uint64_t a, const struct memhp_event *e)
 	return a >= e->gpa && a - e->gpa < e->size;
 }
 
+/* MSI-X heartbeats raised (VTEICS) and whether they are on: irq_count() has those delivered. */
+static uint64_t raised;
+static bool heartbeat;
+
+/* One heartbeat at a time: the next once the last arrived. */
+static void beat(void)
+{
+	if (heartbeat && irq_count() == raised) {
+		raised++;
+		igb_stream_irq_raise();
+	}
+}
+
 static void status(void)
 {
 	line_begin();
@@ -141,6 +154,10 @@ static void status(void)
 	put_dec(c.tx);
 	put_str(" inregion=");
 	put_dec(c.inregion);
+	put_str(" irqs=");
+	put_dec(irq_count());
+	put_str(" raised=");
+	put_dec(raised);
 	line_end();
 }
 
@@ -321,6 +338,10 @@ static void done(void)
 	put_dec(c.own);
 	put_str(" other=");
 	put_dec(c.other);
+	put_str(" irqs=");
+	put_dec(irq_count());
+	put_str(" raised=");
+	put_dec(raised);
 	line_end();
 }
 
@@ -339,6 +360,9 @@ uint64_t stream_run(uint64_t ram_size)
 		return EXIT_NO_NIC;
 	}
 	mailbox = memhp_claim();
+	heartbeat = igb_stream_irq_start() == NULL;
+	if (heartbeat)
+		irq_enable();
 	say(mailbox ? "stream: ready, memory-hotplug mailbox claimed" : "stream: ready, no memory-hotplug mailbox");
 	polled = reported = rdtsc();
 	for (;;) {
@@ -356,8 +380,10 @@ uint64_t stream_run(uint64_t ram_size)
 			cpu_relax();
 		now = rdtsc();
 		advance(now);
-		if (mailbox && mv.phase == IDLE && now - polled > POLL_TICKS) {
-			poll_mailbox(ram_size);
+		if (now - polled > POLL_TICKS) {
+			if (mailbox && mv.phase == IDLE)
+				poll_mailbox(ram_size);
+			beat();
 			polled = rdtsc();
 		}
 		if (now - reported > STATUS_TICKS) {
@@ -365,6 +391,7 @@ uint64_t stream_run(uint64_t ram_size)
 			reported = now;
 		}
 	}
+	irq_disable();
 	igb_stream_close();
 	done();
 	return c.bad ? EXIT_BAD : 0;

@@ -8,7 +8,12 @@
 // L1's DMAR faults, and nothing left open or pinned once the last process
 // has ended.
 //
-//   update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS]
+//   update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...]
+//
+// After the updates, one update per FAULT (PINION_UPDATE_FAULT of the new
+// process: by default killed once it took the DMA space and interrupts,
+// refusing the state, killed before the pause), each of which the old
+// process must survive with the stream going on, then one more that works.
 //
 // The VMM runs as uid 1000 under an RLIMIT_MEMLOCK: RAM + 32 MiB on the
 // legacy path (type1 charges each process, and moves the charge at the VADDR
@@ -19,14 +24,17 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { assignablePf } from '../../rig/l1/sysfs.js';
 import { call } from '../../src/cli/ctl.js';
 import type { UpdateReport } from '../../src/update/outgoing.js';
-import { pinnedKiB, progress, vfioHolders } from './pinion.js';
+import { CLI, pinnedKiB, progress, vfioHolders } from './pinion.js';
 import { dmarFaults, dmesg, MiB, netdev, Peer, sleep, StreamVm, streamVfs } from './stream-vm.js';
 
-const [iommu = 'iommufd', updatesArg, framesArg, intervalArg] = process.argv.slice(2);
-if (!['legacy', 'iommufd'].includes(iommu)) throw new Error('usage: update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS]');
+const [iommu = 'iommufd', updatesArg, framesArg, intervalArg, faultsArg] = process.argv.slice(2);
+if (!['legacy', 'iommufd'].includes(iommu))
+  throw new Error('usage: update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...]');
 const UPDATES = Number(updatesArg ?? 5);
 const FRAMES = Number(framesArg ?? 10000);
 const INTERVAL_MS = Number(intervalArg ?? 10);
+/** PINION_UPDATE_FAULT values (src/update/faults.ts) for the failing updates after the good ones. */
+const FAULTS = (faultsArg ?? 'kill:restored,refuse:restore,kill:ready').split(',').filter(Boolean);
 const RAM = 64 * MiB;
 const LIMIT = iommu === 'legacy' ? RAM + 32 * MiB : 2 * RAM + 32 * MiB;
 
@@ -64,27 +72,64 @@ if (!(await vm.ready(180_000))) {
 peer.send(INTERVAL_MS, FRAMES);
 out.flowing = await waitFor(() => (vm.counters()?.rx ?? 0) > 0, 30_000);
 
-const updates: Record<string, unknown>[] = [];
-let pid: number | undefined;
-for (let i = 0; i < UPDATES && !peer.ended; i++) {
-  const before = vm.counters();
+/** The guest's MSI-X heartbeats from its last status line: delivered and raised. */
+const heartbeats = (): { irqs: number; raised: number } | null => {
+  const m = [...text().matchAll(/stream: rx=\d+ .* irqs=(\d+) raised=(\d+)/g)].at(-1);
+  return m ? { irqs: +m[1]!, raised: +m[2]! } : null;
+};
+const vmPid = async (): Promise<number> => ((await call(vm.socket, 'GET', '/api/v1/vm.info')).body as { pid: number }).pid;
+
+/** One vm.update (with `to`, a new process that fails on purpose), and the guest's counters on each side. */
+async function update(i: number, to?: string): Promise<Record<string, unknown> & { status?: number; to?: number }> {
+  const before = { ...vm.counters(), ...heartbeats() };
+  const pidBefore = await vmPid();
   const t0 = Date.now();
   let r: { status: number; body: unknown };
   try {
-    r = await call(vm.socket, 'PUT', '/api/v1/vm.update');
+    r = await call(vm.socket, 'PUT', '/api/v1/vm.update', to ? { to } : undefined);
   } catch (e) {
-    updates.push({ i, error: (e as Error).message });
-    break;
+    return { i, error: (e as Error).message };
   }
   const b = r.body as UpdateReport & { error?: string };
-  progress(`update ${i}: ${r.status} ${b.error ?? `pid ${b.from} -> ${b.to}, pause ${b.pauseMs} ms`}`);
+  progress(`update ${i}${to ? ` (${to})` : ''}: ${r.status} ${b.error ?? `pid ${b.from} -> ${b.to}, pause ${b.pauseMs} ms`}`);
   // The guest prints its counters about once a second: one from after the update.
-  await sleep(2000);
-  updates.push({ i, status: r.status, ms: Date.now() - t0, ...b, counters: { before, after: vm.counters() } });
-  if (r.status !== 200) break;
-  pid = b.to;
+  await sleep(2500);
+  const after = { ...vm.counters(), ...heartbeats() };
+  return {
+    i,
+    ...(to ? { fault: to } : {}),
+    status: r.status,
+    ms: Date.now() - t0,
+    ...b,
+    pidBefore,
+    pidAfter: await vmPid(),
+    counters: { before, after },
+  };
+}
+
+const updates: Record<string, unknown>[] = [];
+let pid: number | undefined;
+for (let i = 0; i < UPDATES && !peer.ended; i++) {
+  const u = await update(i);
+  updates.push(u);
+  if (u.status !== 200) break;
+  pid = u.to;
 }
 out.updateList = updates;
+// A new process that dies after it took the DMA space and the interrupts, or refuses the state: the old one takes them back.
+const cli = `${process.execPath} ${CLI}`;
+const faults: Record<string, unknown>[] = [];
+for (const f of FAULTS) {
+  if (peer.ended || updates.at(-1)?.status !== 200) break;
+  faults.push(await update(faults.length, `env PINION_UPDATE_FAULT=${f} ${cli}`));
+}
+out.faults = faults;
+// And after them an update that goes through.
+if (FAULTS.length && !peer.ended) {
+  const u = await update(UPDATES);
+  out.afterFaults = u;
+  if (u.status === 200) pid = u.to;
+}
 out.peerRunningAfterUpdates = !peer.ended;
 
 const ticker = setInterval(() => progress(`waiting for the peer to end (guest ${JSON.stringify(vm.counters())})`), 10_000);
@@ -103,6 +148,7 @@ const doneLine = /stream: done (.*)/.exec(text())?.[1];
 const totals = doneLine ? Object.fromEntries(doneLine.split(' ').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])])) : null;
 out.end = {
   done,
+  heartbeats: heartbeats(),
   lastGone,
   totals,
   peerMs,

@@ -7,7 +7,7 @@
 // one; no frame of the peer's is lost or wrong, the IOMMU logs no fault, and
 // once the last process has ended nothing is open or pinned. The compat
 // kernel's container cannot do it and the update is refused up front.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { l1Json } from '../support/rig.js';
 
 interface Charge {
@@ -19,6 +19,9 @@ interface Charge {
 
 interface Update {
   i: number;
+  fault?: string;
+  pidBefore?: number;
+  pidAfter?: number;
   status?: number;
   error?: string;
   from?: number;
@@ -26,7 +29,15 @@ interface Update {
   pauseMs?: number;
   steps?: { step: string; ms: number }[];
   charge?: Charge[];
-  counters: { before: { rx: number; lost: number; bad: number } | null; after: { rx: number; lost: number; bad: number } | null };
+  counters: { before: Counters; after: Counters };
+}
+
+interface Counters {
+  rx?: number;
+  lost?: number;
+  bad?: number;
+  irqs?: number;
+  raised?: number;
 }
 
 interface Out {
@@ -36,6 +47,8 @@ interface Out {
   error?: string;
   flowing: boolean;
   updateList: Update[];
+  faults: Update[];
+  afterFaults?: Update;
   peerRunningAfterUpdates: boolean;
   end: {
     done: boolean;
@@ -51,7 +64,16 @@ interface Out {
   frames: number;
 }
 
-const UPDATES = 5;
+const UPDATES = 4;
+const FAULTS = ['kill:restored', 'refuse:restore', 'kill:ready'];
+
+/** Across an update (or a failed one): no frame lost, frames and MSI-X heartbeats still arriving. */
+function flowed(t: Test, u: Update, what: string): void {
+  const { before: b, after: a } = u.counters;
+  t.equal(a.lost, b.lost, `${what}: no frame lost across it`);
+  t.ok((a.rx ?? 0) > (b.rx ?? 0), `${what}: frames kept arriving`);
+  t.ok((a.irqs ?? 0) > (b.irqs ?? 0), `${what}: MSI-X heartbeats kept arriving (${b.irqs} -> ${a.irqs})`);
+}
 
 for (const [kernel, iommu] of [
   ['type1', 'legacy'],
@@ -62,8 +84,9 @@ for (const [kernel, iommu] of [
   const refused = kernel === 'compat' && iommu === 'legacy';
   t.test(`live update under a frame stream: ${iommu} (${kernel} kernel)${refused ? ', refused' : ''}`, async (t) => {
     // 10 ms a frame: the guest's 128 RX descriptors hold 1.28 s, several pauses' worth; enough for the updates to finish before the peer.
-    const frames = refused ? 1000 : 12000;
-    const { result: o, run } = await l1Json<Out>(kernel, 'update-traffic', [iommu, String(refused ? 1 : UPDATES), String(frames), '10'], {
+    const frames = refused ? 1000 : 14000;
+    const args = [iommu, String(refused ? 1 : UPDATES), String(frames), '10', refused ? '' : FAULTS.join(',')];
+    const { result: o, run } = await l1Json<Out>(kernel, 'update-traffic', args, {
       timeoutSec: 900,
     });
     t.equal(run.exitCode, 0, 'the L1 script ran to the end');
@@ -93,13 +116,36 @@ for (const [kernel, iommu] of [
         t.ok((at('old: before')?.[field] ?? 0) >= kib, `update ${u.i}: the old process held the RAM's charge (${field})`);
         t.ok((at('new: running')?.[field] ?? 0) >= kib, `update ${u.i}: the new process holds it once it runs`);
         t.equal(at('old: handed over')?.[field], 0, `update ${u.i}: and the old one holds none`);
-        t.equal(u.counters.after?.lost, u.counters.before?.lost, `update ${u.i}: no frame lost across it`);
-        t.ok((u.counters.after?.rx ?? 0) > (u.counters.before?.rx ?? 0), `update ${u.i}: frames kept arriving`);
+        flowed(t, u, `update ${u.i}`);
       }
       const pauses = list.map((u) => u.pauseMs ?? NaN);
       t.comment(`pauses (ms): ${pauses.join(', ')}`);
+      // The new process fails after the good updates: killed once it took the DMA space and the interrupts, refusing the state, killed before the pause.
+      t.same(
+        o.faults.map((f) => f.fault?.replace(/^env PINION_UPDATE_FAULT=(\S+) .*/, '$1')),
+        FAULTS,
+        'each failing update was tried',
+      );
+      for (const f of o.faults) {
+        const what = `failing update (${f.fault?.split(' ')[1]})`;
+        t.comment(`${what}: HTTP ${f.status}: ${f.error}`);
+        t.equal(f.status, 500, `${what}: answered 500`);
+        t.match(f.error, new RegExp(`the VM runs on in pid ${f.pidBefore}$`), `${what}: rolled back`);
+        t.equal(f.pidAfter, f.pidBefore, `${what}: the same process runs the VM`);
+        flowed(t, f, what);
+      }
+      const a = o.afterFaults;
+      t.equal(a?.status, 200, `and an update after them goes through: ${a?.error ?? `pid ${a?.from} -> ${a?.to}`}`);
+      if (a) flowed(t, a, 'the update after the failures');
     }
     const d = o.end.totals;
+    if (!refused) {
+      t.ok((d?.irqs ?? 0) > 0, `the NIC's MSI-X heartbeat reached the guest ${d?.irqs} times`);
+      t.ok(
+        (d?.raised ?? 0) - (d?.irqs ?? 0) <= 1,
+        `every heartbeat raised arrived (${d?.irqs} of ${d?.raised}; the last may be in flight)`,
+      );
+    }
     t.ok(o.end.done, 'the guest ended on the stop frame');
     t.ok(o.end.lastGone, 'the last VMM process exited');
     t.same(
