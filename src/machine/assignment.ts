@@ -204,13 +204,15 @@ export class Assignment {
   }
 
   /** In the new process, paused: the DMA space's mappings and charges taken, then each function's BARs and interrupts. */
-  restore(states: readonly AssignedState[]): void {
+  restore(states: readonly AssignedState[], mark: (part: string) => void = () => {}): void {
     if (states.length !== this.devices.length || states.some((s, i) => s.bdf !== this.devices[i]!.host.bdf))
       throw new Error(
         `the state has devices ${states.map((s) => s.bdf).join(', ') || 'none'}, the hand-over ${this.devices.map((d) => d.host.bdf).join(', ')}`,
       );
     this.iommu.takeOver();
+    mark('dma');
     states.forEach((s, i) => this.devices[i]!.restore(s));
+    mark('devices');
   }
 
   /** The hand-over is done: the devices are this process's, reset when it closes. */

@@ -256,22 +256,24 @@ export class Machine {
   }
 
   /** Writes a paused VM's state into this adopted one, before it runs. */
-  restoreState(s: MachineState): void {
+  restoreState(s: MachineState, mark: (part: string) => void = () => {}): void {
     if (s.vcpus.length !== this.vcpus.length) throw new RangeError(`the state has ${s.vcpus.length} vCPUs, this VM ${this.vcpus.length}`);
     if ((s.assigned?.length ?? 0) > 0 !== (this.assignment !== undefined))
       throw new Error(`the state has ${s.assigned?.length ?? 0} assigned devices, the hand-over ${this.assignment ? 'some' : 'none'}`);
     // The DMA space and the devices' interrupts first: the vCPUs' state does not let anything run.
     if (s.assigned) {
-      this.assignment!.restore(s.assigned);
+      this.assignment!.restore(s.assigned, mark);
       trace('devices restored');
     }
     this.vcpus.forEach((v, i) => {
       restoreVcpu(v, s.vcpus[i]!);
       trace(`vCPU ${i} state written`);
     });
+    mark('vcpus');
     this.platform.restore(s.platform);
     restoreVm(this.vm, s.vm);
     trace('VM state written');
+    mark('vm');
   }
 
   /** Whether every vCPU thread has loaded and waits to run (an adopted VM is ready to take the state then). */

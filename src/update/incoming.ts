@@ -15,7 +15,7 @@ import { faultPoint } from './faults.js';
 import { checkFds, childFd } from './fds.js';
 import { decodeRecord, imageOf, type ControlRecord, type UpdateRecord } from './record.js';
 import { decodeState, renameEventfds } from './state.js';
-import { ms } from './steps.js';
+import { ms, PartClock } from './steps.js';
 import { HandoverToken } from './token.js';
 
 export interface Incoming {
@@ -36,17 +36,6 @@ export interface IncomingTimeouts {
 }
 
 const TIMEOUTS: IncomingTimeouts = { stateMs: 30_000, goMs: 30_000, loadMs: 60_000 };
-
-/** Parts of one step, timed as they run. */
-class Parts {
-  readonly list: { name: string; ms: number }[] = [];
-  private t = process.hrtime.bigint();
-  mark(name: string): void {
-    const now = process.hrtime.bigint();
-    this.list.push({ name, ms: ms(now - this.t) });
-    this.t = now;
-  }
-}
 
 export async function receive(channelFd: number, t: IncomingTimeouts = TIMEOUTS): Promise<Incoming> {
   // Loading this process (node, the bundle) until here: part of prepare, as the old side sees it.
@@ -78,7 +67,7 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
   let machine: Machine | undefined;
   let token: HandoverToken | undefined;
   try {
-    const p = new Parts();
+    const p = new PartClock();
     const record = decodeRecord((await channel.next('prepare', 'prepare', t.stateMs)).record);
     checkFds(record.fds, channelFd);
     token = HandoverToken.open(childFd(record.token, channelFd));
@@ -95,12 +84,11 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
 
     side.step = 'restore';
     const s = await channel.next('state', 'restore', t.stateMs);
-    const r = new Parts();
+    const r = new PartClock();
     faultPoint('restore');
     const state = renameEventfds(decodeState(s.state, record), (i) => childFd(i, channelFd));
     r.mark('decode');
-    machine.restoreState(state);
-    r.mark('write');
+    machine.restoreState(state, (part) => r.mark(part));
     side.steps.push(stepTime('restore', r.list));
     channel.send({ type: 'restored', report: report(side) });
     faultPoint('restored');
@@ -129,7 +117,7 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
 /** The VM is this process's: run it. Nothing here ends the guest, not even the old process gone silent. */
 async function start(side: Side, { machine: m, record }: { machine: Machine; record: UpdateRecord }): Promise<Incoming> {
   const { channel, channelFd } = side;
-  const g = new Parts();
+  const g = new PartClock();
   const paused = record.api?.control.paused === true;
   // Held by vm.pause in the old process: the vCPUs enter their loop and wait there.
   if (paused) void m.pause();

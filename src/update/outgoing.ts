@@ -9,7 +9,7 @@ import type { MachineImage, MachineState } from '../machine/handover.js';
 import type { Channel, Charge, StepTime } from './channel.js';
 import { buildRecord, encodeRecord, type ControlRecord } from './record.js';
 import { encodeState, renameEventfds } from './state.js';
-import { ms, rollback, STEP_SIDE, STEP_TEXT, StepClock, type Step } from './steps.js';
+import { ms, PartClock, rollback, STEP_SIDE, STEP_TEXT, StepClock, type Step } from './steps.js';
 import { HandoverToken } from './token.js';
 
 /** The VM as the old side drives it (the control API's MachineControl gives it; tests give a fake). */
@@ -128,9 +128,13 @@ export async function handOver(
     await vm.pause();
 
     clock.begin('save');
+    const parts = new PartClock();
     vm.freeze();
+    parts.mark('freeze');
+    const saved = vm.save();
+    parts.mark('read');
     const state = encodeState(
-      renameEventfds(vm.save(), (fd, bdf) => {
+      renameEventfds(saved, (fd, bdf) => {
         const i = fds.indexOf(fd);
         // The record went before the pause with the eventfds wired then.
         if (i < 0 || record.fds[i]!.kind !== 'eventfd')
@@ -138,7 +142,9 @@ export async function handOver(
         return i;
       }),
     );
+    parts.mark('encode');
     charge.push(own('old: paused'));
+    clock.end(parts.list);
 
     clock.begin('restore');
     peer.channel.send({ type: 'state', state });

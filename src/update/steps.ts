@@ -52,6 +52,17 @@ export function rollback(failed: Step, newOwns: boolean): RollbackAction[] {
   return actions;
 }
 
+/** The parts of one step, timed as they run (each process's own, reported beside the step). */
+export class PartClock {
+  readonly list: { name: string; ms: number }[] = [];
+  private t = process.hrtime.bigint();
+  mark(name: string): void {
+    const now = process.hrtime.bigint();
+    this.list.push({ name, ms: ms(now - this.t) });
+    this.t = now;
+  }
+}
+
 /** Times the steps as they run: begin() ends the step before. */
 export class StepClock {
   readonly times: StepTime[] = [];
