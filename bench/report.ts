@@ -15,14 +15,34 @@ const dir = process.argv[2] ?? 'bench/results';
 const runs: Run[] = [];
 const earlier: string[] = [];
 const remaps: RemapResults[] = [];
+/** npm run update-proof's runs (scripts/update-proof.mjs): a record per path, not a ratio. */
+interface UpdateRun {
+  kernel: string;
+  iommu: string;
+  summary: {
+    updates: number;
+    handedOver: number;
+    pauseMs: { median: number; p90: number; max: number; min: number } | null;
+    frames: { sent: number; received?: number; lost?: number };
+    heartbeats: { raised?: number; delivered?: number };
+    dmarFaults?: number;
+    stopped?: string;
+  };
+}
+const UPDATE_SCHEMA = 'pinion-update/1';
+const updates: { commit: string; ramMiB: number; runs: UpdateRun[] }[] = [];
 for (const f of readdirSync(dir)
   .filter((f) => f.endsWith('.json'))
   .sort()) {
   const text = readFileSync(join(dir, f), 'utf8');
   const r = parseResults(text);
   if (r) runs.push(...r.runs);
-  else if ((JSON.parse(text) as { schema?: string }).schema === REMAP_SCHEMA) remaps.push(JSON.parse(text) as RemapResults);
-  else earlier.push(f);
+  else {
+    const j = JSON.parse(text) as { schema?: string };
+    if (j.schema === REMAP_SCHEMA) remaps.push(j as RemapResults);
+    else if (j.schema === UPDATE_SCHEMA) updates.push(j as (typeof updates)[number]);
+    else earlier.push(f);
+  }
 }
 console.log(`\n${METHOD.ratio}; estimate: ${METHOD.statistic}, ${METHOD.interval}; ${METHOD.order}.`);
 console.log(`Pinion and reference columns: geometric mean of each side's per-round figures.\n`);
@@ -41,4 +61,12 @@ for (const s of remaps.flatMap((r) => r.scenarios)) {
     `- remap ${s.kernel} ${s.iommu} ${s.accounting} (commit ${s.provenance.commit}): ${s.frames.sent} frames sent, ${s.frames.received ?? '?'} received, ${s.frames.lost ?? '?'} lost; ${s.changes.length} changes, ${lossy.length ? `frames lost across ${lossy.map((c) => `${c.name} (${c.framesLost})`).join(', ')}` : 'none lost a frame'}; ${s.dmarFaults} DMA faults in L1`,
   );
 }
+// update.json: each path's live updates in a row, the pause and what the stream lost.
+for (const u of updates)
+  for (const r of u.runs) {
+    const s = r.summary;
+    console.log(
+      `- update ${r.kernel} ${r.iommu}, ${u.ramMiB} MiB (commit ${u.commit}): ${s.handedOver} of ${s.updates} handed over; pause median ${s.pauseMs?.median ?? '?'} ms, p90 ${s.pauseMs?.p90 ?? '?'}, max ${s.pauseMs?.max ?? '?'}; ${s.frames.sent} frames sent, ${s.frames.received ?? '?'} received, ${s.frames.lost ?? '?'} lost; MSI-X heartbeats ${s.heartbeats.delivered ?? '?'} of ${s.heartbeats.raised ?? '?'} delivered; ${s.dmarFaults ?? '?'} DMA faults in L1${s.stopped ? `; the run ended early: ${s.stopped}` : ''}`,
+    );
+  }
 if (earlier.length) console.log(`\nNot summarised, earlier format without raw rounds: ${earlier.join(', ')}`);

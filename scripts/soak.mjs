@@ -8,14 +8,11 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tapCounts } from './tap-summary.mjs';
+import { flag } from './run-args.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : dflt;
-};
-const rounds = Number(arg('rounds', 10));
-const out = arg('out', join(root, 'test/results/rig-soak.json'));
+const rounds = Number(flag('rounds', 10));
+const out = flag('out', join(root, 'test/results/rig-soak.json'));
 const files = readdirSync(join(root, 'dist/test/rig'))
   .filter((f) => f.endsWith('.test.js'))
   .sort()

@@ -4,30 +4,25 @@
 // in a row (default 20) while its test guest streams frames and counts the
 // NIC's MSI-X heartbeats (test/l1/update-traffic.ts), on each kernel path
 // that can do it: type1 legacy, type1 iommufd, compat iommufd. One L1 boot
-// each. Writes test/results/update-traffic.json: each run's updates (pause,
+// each. Writes bench/results/update.json: each run's updates (pause,
 // steps, charges), frames and heartbeats, and a summary.
 // Usage: npm run update-proof -- [--updates N] [--ram MIB]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { flag, treeCommit } from './run-args.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : dflt;
-};
-const updates = Number(arg('updates', 20));
-const ram = Number(arg('ram', 256));
+const updates = Number(flag('updates', 20));
+const ram = Number(flag('ram', 256));
 if (!Number.isInteger(updates) || updates < 1 || !Number.isInteger(ram) || ram < 64) {
   console.error(
     'pinion update-proof: --updates takes a whole number and --ram MiB (at least 64); e.g. npm run update-proof -- --updates 20 --ram 256',
   );
   process.exit(2);
 }
-const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' });
-const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results', ':!bench/results').status !== 0;
-const commit = git('rev-parse', '--short', 'HEAD').stdout.trim() + (dirty ? '-dirty' : '');
+const commit = treeCommit(root);
 // 10 ms a frame (the guest's 128 RX descriptors hold 1.28 s); an update takes ~15 s in L1, so the peer sends for all of them.
 const frames = Math.ceil(((updates + 2) * 16_000) / 10);
 const runs = [];
@@ -80,6 +75,10 @@ for (const [kernel, iommu] of [
     heartbeats: { raised: t.raised, delivered: t.irqs },
     dmarFaults: out.dmarFaults?.length,
     after: out.after,
+    // A guest that ended before the peer did: the VMM's line saying why.
+    ...(out.end?.done
+      ? {}
+      : { stopped: /pinion: guest stopped: [^\n]*/.exec(out.end?.vmmStderr ?? '')?.[0] ?? 'the guest did not end on the stop frame' }),
   };
   runs.push({ kernel, iommu, summary, run: out });
   const good = ok.length === updates && t.lost === 0 && t.rx === frames && t.bad === 0 && out.dmarFaults?.length === 0;
@@ -88,10 +87,10 @@ for (const [kernel, iommu] of [
     `${kernel} ${iommu}: ${ok.length}/${updates} handed over; pause median ${summary.pauseMs?.median} ms (p90 ${summary.pauseMs?.p90}, max ${summary.pauseMs?.max}); frames ${t.rx}/${frames}, lost ${t.lost}; heartbeats ${t.irqs}/${t.raised}`,
   );
 }
-const dir = join(root, 'test/results');
+const dir = join(root, 'bench/results');
 mkdirSync(dir, { recursive: true });
 writeFileSync(
-  join(dir, 'update-traffic.json'),
+  join(dir, 'update.json'),
   JSON.stringify(
     {
       commit,

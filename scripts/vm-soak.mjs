@@ -7,14 +7,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { flag, treeCommit } from './run-args.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : dflt;
-};
-const cycles = Number(arg('cycles', 42));
-const kernels = (arg('kernel', 'type1 compat') ?? '').split(/[ ,]+/).filter(Boolean);
+const cycles = Number(flag('cycles', 42));
+const kernels = (flag('kernel', 'type1 compat') ?? '').split(/[ ,]+/).filter(Boolean);
 if (!Number.isInteger(cycles) || cycles < 1 || kernels.some((k) => !['type1', 'compat'].includes(k))) {
   console.error(
     'pinion soak: --cycles takes a whole number of cycles and --kernel type1 or compat; e.g. npm run soak -- --cycles 100 --kernel type1',
@@ -23,10 +20,8 @@ if (!Number.isInteger(cycles) || cycles < 1 || kernels.some((k) => !['type1', 'c
 }
 const dir = join(root, 'test/results');
 mkdirSync(dir, { recursive: true });
-// Provenance, from this side (L1 has no git), taken before the runs: the tree they ran.
-const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' });
-const dirty = git('diff', '--quiet', 'HEAD', '--', '.', ':!test/results', ':!bench/results').status !== 0;
-const commit = git('rev-parse', '--short', 'HEAD').stdout.trim() + (dirty ? '-dirty' : '');
+// Provenance, taken before the runs: the tree they ran.
+const commit = treeCommit(root);
 let failed = 0;
 for (const kernel of kernels) {
   const out = join(dir, `vm-soak-${kernel}.json`);

@@ -102,14 +102,7 @@ export class Assignment {
     const kind = iommuKind(o, hosts);
     const iommu = undo.own(openIommu(kind, o.fds), (i) => i.close());
     trace(`IOMMU backend open (${kind})`);
-    const env: VmPlatform = {
-      memory,
-      pio: platform.pio,
-      mmio: platform.mmio,
-      routing: new IrqRouting(vmFd),
-      vmFd,
-      bars: new BarAllocator(),
-    };
+    const env = vmPlatform(memory, platform, vmFd);
     const devices = hosts.map((h) => {
       const slot = platform.pci.freeSlot();
       const dev = undo.own(VfioPciDevice.open(h, iommu, env, slot), (d) => d.close());
@@ -118,12 +111,17 @@ export class Assignment {
       return dev;
     });
     // Refuse before the first page is pinned if the kernel would refuse part way.
+    return Assignment.checked(kind, iommu, devices, memory, o.openerHint);
+  }
+
+  /** The assignment with its pre-flight (what pinning all of RAM costs, refused here if the kernel would refuse) and its DMA listener. */
+  private static checked(kind: IommuKind, iommu: VfioIommu, devices: VfioPciDevice[], memory: GuestMemory, openerHint: string): Assignment {
     const acc = iommu.accounting();
     const ramBytes = memory
       .list()
       .filter((r) => r.kind === 'ram')
       .reduce((n, r) => n + r.size, 0n);
-    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint: o.openerHint });
+    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint });
     const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
     return new Assignment(kind, iommu, devices, dma, checked, acc);
   }
@@ -147,14 +145,7 @@ export class Assignment {
       im.kind === 'iommufd' ? IommufdIommu.inherit(im.fd, im.ioas ?? -1) : LegacyIommu.inherit(im.fd, im.groups),
       (i) => i.close(),
     );
-    const env: VmPlatform = {
-      memory,
-      pio: platform.pio,
-      mmio: platform.mmio,
-      routing: new IrqRouting(vmFd),
-      vmFd,
-      bars: new BarAllocator(),
-    };
+    const env = vmPlatform(memory, platform, vmFd);
     const devices = image.list.map((d) => {
       const h = hosts.find((x) => x.bdf === d.bdf);
       if (!h) throw new AssignError(`the hand-over has ${d.bdf}, which this VM's config does not assign`);
@@ -162,13 +153,14 @@ export class Assignment {
       platform.pci.add(d.slot << 3, dev);
       return dev;
     });
-    const ram = memory.list().filter((r) => r.kind === 'ram');
-    iommu.dma.seed(dmaRegions(image.dma, ram, backingFd));
-    const acc = iommu.accounting();
-    const ramBytes = ram.reduce((n, r) => n + r.size, 0n);
-    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint: 'pinion open' });
-    const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
-    return new Assignment(im.kind, iommu, devices, dma, checked, acc);
+    iommu.dma.seed(
+      dmaRegions(
+        image.dma,
+        memory.list().filter((r) => r.kind === 'ram'),
+        backingFd,
+      ),
+    );
+    return Assignment.checked(im.kind, iommu, devices, memory, 'pinion open --user <uid> --device <BDF> -- pinion run ...');
   }
 
   /** What the next process needs of the devices before the pause; RAM files by index (`backingOf`). */
@@ -285,6 +277,10 @@ export class Assignment {
       preflight: this.preflight,
     };
   }
+}
+
+function vmPlatform(memory: GuestMemory, platform: Platform, vmFd: number): VmPlatform {
+  return { memory, pio: platform.pio, mmio: platform.mmio, routing: new IrqRouting(vmFd), vmFd, bars: new BarAllocator() };
 }
 
 function iommuKind(o: AssignOptions, hosts: readonly HostDevice[]): IommuKind {

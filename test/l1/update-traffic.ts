@@ -8,7 +8,7 @@
 // L1's DMAR faults, and nothing left open or pinned once the last process
 // has ended.
 //
-//   update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB]
+//   update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB] [LIMIT_MIB]
 //
 // After the updates, one update per FAULT (PINION_UPDATE_FAULT of the new
 // process: by default killed once it took the DMA space and interrupts,
@@ -27,16 +27,17 @@ import type { UpdateReport } from '../../src/update/outgoing.js';
 import { CLI, pinnedKiB, progress, vfioHolders } from './pinion.js';
 import { dmarFaults, dmesg, MiB, netdev, Peer, sleep, StreamVm, streamVfs } from './stream-vm.js';
 
-const [iommu = 'iommufd', updatesArg, framesArg, intervalArg, faultsArg, ramArg] = process.argv.slice(2);
+const [iommu = 'iommufd', updatesArg, framesArg, intervalArg, faultsArg, ramArg, limitArg] = process.argv.slice(2);
 if (!['legacy', 'iommufd'].includes(iommu))
-  throw new Error('usage: update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB]');
+  throw new Error('usage: update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB] [LIMIT_MIB]');
 const UPDATES = Number(updatesArg ?? 5);
 const FRAMES = Number(framesArg ?? 10000);
 const INTERVAL_MS = Number(intervalArg ?? 10);
 /** PINION_UPDATE_FAULT values (src/update/faults.ts) for the failing updates after the good ones. */
 const FAULTS = (faultsArg ?? 'kill:restored,refuse:restore,kill:ready').split(',').filter(Boolean);
 const RAM = Number(ramArg || 64) * MiB;
-const LIMIT = iommu === 'legacy' ? RAM + 32 * MiB : 2 * RAM + 32 * MiB;
+// LIMIT_MIB overrides it (a per-user limit too small for the update, which must be refused up front).
+const LIMIT = limitArg ? Number(limitArg) * MiB : iommu === 'legacy' ? RAM + 32 * MiB : 2 * RAM + 32 * MiB;
 
 const pf = assignablePf().bdf;
 const [vf] = streamVfs(pf, 1);

@@ -75,6 +75,24 @@ function flowed(t: Test, u: Update, what: string): void {
   t.ok((a.irqs ?? 0) > (b.irqs ?? 0), `${what}: MSI-X heartbeats kept arriving (${b.irqs} -> ${a.irqs})`);
 }
 
+t.test('live update refused up front when per-user iommufd accounting cannot hold the pins twice (type1 kernel)', async (t) => {
+  // RAM + 32 MiB: the VM runs, but CHANGE_PROCESS would charge its 64 MiB again to the same user.
+  const { result: o, run } = await l1Json<Out>('type1', 'update-traffic', ['iommufd', '1', '1000', '10', '', '64', '96'], {
+    timeoutSec: 600,
+  });
+  t.equal(run.exitCode, 0, 'the L1 script ran to the end');
+  t.equal(o.error, undefined, 'the guest got its VF going');
+  const u = o.updateList[0];
+  t.equal(u?.status, 409, 'refused');
+  t.match(
+    u?.error,
+    /^live update refused: iommufd charges this VM's 64 MiB of pins to its user, and IOMMU_IOAS_CHANGE_PROCESS charges them to the new process before it uncharges this one: the update needs 128 MiB of the user's limit, and has 96 MiB \(.*\); raise RLIMIT_MEMLOCK \(prlimit --memlock\) or start the VM under pinion open \(per-process accounting\); the VM is untouched$/,
+  );
+  t.equal(u?.pidAfter, u?.pidBefore, 'the VM runs on in the same process');
+  t.equal(o.end.totals?.lost, 0, 'no frame lost');
+  t.equal(o.after.pinnedKiB, 0, 'nothing pinned afterwards');
+});
+
 for (const [kernel, iommu] of [
   ['type1', 'legacy'],
   ['type1', 'iommufd'],

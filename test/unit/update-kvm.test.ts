@@ -8,8 +8,8 @@
 // the old one. Then the guest in its hotplug mode: its driver of the
 // memory-hotplug mailbox goes on answering the new process, which knows
 // what the old one told it. Then a VM on anonymous RAM, refused up front. A local check:
-// it skips without a usable /dev/kvm (the hand-over with an assigned VF, in
-// L1, is not written yet).
+// it skips without a usable /dev/kvm (the hand-over with an assigned VF
+// runs in L1: test/rig/update-traffic.test.ts).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   accessSync,
