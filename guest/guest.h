@@ -95,6 +95,6 @@ uint64_t hotplug_run(uint64_t events, uint64_t ram_size);
 uint64_t chaos_run(uint64_t seed, uint64_t ram_size);
 
 /* stream.c: frames from the peer until it says stop; 0, else 29 (a frame's bytes were wrong) or 30 (no NIC). */
-uint64_t stream_run(uint64_t ram_size);
+uint64_t stream_run(uint64_t ram_size, bool heartbeat);
 
 #endif

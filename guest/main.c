@@ -27,6 +27,8 @@
  *           (PF or VF) and check each, send some, and move RX DMA into each
  *           region the mailbox announces (stream.c); ends when the peer says
  *           stop, with status 29 if a frame's bytes were wrong
+ *   heartbeat with stream on a VF: raise an MSI-X interrupt (vector 0, by
+ *           VTEICS) whenever the last one arrived, and count them
  *   chaos=S after the PCI scan, a hostile guest with the first 82576 from
  *           seed S (chaos.c): config space, BARs, MSI-X, trapped ranges,
  *           ports, DMA rings and interrupts at random; exit 0 if it gets
@@ -50,7 +52,7 @@
 
 struct options {
 	uint64_t exit_status, ticks, events, chaos_seed;
-	bool chaos, fault, ud, pio, mmio, hang, igb, baddma, tick, hotplug, stream;
+	bool chaos, fault, ud, pio, mmio, hang, igb, baddma, tick, hotplug, stream, heartbeat;
 };
 
 /* Both in .bss, zeroed by the ELF loader before any vCPU runs. */
@@ -131,6 +133,8 @@ static struct options parse_cmdline(const char *s)
 			o.hotplug = true;
 		else if (word_is(w, len, "stream"))
 			o.stream = true;
+		else if (word_is(w, len, "heartbeat"))
+			o.heartbeat = true;
 	}
 	return o;
 }
@@ -271,7 +275,7 @@ void guest_main(uint64_t cpu, const char *cmdline, uint64_t ncpus, uint64_t ram_
 	if (o.chaos)
 		finish(chaos_run(o.chaos_seed, ram_size));
 	if (o.hotplug || o.stream) {
-		uint64_t status = o.stream ? stream_run(ram_size) : hotplug_run(o.events, ram_size);
+		uint64_t status = o.stream ? stream_run(ram_size, o.heartbeat) : hotplug_run(o.events, ram_size);
 
 		finish(status ? status : o.exit_status);
 	}

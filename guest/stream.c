@@ -345,7 +345,7 @@ static void done(void)
 	line_end();
 }
 
-uint64_t stream_run(uint64_t ram_size)
+uint64_t stream_run(uint64_t ram_size, bool with_heartbeat)
 {
 	const char *why = igb_stream_open();
 	bool mailbox;
@@ -360,7 +360,7 @@ uint64_t stream_run(uint64_t ram_size)
 		return EXIT_NO_NIC;
 	}
 	mailbox = memhp_claim();
-	heartbeat = igb_stream_irq_start() == NULL;
+	heartbeat = with_heartbeat && igb_stream_irq_start() == NULL;
 	if (heartbeat)
 		irq_enable();
 	say(mailbox ? "stream: ready, memory-hotplug mailbox claimed" : "stream: ready, no memory-hotplug mailbox");

@@ -117,6 +117,8 @@ export interface StreamVmOptions {
   vf: string;
   limit: number;
   memory?: string;
+  /** The guest raises an MSI-X heartbeat on its VF and counts what arrives (its `heartbeat` word). */
+  heartbeat?: boolean;
 }
 
 const mapping = (d: DmaInfo): string[] => (d.assigned ? d.mappings.map((m) => `${m.iova}+${m.size}`) : []);
@@ -136,7 +138,7 @@ export class StreamVm {
     rmSync(this.consolePath, { force: true });
     const runArgs = [process.execPath, CLI, 'run', '--payload', GUEST, '--device', o.vf, '--iommu', o.iommu];
     if (o.memory) runArgs.push('--memory', o.memory);
-    runArgs.push('--cmdline', 'stream', '--api-socket', this.socket, '--console', this.consolePath);
+    runArgs.push('--cmdline', o.heartbeat ? 'stream heartbeat' : 'stream', '--api-socket', this.socket, '--console', this.consolePath);
     const cmd =
       o.how === 'opener'
         ? [

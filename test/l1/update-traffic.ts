@@ -47,7 +47,7 @@ for (let t0 = Date.now(); operstate() !== 'up' && Date.now() - t0 < 30_000;) awa
 progress(`PF ${pf} link ${operstate()}`);
 const peer = new Peer();
 const dmesgBefore = dmesg().length;
-const vm = new StreamVm({ name: 'update', iommu, how: 'user', vf: vf!.bdf, limit: LIMIT, memory: `${RAM / MiB}M` });
+const vm = new StreamVm({ name: 'update', iommu, how: 'user', vf: vf!.bdf, limit: LIMIT, memory: `${RAM / MiB}M`, heartbeat: true });
 const out: Record<string, unknown> = {
   iommu,
   vf: vf!.bdf,
