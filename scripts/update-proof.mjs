@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { flag, treeCommit } from './run-args.mjs';
+import { flag, rigCommand, treeCommit } from './run-args.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const updates = Number(flag('updates', 20));
@@ -35,13 +35,7 @@ for (const [kernel, iommu] of [
   const script = join(root, 'dist/test/l1/update-traffic.js');
   const r = spawnSync(
     process.execPath,
-    [
-      join(root, 'dist/bundle/pinion.js'),
-      'rig',
-      '--kernel',
-      kernel,
-      '--timeout',
-      String(Math.ceil(frames / 100) + 600),
+    rigCommand(root, kernel, Math.ceil(frames / 100) + 600, [
       '--',
       process.execPath,
       script,
@@ -51,7 +45,7 @@ for (const [kernel, iommu] of [
       '10',
       '',
       String(ram),
-    ],
+    ]),
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 },
   );
   let out;

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { flag, treeCommit } from './run-args.mjs';
+import { flag, rigCommand, treeCommit } from './run-args.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const cycles = Number(flag('cycles', 42));
@@ -29,13 +29,7 @@ for (const kernel of kernels) {
   const timeout = String(Math.ceil(cycles * 20 + 300));
   const r = spawnSync(
     process.execPath,
-    [
-      join(root, 'dist/bundle/pinion.js'),
-      'rig',
-      '--kernel',
-      kernel,
-      '--timeout',
-      timeout,
+    rigCommand(root, kernel, timeout, [
       '--rw',
       dir,
       '--',
@@ -45,7 +39,7 @@ for (const kernel of kernels) {
       join(root, 'dist/test/l1/soak.js'),
       String(cycles),
       out,
-    ],
+    ]),
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   if (r.status !== 0) {

@@ -9,7 +9,7 @@
 // the vector's bit in the virtual PBA, and is delivered when unmasked.
 import { eventFdSignal, eventFdTake, ioctl } from '../../sys/libc.js';
 import * as V from '../../sys/vfio.js';
-import { IrqFd, type IrqRouting } from '../../vmm/irq.js';
+import { IrqFd, type IrqRouting, type MsiMessage } from '../../vmm/irq.js';
 import { readLe } from '../pci/function.js';
 import {
   PCI_MSIX_ENTRY_CTRL_MASKBIT,
@@ -277,12 +277,18 @@ export class Msix {
     if (held) this.kernel.signal(v.fd);
   }
 
-  private route(i: number): void {
+  /** Vector `i`'s message as the guest wrote it in the table. */
+  message(i: number): MsiMessage {
     const at = i * PCI_MSIX_ENTRY_SIZE;
+    return {
+      addressLo: readLe(this.table, at + PCI_MSIX_ENTRY_LOWER_ADDR, 4),
+      addressHi: readLe(this.table, at + PCI_MSIX_ENTRY_UPPER_ADDR, 4),
+      data: readLe(this.table, at + PCI_MSIX_ENTRY_DATA, 4),
+    };
+  }
+
+  private route(i: number): void {
     const v = this.vectors[i];
-    if (!v) return;
-    const addressLo = readLe(this.table, at + PCI_MSIX_ENTRY_LOWER_ADDR, 4);
-    const addressHi = readLe(this.table, at + PCI_MSIX_ENTRY_UPPER_ADDR, 4);
-    this.routing.setMsi(v.gsi, { addressLo, addressHi, data: readLe(this.table, at + PCI_MSIX_ENTRY_DATA, 4) });
+    if (v) this.routing.setMsi(v.gsi, this.message(i));
   }
 }

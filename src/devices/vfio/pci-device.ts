@@ -518,15 +518,7 @@ export class VfioPciDevice implements PciFunction {
             },
           }
         : {}),
-      irqs: (m?.vectors ?? []).map((v, i) => ({
-        gsi: v.gsi,
-        eventfd: v.fd,
-        msi: {
-          addressLo: readLe(m!.table, i * P.PCI_MSIX_ENTRY_SIZE + P.PCI_MSIX_ENTRY_LOWER_ADDR, 4),
-          addressHi: readLe(m!.table, i * P.PCI_MSIX_ENTRY_SIZE + P.PCI_MSIX_ENTRY_UPPER_ADDR, 4),
-          data: readLe(m!.table, i * P.PCI_MSIX_ENTRY_SIZE + P.PCI_MSIX_ENTRY_DATA, 4),
-        },
-      })),
+      irqs: (m?.vectors ?? []).map((v, i) => ({ gsi: v.gsi, eventfd: v.fd, msi: this.msix!.message(i) })),
       intx: this.intx?.enabled ?? false,
     };
   }
