@@ -1,5 +1,6 @@
-// The devices every vCPU thread puts on its own buses (the hot, nearly
-// stateless ones: console, debug exit, port 0x80). A spec is plain data
+// The devices every vCPU thread puts on its own buses (the hot ones, whose
+// state is shared memory or none: console, debug exit, port 0x80, the
+// memory-hotplug mailbox). A spec is plain data
 // (structured-cloneable) so each vCPU thread builds its own handlers over
 // the same shared state; the VMM thread builds the specs.
 import { writeSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { DEBUG_EXIT_LEN, DEBUG_EXIT_PORT, DebugExit } from '../devices/debug-exi
 import { PORT80, Port80 } from '../devices/port80.js';
 import { I8042, I8042_COMMAND } from '../devices/i8042.js';
 import { PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, PciConfigFront } from '../devices/pci/config-io.js';
+import { MEM_HOTPLUG_LEN, MEM_HOTPLUG_PORT, MemHotplug } from '../devices/mem-hotplug.js';
 
 export type DeviceSpec =
   /** `vmFd` and `irq`: the UART's interrupt line (KVM_IRQ_LINE); `linux`: each byte goes out at once (an
@@ -21,11 +23,20 @@ export type DeviceSpec =
   | { kind: 'port80'; port: number }
   | { kind: 'i8042'; port: number }
   /** PCI config mechanism #1's address register and bus map (PciConfigIo's state). */
-  | { kind: 'pci-config'; state: SharedArrayBuffer };
+  | { kind: 'pci-config'; state: SharedArrayBuffer }
+  /** The memory-hotplug mailbox's registers (MemHotplug's state). */
+  | { kind: 'mem-hotplug'; state: SharedArrayBuffer };
 
-export function standardDevices(consoleFd: number, vmFd: number, linux: boolean, pciState: SharedArrayBuffer): DeviceSpec[] {
+export function standardDevices(
+  consoleFd: number,
+  vmFd: number,
+  linux: boolean,
+  pciState: SharedArrayBuffer,
+  hotplugState: SharedArrayBuffer,
+): DeviceSpec[] {
   return [
     { kind: 'pci-config', state: pciState },
+    { kind: 'mem-hotplug', state: hotplugState },
     { kind: 'serial', base: COM1, state: Serial16550.newState(), fd: consoleFd, vmFd, irq: COM1_IRQ, linux },
     { kind: 'debug-exit', port: DEBUG_EXIT_PORT },
     { kind: 'port80', port: PORT80 },
@@ -89,6 +100,10 @@ export function buildBuses(specs: DeviceSpec[], stops: GuestStops, rpc?: RpcClie
       case 'pci-config':
         // Without a VMM thread to forward to (a loop run inline on it), the VMM's own PciConfigIo serves it.
         if (rpc) pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, new PciConfigFront(s.state, rpc.device('pio')), 'pci config');
+        break;
+      case 'mem-hotplug':
+        // Likewise: run inline, the VMM's own mailbox (the one that is told of writes at once) serves it.
+        if (rpc) pio.register(MEM_HOTPLUG_PORT, MEM_HOTPLUG_LEN, new MemHotplug(s.state), 'mem hotplug');
         break;
     }
   }

@@ -1,7 +1,8 @@
 // The board every VM has: the VMM thread's buses (devices with state, which
 // vCPU threads reach through bus-rpc), PCI config mechanism #1 with the host
-// bridge at 00:00.0, the memory-hotplug mailbox, and the specs of the devices
-// each vCPU thread builds for itself (console, debug exit, port 0x80, i8042).
+// bridge at 00:00.0, the memory-hotplug mailbox's VMM side, and the specs of
+// the devices each vCPU thread builds for itself (console, debug exit, port
+// 0x80, i8042, the mailbox's registers).
 import { MemHotplug, MEM_HOTPLUG_LEN, MEM_HOTPLUG_PORT, type MemHotplugState } from '../devices/mem-hotplug.js';
 import { PciConfigIo, PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN } from '../devices/pci/config-io.js';
 import type { ConfigSpace } from '../devices/pci/config-space.js';
@@ -33,18 +34,19 @@ export interface PlatformState {
 export class Platform {
   readonly pio = new Bus('pio');
   readonly mmio = new Bus('mmio');
-  /** Rarely polled, and what the control API waits on: on the VMM thread, reached through the RPC fallback. */
-  readonly hotplug = new MemHotplug();
 
   private constructor(
     readonly pci: PciConfigIo,
+    /** The VMM thread's side of the mailbox: it posts and waits; vCPU threads serve the guest's polls over its state. */
+    readonly hotplug: MemHotplug,
     readonly devices: readonly DeviceSpec[],
     private readonly bridge: ConfigSpace,
   ) {}
 
   static build(o: PlatformOptions): Platform {
     const pci = new PciConfigIo();
-    const p = new Platform(pci, standardDevices(o.consoleFd, o.vmFd, o.linux, pci.state), hostBridge());
+    const hotplug = new MemHotplug();
+    const p = new Platform(pci, hotplug, standardDevices(o.consoleFd, o.vmFd, o.linux, pci.state, hotplug.state), hostBridge());
     pci.add(0, p.bridge);
     p.pio.register(PCI_CONFIG_ADDRESS, PCI_CONFIG_LEN, pci, 'pci config');
     p.pio.register(MEM_HOTPLUG_PORT, MEM_HOTPLUG_LEN, p.hotplug, 'mem hotplug');

@@ -1,6 +1,9 @@
 // The memory-hotplug mailbox as a guest driver sees it through its ports:
 // the ID, the claim, events and their registers, acks (stale ones dropped),
-// odd accesses, and the VMM's bounded waits for an ack.
+// odd accesses, and the VMM's bounded waits for an ack; served by a vCPU
+// thread's mailbox over the same state, in a worker, while the VMM thread
+// is busy.
+import { Worker } from 'node:worker_threads';
 import t from 'tap';
 import { HOTPLUG_KIND, MEM_HOTPLUG_ID, MEM_HOTPLUG_REG as R, MemHotplug } from '../../src/devices/mem-hotplug.js';
 import { Platform } from '../../src/machine/platform.js';
@@ -90,6 +93,23 @@ t.test('waits: time out, end when the driver lets go or the VM closes', async (t
   t.same(seen, [g2], 'subscribers see each ack once, until they unsubscribe');
 });
 
+t.test('a register read waits out an event being written (SEQ odd)', async (t) => {
+  const d = new MemHotplug();
+  const words = new Int32Array(d.state);
+  Atomics.store(words, 0, 1);
+  const w = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const words = new Int32Array(workerData);
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+     Atomics.store(words, 0, 2);`,
+    { eval: true, workerData: d.state },
+  );
+  const t0 = Date.now();
+  t.equal(rd(d, R.GEN), 0, 'read once the writer is done');
+  t.ok(Date.now() - t0 >= 50, 'not before');
+  await w.terminate();
+});
+
 t.test('a driver reading the event as a seqlock sees one event whole', async (t) => {
   const d = new MemHotplug();
   wr(d, R.ID, MEM_HOTPLUG_ID);
@@ -103,7 +123,68 @@ t.test('a driver reading the event as a seqlock sees one event whole', async (t)
   t.same(event(d).slice(0, 5), [2, 2, 0x5000_0000, 0, 0x80_0000]);
 });
 
-t.test('the platform has it on the VMM thread bus at 0x5f0-0x60f', async (t) => {
+t.test("a vCPU thread's mailbox over the same state: the guest's writes reach the VMM's waits and subscribers", async (t) => {
+  const vmm = new MemHotplug();
+  const vcpu = new MemHotplug(vmm.state);
+  wr(vcpu, R.ID, MEM_HOTPLUG_ID);
+  t.ok(vmm.claimed, 'the claim is in the shared registers');
+  const e = vmm.post('added', 0x1_4000_0000n, 0x200_0000n);
+  t.same(event(vcpu), [1, 1, 0x4000_0000, 1, 0x200_0000, 0, 0], 'the vCPU side reads the event whole');
+  const seen: (number | null)[] = [];
+  const off = vmm.subscribe((a) => seen.push(a));
+  const waiting = vmm.waitAck(e.generation, 10_000);
+  wr(vcpu, R.ACK, e.generation);
+  t.same(seen, [], 'not told synchronously: the write was served elsewhere');
+  t.equal(await waiting, 'acked', 'the wait ends through the write counter');
+  const letGo = vmm.waitAck(vmm.post('remove-requested', 0x1_4000_0000n, 0x200_0000n).generation, 10_000);
+  wr(vcpu, R.ID, 0);
+  t.equal(await letGo, 'let go');
+  off();
+  t.same(seen, [e.generation, null], 'the subscriber heard the ack and the let-go, once each');
+  t.same(vmm.save(), { claimed: false, last: { generation: 2, kind: 'remove-requested', gpa: 0x1_4000_0000n, size: 0x200_0000n }, acked: 1, staleAcks: 0 });
+  const fresh = new MemHotplug();
+  fresh.restore(vmm.save());
+  t.same(fresh.save(), vmm.save(), 'restored whole into a fresh mailbox');
+});
+
+t.test('a guest polling from a worker is served while the VMM thread is busy, and its ack ends the wait', async (t) => {
+  const vmm = new MemHotplug();
+  const url = new URL('../../src/devices/mem-hotplug.js', import.meta.url).href;
+  // The worker is the vCPU thread: it claims, waits for an event, reads it and acks it, counting its reads.
+  const w = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads');
+     import(workerData.url).then(({ MemHotplug, MEM_HOTPLUG_ID, MEM_HOTPLUG_REG: R }) => {
+       const d = new MemHotplug(workerData.state);
+       const b = new Uint8Array(4);
+       const put = (v) => { for (let i = 0; i < 4; i++) b[i] = (v >>> (8 * i)) & 0xff; };
+       const get = () => (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+       put(MEM_HOTPLUG_ID); d.write(R.ID, b);
+       let polls = 0;
+       for (;;) { d.read(R.GEN, b); polls++; if (get()) break; }
+       d.read(R.GPA_HI, b); const hi = get();
+       put(1); d.write(R.ACK, b);
+       parentPort.postMessage({ polls, hi });
+     });`,
+    { eval: true, workerData: { url, state: vmm.state } },
+  );
+  const done = new Promise<{ polls: number; hi: number }>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  while (!vmm.claimed) await new Promise((r) => setTimeout(r, 1));
+  const g = vmm.post('added', 0x2_0000_0000n, 0x100_0000n).generation;
+  const waiting = vmm.waitAck(g, 10_000);
+  // A VMM thread busy for 200 ms (pinning a region): the worker's polls go on without it.
+  const t0 = Date.now();
+  while (Date.now() - t0 < 200);
+  t.equal(await waiting, 'acked', 'the ack written in the worker ended the wait');
+  const r = await done;
+  t.equal(r.hi, 2, 'the worker read the event');
+  t.ok(r.polls >= 1);
+  await w.terminate();
+});
+
+t.test('the platform has it on the VMM thread bus at 0x5f0-0x60f (for a loop run inline)', async (t) => {
   const p = Platform.build({ consoleFd: 1, vmFd: -1, linux: false });
   t.match(
     p.pio.list().find((r) => r.name === 'mem hotplug'),

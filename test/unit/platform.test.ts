@@ -25,10 +25,12 @@ t.test('the specs vCPU threads build from share the PCI state and say which cons
   const p = Platform.build({ consoleFd: 5, vmFd: 9, linux: true });
   const pci = p.devices.find((d) => d.kind === 'pci-config');
   t.equal(pci?.kind === 'pci-config' && pci.state, p.pci.state);
+  const hp = p.devices.find((d) => d.kind === 'mem-hotplug');
+  t.equal(hp?.kind === 'mem-hotplug' && hp.state, p.hotplug.state, 'the mailbox too');
   const serial = p.devices.find((d) => d.kind === 'serial');
   t.match(serial, { kind: 'serial', fd: 5, vmFd: 9, linux: true });
   t.same(
     p.devices.map((d) => d.kind),
-    ['pci-config', 'serial', 'debug-exit', 'port80', 'i8042'],
+    ['pci-config', 'mem-hotplug', 'serial', 'debug-exit', 'port80', 'i8042'],
   );
 });
