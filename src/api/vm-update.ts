@@ -25,7 +25,7 @@ export function outgoingVm(m: Machine, c: UpdateHolds): OutgoingVm {
     },
     pause: () => c.hold(),
     freeze: () => m.freeze(),
-    save: () => m.saveState(),
+    save: (mark) => m.saveState(mark),
     thaw: () => m.thaw(),
     resume: () => c.release(),
     handedTo: (pid) => {

@@ -221,16 +221,16 @@ export class Machine {
   }
 
   /** The VM's state; every vCPU must be out of KVM_RUN (pause() first). */
-  saveState(): MachineState {
+  saveState(mark: (part: string) => void = () => {}): MachineState {
     if (!this.threads.settled) throw new Error(`the vCPUs are not paused: ${this.threads.states().join(', ')}`);
-    const msrs = this.vm.kvm.msrIndexList();
     const assigned = this.assignment?.save();
-    return {
-      vcpus: this.vcpus.map((v) => saveVcpu(v, msrs)),
-      vm: saveVm(this.vm),
-      platform: this.platform.save(),
-      ...(assigned ? { assigned } : {}),
-    };
+    if (assigned) mark('devices');
+    const msrs = this.vm.kvm.msrIndexList();
+    const vcpus = this.vcpus.map((v) => saveVcpu(v, msrs));
+    mark('vcpus');
+    const s = { vcpus, vm: saveVm(this.vm), platform: this.platform.save(), ...(assigned ? { assigned } : {}) };
+    mark('vm');
+    return s;
   }
 
   /**
@@ -274,6 +274,19 @@ export class Machine {
     restoreVm(this.vm, s.vm);
     trace('VM state written');
     mark('vm');
+  }
+
+  /**
+   * An adopted VM before it runs: its own fresh state read, passed through `roundTrip` and written back
+   * (vCPUs, board, VM; not the devices, which are the old process's until the pause). What the pause
+   * will run is compiled then, not in the pause.
+   */
+  rehearse(roundTrip: (s: MachineState) => MachineState): void {
+    if (!this.loaded) throw new Error(`a rehearsal needs every vCPU thread waiting, not ${this.threads.states().join(', ')}`);
+    const s = roundTrip(this.saveState());
+    this.vcpus.forEach((v, i) => restoreVcpu(v, s.vcpus[i]!));
+    this.platform.restore(s.platform);
+    restoreVm(this.vm, s.vm);
   }
 
   /** Whether every vCPU thread has loaded and waits to run (an adopted VM is ready to take the state then). */

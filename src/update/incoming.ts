@@ -14,9 +14,10 @@ import { Channel, type Charge, type PeerReport, type StepTime } from './channel.
 import { faultPoint } from './faults.js';
 import { checkFds, childFd } from './fds.js';
 import { decodeRecord, imageOf, type ControlRecord, type UpdateRecord } from './record.js';
-import { decodeState, renameEventfds } from './state.js';
+import { decodeState, encodeState, renameEventfds } from './state.js';
 import { ms, PartClock } from './steps.js';
 import { HandoverToken } from './token.js';
+import { trace } from '../vmm/trace.js';
 
 export interface Incoming {
   machine: Machine;
@@ -77,6 +78,8 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
     p.mark('vm');
     await until(() => machine!.loaded, t.loadMs, 'the vCPU threads to load', 2);
     p.mark('threads');
+    rehearse(machine, record);
+    p.mark('rehearse');
     side.steps.push(stepTime('prepare', [{ name: 'load', ms: loadMs }, ...p.list]));
     side.charge.push(own('new: ready'));
     channel.send({ type: 'ready', report: report(side) });
@@ -138,6 +141,22 @@ async function start(side: Side, { machine: m, record }: { machine: Machine; rec
   channel.close();
   const api = record.api && { path: record.api.path, fd: childFd(record.api.socket, channelFd), control: record.api.control };
   return { machine: m, record, ...(api ? { api } : {}), run };
+}
+
+/**
+ * The restore's code run once before the pause, on this VM's own fresh state: in a process that has
+ * not run it, each function is parsed and compiled on its first call, and the pause would pay for it.
+ * The same reads and encoding are this process's own hand-over later. Devices stay out: until the
+ * pause they are the old process's, and a state without them is one no record awaits an ack in.
+ */
+function rehearse(m: Machine, record: UpdateRecord): void {
+  const bare: UpdateRecord = { ...record, api: undefined };
+  try {
+    m.rehearse(({ assigned: _, ...s }) => decodeState(JSON.parse(JSON.stringify(encodeState(s))), bare));
+  } catch (e) {
+    // The restore writes every part again and says for itself what it cannot.
+    trace(`update: the rehearsal stopped: ${(e as Error).message}`);
+  }
 }
 
 function own(at: string): Charge {

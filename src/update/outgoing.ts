@@ -27,7 +27,8 @@ export interface OutgoingVm {
    * VADDR invalidate). thaw() undoes it and must be harmless without it.
    */
   freeze(): void;
-  save(): MachineState;
+  /** `mark` times its parts as it reads them. */
+  save(mark: (part: string) => void): MachineState;
   thaw(): void;
   /** Lets the vCPUs run again (drops the hold pause() took). */
   resume(): void;
@@ -131,8 +132,7 @@ export async function handOver(
     const parts = new PartClock();
     vm.freeze();
     parts.mark('freeze');
-    const saved = vm.save();
-    parts.mark('read');
+    const saved = vm.save((part) => parts.mark(part));
     const state = encodeState(
       renameEventfds(saved, (fd, bdf) => {
         const i = fds.indexOf(fd);

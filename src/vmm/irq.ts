@@ -54,8 +54,13 @@ export class IrqRouting {
 
   /** Routes `gsi` to an MSI message and pushes the whole table (KVM replaces it as one). */
   setMsi(gsi: number, m: MsiMessage): void {
-    this.msi.set(gsi, m);
-    this.commit();
+    this.setMsis([[gsi, m]]);
+  }
+
+  /** Several routes in one push: each KVM_SET_GSI_ROUTING waits for an SRCU grace period, so a handed-over device's vectors go as one. */
+  setMsis(routes: readonly (readonly [number, MsiMessage])[]): void {
+    for (const [gsi, m] of routes) this.msi.set(gsi, m);
+    if (routes.length) this.commit();
   }
 
   private commit(): void {

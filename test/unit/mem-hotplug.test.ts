@@ -141,7 +141,12 @@ t.test("a vCPU thread's mailbox over the same state: the guest's writes reach th
   t.equal(await letGo, 'let go');
   off();
   t.same(seen, [e.generation, null], 'the subscriber heard the ack and the let-go, once each');
-  t.same(vmm.save(), { claimed: false, last: { generation: 2, kind: 'remove-requested', gpa: 0x1_4000_0000n, size: 0x200_0000n }, acked: 1, staleAcks: 0 });
+  t.same(vmm.save(), {
+    claimed: false,
+    last: { generation: 2, kind: 'remove-requested', gpa: 0x1_4000_0000n, size: 0x200_0000n },
+    acked: 1,
+    staleAcks: 0,
+  });
   const fresh = new MemHotplug();
   fresh.restore(vmm.save());
   t.same(fresh.save(), vmm.save(), 'restored whole into a fresh mailbox');

@@ -411,6 +411,7 @@ t.test('a live update: frozen vectors hold what the device signals, and the next
     [24, 25, 26],
     'the same GSIs routed in the new VM',
   );
+  t.equal(next.length, 1, 'in one KVM_SET_GSI_ROUTING (each waits for a grace period)');
   t.same(irqs.sets.length, 1, 'no VFIO_DEVICE_SET_IRQS in the new process: vfio-pci triggers the same eventfds');
   t.throws(() => n.adopt(s), /already on/);
   m.release();

@@ -259,10 +259,8 @@ export class Msix {
       this.routing.claimGsi(v.gsi);
       this.vectors.push(this.kernel.adopt(v.gsi, v.fd));
     }
-    for (let i = 0; i < this.vectors.length; i++) {
-      this.route(i);
-      this.syncMask(i);
-    }
+    this.routing.setMsis(this.vectors.map((v, i) => [v.gsi, this.message(i)] as const));
+    for (let i = 0; i < this.vectors.length; i++) this.syncMask(i);
   }
 
   /** Detaches a masked vector's irqfd; re-attaches an unmasked one and delivers what it held. */
