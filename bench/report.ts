@@ -23,6 +23,9 @@ interface UpdateRun {
     updates: number;
     handedOver: number;
     pauseMs: { median: number; p90: number; max: number; min: number } | null;
+    /** The same pauses clocked by the guest (absent in runs before it did). */
+    guestPauseMs?: { median: number; p90: number; max: number; min: number } | null;
+    guestClocked?: number;
     frames: { sent: number; received?: number; lost?: number };
     heartbeats: { raised?: number; delivered?: number };
     dmarFaults?: number;
@@ -66,7 +69,7 @@ for (const u of updates)
   for (const r of u.runs) {
     const s = r.summary;
     console.log(
-      `- update ${r.kernel} ${r.iommu}, ${u.ramMiB} MiB (commit ${u.commit}): ${s.handedOver} of ${s.updates} handed over; pause median ${s.pauseMs?.median ?? '?'} ms, p90 ${s.pauseMs?.p90 ?? '?'}, max ${s.pauseMs?.max ?? '?'}; ${s.frames.sent} frames sent, ${s.frames.received ?? '?'} received, ${s.frames.lost ?? '?'} lost; MSI-X heartbeats ${s.heartbeats.delivered ?? '?'} of ${s.heartbeats.raised ?? '?'} delivered; ${s.dmarFaults ?? '?'} DMA faults in L1${s.stopped ? `; the run ended early: ${s.stopped}` : ''}`,
+      `- update ${r.kernel} ${r.iommu}, ${u.ramMiB} MiB (commit ${u.commit}): ${s.handedOver} of ${s.updates} handed over; pause median ${s.pauseMs?.median ?? '?'} ms, p90 ${s.pauseMs?.p90 ?? '?'}, max ${s.pauseMs?.max ?? '?'}${s.guestPauseMs ? `; the guest's own clock: median ${s.guestPauseMs.median} ms, max ${s.guestPauseMs.max} (${s.guestClocked} of ${s.handedOver})` : '; not clocked by the guest'}; ${s.frames.sent} frames sent, ${s.frames.received ?? '?'} received, ${s.frames.lost ?? '?'} lost; MSI-X heartbeats ${s.heartbeats.delivered ?? '?'} of ${s.heartbeats.raised ?? '?'} delivered; ${s.dmarFaults ?? '?'} DMA faults in L1${s.stopped ? `; the run ended early: ${s.stopped}` : ''}`,
     );
   }
 if (earlier.length) console.log(`\nNot summarised, earlier format without raw rounds: ${earlier.join(', ')}`);

@@ -16,6 +16,9 @@
  * remove request is acked once nothing points into the region, which is
  * always so between events. Boot RAM is never released: it holds this guest.
  *
+ * A turn of the loop longer than GAP_TICKS is a pause the guest saw with its
+ * own clock: a gap line with the TSC ticks it lasted.
+ *
  * Ends when the peer's stop frame arrives: a last line, and status 0 unless
  * a frame's bytes were wrong.
  */
@@ -41,6 +44,7 @@
 #define POLL_TICKS (1ull << 26) /* ~20 ms */
 #define STATUS_TICKS (3ull << 30) /* ~1 s */
 #define LAND_TICKS (1ull << 34) /* ~5 s for frames to land in a region */
+#define GAP_TICKS (1ull << 26) /* ~20 ms between two turns of the loop: the vCPU did not run (a pause) */
 
 enum kind {
 	PEER,
@@ -57,6 +61,7 @@ enum phase {
 
 static struct {
 	uint64_t rx, lost, bad, tx, txerr, own, other, inregion, landfail, first, last;
+	uint64_t gaps, gapmax;
 	bool started;
 } c;
 
@@ -313,6 +318,20 @@ static bool frame(const uint8_t *p, unsigned len)
 	return false;
 }
 
+/* The guest's own clock of a pause: the TSC runs on while the vCPU is out (a live update keeps its offset). */
+static void gap(uint64_t ticks)
+{
+	c.gaps++;
+	if (ticks > c.gapmax)
+		c.gapmax = ticks;
+	line_begin();
+	put_str("stream: gap ticks=");
+	put_dec(ticks);
+	put_str(" rx=");
+	put_dec(c.rx);
+	line_end();
+}
+
 static void done(void)
 {
 	line_begin();
@@ -328,6 +347,10 @@ static void done(void)
 	put_dec(c.first);
 	put_str(" last=");
 	put_dec(c.last);
+	put_str(" gaps=");
+	put_dec(c.gaps);
+	put_str(" gapmax=");
+	put_dec(c.gapmax);
 	put_str(" inregion=");
 	put_dec(c.inregion);
 	put_str(" landfail=");
@@ -349,7 +372,7 @@ uint64_t stream_run(uint64_t ram_size, bool with_heartbeat)
 {
 	const char *why = igb_stream_open();
 	bool mailbox;
-	uint64_t polled, reported;
+	uint64_t polled, reported, turn;
 
 	if (why) {
 		line_begin();
@@ -364,12 +387,18 @@ uint64_t stream_run(uint64_t ram_size, bool with_heartbeat)
 	if (heartbeat)
 		irq_enable();
 	say(mailbox ? "stream: ready, memory-hotplug mailbox claimed" : "stream: ready, no memory-hotplug mailbox");
-	polled = reported = rdtsc();
+	polled = reported = turn = rdtsc();
 	for (;;) {
 		unsigned len;
-		const uint8_t *p = igbq_rx_peek(&len);
-		uint64_t now;
+		const uint8_t *p;
+		uint64_t now = rdtsc();
 
+		if (now - turn > GAP_TICKS) {
+			gap(now - turn);
+			now = rdtsc();
+		}
+		turn = now;
+		p = igbq_rx_peek(&len);
 		if (p) {
 			bool stop = frame(p, len);
 
@@ -389,6 +418,7 @@ uint64_t stream_run(uint64_t ram_size, bool with_heartbeat)
 		if (now - reported > STATUS_TICKS) {
 			status();
 			reported = now;
+			turn = rdtsc(); /* its own line is not a pause */
 		}
 	}
 	irq_disable();

@@ -73,6 +73,8 @@ export interface UpdateReport {
   to: number;
   /** Guest-visible: from the pause request until every vCPU of the new VM was in KVM_RUN. */
   pauseMs: number;
+  /** The guest's TSC rate (KVM_GET_TSC_KHZ of vCPU 0), for a guest that clocks the pause itself. */
+  tscKhz: number;
   steps: (StepTime & { paused: boolean })[];
   /** VmLck / VmPin of both processes along the way. */
   charge: Charge[];
@@ -168,6 +170,7 @@ export async function handOver(
       from: process.pid,
       to: peer.pid,
       pauseMs: ms(BigInt(running.at) - pausedAt),
+      tscKhz: saved.vcpus[0]?.tscKhz ?? 0,
       steps: clock.times.map((s) => ({ ...s, paused: PAUSED.has(s.step as Step) })),
       charge,
     };

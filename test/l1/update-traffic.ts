@@ -78,11 +78,14 @@ const heartbeats = (): { irqs: number; raised: number } | null => {
   const m = [...text().matchAll(/stream: rx=\d+ .* irqs=(\d+) raised=(\d+)/g)].at(-1);
   return m ? { irqs: +m[1]!, raised: +m[2]! } : null;
 };
+/** The gaps the guest clocked (its TSC ticks), from the `n`th on. */
+const gapsFrom = (n: number): number[] => [...text().matchAll(/stream: gap ticks=(\d+)/g)].slice(n).map((m) => +m[1]!);
 const vmPid = async (): Promise<number> => ((await call(vm.socket, 'GET', '/api/v1/vm.info')).body as { pid: number }).pid;
 
 /** One vm.update (with `to`, a new process that fails on purpose), and the guest's counters on each side. */
 async function update(i: number, to?: string): Promise<Record<string, unknown> & { status?: number; to?: number }> {
   const before = { ...vm.counters(), ...heartbeats() };
+  const gapsBefore = gapsFrom(0).length;
   const pidBefore = await vmPid();
   const t0 = Date.now();
   let r: { status: number; body: unknown };
@@ -96,6 +99,9 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
   // The guest prints its counters about once a second: one from after the update.
   await sleep(2500);
   const after = { ...vm.counters(), ...heartbeats() };
+  // The pause as the guest's own clock saw it: the longest turn of its loop meanwhile, in ms at its TSC rate.
+  const gaps = gapsFrom(gapsBefore);
+  const guestPauseMs = b.tscKhz && gaps.length ? Math.round((Math.max(...gaps) / b.tscKhz) * 100) / 100 : null;
   return {
     i,
     ...(to ? { fault: to } : {}),
@@ -105,6 +111,8 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
     pidBefore,
     pidAfter: await vmPid(),
     counters: { before, after },
+    guestGaps: gaps.length,
+    guestPauseMs,
   };
 }
 

@@ -27,6 +27,9 @@ interface Update {
   from?: number;
   to?: number;
   pauseMs?: number;
+  /** The longest gap the guest clocked across the update (TSC ticks at the vCPU's rate), null if none. */
+  guestPauseMs?: number | null;
+  guestGaps?: number;
   steps?: { step: string; ms: number }[];
   charge?: Charge[];
   counters: { before: Counters; after: Counters };
@@ -135,6 +138,12 @@ for (const [kernel, iommu] of [
         t.ok((at('new: running')?.[field] ?? 0) >= kib, `update ${u.i}: the new process holds it once it runs`);
         t.equal(at('old: handed over')?.[field], 0, `update ${u.i}: and the old one holds none`);
         flowed(t, u, `update ${u.i}`);
+        // The guest's TSC runs on through the pause: its clock sees the pause, and nothing longer.
+        const g = u.guestPauseMs ?? 0;
+        t.ok(
+          g > 0 && g <= (u.pauseMs ?? 0) + 50,
+          `update ${u.i}: the guest's own clock saw a pause of ${u.guestPauseMs} ms (${u.guestGaps} gaps; the VMM's ${u.pauseMs} ms)`,
+        );
       }
       const pauses = list.map((u) => u.pauseMs ?? NaN);
       t.comment(`pauses (ms): ${pauses.join(', ')}`);
