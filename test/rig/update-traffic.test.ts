@@ -68,7 +68,8 @@ interface Out {
 }
 
 const UPDATES = 4;
-const FAULTS = ['kill:restored', 'refuse:restore', 'kill:ready'];
+// Every fault point of the new process (src/update/faults.ts), in the order the update reaches them.
+const FAULTS = ['kill:start', 'refuse:prepare', 'kill:ready', 'refuse:restore', 'kill:restored'];
 
 /** Across an update (or a failed one): no frame lost, frames and MSI-X heartbeats still arriving. */
 function flowed(t: Test, u: Update, what: string): void {
@@ -105,7 +106,7 @@ for (const [kernel, iommu] of [
   const refused = kernel === 'compat' && iommu === 'legacy';
   t.test(`live update under a frame stream: ${iommu} (${kernel} kernel)${refused ? ', refused' : ''}`, async (t) => {
     // 10 ms a frame: the guest's 128 RX descriptors hold 1.28 s, several pauses' worth; enough for the updates to finish before the peer.
-    const frames = refused ? 1000 : 14000;
+    const frames = refused ? 1000 : 18000;
     const args = [iommu, String(refused ? 1 : UPDATES), String(frames), '10', refused ? '' : FAULTS.join(',')];
     const { result: o, run } = await l1Json<Out>(kernel, 'update-traffic', args, {
       timeoutSec: 900,
@@ -147,7 +148,7 @@ for (const [kernel, iommu] of [
       }
       const pauses = list.map((u) => u.pauseMs ?? NaN);
       t.comment(`pauses (ms): ${pauses.join(', ')}`);
-      // The new process fails after the good updates: killed once it took the DMA space and the interrupts, refusing the state, killed before the pause.
+      // The new process fails after the good updates, at each point in turn: killed as it starts, refusing the record, killed once ready, refusing the state, killed once it took the DMA space and the interrupts.
       t.same(
         o.faults.map((f) => f.fault?.replace(/^env PINION_UPDATE_FAULT=(\S+) .*/, '$1')),
         FAULTS,
