@@ -16,8 +16,9 @@
  * remove request is acked once nothing points into the region, which is
  * always so between events. Boot RAM is never released: it holds this guest.
  *
- * A turn of the loop longer than GAP_TICKS is a pause the guest saw with its
- * own clock: a gap line with the TSC ticks it lasted.
+ * A turn of the loop (a status line's included) longer than GAP_TICKS is a
+ * pause the guest saw with its own clock: a gap line with the TSC ticks it
+ * lasted.
  *
  * Ends when the peer's stop frame arrives: a last line, and status 0 unless
  * a frame's bytes were wrong.
@@ -44,7 +45,7 @@
 #define POLL_TICKS (1ull << 26) /* ~20 ms */
 #define STATUS_TICKS (3ull << 30) /* ~1 s */
 #define LAND_TICKS (1ull << 34) /* ~5 s for frames to land in a region */
-#define GAP_TICKS (1ull << 26) /* ~20 ms between two turns of the loop: the vCPU did not run (a pause) */
+#define GAP_TICKS (1ull << 27) /* ~45 ms for one turn of the loop: the vCPU did not run (a pause) */
 
 enum kind {
 	PEER,
@@ -416,9 +417,9 @@ uint64_t stream_run(uint64_t ram_size, bool with_heartbeat)
 			polled = rdtsc();
 		}
 		if (now - reported > STATUS_TICKS) {
+			/* Its line is a turn's few ms of exits, and a pause can fall inside it. */
 			status();
 			reported = now;
-			turn = rdtsc(); /* its own line is not a pause */
 		}
 	}
 	irq_disable();
