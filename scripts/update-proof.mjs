@@ -24,7 +24,8 @@ if (!Number.isInteger(updates) || updates < 1 || !Number.isInteger(ram) || ram <
 }
 const commit = treeCommit(root);
 // 10 ms a frame (the guest's 128 RX descriptors hold 1.28 s); an update takes ~15 s in L1, so the peer sends for all of them.
-const frames = Math.ceil(((updates + 2) * 16_000) / 10);
+// An update takes 17-20 s in the rig (the new process's prepare most of it): the peer outlasts them all.
+const frames = Math.ceil(((updates + 2) * 22_000) / 10);
 const runs = [];
 let failed = 0;
 for (const [kernel, iommu] of [

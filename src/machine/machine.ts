@@ -165,6 +165,11 @@ export class Machine {
       // first accesses would otherwise each fault in, inside the pause.
       for (const r of rams) prefaultRam(r);
       trace('RAM prefaulted');
+      // And KVM's stage-2 tables for it: the guest's first touch of each page after the pause is no exit.
+      const first = b.vcpus[0];
+      const ram = b.memory.list().filter((r) => r.kind === 'ram');
+      const filled = first !== undefined && ram.every((r) => first.preFault(r.gpa, r.size));
+      trace(filled ? 'stage-2 prefaulted' : 'stage-2 not prefaulted: no KVM_CAP_PRE_FAULT_MEMORY');
       const d = image.devices;
       const assignment =
         d && Assignment.adopt(checkDevices(c.devices ?? []), d, b.memory, b.platform, vm.fd, (i) => image.backings[i]!.fd, undo);

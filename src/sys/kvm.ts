@@ -83,6 +83,7 @@ export const layout = {
   kvm_cpuid2: { sizeof: 8, nent: 0, entries: 8 },
   kvm_cpuid_entry2: { sizeof: 40, function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24 },
   kvm_irq_level: { sizeof: 8, irq: 0, level: 4 },
+  kvm_pre_fault_memory: { sizeof: 64, gpa: 0, size: 8, flags: 16 },
   kvm_pit_config: { sizeof: 64, flags: 0 },
   kvm_irqfd: { sizeof: 32, fd: 0, gsi: 4, flags: 8, resamplefd: 12 },
   kvm_irq_routing: { sizeof: 8, nr: 0, flags: 4, entries: 8 },
@@ -163,6 +164,7 @@ export const KVM_SET_XSAVE = IOW(KVMIO, 0xa5, L.kvm_xsave.sizeof);
 export const KVM_GET_XCRS = IOR(KVMIO, 0xa6, L.kvm_xcrs.sizeof);
 export const KVM_SET_XCRS = IOW(KVMIO, 0xa7, L.kvm_xcrs.sizeof);
 export const KVM_GET_XSAVE2 = IOR(KVMIO, 0xcf, L.kvm_xsave.sizeof);
+export const KVM_PRE_FAULT_MEMORY = IOWR(KVMIO, 0xd5, L.kvm_pre_fault_memory.sizeof);
 export const KVM_SET_DEVICE_ATTR = IOW(KVMIO, 0xe1, L.kvm_device_attr.sizeof);
 export const KVM_GET_DEVICE_ATTR = IOW(KVMIO, 0xe2, L.kvm_device_attr.sizeof);
 export const KVM_HAS_DEVICE_ATTR = IOW(KVMIO, 0xe3, L.kvm_device_attr.sizeof);
@@ -189,6 +191,7 @@ export const KVM_CAP_VCPU_ATTRIBUTES = 127;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 export const KVM_CAP_XSAVE2 = 208;
 export const KVM_CAP_USER_MEMORY2 = 231;
+export const KVM_CAP_PRE_FAULT_MEMORY = 236;
 
 export const KVM_MP_STATE_RUNNABLE = 0;
 
