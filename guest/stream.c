@@ -18,7 +18,7 @@
  *
  * A turn of the loop (a status line's included) longer than GAP_TICKS is a
  * pause the guest saw with its own clock: a gap line with the TSC ticks it
- * lasted.
+ * lasted and the TSC at its end.
  *
  * Ends when the peer's stop frame arrives: a last line, and status 0 unless
  * a frame's bytes were wrong.
@@ -320,7 +320,7 @@ static bool frame(const uint8_t *p, unsigned len)
 }
 
 /* The guest's own clock of a pause: the TSC runs on while the vCPU is out (a live update keeps its offset). */
-static void gap(uint64_t ticks)
+static void gap(uint64_t ticks, uint64_t end)
 {
 	c.gaps++;
 	if (ticks > c.gapmax)
@@ -328,6 +328,8 @@ static void gap(uint64_t ticks)
 	line_begin();
 	put_str("stream: gap ticks=");
 	put_dec(ticks);
+	put_str(" end=");
+	put_dec(end);
 	put_str(" rx=");
 	put_dec(c.rx);
 	line_end();
@@ -395,7 +397,7 @@ uint64_t stream_run(uint64_t ram_size, bool with_heartbeat)
 		uint64_t now = rdtsc();
 
 		if (now - turn > GAP_TICKS) {
-			gap(now - turn);
+			gap(now - turn, now);
 			now = rdtsc();
 		}
 		turn = now;

@@ -26,6 +26,7 @@ export function outgoingVm(m: Machine, c: UpdateHolds): OutgoingVm {
     pause: () => c.hold(),
     freeze: () => m.freeze(),
     save: (mark) => m.saveState(mark),
+    guestTsc: () => m.guestTsc(),
     thaw: () => m.thaw(),
     resume: () => c.release(),
     handedTo: (pid) => {

@@ -15,7 +15,7 @@ import { UndoStack } from '../sys/undo.js';
 import type { Bus } from '../vmm/bus.js';
 import { trace } from '../vmm/trace.js';
 import type { Vcpu } from '../vmm/vcpu.js';
-import { restoreVcpu, saveVcpu } from '../vmm/vcpu-state.js';
+import { guestTsc, restoreVcpu, saveVcpu } from '../vmm/vcpu-state.js';
 import type { Vm } from '../vmm/vm.js';
 import { restoreVm, saveVm } from '../vmm/vm-state.js';
 import type { VcpuStateName } from '../vmm/run-loop.js';
@@ -236,6 +236,12 @@ export class Machine {
     const s = { vcpus, vm: saveVm(this.vm), platform: this.platform.save(), ...(assigned ? { assigned } : {}) };
     mark('vm');
     return s;
+  }
+
+  /** vCPU 0's TSC as the guest reads it; paused (pause() first). */
+  guestTsc(): bigint {
+    if (!this.threads.settled) throw new Error(`the vCPUs are not paused: ${this.threads.states().join(', ')}`);
+    return guestTsc(this.vcpus[0]!);
   }
 
   /**

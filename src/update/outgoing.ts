@@ -27,6 +27,8 @@ export interface OutgoingVm {
    * VADDR invalidate). thaw() undoes it and must be harmless without it.
    */
   freeze(): void;
+  /** vCPU 0's TSC as its guest reads it, paused. */
+  guestTsc(): bigint;
   /** `mark` times its parts as it reads them. */
   save(mark: (part: string) => void): MachineState;
   thaw(): void;
@@ -75,6 +77,8 @@ export interface UpdateReport {
   pauseMs: number;
   /** The guest's TSC rate (KVM_GET_TSC_KHZ of vCPU 0), for a guest that clocks the pause itself. */
   tscKhz: number;
+  /** vCPU 0's TSC during the pause, as the guest reads it (decimal): the pause is the guest's gap around it. */
+  guestTsc: string;
   steps: (StepTime & { paused: boolean })[];
   /** VmLck / VmPin of both processes along the way. */
   charge: Charge[];
@@ -134,6 +138,7 @@ export async function handOver(
     const parts = new PartClock();
     vm.freeze();
     parts.mark('freeze');
+    const tsc = vm.guestTsc();
     const saved = vm.save((part) => parts.mark(part));
     const state = encodeState(
       renameEventfds(saved, (fd, bdf) => {
@@ -171,6 +176,7 @@ export async function handOver(
       to: peer.pid,
       pauseMs: ms(BigInt(running.at) - pausedAt),
       tscKhz: saved.vcpus[0]?.tscKhz ?? 0,
+      guestTsc: tsc.toString(),
       steps: clock.times.map((s) => ({ ...s, paused: PAUSED.has(s.step as Step) })),
       charge,
     };

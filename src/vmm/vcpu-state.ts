@@ -71,6 +71,13 @@ export function saveVcpu(v: Vcpu, msrIndices: readonly number[]): VcpuState {
   };
 }
 
+/** The guest's TSC now (MSR_IA32_TSC through KVM_GET_MSRS), the vCPU out of KVM_RUN: where a guest that clocks itself finds the pause. */
+export function guestTsc(v: Vcpu): bigint {
+  const [m] = readMsrs(v, [MSR_IA32_TSC]);
+  if (!m) throw new Error(`KVM_GET_MSRS (vCPU ${v.index}): MSR_IA32_TSC not read`);
+  return m.data;
+}
+
 /**
  * Writes `s` into a fresh vCPU whose CPUID is already set. The order is
  * QEMU's and Firecracker's where it matters: special registers (EFER, APIC

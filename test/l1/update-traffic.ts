@@ -78,8 +78,9 @@ const heartbeats = (): { irqs: number; raised: number } | null => {
   const m = [...text().matchAll(/stream: rx=\d+ .* irqs=(\d+) raised=(\d+)/g)].at(-1);
   return m ? { irqs: +m[1]!, raised: +m[2]! } : null;
 };
-/** The gaps the guest clocked (its TSC ticks), from the `n`th on. */
-const gapsFrom = (n: number): number[] => [...text().matchAll(/stream: gap ticks=(\d+)/g)].slice(n).map((m) => +m[1]!);
+/** The gaps the guest clocked (TSC ticks and the TSC at the end), from the `n`th on. */
+const gapsFrom = (n: number): { ticks: bigint; end: bigint }[] =>
+  [...text().matchAll(/stream: gap ticks=(\d+) end=(\d+)/g)].slice(n).map((m) => ({ ticks: BigInt(m[1]!), end: BigInt(m[2]!) }));
 const vmPid = async (): Promise<number> => ((await call(vm.socket, 'GET', '/api/v1/vm.info')).body as { pid: number }).pid;
 
 /** One vm.update (with `to`, a new process that fails on purpose), and the guest's counters on each side. */
@@ -99,9 +100,13 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
   // The guest prints its counters about once a second: one from after the update.
   await sleep(2500);
   const after = { ...vm.counters(), ...heartbeats() };
-  // The pause as the guest's own clock saw it: the longest turn of its loop meanwhile, in ms at its TSC rate.
+  // The pause as the guest's own clock saw it: the turn of its loop around the TSC the VMM read in the pause
+  // (other gaps meanwhile are the guest's vCPU starved while the new process loads), in ms at its TSC rate.
   const gaps = gapsFrom(gapsBefore);
-  const guestPauseMs = b.tscKhz && gaps.length ? Math.round((Math.max(...gaps) / b.tscKhz) * 100) / 100 : null;
+  const tsc = b.guestTsc ? BigInt(b.guestTsc) : undefined;
+  const pause = tsc === undefined ? undefined : gaps.find((g) => g.end - g.ticks <= tsc && tsc <= g.end);
+  const guestPauseMs = b.tscKhz && pause ? Math.round((Number(pause.ticks) / b.tscKhz) * 100) / 100 : null;
+  const ms = (ticks: bigint): number => (b.tscKhz ? Math.round((Number(ticks) / b.tscKhz) * 10) / 10 : 0);
   return {
     i,
     ...(to ? { fault: to } : {}),
@@ -111,7 +116,7 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
     pidBefore,
     pidAfter: await vmPid(),
     counters: { before, after },
-    guestGaps: gaps.length,
+    guestGaps: gaps.map((g) => ms(g.ticks)),
     guestPauseMs,
   };
 }

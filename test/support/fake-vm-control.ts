@@ -192,6 +192,7 @@ export class FakeVmControl implements VmControl {
       to: 4343,
       pauseMs: 41.5,
       tscKhz: 2_000_000,
+      guestTsc: '123456789',
       steps: [
         { step: 'check', side: 'old', ms: 0.1, paused: false },
         { step: 'spawn', side: 'old', ms: 3.2, paused: false },

@@ -99,6 +99,9 @@ class FakeVm implements OutgoingVm {
   freeze(): void {
     this.calls.push('freeze');
   }
+  guestTsc(): bigint {
+    return 1n;
+  }
   save(): MachineState {
     this.calls.push('save');
     return state();
