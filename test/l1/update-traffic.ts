@@ -105,8 +105,11 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
   const gaps = gapsFrom(gapsBefore);
   const tsc = b.guestTsc ? BigInt(b.guestTsc) : undefined;
   const pause = tsc === undefined ? undefined : gaps.find((g) => g.end - g.ticks <= tsc && tsc <= g.end);
-  const guestPauseMs = b.tscKhz && pause ? Math.round((Number(pause.ticks) / b.tscKhz) * 100) / 100 : null;
   const ms = (ticks: bigint): number => (b.tscKhz ? Math.round((Number(ticks) / b.tscKhz) * 10) / 10 : 0);
+  const guestPauseMs = b.tscKhz && pause ? ms(pause.ticks) : null;
+  // Split at the TSC read: how long the guest had been off its vCPU before the save, and how long after it until it ran.
+  const guestSplit =
+    tsc !== undefined && pause ? { beforeSaveMs: ms(tsc - (pause.end - pause.ticks)), afterSaveMs: ms(pause.end - tsc) } : null;
   return {
     i,
     ...(to ? { fault: to } : {}),
@@ -118,6 +121,7 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
     counters: { before, after },
     guestGaps: gaps.map((g) => ms(g.ticks)),
     guestPauseMs,
+    guestSplit,
   };
 }
 

@@ -31,6 +31,7 @@ interface Update {
   guestPauseMs?: number | null;
   /** Every gap it clocked meanwhile, in ms. */
   guestGaps?: number[];
+  guestSplit?: { beforeSaveMs: number; afterSaveMs: number } | null;
   steps?: { step: string; ms: number }[];
   charge?: Charge[];
   counters: { before: Counters; after: Counters };
@@ -140,13 +141,14 @@ for (const [kernel, iommu] of [
         t.ok((at('new: running')?.[field] ?? 0) >= kib, `update ${u.i}: the new process holds it once it runs`);
         t.equal(at('old: handed over')?.[field], 0, `update ${u.i}: and the old one holds none`);
         flowed(t, u, `update ${u.i}`);
-        // The guest's TSC runs on through the pause: its clock sees the pause (the gap around the TSC the VMM read
-        // in it), and nothing much longer (under TCG a vCPU thread marked running enters the guest some tens of ms
-        // later, and may have been off it just before).
+        // The guest's TSC runs on through the pause: its clock sees it, as the gap around the TSC the VMM read in
+        // it. In the rig that gap is often longer than the VMM's figure (its vCPU starved just before, or slow to
+        // run again after), so what is held to is the issue's own bound: a pause the 128-entry ring absorbs at one
+        // frame every 10 ms.
         const g = u.guestPauseMs ?? 0;
         t.ok(
-          g > 0 && g <= (u.pauseMs ?? 0) * 1.25 + 100,
-          `update ${u.i}: the guest's own clock saw a pause of ${u.guestPauseMs} ms (the VMM's ${u.pauseMs} ms; every gap it clocked: ${u.guestGaps?.join(', ')} ms)`,
+          g > 0 && g < 1280,
+          `update ${u.i}: the guest's own clock saw one pause of ${u.guestPauseMs} ms, ${u.guestSplit?.beforeSaveMs} before the VMM's save and ${u.guestSplit?.afterSaveMs} after it (the VMM's pause ${u.pauseMs} ms; every gap it clocked: ${u.guestGaps?.join(', ')} ms)`,
         );
       }
       const pauses = list.map((u) => u.pauseMs ?? NaN);
