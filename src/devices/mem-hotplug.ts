@@ -99,7 +99,7 @@ export class MemHotplug implements BusDevice {
   constructor(state: SharedArrayBuffer = new SharedArrayBuffer(WORDS * 4)) {
     this.state = state;
     this.w = new Int32Array(state, 0, WORDS);
-    this.seen = { ack: this.u(W.ACK), letGo: this.u(W.LET_GO) };
+    this.seen = this.heard();
   }
 
   /** A guest driver holds the mailbox. */
@@ -149,7 +149,7 @@ export class MemHotplug implements BusDevice {
   /** Calls `fn` with each ack the guest writes (the generation), and with null when its driver lets go; returns the unsubscribe. */
   subscribe(fn: Listener): () => void {
     // What happened while nobody listened is not news.
-    if (!this.listeners.size) this.seen = { ack: this.u(W.ACK), letGo: this.u(W.LET_GO) };
+    if (!this.listeners.size) this.seen = this.heard();
     this.listeners.add(fn);
     this.watch();
     return () => {
@@ -196,7 +196,7 @@ export class MemHotplug implements BusDevice {
     if (s.last) this.publish(s.last);
     Atomics.store(this.w, W.ACK, s.acked);
     Atomics.store(this.w, W.STALE, s.staleAcks);
-    this.seen = { ack: this.u(W.ACK), letGo: this.u(W.LET_GO) };
+    this.seen = this.heard();
   }
 
   /** Ends every wait ('closed'): the VM is going away, and does not wait on its guest. */
@@ -223,6 +223,11 @@ export class MemHotplug implements BusDevice {
     Atomics.add(this.w, W.WRITES, 1);
     Atomics.notify(this.w, W.WRITES);
     this.dispatch();
+  }
+
+  /** What the guest has written that listeners hear of: ACK and the let-go count. */
+  private heard(): { ack: number; letGo: number } {
+    return { ack: this.u(W.ACK), letGo: this.u(W.LET_GO) };
   }
 
   private u(word: number): number {
@@ -280,7 +285,7 @@ export class MemHotplug implements BusDevice {
   /** Tells the listeners of an ack or a let-go they have not heard of. */
   private dispatch(): void {
     if (!this.listeners.size) return;
-    const now = { ack: this.u(W.ACK), letGo: this.u(W.LET_GO) };
+    const now = this.heard();
     const was = this.seen;
     this.seen = now;
     if (now.ack !== was.ack) for (const fn of [...this.listeners]) fn(now.ack);
