@@ -16,6 +16,8 @@ export interface L1Machine {
   cpus: number;
   /** false: no IOMMU at all (no DMAR table), as on a host with VT-d off. */
   iommu: boolean;
+  /** QEMU's -accel; default PINION_RIG_ACCEL, else tcg (multi-threaded). */
+  accel?: string;
 }
 
 // ctl: boot and exit status; out/err: the command's bytes; hb: L1's heartbeat
@@ -28,6 +30,11 @@ export function socketPath(runDir: string, port: string): string {
 
 export function qmpPath(runDir: string): string {
   return `${runDir}/qmp.sock`;
+}
+
+/** QEMU's log of CPU resets (-d cpu_reset): a triple fault of L1 is named there and nowhere else. */
+export function resetLogPath(runDir: string): string {
+  return `${runDir}/qemu-reset.log`;
 }
 
 export function qemuArgs(m: L1Machine): string[] {
@@ -53,7 +60,7 @@ export function qemuArgs(m: L1Machine): string[] {
     '-M',
     'q35',
     '-accel',
-    process.env.PINION_RIG_ACCEL ?? 'tcg',
+    m.accel ?? process.env.PINION_RIG_ACCEL ?? 'tcg',
     '-cpu',
     'EPYC',
     '-smp',
@@ -65,6 +72,11 @@ export function qemuArgs(m: L1Machine): string[] {
     '-display',
     'none',
     '-no-reboot',
+    // QEMU's reset log names a triple fault of L1, which otherwise looks like a reboot L1 asked for.
+    '-d',
+    'cpu_reset',
+    '-D',
+    resetLogPath(m.runDir),
     ...(m.iommu ? ['-device', 'intel-iommu,intremap=on'] : []),
     '-kernel',
     m.kernel,

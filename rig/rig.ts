@@ -10,7 +10,7 @@ import { ensureHost, QEMU } from './host.js';
 import { ensureInitramfs } from './initramfs.js';
 import { ensureKernel, type KernelVariant } from './kernel.js';
 import { cacheDir, RigError } from './paths.js';
-import { PORTS, qemuArgs, qmpPath, socketPath } from './qemu.js';
+import { PORTS, qemuArgs, qmpPath, resetLogPath, socketPath } from './qemu.js';
 import { monitorCommands } from './qmp.js';
 import { StallWatch } from './watchdog.js';
 
@@ -28,6 +28,11 @@ export interface RigOptions {
   memoryMiB?: number;
   cpus?: number;
   iommu?: boolean; // default true: L1 has the emulated Intel IOMMU
+  /**
+   * One TCG thread for all of L1's vCPUs: slower, but free of MTTCG's race with memory map changes (QEMU
+   * aborts in iotlb_to_section), which hundreds of device resets in one boot hit. Default: PINION_RIG_ACCEL or MTTCG.
+   */
+  singleThreadTcg?: boolean;
   cwd?: string;
   rwDir?: string; // a host folder L1 may write (e.g. bench/results)
   env?: Record<string, string>;
@@ -46,7 +51,7 @@ export const EXIT_STALLED = 125;
 
 const CRASH_SIGNALS: NodeJS.Signals[] = ['SIGABRT', 'SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE'];
 
-/** QEMU itself crashed (e.g. a TCG assertion): a fault of the rig, not of the command it ran. */
+/** QEMU itself crashed (e.g. a TCG assertion), or L1 reset under the command: a fault of the rig, not of the command it ran. */
 export class RigCrashError extends RigError {
   constructor(
     message: string,
@@ -115,6 +120,19 @@ function readConsole(runDir: string): string | undefined {
   }
 }
 
+/** Why L1 reset with no panic line: QEMU's reset log names a triple fault; else L1's last console line. */
+function unaskedReset(runDir: string): string {
+  let log = '';
+  try {
+    log = readFileSync(resetLogPath(runDir), 'utf8');
+  } catch {
+    // no log: QEMU did not get as far as a reset
+  }
+  if (/Triple fault/.test(log)) return 'L1 reset on a triple fault (QEMU logged "Triple fault") without a panic line';
+  const last = tailText((readConsole(runDir) ?? '').replace(/\r/g, ''), 1).trim() || '(no console output)';
+  return `L1 reset without a panic line before the command finished; its last console line: ${last}`;
+}
+
 function tail(runDir: string, lines = 20): string {
   const text = readConsole(runDir);
   return text === undefined ? '(no console output)' : text.split('\n').slice(-lines).join('\n');
@@ -170,6 +188,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     memoryMiB: o.memoryMiB ?? 2048,
     cpus: o.cpus ?? 2,
     iommu: o.iommu ?? true,
+    accel: o.singleThreadTcg ? 'tcg,thread=single' : undefined,
   });
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let qemuStderr = '';
@@ -269,12 +288,14 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
         if (exitCode === undefined && !failure && !stalled) {
           const said = qemuStderr.trim().split('\n').slice(-3).join(' | ') || 'nothing';
           const message = `QEMU exited before the command finished (${qemu.exitCode ?? qemu.signalCode}); QEMU said: ${said}; last console lines:\n${tail(runDir)}`;
-          // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status; or L1's
-          // kernel panicked and L1 reset (QEMU runs it with -no-reboot): both are the rig failing, not the command.
+          // QEMU killed by its own fault (an assertion, a crash) rather than by us or an exit status; or L1
+          // reset (QEMU runs it with -no-reboot) before its init reported the command's exit: a panic, a
+          // triple fault, a reset nobody asked for. All are the rig failing, not the command.
           const panic = /Kernel panic - not syncing: .*/.exec(readConsole(runDir) ?? '')?.[0];
           if (qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode))
             failure = new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`);
           else if (panic) failure = new RigCrashError(message, `L1's kernel panicked: ${panic}`);
+          else if (qemu.exitCode === 0) failure = new RigCrashError(message, unaskedReset(runDir));
           else failure = new RigError(message);
         }
         finish();

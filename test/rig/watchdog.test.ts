@@ -2,7 +2,7 @@
 // on purpose) and an idle L1 are each caught within seconds, QEMU is killed,
 // and the report carries L1's own dump, QEMU's view of its vCPUs and the
 // kernel log. A test command whose L1 stalls, whose QEMU crashes or whose
-// L1 kernel panics is retried once from a fresh boot, loudly.
+// L1 kernel panics, or under which L1 resets on its own, is retried once from a fresh boot, loudly.
 import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -122,25 +122,40 @@ t.test('a test command whose QEMU crashes is retried once from a fresh boot, and
   t.match(entries[0]!.reason, /^QEMU died of SIGABRT/);
 });
 
-t.test('a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retried once, and the panic is named', async (t) => {
-  const own = mkdtempSync(join(tmpdir(), 'pinion-panic-'));
-  const saved = process.env.PINION_RIG_STALL_LOG;
-  const log = join(own, 'failures.jsonl');
-  process.env.PINION_RIG_STALL_LOG = log;
-  t.teardown(() => {
-    restoreEnv('PINION_RIG_STALL_LOG', saved);
-    rmSync(own, { recursive: true, force: true });
+// sysrq c panics L1; sysrq b resets it at once, with no panic and no init: what a triple fault of L1 looks like from outside.
+const RESETS = [
+  {
+    name: 'a test command whose L1 kernel panics (L1 resets, QEMU exits 0) is retried once, and the panic is named',
+    sysrq: 'c',
+    reason: /^L1's kernel panicked: Kernel panic - not syncing: sysrq triggered crash/,
+  },
+  {
+    name: 'a test command under which L1 resets with no panic (QEMU exits 0) is retried once, and the reset is named',
+    sysrq: 'b',
+    reason: /^L1 reset without a panic line before the command finished; its last console line: .*sysrq: Resetting/,
+  },
+];
+
+for (const c of RESETS)
+  t.test(c.name, async (t) => {
+    const own = mkdtempSync(join(tmpdir(), 'pinion-reset-'));
+    const saved = process.env.PINION_RIG_STALL_LOG;
+    const log = join(own, 'failures.jsonl');
+    process.env.PINION_RIG_STALL_LOG = log;
+    t.teardown(() => {
+      restoreEnv('PINION_RIG_STALL_LOG', saved);
+      rmSync(own, { recursive: true, force: true });
+    });
+    const marker = join(own, 'first');
+    const r = await inRig(
+      'type1',
+      ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; echo ${c.sysrq} > /proc/sysrq-trigger; sleep 60; fi`],
+      { rwDir: own },
+    );
+    t.equal(r.exitCode, 0);
+    t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
+    const entries = failures(log);
+    t.equal(entries.length, 1);
+    t.equal(entries[0]!.kind, 'crash');
+    t.match(entries[0]!.reason, c.reason);
   });
-  const marker = join(own, 'first');
-  const r = await inRig(
-    'type1',
-    ['sh', '-c', `if [ -e ${marker} ]; then echo second boot; else touch ${marker}; echo c > /proc/sysrq-trigger; sleep 60; fi`],
-    { rwDir: own },
-  );
-  t.equal(r.exitCode, 0);
-  t.equal(r.stdout.toString(), 'second boot\n', 'the retry ran the command from a fresh boot');
-  const entries = failures(log);
-  t.equal(entries.length, 1);
-  t.equal(entries[0]!.kind, 'crash');
-  t.match(entries[0]!.reason, /^L1's kernel panicked: Kernel panic - not syncing: sysrq triggered crash/);
-});
