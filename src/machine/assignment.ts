@@ -7,7 +7,7 @@ import { BarAllocator } from '../devices/pci/bar-allocator.js';
 import type { BarSpace } from '../devices/pci/bar-allocator.js';
 import { AssignError, type HostDevice } from '../devices/vfio/host-device.js';
 import type { IommuImage, IommuKind, VfioIommu } from '../devices/vfio/iommu.js';
-import type { AssignedState } from '../devices/vfio/saved.js';
+import type { AssignedState, BarAt } from '../devices/vfio/saved.js';
 import { dmaImage, dmaRegions, type DmaImage } from './dma-handover.js';
 import { IommufdIommu } from '../devices/vfio/iommufd-iommu.js';
 import { LegacyIommu } from '../devices/vfio/legacy-iommu.js';
@@ -39,10 +39,11 @@ export interface AssignOptions {
   openerHint: string;
 }
 
-/** What a live update passes of the assigned devices: the DMA space, each device's fd and slot, the DMA table, the wired eventfds. */
+/** What a live update passes of the assigned devices: the DMA space, each device's fd, slot and BARs, the DMA table, the wired eventfds. */
 export interface DevicesImage {
   iommu: IommuImage;
-  list: { bdf: string; fd: number; slot: number }[];
+  /** Each device's fd, slot, and BARs where the guest had them when the image was taken. */
+  list: { bdf: string; fd: number; slot: number; bars: BarAt[] }[];
   dma: DmaImage[];
   /** The MSI-X vectors' eventfds (vfio-pci triggers them; the next VM's irqfds take them). */
   eventfds: number[];
@@ -115,13 +116,20 @@ export class Assignment {
   }
 
   /** The assignment with its pre-flight (what pinning all of RAM costs, refused here if the kernel would refuse) and its DMA listener. */
-  private static checked(kind: IommuKind, iommu: VfioIommu, devices: VfioPciDevice[], memory: GuestMemory, openerHint: string): Assignment {
+  private static checked(
+    kind: IommuKind,
+    iommu: VfioIommu,
+    devices: VfioPciDevice[],
+    memory: GuestMemory,
+    openerHint: string,
+    enforce = true,
+  ): Assignment {
     const acc = iommu.accounting();
     const ramBytes = memory
       .list()
       .filter((r) => r.kind === 'ram')
       .reduce((n, r) => n + r.size, 0n);
-    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint });
+    const checked = preflight(acc.path, acc.mode, ramBytes, { openerHint, enforce });
     const dma = new DmaListener(iommu.dma, () => remapBudget(acc.path, acc.mode));
     return new Assignment(kind, iommu, devices, dma, checked, acc);
   }
@@ -139,6 +147,7 @@ export class Assignment {
     vmFd: number,
     backingFd: (backing: number) => number,
     undo: UndoStack,
+    enforcePreflight = true,
   ): Assignment {
     const { iommu: im } = image;
     const iommu = undo.own(
@@ -149,7 +158,7 @@ export class Assignment {
     const devices = image.list.map((d) => {
       const h = hosts.find((x) => x.bdf === d.bdf);
       if (!h) throw new AssignError(`the hand-over has ${d.bdf}, which this VM's config does not assign`);
-      const dev = undo.own(VfioPciDevice.adopt(h, iommu.adoptDevice(h, d.fd), env, d.slot), (x) => x.close());
+      const dev = undo.own(VfioPciDevice.adopt(h, iommu.adoptDevice(h, d.fd), env, d), (x) => x.close());
       platform.pci.add(d.slot << 3, dev);
       return dev;
     });
@@ -160,7 +169,14 @@ export class Assignment {
         backingFd,
       ),
     );
-    return Assignment.checked(im.kind, iommu, devices, memory, 'pinion open --user <uid> --device <BDF> -- pinion run ...');
+    return Assignment.checked(
+      im.kind,
+      iommu,
+      devices,
+      memory,
+      'pinion open --user <uid> --device <BDF> -- pinion run ...',
+      enforcePreflight,
+    );
   }
 
   /** What the next process needs of the devices before the pause; RAM files by index (`backingOf`). */
@@ -168,7 +184,7 @@ export class Assignment {
     const ram = memory.list().filter((r) => r.kind === 'ram');
     return {
       iommu: this.iommu.handoverImage(),
-      list: this.devices.map((d) => ({ bdf: d.host.bdf, fd: d.fd, slot: d.slot })),
+      list: this.devices.map((d) => ({ bdf: d.host.bdf, fd: d.fd, slot: d.slot, bars: d.barsAt() })),
       dma: dmaImage(this.dma.mapper.mapped(), ram, backingOf),
       eventfds: this.devices.flatMap((d) => d.eventfds()),
     };
@@ -184,10 +200,13 @@ export class Assignment {
     return this.devices.map((d) => d.save());
   }
 
-  /** A hand-over that failed: the DMA space and the interrupts this VM's again. */
+  /** A hand-over that failed: the DMA space and the interrupts this VM's again (the interrupts even if the DMA space fails). */
   thaw(): void {
-    this.iommu.takeOver();
-    for (const d of this.devices) d.thaw();
+    try {
+      this.iommu.takeOver();
+    } finally {
+      for (const d of this.devices) d.thaw();
+    }
   }
 
   /** The devices run in another process now: this one closes without touching them. */
@@ -207,9 +226,17 @@ export class Assignment {
     mark('devices');
   }
 
-  /** The hand-over is done: the devices are this process's, reset when it closes. */
+  /**
+   * The hand-over is done: the devices are this process's, reset when it closes, and the DMA space
+   * settled here. Past the point of no return nothing may throw: a charge that cannot move is said.
+   */
   claim(): void {
     for (const d of this.devices) d.claim();
+    try {
+      this.iommu.settle();
+    } catch (e) {
+      console.error(`pinion: the VM runs here, but its pins stay charged to the process before: ${(e as Error).message}`);
+    }
   }
 
   /** The listener on a handed-over table: its first commit must find nothing to do, as the kernel already maps all of it. */

@@ -142,9 +142,11 @@ export class Machine {
    * answers only the process that made it), vCPUs with the guest's CPUID,
    * the RAM files mapped and in the memory map, the board, and the vCPU
    * threads loading. restoreState() then writes the paused VM's state into
-   * it, and run() goes on where the other process stopped.
+   * it, and run() goes on where the other process stopped. `o.preflight`
+   * false: the devices' memlock pre-flight reports without refusing (a
+   * test's fault, src/update/faults.ts).
    */
-  static adopt(image: MachineImage): Machine {
+  static adopt(image: MachineImage, o: { preflight?: boolean } = {}): Machine {
     const adopted: AdoptedRam = { byFd: new Map(), taken: new Set() };
     return UndoStack.build((undo) => {
       trace('machine: adopt');
@@ -172,7 +174,8 @@ export class Machine {
       trace(filled ? 'stage-2 prefaulted' : 'stage-2 not prefaulted: no KVM_CAP_PRE_FAULT_MEMORY');
       const d = image.devices;
       const assignment =
-        d && Assignment.adopt(checkDevices(c.devices ?? []), d, b.memory, b.platform, vm.fd, (i) => image.backings[i]!.fd, undo);
+        d &&
+        Assignment.adopt(checkDevices(c.devices ?? []), d, b.memory, b.platform, vm.fd, (i) => image.backings[i]!.fd, undo, o.preflight);
       if (assignment) {
         assignment.adoptRam(b.memory, undo);
         trace('devices and DMA table taken');

@@ -11,7 +11,7 @@ import { Socket } from 'node:net';
 import { Machine, type MachineResult } from '../machine/machine.js';
 import { processCharge } from '../memlock/status.js';
 import { Channel, type Charge, type PeerReport, type StepTime } from './channel.js';
-import { faultPoint } from './faults.js';
+import { faultPoint, preflightWaived } from './faults.js';
 import { checkFds, childFd } from './fds.js';
 import { decodeRecord, imageOf, type ControlRecord, type UpdateRecord } from './record.js';
 import { decodeState, encodeState, renameEventfds } from './state.js';
@@ -74,7 +74,10 @@ async function takeOver(side: Side, loadMs: number, t: IncomingTimeouts): Promis
     token = HandoverToken.open(childFd(record.token, channelFd));
     p.mark('record');
     faultPoint('prepare');
-    machine = Machine.adopt(imageOf(record, (i) => childFd(i, channelFd)));
+    machine = Machine.adopt(
+      imageOf(record, (i) => childFd(i, channelFd)),
+      { preflight: !preflightWaived() },
+    );
     p.mark('vm');
     await until(() => machine!.loaded, t.loadMs, 'the vCPU threads to load', 2);
     p.mark('threads');
@@ -146,13 +149,15 @@ async function start(side: Side, { machine: m, record }: { machine: Machine; rec
 /**
  * The restore's code run once before the pause, on this VM's own fresh state: in a process that has
  * not run it, each function is parsed and compiled on its first call, and the pause would pay for it.
- * The same reads and encoding are this process's own hand-over later. Devices stay out: until the
- * pause they are the old process's, and a state without them is one no record awaits an ack in.
+ * The same reads and encoding are this process's own hand-over later. The devices' part is read and
+ * decoded (their config space as this VM sees it; a first decode costs two to five times a warm one) but
+ * not written back: until the pause they are the old process's. The control API's part stays out: no
+ * event waits for an ack in this VM's own fresh mailbox.
  */
 function rehearse(m: Machine, record: UpdateRecord): void {
   const bare: UpdateRecord = { ...record, api: undefined };
   try {
-    m.rehearse(({ assigned: _, ...s }) => decodeState(JSON.parse(JSON.stringify(encodeState(s))), bare));
+    m.rehearse((s) => decodeState(JSON.parse(JSON.stringify(encodeState(s))), bare));
   } catch (e) {
     // The restore writes every part again and says for itself what it cannot.
     trace(`update: the rehearsal stopped: ${(e as Error).message}`);

@@ -13,12 +13,13 @@ import { HOTPLUG_KINDS, type HotplugKind } from '../devices/mem-hotplug.js';
 import { RAM_BACKENDS, type RamBackend } from '../memory/guest-ram.js';
 import type { ImageConfig, MachineImage, RegionImage } from '../machine/handover.js';
 import type { DevicesImage } from '../machine/assignment.js';
+import type { BarAt } from '../devices/vfio/saved.js';
 import { DECOMPRESS } from '../vmm/vmlinux.js';
 import { base64, blob, Fields, hex64, RecordError, type Json } from './wire.js';
 
 export const RECORD_MAGIC = 'pinion-live-update';
 /** Bumped whenever a field changes meaning, appears or goes: a reader takes its own version only. */
-export const RECORD_VERSION = 2;
+export const RECORD_VERSION = 3;
 
 export const FD_KINDS = [
   'kvm',
@@ -236,10 +237,18 @@ function encodeDevices(d: DevicesImage): Json {
       ...(d.iommu.ioas === undefined ? {} : { ioas: d.iommu.ioas }),
       groups: d.iommu.groups.map((g) => ({ ...g })),
     },
-    list: d.list.map((x) => ({ ...x })),
+    list: d.list.map((x) => ({ ...x, bars: x.bars.map((b) => ({ bar: b.bar, address: hex64(b.address) })) })),
     dma: d.dma.map((m) => ({ ...m, iova: hex64(m.iova), size: hex64(m.size), offset: hex64(m.offset) })),
     eventfds: [...d.eventfds],
   };
+}
+
+/** A BAR's place, as the record and the state both carry it. */
+export function decodeBarAt(v: unknown, path: string): BarAt {
+  const b = Fields.of(v, path);
+  const at = { bar: b.int('bar', 0, 5), address: b.u64('address') };
+  b.done();
+  return at;
 }
 
 function decodeDevices(d: Fields, fdRef: (x: Fields, k: string, kind: FdKind) => number, backings: number): DevicesImage {
@@ -265,7 +274,12 @@ function decodeDevices(d: Fields, fdRef: (x: Fields, k: string, kind: FdKind) =>
   i.done();
   const list = d.list('list', MAX.devices, (v, p) => {
     const x = Fields.of(v, p);
-    const dev = { bdf: x.str('bdf', 16), fd: fdRef(x, 'fd', 'vfio-device'), slot: x.int('slot', 1, 31) };
+    const dev = {
+      bdf: x.str('bdf', 16),
+      fd: fdRef(x, 'fd', 'vfio-device'),
+      slot: x.int('slot', 1, 31),
+      bars: x.list('bars', 6, decodeBarAt),
+    };
     x.done();
     return dev;
   });

@@ -9,7 +9,7 @@ import type { AssignedState, MachineState } from '../machine/handover.js';
 import type { PlatformState } from '../machine/platform.js';
 import { VCPU_BLOBS, type VcpuState } from '../vmm/vcpu-state.js';
 import { VM_BLOBS, type VmState } from '../vmm/vm-state.js';
-import { checkHeader, RECORD_MAGIC, RECORD_VERSION, type UpdateRecord } from './record.js';
+import { checkHeader, decodeBarAt, RECORD_MAGIC, RECORD_VERSION, type UpdateRecord } from './record.js';
 import { base64, blob, Fields, hex64, intIn, RecordError, u64, type Json } from './wire.js';
 
 const MAX_MSRS = 4096;
@@ -92,12 +92,7 @@ function decodeAssigned(j: unknown, path: string, record: UpdateRecord): Assigne
     bdf: f.str('bdf', 16),
     slot: f.int('slot', 1, 31),
     config,
-    bars: f.list('bars', 6, (v, p) => {
-      const b = Fields.of(v, p);
-      const bar = { bar: b.int('bar', 0, 5), address: b.u64('address') };
-      b.done();
-      return bar;
-    }),
+    bars: f.list('bars', 6, decodeBarAt),
     irqs: f.list('irqs', 2048 + 1, (v, p) => {
       const i = Fields.of(v, p);
       const eventfd = i.int('eventfd', 0, record.fds.length - 1);

@@ -3,33 +3,41 @@
 // numbered frame every INTERVAL_MS (default 10: the guest's 128 RX
 // descriptors hold 1.28 s of frames, several pauses' worth); meanwhile the
 // control API hands the VM to a new Pinion process UPDATES times in a row, each update timed with its
-// steps and the VmLck/VmPin of both processes. At the end: the frames the
+// steps and the VmLck/VmPin of both processes; the stream stops 5 s after
+// the last one (FRAMES only bounds it). At the end: the frames the
 // peer sent against those the guest received (bytes checked by the guest),
 // L1's DMAR faults, and nothing left open or pinned once the last process
 // has ended.
 //
-//   update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB] [LIMIT_MIB]
+//   update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB] [LIMIT_MIB] [user|opener]
 //
-// After the updates, one update per FAULT (PINION_UPDATE_FAULT of the new
-// process: by default killed once it took the DMA space and interrupts,
-// refusing the state, killed before the pause), each of which the old
-// process must survive with the stream going on, then one more that works.
+// After the updates, one update per FAULT (a PINION_UPDATE_FAULT of the new
+// process, by default killed once it took the DMA space and interrupts,
+// refusing the state, killed before the pause; or memlock:MIB, the new
+// process under that RLIMIT_MEMLOCK; or unchecked:MIB, the same without its
+// pre-flight, so the kernel refuses), each of which the old process must
+// survive with the stream going on, then one more that works.
 //
 // The VMM runs as uid 1000 under an RLIMIT_MEMLOCK: RAM + 32 MiB on the
 // legacy path (type1 charges each process, and moves the charge at the VADDR
 // re-map), twice that on iommufd (per user: IOMMU_IOAS_CHANGE_PROCESS
-// charges the new process before it uncharges the old). Prints one JSON
+// charges the new process before it uncharges the old). `opener`: the VM is
+// started by pinion open, whose iommufd charges per process
+// (IOMMU_OPTION_RLIMIT_MODE), so RAM + 32 MiB on iommufd too. Prints one JSON
 // object for test/rig/update-traffic.test.ts.
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { assignablePf } from '../../rig/l1/sysfs.js';
 import { call } from '../../src/cli/ctl.js';
 import type { UpdateReport } from '../../src/update/outgoing.js';
 import { CLI, pinnedKiB, progress, vfioHolders } from './pinion.js';
-import { dmarFaults, dmesg, MiB, netdev, Peer, sleep, StreamVm, streamVfs } from './stream-vm.js';
+import { dmarFaults, dmesg, kernelWarnings, MiB, netdev, Peer, sleep, StreamVm, streamVfs } from './stream-vm.js';
 
-const [iommu = 'iommufd', updatesArg, framesArg, intervalArg, faultsArg, ramArg, limitArg] = process.argv.slice(2);
-if (!['legacy', 'iommufd'].includes(iommu))
-  throw new Error('usage: update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB] [LIMIT_MIB]');
+const [iommu = 'iommufd', updatesArg, framesArg, intervalArg, faultsArg, ramArg, limitArg, howArg = 'user'] = process.argv.slice(2);
+if (!['legacy', 'iommufd'].includes(iommu) || !['user', 'opener'].includes(howArg))
+  throw new Error(
+    'usage: update-traffic.js legacy|iommufd [UPDATES] [FRAMES] [INTERVAL_MS] [FAULT,...] [RAM_MIB] [LIMIT_MIB] [user|opener]',
+  );
+const how = howArg as 'user' | 'opener';
 const UPDATES = Number(updatesArg ?? 5);
 const FRAMES = Number(framesArg ?? 10000);
 const INTERVAL_MS = Number(intervalArg ?? 10);
@@ -37,7 +45,8 @@ const INTERVAL_MS = Number(intervalArg ?? 10);
 const FAULTS = (faultsArg ?? 'kill:restored,refuse:restore,kill:ready').split(',').filter(Boolean);
 const RAM = Number(ramArg || 64) * MiB;
 // LIMIT_MIB overrides it (a per-user limit too small for the update, which must be refused up front).
-const LIMIT = limitArg ? Number(limitArg) * MiB : iommu === 'legacy' ? RAM + 32 * MiB : 2 * RAM + 32 * MiB;
+const perProcess = iommu === 'legacy' || how === 'opener';
+const LIMIT = limitArg ? Number(limitArg) * MiB : perProcess ? RAM + 32 * MiB : 2 * RAM + 32 * MiB;
 
 const pf = assignablePf().bdf;
 const [vf] = streamVfs(pf, 1);
@@ -47,9 +56,10 @@ for (let t0 = Date.now(); operstate() !== 'up' && Date.now() - t0 < 30_000;) awa
 progress(`PF ${pf} link ${operstate()}`);
 const peer = new Peer();
 const dmesgBefore = dmesg().length;
-const vm = new StreamVm({ name: 'update', iommu, how: 'user', vf: vf!.bdf, limit: LIMIT, memory: `${RAM / MiB}M`, heartbeat: true });
+const vm = new StreamVm({ name: 'update', iommu, how, vf: vf!.bdf, limit: LIMIT, memory: `${RAM / MiB}M`, heartbeat: true });
 const out: Record<string, unknown> = {
   iommu,
+  how,
   vf: vf!.bdf,
   updates: UPDATES,
   frames: FRAMES,
@@ -81,19 +91,34 @@ const heartbeats = (): { irqs: number; raised: number } | null => {
 /** The gaps the guest clocked (TSC ticks and the TSC at the end), from the `n`th on. */
 const gapsFrom = (n: number): { ticks: bigint; end: bigint }[] =>
   [...text().matchAll(/stream: gap ticks=(\d+) end=(\d+)/g)].slice(n).map((m) => ({ ticks: BigInt(m[1]!), end: BigInt(m[2]!) }));
+/**
+ * The new process's command for `fault`: `memlock:MIB` starts it under an RLIMIT_MEMLOCK of MIB (its
+ * own pre-flight must refuse before the pause); `unchecked:MIB` the same with no pre-flight, so the kernel's
+ * charge refuses at restore; anything else is a PINION_UPDATE_FAULT (src/update/faults.ts).
+ */
+const newProcess = (fault: string): string => {
+  const cli = `${process.execPath} ${CLI}`;
+  const m = /^(memlock|unchecked):(\d+)$/.exec(fault);
+  if (!m) return `env PINION_UPDATE_FAULT=${fault} ${cli}`;
+  const limit = `prlimit --memlock=${Number(m[2]) * MiB}:${Number(m[2]) * MiB}`;
+  return m[1] === 'memlock' ? `${limit} ${cli}` : `${limit} env PINION_UPDATE_FAULT=unchecked ${cli}`;
+};
 const vmPid = async (): Promise<number> => ((await call(vm.socket, 'GET', '/api/v1/vm.info')).body as { pid: number }).pid;
 
-/** One vm.update (with `to`, a new process that fails on purpose), and the guest's counters on each side. */
-async function update(i: number, to?: string): Promise<Record<string, unknown> & { status?: number; to?: number }> {
+/** One vm.update (with `fault`, a new process that fails on purpose: newProcess), and the guest's counters on each side. */
+async function update(i: number, fault?: string): Promise<Record<string, unknown> & { status?: number; to?: number }> {
+  const to = fault === undefined ? undefined : newProcess(fault);
   const before = { ...vm.counters(), ...heartbeats() };
   const gapsBefore = gapsFrom(0).length;
-  const pidBefore = await vmPid();
   const t0 = Date.now();
   let r: { status: number; body: unknown };
+  let pidBefore: number;
   try {
+    pidBefore = await vmPid();
     r = await call(vm.socket, 'PUT', '/api/v1/vm.update', to ? { to } : undefined);
   } catch (e) {
-    return { i, error: (e as Error).message };
+    // The VM's process is gone (its socket with it): say so, and keep what it printed.
+    return { i, ...(fault ? { fault } : {}), gone: (e as Error).message, peerEnded: peer.ended, vmmStderr: vm.stderr.slice(-4000) };
   }
   const b = r.body as UpdateReport & { error?: string };
   progress(`update ${i}${to ? ` (${to})` : ''}: ${r.status} ${b.error ?? `pid ${b.from} -> ${b.to}, pause ${b.pauseMs} ms`}`);
@@ -112,12 +137,12 @@ async function update(i: number, to?: string): Promise<Record<string, unknown> &
     tsc !== undefined && pause ? { beforeSaveMs: ms(tsc - (pause.end - pause.ticks)), afterSaveMs: ms(pause.end - tsc) } : null;
   return {
     i,
-    ...(to ? { fault: to } : {}),
+    ...(fault ? { fault } : {}),
     status: r.status,
     ms: Date.now() - t0,
     ...b,
     pidBefore,
-    pidAfter: await vmPid(),
+    pidAfter: await vmPid().catch((e: Error) => `gone: ${e.message}`),
     counters: { before, after },
     guestGaps: gaps.map((g) => ms(g.ticks)),
     guestPauseMs,
@@ -134,25 +159,26 @@ for (let i = 0; i < UPDATES && !peer.ended; i++) {
   pid = u.to;
 }
 out.updateList = updates;
-// A new process that dies after it took the DMA space and the interrupts, or refuses the state: the old one takes them back.
-const cli = `${process.execPath} ${CLI}`;
+// New processes that fail on purpose: the old one takes the VM back each time.
 const faults: Record<string, unknown>[] = [];
 for (const f of FAULTS) {
   if (peer.ended || updates.at(-1)?.status !== 200) break;
-  faults.push(await update(faults.length, `env PINION_UPDATE_FAULT=${f} ${cli}`));
+  const u = await update(faults.length, f);
+  faults.push(u);
+  if (u.gone) break;
 }
 out.faults = faults;
 // And after them an update that goes through.
-if (FAULTS.length && !peer.ended) {
+if (FAULTS.length && !peer.ended && !faults.at(-1)?.gone) {
   const u = await update(UPDATES);
   out.afterFaults = u;
   if (u.status === 200) pid = u.to;
 }
 out.peerRunningAfterUpdates = !peer.ended;
 
-const ticker = setInterval(() => progress(`waiting for the peer to end (guest ${JSON.stringify(vm.counters())})`), 10_000);
-const peerMs = await peer.done;
-clearInterval(ticker);
+// FRAMES bounds the stream; it stops 5 s after the updates (frames into the last process).
+const peerMs = await peer.stop();
+out.frames = peer.sent;
 // The guest ends on the peer's stop frame; the last process then exits.
 const done = await waitFor(() => /stream: done/.test(text()), 90_000);
 const alive = (p: number): boolean => existsSync(`/proc/${p}`);
@@ -179,5 +205,7 @@ out.after = {
   holders: vfioHolders(),
   driver: readlinkSync(`/sys/bus/pci/devices/${vf!.bdf}/driver`).split('/').pop(),
 };
-out.dmarFaults = dmarFaults(dmesg().slice(dmesgBefore - 1));
+const log = dmesg().slice(dmesgBefore - 1);
+out.dmarFaults = dmarFaults(log);
+out.kernelWarnings = kernelWarnings(log);
 console.log(JSON.stringify(out));

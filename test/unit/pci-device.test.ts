@@ -663,7 +663,13 @@ t.test(
     // The next process: the same function from a fresh model, adopted.
     const model = new Model(config(), BARS);
     const env = newEnv();
-    const dev = VfioPciDevice.adopt(host, { fd: -1, path: 'model', close: () => void model.log.push('close') }, env, SLOT, () => model);
+    const dev = VfioPciDevice.adopt(
+      host,
+      { fd: -1, path: 'model', close: () => void model.log.push('close') },
+      env,
+      { slot: SLOT },
+      () => model,
+    );
     t.notOk(model.log.includes('reset'), 'adopting does not reset the function');
     t.notOk(model.log.includes('intx on'), 'nor take its INTx while the other process runs the guest');
     dev.restore(s);
@@ -683,8 +689,18 @@ t.test(
     t.notOk(model.log.slice(n).includes('reset'), 'closed before claim(): the device is still the other process’s');
 
     const m2 = new Model(config(), BARS);
-    const d2 = VfioPciDevice.adopt(host, { fd: -1, path: 'model', close: () => {} }, newEnv(), SLOT, () => m2);
+    const e2 = newEnv();
+    const d2 = VfioPciDevice.adopt(host, { fd: -1, path: 'model', close: () => {} }, e2, { slot: SLOT, bars: s.bars }, () => m2);
+    t.ok(
+      e2.memory.list().some((r) => r.gpa === 0xd000_0000n),
+      'adopted with the BARs where the hand-over found them: BAR0 placed there before the pause',
+    );
+    const placed = m2.log.length;
     d2.restore({ ...s, msix: { ...s.msix!, enabled: false }, irqs: [], intx: true });
+    t.notOk(
+      m2.log.slice(placed).some((l) => /^(mmap|munmap) BAR/.test(l)),
+      'and the restore, finding them there, maps nothing again',
+    );
     t.ok(m2.log.includes('intx taken'), 'INTx on in the state: taken with eventfds of its own');
     d2.claim();
     d2.close();

@@ -6,7 +6,7 @@ import { route } from '../../src/api/routes.js';
 import { UPDATE_LOST, UPDATE_STOP } from '../../src/api/vm-control.js';
 import { format, parseCtlArgs } from '../../src/cli/ctl.js';
 import { exitStatus } from '../../src/cli/exit-status.js';
-import { faultPoint, InjectedFault } from '../../src/update/faults.js';
+import { faultPoint, InjectedFault, preflightWaived } from '../../src/update/faults.js';
 import { newProcessCommand } from '../../src/update/peer.js';
 import { FakeVmControl } from '../support/fake-vm-control.js';
 
@@ -85,6 +85,14 @@ t.test('fault points fire only where PINION_UPDATE_FAULT says', async (t) => {
   t.doesNotThrow(() => faultPoint('prepare', { PINION_UPDATE_FAULT: 'refuse:restore' }));
   t.doesNotThrow(() => faultPoint('prepare', { PINION_UPDATE_FAULT: 'refuse prepare' }));
   t.throws(() => faultPoint('restore', { PINION_UPDATE_FAULT: 'refuse:restore' }), InjectedFault);
+  t.doesNotThrow(() => faultPoint('restore', { PINION_UPDATE_FAULT: 'unchecked' }), 'unchecked is no fault point');
+});
+
+t.test('only PINION_UPDATE_FAULT=unchecked waives the new process pre-flight', async (t) => {
+  t.equal(preflightWaived({ PINION_UPDATE_FAULT: 'unchecked' }), true);
+  t.equal(preflightWaived({}), false);
+  t.equal(preflightWaived({ PINION_UPDATE_FAULT: 'refuse:prepare' }), false);
+  t.equal(preflightWaived({ PINION_UPDATE_FAULT: 'unchecked:16' }), false);
 });
 
 t.test('a process whose VM moved on ends with 0 and says where it went', async (t) => {

@@ -311,7 +311,7 @@ t.test("the assigned devices' optional sections: fds in the record, state at the
   r.fds.push({ kind: 'iommufd', name: '/dev/iommu' }, { kind: 'vfio-device', name: '0000:01:10.0' }, { kind: 'eventfd', name: 'MSI-X 0' });
   r.machine.devices = {
     iommu: { kind: 'iommufd', fd: 6, ioas: 2, groups: [] },
-    list: [{ bdf: '0000:01:10.0', fd: 7, slot: 1 }],
+    list: [{ bdf: '0000:01:10.0', fd: 7, slot: 1, bars: [{ bar: 0, address: 0xe000_0000n }] }],
     dma: [{ iova: 0n, size: 0x100000n, backing: 0, offset: 0n, byFile: true, write: true }],
     eventfds: [8],
   };

@@ -48,5 +48,10 @@ export interface VfioIommu {
    * process's RAM; iommufd: IOMMU_IOAS_CHANGE_PROCESS). The new process's step, and the old one's way back.
    */
   takeOver(): void;
+  /**
+   * In the new process, past the point of no return (it owns the VM): what takeOver() leaves until
+   * then because the old process could not undo it after this one ended.
+   */
+  settle(): void;
   close(): void;
 }

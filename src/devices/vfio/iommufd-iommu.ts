@@ -11,6 +11,7 @@ import { holders } from './holders.js';
 
 export class IommufdIommu implements VfioIommu {
   readonly kind = 'iommufd' as const;
+  private mode: AccountingMode | undefined;
   private constructor(
     readonly dma: DmaMapper,
     private readonly deviceFds: Record<string, number>,
@@ -27,10 +28,9 @@ export class IommufdIommu implements VfioIommu {
   }
 
   accounting(): { path: IommuPath; mode: AccountingMode } {
-    return {
-      path: this.dma.caps.path,
-      mode: pinCore.iommufdOption(this.dma.handle, 'rlimit_mode', null) === 1n ? 'per-process' : 'per-user',
-    };
+    // Set by the opener before this process had the fd, never here: read once.
+    this.mode ??= pinCore.iommufdOption(this.dma.handle, 'rlimit_mode', null) === 1n ? 'per-process' : 'per-user';
+    return { path: this.dma.caps.path, mode: this.mode };
   }
 
   openDevice(d: HostDevice): OpenedDevice {
@@ -78,8 +78,17 @@ export class IommufdIommu implements VfioIommu {
     // The pins stay charged to this process until the next one takes them (CHANGE_PROCESS).
   }
 
+  /**
+   * Per user, the pins move here now, where a refusal can still hand them back. Per process they move
+   * at settle(): charged to a process that then ends, they could not move back (its mm is gone, and
+   * CHANGE_PROCESS uncharging it fails with EINVAL and a WARN, iommufd/pages.c update_mm_locked_vm).
+   */
   takeOver(): void {
-    this.dma.changeProcess();
+    if (this.accounting().mode === 'per-user') this.dma.changeProcess();
+  }
+
+  settle(): void {
+    if (this.accounting().mode === 'per-process') this.dma.changeProcess();
   }
 
   close(): void {

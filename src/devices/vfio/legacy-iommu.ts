@@ -112,6 +112,10 @@ export class LegacyIommu implements VfioIommu {
     this.dma.setVaddrs();
   }
 
+  settle(): void {
+    // The VADDR re-map moved everything at takeOver().
+  }
+
   close(): void {
     this.mapper?.close();
     this.mapper = undefined;

@@ -18,7 +18,7 @@ import { regionInfo, regionRead, regionWrite, type RegionInfo } from './region.j
 import type { HostDevice } from './host-device.js';
 import type { OpenedDevice, VfioIommu } from './iommu.js';
 import { UndoStack } from '../../sys/undo.js';
-import type { AssignedState } from './saved.js';
+import type { AssignedState, BarAt } from './saved.js';
 
 const PAGE = 0x1000;
 // The MSI-X enable and function-mask bits live in Message Control's high byte.
@@ -130,10 +130,17 @@ export class VfioPciDevice implements PciFunction {
   /**
    * A function another process hands over (live update), running: not reset, its interrupts left as
    * they are until restore() takes them, and this process touches nothing of the device at close
-   * until claim() makes it the owner.
+   * until claim() makes it the owner. Its BARs go where the guest had them when the hand-over was
+   * written (`at.bars`), so the pause re-places only those it moved since.
    */
-  static adopt(host: HostDevice, opened: OpenedDevice, env: VmPlatform, slot: number, io = vfioDeviceIo): VfioPciDevice {
-    return VfioPciDevice.build(host, () => opened, env, slot, io, true);
+  static adopt(
+    host: HostDevice,
+    opened: OpenedDevice,
+    env: VmPlatform,
+    at: { slot: number; bars?: readonly BarAt[] },
+    io = vfioDeviceIo,
+  ): VfioPciDevice {
+    return VfioPciDevice.build(host, () => opened, env, at.slot, io, true, at.bars);
   }
 
   private static build(
@@ -143,6 +150,7 @@ export class VfioPciDevice implements PciFunction {
     slot: number,
     io: typeof vfioDeviceIo,
     adopted: boolean,
+    barsAt: readonly BarAt[] = [],
   ): VfioPciDevice {
     return UndoStack.build((undo) => {
       const opened = undo.own(open(), (o) => o.close());
@@ -159,6 +167,8 @@ export class VfioPciDevice implements PciFunction {
       for (let i = 0; i < 6; i++) {
         const bar = dev.probeBar(i);
         if (!bar) continue;
+        const at = barsAt.find((b) => b.bar === i);
+        if (at) bar.address = at.address;
         dev.bars.push(bar);
         if (bar.space === 'mem64') i++; // the upper half is the next register
       }
@@ -461,6 +471,11 @@ export class VfioPciDevice implements PciFunction {
     bar.maps = [];
   }
 
+  /** Where each BAR is now, for the process a live update hands the function to. */
+  barsAt(): BarAt[] {
+    return this.bars.map((b) => ({ bar: b.index, address: b.address }));
+  }
+
   /** What the guest sees, for reports: BAR addresses and sizes. */
   describe(): { bar: number; space: BarSpace; address: bigint; size: bigint; mapped: bigint }[] {
     return this.bars.map((b) => ({
@@ -507,7 +522,7 @@ export class VfioPciDevice implements PciFunction {
       bdf: this.host.bdf,
       slot: this.slot,
       config,
-      bars: this.bars.map((b) => ({ bar: b.index, address: b.address })),
+      bars: this.barsAt(),
       ...(m
         ? {
             msix: {
