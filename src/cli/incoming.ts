@@ -10,6 +10,7 @@ import { ApiServer } from '../api/server.js';
 import { VcpuThreads } from '../machine/vcpu-threads.js';
 import { receive } from '../update/incoming.js';
 import { exitStatus } from './exit-status.js';
+import { stopOnSignals, type VmSignals } from './signals.js';
 
 export async function incomingCommand(channelFd: number): Promise<number> {
   try {
@@ -25,6 +26,7 @@ async function runIncoming(channelFd: number): Promise<number> {
   const m = inc.machine;
   let control: MachineControl | undefined;
   let server: ApiServer | undefined;
+  let signals: VmSignals | undefined;
   try {
     if (inc.api) {
       const c = (control = new MachineControl(m, ACK_WAIT_MS, inc.api.control));
@@ -34,14 +36,13 @@ async function runIncoming(channelFd: number): Promise<number> {
     console.error(
       `pinion: VM taken over from pid ${inc.record.from.pid} (live update)${inc.api ? `; control API on ${inc.api.path}` : ''}`,
     );
-    const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
-    process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+    signals = stopOnSignals((why) => m.stop(why));
     const linux = m.config.linux !== undefined;
     const onInput = (d: Buffer): void => m.input(d);
     if (linux) process.stdin.on('data', onInput);
     const r = await inc.run;
+    signals.ended();
     if (linux) process.stdin.off('data', onInput).pause();
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     return exitStatus(r, { api: API_STOP, update: UPDATE_STOP, lost: UPDATE_LOST });
   } finally {
     control?.ended();
@@ -49,5 +50,6 @@ async function runIncoming(channelFd: number): Promise<number> {
     m.close();
     // The API's backings go after the machine: until then KVM and the IOMMU may map them.
     control?.close();
+    signals?.release();
   }
 }

@@ -9,6 +9,7 @@ import { processCharge } from '../memlock/status.js';
 import { exitStatus } from './exit-status.js';
 import type { RunPlan } from './run.js';
 import { shellLine } from './shell.js';
+import { stopOnSignals, type VmSignals } from './signals.js';
 
 /** The CLI as the user started it: `node <path>`, relative to here when it can be. */
 function self(): string[] {
@@ -36,6 +37,7 @@ export async function runVm(plan: RunPlan): Promise<number> {
   let machine: Machine | undefined;
   let control: { ended(): void; close(): void } | undefined;
   let server: { close(): Promise<void> } | undefined;
+  let signals: VmSignals | undefined;
   try {
     // The summary and the API come before any vCPU runs (Machine.start's ready).
     machine = await Machine.start(
@@ -71,14 +73,13 @@ export async function runVm(plan: RunPlan): Promise<number> {
       },
     );
     const m = machine;
-    const onSignal = (sig: NodeJS.Signals): void => m.stop(`signal ${sig}`);
-    process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+    signals = stopOnSignals((why) => m.stop(why));
     // Pinion's stdin is the Linux guest's console input.
     const onInput = (d: Buffer): void => m.input(d);
     if (linux) process.stdin.on('data', onInput);
     const r = await m.run();
+    signals.ended();
     if (linux) process.stdin.off('data', onInput).pause();
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     return exitStatus(r, api && { api: api.API_STOP, update: api.UPDATE_STOP, lost: api.UPDATE_LOST });
   } finally {
     control?.ended();
@@ -88,6 +89,7 @@ export async function runVm(plan: RunPlan): Promise<number> {
     control?.close();
     if (consolePath) closeSync(consoleFd);
     await VcpuThreads.settled(10_000);
+    signals?.release();
   }
 }
 
