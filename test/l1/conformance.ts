@@ -4,8 +4,7 @@
 // type1's dma_entry_limit lowered) and reruns itself as uid 1000 with an
 // 8 MiB RLIMIT_MEMLOCK, the way an unprivileged VMM runs.
 // Usage: conformance.js PATH...   (one JSON line per path; the rig test asserts them)
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { pinCore, type BackendHandle, type PinCoreError } from '../../src/memory/pin-core.js';
 import { processCharge } from '../../src/memlock/status.js';
@@ -19,7 +18,7 @@ import {
   vfio_device_attach_iommufd_pt,
   vfio_device_bind_iommufd,
 } from '../../src/sys/vfio.js';
-import { assignablePf, bindVfio, createVfs } from '../../rig/l1/sysfs.js';
+import { rerunAsUser, vfForUser, type UserVf } from './as-user.js';
 
 export type PathName = 'type1' | 'type1v2' | 'compat-type1v2' | 'iommufd' | 'mock';
 type Answer = { ok: true; value?: unknown } | { ok: false; errno: string; op?: string };
@@ -51,13 +50,7 @@ function answer(f: () => unknown): Answer {
   }
 }
 
-interface Prepared {
-  bdf: string;
-  cdev: string;
-  group: string;
-}
-
-function open(path: PathName, dev: Prepared): Ctx {
+function open(path: PathName, dev: UserVf): Ctx {
   const cleanup: (() => void)[] = [];
   if (path === 'mock' || path === 'iommufd') {
     const h = pinCore.iommufdOpen('/dev/iommu', -1);
@@ -375,37 +368,14 @@ function runCases(c: Ctx): void {
   pinCore.unmapAll(h);
 }
 
-function prepare(): Prepared {
-  const [vf] = createVfs(assignablePf().bdf, 1);
-  const dev = bindVfio(vf!);
-  const group = `/dev/vfio/${dev.iommuGroup}`;
-  for (const node of [group, dev.vfioCdev!, '/dev/vfio/vfio', '/dev/iommu']) chmodSync(node, 0o666);
+function prepare(): UserVf {
+  const dev = vfForUser();
   if (existsSync(TYPE1_LIMIT_PARAM)) writeFileSync(TYPE1_LIMIT_PARAM, String(ENTRY_LIMIT));
-  return { bdf: dev.bdf, cdev: dev.vfioCdev!, group };
+  return dev;
 }
 
-function asUser(path: PathName, dev: Prepared): string {
-  const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(
-    'prlimit',
-    [
-      `--memlock=${MEMLOCK_BYTES}:${MEMLOCK_BYTES}`,
-      'setpriv',
-      '--reuid=1000',
-      '--regid=1000',
-      '--clear-groups',
-      '--',
-      process.execPath,
-      self,
-      '--as-user',
-      path,
-      JSON.stringify(dev),
-    ],
-    {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
+function asUser(path: PathName, dev: UserVf): string {
+  const r = rerunAsUser(fileURLToPath(import.meta.url), MEMLOCK_BYTES, ['--as-user', path, JSON.stringify(dev)], 'pipe');
   if (r.status !== 0) throw new Error(`conformance run as uid 1000 exited ${r.status}`);
   return r.stdout;
 }
@@ -416,7 +386,7 @@ function main(): void {
     return;
   }
   const path = process.argv[3] as PathName;
-  const dev = JSON.parse(process.argv[4]!) as Prepared;
+  const dev = JSON.parse(process.argv[4]!) as UserVf;
   const c = open(path, dev);
   try {
     runCases(c);

@@ -1,6 +1,5 @@
 // The fds pinion open hands down: each checked to be open and the device its
 // variable names, before the VMM adopts it.
-import { closeSync, openSync } from 'node:fs';
 import t from 'tap';
 import { devNumbers, openerFds } from '../../src/cli/inherited-fds.js';
 
@@ -23,35 +22,4 @@ t.test('no PINION_KVM_FD: nothing inherited; a stray variable is refused', async
   });
 });
 
-const kvmFd = ((): number | undefined => {
-  try {
-    return openSync('/dev/kvm', 'r');
-  } catch {
-    return undefined;
-  }
-})();
-
-t.test(
-  'the right device passes, a wrong one or a bad table is refused',
-  { skip: kvmFd === undefined && 'no readable /dev/kvm here' },
-  async (t) => {
-    const kvm = kvmFd!;
-    t.teardown(() => closeSync(kvm));
-    t.same(openerFds({ PINION_KVM_FD: String(kvm) }), {
-      kvm,
-      iommufd: undefined,
-      devices: undefined,
-      container: undefined,
-      groups: undefined,
-    });
-    t.throws(
-      () => openerFds({ PINION_KVM_FD: String(kvm), PINION_IOMMUFD_FD: String(kvm) }),
-      /PINION_IOMMUFD_FD=\d+: fd \d+ is \/dev\/kvm \(char 10:232\), not \/dev\/iommu$/,
-    );
-    t.throws(
-      () => openerFds({ PINION_KVM_FD: String(kvm), PINION_DEVICE_FDS: `0000:01:00.0=${kvm}` }),
-      /PINION_DEVICE_FDS 0000:01:00\.0=\d+: fd \d+ is \/dev\/kvm \(char 10:232\), not the VFIO cdev of 0000:01:00\.0$/,
-    );
-    t.throws(() => openerFds({ PINION_KVM_FD: String(kvm), PINION_GROUP_FDS: '7' }), { exitCode: 2, message: /write KEY=FD,KEY=FD/ });
-  },
-);
+// Against a real /dev/kvm fd: test/rig/inherited-fds.test.ts.
