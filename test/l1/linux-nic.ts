@@ -102,14 +102,23 @@ async function bootOnce(device: string, iommu: IommuKind): Promise<Record<string
   };
 }
 
-// A guest that dies before its init marker (nested KVM on TCG triple-faults an
-// early boot now and then, under QEMU too) gets one more boot; the first one
-// travels along as `earlyCrash` so the test says so.
+// A guest that dies on its own gets one more boot: before its init marker
+// (nested KVM on TCG triple-faults an early boot now and then, under QEMU
+// too), or later by a kernel panic or a triple fault that the VMM names on
+// its own line (seen under QEMU too, e.g. `Fatal exception in interrupt`).
+// Any other end, the VMM's own errors among them, is not retried. The first
+// boot travels along as `crash` so the test says so.
+const GUEST_DIED = /^pinion: guest (kernel panic|stopped): .*$/m;
 async function boot(device: string, iommu: IommuKind): Promise<Record<string, unknown>> {
   const first = await bootOnce(device, iommu);
-  if (first.initMs !== undefined || first.status === 0) return first;
-  progress(`  died before init; booting once more`);
-  return { ...(await bootOnce(device, iommu)), earlyCrash: { status: first.status, stderr: first.stderr, console: first.console } };
+  const died = first.status === 0 ? undefined : GUEST_DIED.exec(first.stderr as string)?.[0];
+  if (first.status === 0 || (first.initMs !== undefined && !died)) return first;
+  const why = died ?? `died before init (status ${first.status ?? first.signal})`;
+  progress(`  ${why}; booting once more`);
+  return {
+    ...(await bootOnce(device, iommu)),
+    crash: { why, beforeInit: first.initMs === undefined, status: first.status, stderr: first.stderr, console: first.console },
+  };
 }
 
 const out: Record<string, unknown> = { kernel: kernelVariant };

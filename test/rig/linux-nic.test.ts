@@ -32,7 +32,7 @@ interface Boot {
   peerPackets: number;
   pinnedAfter: number;
   console: string;
-  earlyCrash?: { status: number | null; stderr: string; console: string };
+  crash?: { why: string; beforeInit: boolean; status: number | null; stderr: string; console: string };
 }
 
 /** MSI-X interrupts per vector name ("eth0-rx-0" -> count), from the guest's /proc/interrupts lines. */
@@ -55,10 +55,10 @@ for (const kernel of ['type1', 'compat'] as const) {
         t.test(`${fn.toUpperCase()} on ${iommu}`, async (t) => {
           const b = o[`${fn}-${iommu}`]!;
           const ctx = `console:\n${b.console}\nstderr:\n${b.stderr}`;
-          if (b.earlyCrash) {
-            const line = b.earlyCrash.stderr.split('\n').find((l) => /guest stopped|panic/.test(l)) ?? `status ${b.earlyCrash.status}`;
-            t.comment(`the first boot died before init and was booted once more: ${line}`);
-            process.stderr.write(`!!! GUEST EARLY CRASH (${kernel}, ${fn} on ${iommu}), retried: ${line}\n`);
+          if (b.crash) {
+            const when = b.crash.beforeInit ? 'before init' : 'after init';
+            t.comment(`the first boot's guest died ${when} and was booted once more: ${b.crash.why}`);
+            process.stderr.write(`!!! GUEST CRASH (${kernel}, ${fn} on ${iommu}, ${when}), retried: ${b.crash.why}\n${b.crash.console}\n`);
           }
           t.equal(b.status, 0, 'poweroff in the guest ends the VM with status 0', { diagnostic: b.status !== 0, ctx });
           t.match(b.stderr, /^pinion: guest powered off; the VM ends$/m);
