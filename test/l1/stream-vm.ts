@@ -22,6 +22,9 @@ export const netdev = (bdf: string): string => readdirSync(`/sys/bus/pci/devices
 export const dmesg = (): string[] => spawnSync('dmesg', { encoding: 'utf8' }).stdout.split('\n');
 /** L1's kernel log lines of an IOMMU fault among `lines`. */
 export const dmarFaults = (lines: string[]): string[] => lines.filter((l) => /DMAR|DMA fault|iommu.*fault/i.test(l));
+/** The kernel's WARN, BUG and oops lines among `lines`. */
+export const kernelWarnings = (lines: string[]): string[] =>
+  lines.filter((l) => /WARNING:|BUG:|Oops|general protection|Call Trace|kernel BUG/.test(l));
 
 /** `n` VFs of `pf` bound to vfio-pci, their device nodes open to uid 1000; the PF's netdev up (it answers the VFs' mailbox only then). */
 export function streamVfs(pf: string, n: number, existing?: string): PciDevice[] {
@@ -40,6 +43,9 @@ export class Peer {
   private t0 = 0;
   ended = false;
   done: Promise<number> = Promise.resolve(0);
+  /** Frames sent before the stop frame: the count asked for, or fewer after stop(). */
+  sent = 0;
+  private sender?: ChildProcess;
 
   constructor() {
     spawnSync('ip', ['link', 'set', this.ifname, 'up']);
@@ -53,8 +59,26 @@ export class Peer {
   send(intervalMs: number, frames: number): void {
     this.rx0 = this.rx();
     this.t0 = Date.now();
-    const p = spawn('python3', [SENDER, this.ifname, String(intervalMs), String(frames)], { stdio: 'ignore' });
-    this.done = new Promise<number>((r) => p.on('close', () => ((this.ended = true), r(Date.now() - this.t0))));
+    this.sent = frames;
+    const p = spawn('python3', [SENDER, this.ifname, String(intervalMs), String(frames)], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.sender = p;
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    this.done = new Promise<number>((r) =>
+      p.on('close', () => {
+        this.sent = Number(/^sent (\d+)$/m.exec(out)?.[1] ?? frames);
+        this.ended = true;
+        r(Date.now() - this.t0);
+      }),
+    );
+  }
+
+  /** Ends the stream `afterMs` from now, its work done: the stop frame carries the count sent, which `sent`
+   * then holds; resolves as `done` does. The frames after the work show the guest still receiving. */
+  async stop(afterMs = 5000): Promise<number> {
+    await new Promise((r) => setTimeout(r, afterMs));
+    if (!this.ended) this.sender?.kill('SIGTERM');
+    return this.done;
   }
 
   /** Frames the peer received since it started sending (the guests' own). */
