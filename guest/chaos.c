@@ -3,7 +3,8 @@
  * PF), driven from one seed so that a failing run can be repeated. It
  * brings the NIC up first ("chaos: nic up": the previous VM left the
  * function usable), then, with interrupts off (so that an interrupt it
- * provokes cannot end it), for CHAOS_OPS rounds picks one of:
+ * provokes cannot end it), for CHAOS_OPS rounds (a "chaos: ops=N" line
+ * every CHAOS_PROGRESS) picks one of:
  *   - a random 32-bit write anywhere in the function's config space,
  *     capabilities (MSI, MSI-X, PM, PCIe) included;
  *   - a BAR moved onto RAM, onto the other BAR, onto the MSI window, the
@@ -26,7 +27,9 @@
 #include "igbvf.h"
 #include "io.h"
 
-#define CHAOS_OPS 2000
+#define CHAOS_OPS 1000
+/* A line every so many rounds: a run stopped at its limit shows it was still going (no vCPU held). */
+#define CHAOS_PROGRESS 100
 #define PCI_COMMAND 0x04
 #define PCI_BAR0 0x10
 #define MSI_WINDOW 0xfee00000u
@@ -198,6 +201,12 @@ uint64_t chaos_run(uint64_t seed, uint64_t ram_size)
 					mmio_write32(bar0 + VTEICS, ~0u);
 				}
 			break;
+		}
+		if ((i + 1) % CHAOS_PROGRESS == 0) {
+			line_begin();
+			put_str("chaos: ops=");
+			put_dec(i + 1);
+			line_end();
 		}
 	}
 	/* Decoding and DMA off at the end: what is left for the VMM to clean up is the rest. */
