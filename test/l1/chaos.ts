@@ -8,7 +8,7 @@
 // kernel log since the start (warnings and IOMMU faults). Prints one JSON
 // object for test/rig/chaos.test.ts.
 //
-//   chaos.js [SEEDS] [FIRST_SEED]
+//   chaos.js [SEEDS] [FIRST_SEED] [SEED_LIMIT_S]
 import { spawn } from 'node:child_process';
 import { assignablePf } from '../../rig/l1/sysfs.js';
 import { CLI, GUEST, pinnedKiB, progress, run } from './pinion.js';
@@ -16,7 +16,7 @@ import { dmarFaults, dmesg, kernelWarnings, MiB, Peer, sleep, StreamVm, streamVf
 
 const SEEDS = Number(process.argv[2] ?? 20);
 const FIRST = Number(process.argv[3] ?? 1);
-const SEED_LIMIT_MS = 30_000;
+const SEED_LIMIT_MS = Number(process.argv[4] ?? 30) * 1000;
 // The bystander's stream: longer than every seed could last (its limit and the SIGKILL after it); it is
 // stopped once the seeds are done.
 const INTERVAL_MS = 15;
