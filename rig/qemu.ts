@@ -18,6 +18,8 @@ export interface L1Machine {
   iommu: boolean;
   /** QEMU's -accel; default PINION_RIG_ACCEL, else tcg (multi-threaded). */
   accel?: string;
+  /** More kernel parameters. */
+  append?: string[];
 }
 
 // ctl: boot and exit status; out/err: the command's bytes; hb: L1's heartbeat
@@ -53,7 +55,7 @@ export function qemuArgs(m: L1Machine): string[] {
     `pinion.run=${m.runDir}`,
   ];
   // PINION_RIG_APPEND: more kernel parameters for L1, to try things.
-  append.push(...(process.env.PINION_RIG_APPEND ?? '').split(' ').filter(Boolean));
+  append.push(...(process.env.PINION_RIG_APPEND ?? '').split(' ').filter(Boolean), ...(m.append ?? []));
   if (m.rwDir) append.push(`pinion.rw=${m.rwDir}`);
   const args = [
     // PINION_RIG_ACCEL: e.g. tcg,thread=single, to compare TCG's modes.

@@ -33,6 +33,8 @@ export interface RigOptions {
    * aborts in iotlb_to_section), which hundreds of device resets in one boot hit. Default: PINION_RIG_ACCEL or MTTCG.
    */
   singleThreadTcg?: boolean;
+  /** More kernel parameters for L1 (after PINION_RIG_APPEND's). */
+  append?: string[];
   cwd?: string;
   rwDir?: string; // a host folder L1 may write (e.g. bench/results)
   env?: Record<string, string>;
@@ -189,6 +191,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     cpus: o.cpus ?? 2,
     iommu: o.iommu ?? true,
     accel: o.singleThreadTcg ? 'tcg,thread=single' : undefined,
+    append: o.append,
   });
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let qemuStderr = '';

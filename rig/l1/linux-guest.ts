@@ -22,8 +22,8 @@ export interface GuestOptions {
   iommu: IommuKind;
   kernel: string;
   initrd: string;
-  /** The assigned function's BDF, bound to vfio-pci. */
-  device: string;
+  /** The assigned function's BDF, bound to vfio-pci; none: a guest without a NIC. */
+  device?: string;
   /** The guest's address on the hub (pinion.ip). */
   ip: string;
   /** Shell command the guest's init runs before it powers off; none: a shell on the console. */
@@ -67,12 +67,9 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
         String(o.cpus ?? GUEST_CPUS),
         '--memory',
         `${GUEST_MEMORY_MIB}M`,
-        '--device',
-        o.device,
-        '--iommu',
-        o.iommu,
+        ...(o.device ? ['--device', o.device, '--iommu', o.iommu] : []),
         // Anonymous RAM with THP, as QEMU's: memfd RAM gets 2 MiB pages only where shmem THP is allowed, and
-        // with shmem THP allowed L1 lost timer events on one CPU (guests idle for good, under both VMMs).
+        // L1 leaves it off.
         '--memory-backend',
         'anon',
         ...(o.decompress ? ['--decompress', o.decompress] : []),
@@ -94,7 +91,7 @@ export function vmmArgv(o: GuestOptions): [string, string[]] {
       '-append',
       append,
       ...QEMU_CONSOLE,
-      ...qemuVfio(o.iommu, o.device),
+      ...(o.device ? qemuVfio(o.iommu, o.device) : []),
     ],
   ];
 }
@@ -136,14 +133,26 @@ export class LinuxGuest {
       process.stderr.write(`l1: ${opts.vmm} (pid ${this.proc.pid}) still running after ${(opts.limitMs ?? 240_000) / 1000} s; SIGKILL\n`);
       this.proc.kill('SIGKILL');
     }, opts.limitMs ?? 240_000);
-    // A guest silent for 30 s: say where the VMM's threads are, for the rig test's log.
+    // A guest silent for 20 s: say where it stopped and where the VMM's threads are, with KVM's counters for
+    // the VM twice 5 s apart (a halted guest whose halt exits still climb is ticking; one whose counters
+    // stand is waiting on an interrupt that never comes), before the rig's own watchdog takes L1 down.
+    let told = 0;
     const silent = setInterval(() => {
-      const last = this.lines.at(-1)?.at ?? 0;
-      if (performance.now() - this.started - last > 30_000)
+      const quiet = performance.now() - this.started - (this.lines.at(-1)?.at ?? 0);
+      if (quiet < 20_000 || performance.now() - told < 30_000) return;
+      told = performance.now();
+      const before = this.kvmCounters();
+      setTimeout(() => {
         process.stderr.write(
-          `l1: ${opts.vmm} guest silent for ${((performance.now() - this.started - last) / 1000).toFixed(0)} s; last line: ${this.lines.at(-1)?.text ?? '(none)'}\n${threadStates(this.proc.pid!)}`,
+          `l1: ${opts.vmm} guest silent for ${(quiet / 1000).toFixed(0)} s; its last lines:\n` +
+            this.lines
+              .slice(-8)
+              .map((l) => `l1:   ${(l.at / 1000).toFixed(1)} s: ${l.text}\n`)
+              .join('') +
+            `l1: KVM counters, then 5 s later: ${before}\nl1:   ${this.kvmCounters()}\n${threadStates(this.proc.pid!)}`,
         );
-    }, 30_000);
+      }, 5000).unref();
+    }, 5000);
     this.done = new Promise((resolve) =>
       this.proc.on('close', (status, signal) => {
         clearTimeout(limit);
@@ -217,11 +226,30 @@ export class LinuxGuest {
 
   /** KVM's counters for this VMM's VM (debugfs, summed over its vCPUs), the same source for both VMMs. */
   kvmStats(): KvmStats {
+    const n = (f: string): number => this.kvmStat(f);
+    return { exits: n('exits'), ioExits: n('io_exits'), mmioExits: n('mmio_exits'), haltExits: n('halt_exits'), irqExits: n('irq_exits') };
+  }
+
+  /** One of KVM's debugfs counters for this VM (0 where the kernel has no such file). */
+  kvmStat(name: string): number {
     const root = '/sys/kernel/debug/kvm';
     const dir = readdirSync(root).find((d) => d.startsWith(`${this.proc.pid}-`));
     if (!dir) throw new Error(`no KVM debugfs directory for pid ${this.proc.pid} under ${root}`);
-    const n = (f: string): number => (existsSync(join(root, dir, f)) ? Number(readFileSync(join(root, dir, f), 'utf8')) : 0);
-    return { exits: n('exits'), ioExits: n('io_exits'), mmioExits: n('mmio_exits'), haltExits: n('halt_exits'), irqExits: n('irq_exits') };
+    return existsSync(join(root, dir, name)) ? Number(readFileSync(join(root, dir, name), 'utf8')) : 0;
+  }
+
+  /** KVM's counters for this VM as one line (for silence reports). */
+  private kvmCounters(): string {
+    try {
+      const s = this.kvmStats();
+      return (
+        Object.entries(s)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ') + ` haltWakeups=${this.kvmStat('halt_wakeup')} irqInjections=${this.kvmStat('irq_injections')}`
+      );
+    } catch (e) {
+      return (e as Error).message;
+    }
   }
 
   kill(): void {
