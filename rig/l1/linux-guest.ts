@@ -226,16 +226,21 @@ export class LinuxGuest {
 
   /** KVM's counters for this VMM's VM (debugfs, summed over its vCPUs), the same source for both VMMs. */
   kvmStats(): KvmStats {
-    const n = (f: string): number => this.kvmStat(f);
+    const dir = this.kvmDir();
+    const n = (f: string): number => this.kvmStat(f, dir);
     return { exits: n('exits'), ioExits: n('io_exits'), mmioExits: n('mmio_exits'), haltExits: n('halt_exits'), irqExits: n('irq_exits') };
   }
 
   /** One of KVM's debugfs counters for this VM (0 where the kernel has no such file). */
-  kvmStat(name: string): number {
+  kvmStat(name: string, dir = this.kvmDir()): number {
+    return existsSync(join(dir, name)) ? Number(readFileSync(join(dir, name), 'utf8')) : 0;
+  }
+
+  private kvmDir(): string {
     const root = '/sys/kernel/debug/kvm';
     const dir = readdirSync(root).find((d) => d.startsWith(`${this.proc.pid}-`));
     if (!dir) throw new Error(`no KVM debugfs directory for pid ${this.proc.pid} under ${root}`);
-    return existsSync(join(root, dir, name)) ? Number(readFileSync(join(root, dir, name), 'utf8')) : 0;
+    return join(root, dir);
   }
 
   /** KVM's counters for this VM as one line (for silence reports). */

@@ -6,7 +6,8 @@
 // rate below hardware speed"); Pinion sets the host's rate, and its Linux
 // guest keeps time. Prints one JSON object for test/rig/tsc-rate.test.ts.
 import { spawn, spawnSync } from 'node:child_process';
-import { LinuxGuest } from '../../rig/l1/linux-guest.js';
+import { LinuxGuest, QEMU_MACHINE } from '../../rig/l1/linux-guest.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const [kernel, initrd] = process.argv.slice(2) as [string, string];
 const KVM_WARNING = 'user requested TSC rate below hardware speed';
@@ -20,21 +21,16 @@ const mhz = (re: RegExp): number | undefined => {
   const m = re.exec(kmsg());
   return m ? Number(m[1]) : undefined;
 };
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // L1's rates: the early one KVM took when it loaded, and the refined one the kernel keeps time with.
 const earlyMHz = mhz(/tsc: Detected ([\d.]+) MHz TSC/) ?? mhz(/tsc: Detected ([\d.]+) MHz processor/);
 const refinedMHz = mhz(/tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/);
 
-// QEMU's VM, created and paused (-S): its vCPUs exist once the monitor answers; a few seconds are plenty.
+// QEMU's VM, made and paused (-S): KVM warns as each vCPU is made, so L1's log is polled for up to 20 s.
 const before = warnings();
-const qemu = spawn(
-  'qemu-system-x86_64',
-  ['-accel', 'kvm', '-M', 'q35', '-cpu', 'host', '-smp', '2', '-m', '64', '-nodefaults', '-display', 'none', '-S'],
-  {
-    stdio: 'ignore',
-  },
-);
+const qemu = spawn('qemu-system-x86_64', [...QEMU_MACHINE, '-smp', '2', '-m', '64', '-nodefaults', '-display', 'none', '-S'], {
+  stdio: 'ignore',
+});
 let qemuWarnings = 0;
 for (let i = 0; i < 40 && qemuWarnings === 0 && qemu.exitCode === null; i++) {
   await sleep(500);
