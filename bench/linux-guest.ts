@@ -15,6 +15,7 @@ import { basename, dirname } from 'node:path';
 import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
 import { IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
+import { assertL1TscRate } from '../rig/l1/tsc-rate.js';
 import { FIGURE_INFO, FIGURES, sampleFigures } from './guest-figures.js';
 import { inOrder, makeRun, provenance, runRounds, withRun, type Cell, type CellSpec, type RoundFigures, stopRule } from './method.js';
 
@@ -26,6 +27,7 @@ const log = (s: string): void => void process.stderr.write(`bench ${(performance
 type Sample = TrafficSample & { round: number };
 
 if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: linux-guest.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON');
+const tsc = await assertL1TscRate();
 const peer = peerUp();
 const { vfs } = vfsForGuests(1);
 const samples: Sample[] = [];
@@ -78,7 +80,7 @@ function write(cells: Cell[], complete: boolean): void {
     reference: `QEMU (${spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}), the same bzImage, initramfs and VF, same L1 boot`,
     provenance: { ...provenance(), rigKernel: process.env.PINION_RIG_KERNEL_ID || basename(dirname(kernel)) },
     cells,
-    extra: { complete, guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN }, samples, failedBoots },
+    extra: { complete, l1Tsc: tsc, guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN }, samples, failedBoots },
   });
   console.log(JSON.stringify(run.summary));
   if (outFile) writeFileSync(outFile, withRun(existsSync(outFile) ? readFileSync(outFile, 'utf8') : undefined, run));

@@ -12,6 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { LinuxGuest, peerUp, PEER_IP, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
+import { assertL1TscRate } from '../rig/l1/tsc-rate.js';
 import { makeRun, provenance, runCell, withRun, stopRule } from './method.js';
 
 const [variant = 'type1', kernel = '', initrd = '', outFile = '', iommu = 'iommufd'] = process.argv.slice(2) as [
@@ -30,6 +31,7 @@ const GUEST_CPUS_EACH = 1;
 const log = (s: string): void => void process.stderr.write(`nic ${(performance.now() / 1000).toFixed(0)}s: ${s}\n`);
 if (!existsSync(kernel) || !existsSync(initrd)) throw new Error('usage: nic.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON [legacy|iommufd]');
 
+const tsc = await assertL1TscRate();
 peerUp();
 const { vfs } = vfsForGuests(2);
 const GUESTS: Record<Vmm, { device: string; ip: string }> = {
@@ -152,7 +154,7 @@ const run = makeRun({
   reference: 'QEMU, its guest on VF 1 of the same PF at the same time, same path, same L1 boot',
   provenance: { ...provenance(), rigKernel: process.env.PINION_RIG_KERNEL_ID || basename(dirname(kernel)) },
   cells: [cell],
-  extra: { iommu, guestCpus: GUEST_CPUS_EACH, lost, timeoutMs: TIMEOUT_MS, rounds: detail, reboots },
+  extra: { iommu, l1Tsc: tsc, guestCpus: GUEST_CPUS_EACH, lost, timeoutMs: TIMEOUT_MS, rounds: detail, reboots },
 });
 if (outFile) writeFileSync(outFile, withRun(existsSync(outFile) ? readFileSync(outFile, 'utf8') : undefined, run));
 process.exit(0);

@@ -24,3 +24,16 @@ export function ensureHost(): void {
     );
   }
 }
+
+/**
+ * The host's TSC rate in kHz, when /proc/cpuinfo states it: its `cpu MHz` is the TSC's rate on a host
+ * whose TSC rate is known (tsc_known_freq, as in a VM) or that runs no cpufreq driver; elsewhere it is
+ * the core's current clock, and there is no answer. Under TCG, L1's TSC is the host's.
+ */
+export function hostTscKhz(cpuinfo: string, hasCpufreq: boolean): number | undefined {
+  const flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.split(/\s+/) ?? [];
+  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]);
+  if (!flags.includes('constant_tsc') || !(mhz > 0)) return undefined;
+  if (!flags.includes('tsc_known_freq') && hasCpufreq) return undefined;
+  return Math.round(mhz * 1000);
+}

@@ -20,6 +20,8 @@ export interface L1Machine {
   accel?: string;
   /** More kernel parameters. */
   append?: string[];
+  /** The host's TSC rate (rig/host.ts), given to L1 as its early rate. */
+  tscKhz?: number;
 }
 
 // ctl: boot and exit status; out/err: the command's bytes; hb: L1's heartbeat
@@ -52,6 +54,9 @@ export function qemuArgs(m: L1Machine): string[] {
     'highres=off',
     ...(m.iommu ? ['intel_iommu=on', 'iommu=nopt'] : []),
     'panic=-1',
+    // L1's own early calibration under TCG is off by up to 0.2% now and then, and KVM keeps that rate
+    // for its vCPUs after the kernel refines its own (rig/l1/tsc-rate.ts). The host's rate is exact.
+    ...(m.tscKhz ? [`tsc_early_khz=${m.tscKhz}`] : []),
     `pinion.run=${m.runDir}`,
   ];
   // PINION_RIG_APPEND: more kernel parameters for L1, to try things.

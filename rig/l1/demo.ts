@@ -4,10 +4,12 @@
 // paths, and the two side by side. Exits non-zero if any boot fell short.
 import { peerUp, vfsForGuests, vmmArgv, type Vmm } from './linux-guest.js';
 import type { IommuKind } from '../../src/devices/vfio/iommu.js';
+import { assertL1TscRate } from './tsc-rate.js';
 import { measuredBootWithRetry, type TrafficSample } from './guest-traffic.js';
 
 const [kernel = '', initrd = ''] = process.argv.slice(2);
 const PLAN = { pings: 20, iperfSec: 2, runs: ['tcp-g2h', 'tcp-h2g'] as const };
+await assertL1TscRate();
 const peer = peerUp();
 const { pf, vfs } = vfsForGuests(1);
 console.log(

@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { LinuxGuest, peerPackets, peerUp, pfForGuest, PEER_IP, vfsForGuests } from '../../rig/l1/linux-guest.js';
 import type { IommuKind } from '../../src/devices/vfio/iommu.js';
+import { l1TscCalibration } from '../../rig/l1/tsc-rate.js';
 import { pinnedKiB, progress } from './pinion.js';
 
 const [kernelVariant, kernel, initrd] = process.argv.slice(2) as [string, string, string];
@@ -121,7 +122,8 @@ async function boot(device: string, iommu: IommuKind): Promise<Record<string, un
   };
 }
 
-const out: Record<string, unknown> = { kernel: kernelVariant };
+// L1 as the rig boots it: KVM's default TSC rate for these guests' vCPUs is the one L1 keeps time with.
+const out: Record<string, unknown> = { kernel: kernelVariant, 'l1-tsc': await l1TscCalibration() };
 const { vfs } = vfsForGuests(1);
 for (const iommu of ['iommufd', 'legacy'] as const) out[`vf-${iommu}`] = await boot(vfs[0]!, iommu);
 const pf = pfForGuest();

@@ -8,6 +8,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { LinuxGuest, QEMU_MACHINE } from '../../rig/l1/linux-guest.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { l1TscCalibration } from '../../rig/l1/tsc-rate.js';
 
 const [kernel, initrd] = process.argv.slice(2) as [string, string];
 const KVM_WARNING = 'user requested TSC rate below hardware speed';
@@ -17,14 +18,9 @@ const warnings = (): number =>
   kmsg()
     .split('\n')
     .filter((l) => l.includes(KVM_WARNING)).length;
-const mhz = (re: RegExp): number | undefined => {
-  const m = re.exec(kmsg());
-  return m ? Number(m[1]) : undefined;
-};
 
 // L1's rates: the early one KVM took when it loaded, and the refined one the kernel keeps time with.
-const earlyMHz = mhz(/tsc: Detected ([\d.]+) MHz TSC/) ?? mhz(/tsc: Detected ([\d.]+) MHz processor/);
-const refinedMHz = mhz(/tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/);
+const { earlyMHz, refinedMHz, stale } = await l1TscCalibration();
 
 // QEMU's VM, made and paused (-S): KVM warns as each vCPU is made, so L1's log is polled for up to 20 s.
 const before = warnings();
@@ -58,6 +54,7 @@ console.log(
   JSON.stringify({
     earlyMHz,
     refinedMHz,
+    stale,
     tscLines: kmsg()
       .split('\n')
       .filter((l) => /tsc:|kvm:|Switched to clocksource/.test(l)),

@@ -5,6 +5,7 @@
 // poweroff ending the VM with status 0, nothing left pinned.
 import t from 'tap';
 import { ensureGuestImage } from '../../rig/guest-image.js';
+import type { TscCalibration } from '../../rig/l1/tsc-rate.js';
 import { l1Json } from '../support/rig.js';
 
 interface Boot {
@@ -47,6 +48,8 @@ for (const kernel of ['type1', 'compat'] as const) {
       timeoutSec: 1200,
     });
     t.equal(run.exitCode, 0, 'the L1 script ran to the end');
+    const tsc = (o as Record<string, unknown>)['l1-tsc'] as TscCalibration;
+    t.ok(tsc.refinedMHz !== undefined && !tsc.stale, "L1, given the host's TSC rate, refines it within KVM's tolerance", { tsc });
     for (const [fn, driver, id] of [
       ['vf', 'igbvf', '8086:10ca'],
       ['pf', 'igb', '8086:10c9'],

@@ -16,6 +16,7 @@ import { l1Json } from '../support/rig.js';
 interface Result {
   earlyMHz?: number;
   refinedMHz?: number;
+  stale: boolean;
   tscLines: string[];
   qemuWarnings: number;
   qemuRunning: boolean;
@@ -46,6 +47,7 @@ t.test('type1 kernel, L1 told an early TSC rate 0.2% low', async (t) => {
     ppm,
     dmesg: r.tscLines,
   });
+  t.equal(r.stale, true, "rig/l1/tsc-rate.ts calls KVM's default rate stale, as the side-by-side benchmark checks");
   t.ok(r.qemuRunning && r.qemuWarnings > 0, "QEMU's vCPUs (no tsc-frequency) draw KVM's 'user requested TSC rate below hardware speed'", {
     qemuWarnings: r.qemuWarnings,
   });
