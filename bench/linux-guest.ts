@@ -8,11 +8,12 @@
 // is a cell with one pair per round, ratio = QEMU / Pinion for times, exits
 // and memory and Pinion / QEMU for throughput. Boots are expensive, so rounds
 // are capped (PINION_BENCH_ROUNDS, default 5) and most cells end noise-bound.
+// A boot of each VMM on each path comes first and is not measured (warmUp).
 // Usage (in L1, as root): node dist/bench/linux-guest.js KERNEL_VARIANT BZIMAGE INITRD OUT_JSON
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { GUEST_MEMORY_MIB, peerUp, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
+import { GUEST_MEMORY_MIB, LinuxGuest, peerUp, vfsForGuests, type Vmm } from '../rig/l1/linux-guest.js';
 import type { IommuKind } from '../src/devices/vfio/iommu.js';
 import { IPERF_RUNS, measuredBootWithRetry, type TrafficSample } from '../rig/l1/guest-traffic.js';
 import { assertL1TscRate } from '../rig/l1/tsc-rate.js';
@@ -80,11 +81,37 @@ function write(cells: Cell[], complete: boolean): void {
     reference: `QEMU (${spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}), the same bzImage, initramfs and VF, same L1 boot`,
     provenance: { ...provenance(), rigKernel: process.env.PINION_RIG_KERNEL_ID || basename(dirname(kernel)) },
     cells,
-    extra: { complete, l1Tsc: tsc, guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN }, samples, failedBoots },
+    extra: {
+      complete,
+      l1Tsc: tsc,
+      warmUpInitMs,
+      guest: { memoryMiB: GUEST_MEMORY_MIB, cpus: 2, vf: vfs[0], ...PLAN },
+      samples,
+      failedBoots,
+    },
   });
   console.log(JSON.stringify(run.summary));
   if (outFile) writeFileSync(outFile, withRun(existsSync(outFile) ? readFileSync(outFile, 'utf8') : undefined, run));
 }
+
+/**
+ * One boot of each VMM on each path before round 0, not measured: the first VMM into an L1 reads its binary,
+ * node's modules and the guest image from the host's 9p share into L1's page cache, which a warm VMM then
+ * finds there (a cold Pinion boot took 7.5 s to init, the next 4.7 s).
+ */
+async function warmUp(): Promise<number[]> {
+  const initMs: number[] = [];
+  for (const iommu of PATHS)
+    for (const vmm of ['pinion', 'qemu'] as Vmm[]) {
+      const g = new LinuxGuest({ vmm, iommu, kernel, initrd, device: vfs[0]!, ip: '192.0.2.2/24', command: 'true', limitMs: 120_000 });
+      const init = await g.waitFor(/^pinion-guest: init at/);
+      const end = await g.done;
+      log(`warm-up: ${vmm} ${iommu} init after ${init ? (init.at / 1000).toFixed(1) : '-'} s, status ${end.status ?? end.signal}`);
+      initMs.push(init?.at ?? NaN);
+    }
+  return initMs;
+}
+const warmUpInitMs = await warmUp();
 
 // Each round's figures are kept as it ends: a rig that fails later leaves what was measured.
 const cells = await runRounds(SPECS, RULE, round, { onRound: (_k, _o, c) => write(c, false) });
