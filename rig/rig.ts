@@ -58,6 +58,8 @@ export class RigCrashError extends RigError {
   constructor(
     message: string,
     readonly reason: string,
+    /** L1's whole console, when L1 was up to write one. */
+    readonly reportPath?: string,
   ) {
     super(message);
     this.name = 'RigCrashError';
@@ -120,6 +122,21 @@ function readConsole(runDir: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A crashed L1's whole console, kept in the cache's crashes/ folder (the run directory goes with the run),
+ * and the oops's first lines, which the last console lines of a panic have scrolled past.
+ */
+function keepConsole(o: RigOptions, runDir: string): { path: string; oops: string } {
+  const consoleLog = readConsole(runDir) ?? '';
+  const dir = join(cacheDir(), 'crashes');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${o.kernel}.log`);
+  writeFileSync(path, consoleLog);
+  const lines = consoleLog.split('\n');
+  const at = lines.findIndex((l) => /BUG: |Oops: |general protection fault|stack guard page|kernel stack overflow|double fault/.test(l));
+  return { path, oops: at < 0 ? '' : `\nthe oops:\n${lines.slice(at, at + 14).join('\n')}` };
 }
 
 /** Why L1 reset with no panic line: QEMU's reset log names a triple fault; else L1's last console line. */
@@ -296,10 +313,13 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
           // reset (QEMU runs it with -no-reboot) before its init reported the command's exit: a panic, a
           // triple fault, a reset nobody asked for. All are the rig failing, not the command.
           const panic = /Kernel panic - not syncing: .*/.exec(readConsole(runDir) ?? '')?.[0];
-          if (qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode))
-            failure = new RigCrashError(message, `QEMU died of ${qemu.signalCode}: ${said}`);
-          else if (panic) failure = new RigCrashError(message, `L1's kernel panicked: ${panic}`);
-          else if (qemu.exitCode === 0) failure = new RigCrashError(message, unaskedReset(runDir));
+          const crash = (reason: string): RigCrashError => {
+            const kept = keepConsole(o, runDir);
+            return new RigCrashError(`${message}${kept.oops}\nL1's whole console: ${kept.path}`, reason, kept.path);
+          };
+          if (qemu.signalCode && CRASH_SIGNALS.includes(qemu.signalCode)) failure = crash(`QEMU died of ${qemu.signalCode}: ${said}`);
+          else if (panic) failure = crash(`L1's kernel panicked: ${panic}`);
+          else if (qemu.exitCode === 0) failure = crash(unaskedReset(runDir));
           else failure = new RigError(message);
         }
         finish();

@@ -20,11 +20,11 @@ function restoreEnv(name: string, value: string | undefined): void {
 const FREEZE = 'kill -STOP $(cat /run/pinion-heartbeat.pid); echo frozen >&2; sleep 300';
 
 /** The rig's failure log (PINION_RIG_STALL_LOG): one JSON line per stall or crash it retried. */
-const failures = (log: string): { kind: string; reason: string; kernel: string }[] =>
+const failures = (log: string): { kind: string; reason: string; kernel: string; report?: string }[] =>
   readFileSync(log, 'utf8')
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l) as { kind: string; reason: string; kernel: string });
+    .map((l) => JSON.parse(l) as { kind: string; reason: string; kernel: string; report?: string });
 
 t.test('a silent heartbeat is a stall: caught, QEMU killed, report with L1 dump, QEMU vCPUs and kernel log', async (t) => {
   const start = Date.now();
@@ -158,4 +158,8 @@ for (const c of RESETS)
     t.equal(entries.length, 1);
     t.equal(entries[0]!.kind, 'crash');
     t.match(entries[0]!.reason, c.reason);
+    const report = entries[0]!.report;
+    t.ok(report && existsSync(report) && readFileSync(report, 'utf8').includes('sysrq: '), "L1's whole console is kept, and named", {
+      report,
+    });
   });

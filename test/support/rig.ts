@@ -53,7 +53,7 @@ export async function inRig(kernel: KernelVariant, command: string[], opts: Part
   } catch (e) {
     if (!(e instanceof RigStallError) && !(e instanceof RigCrashError)) throw e;
     const what = e instanceof RigStallError ? 'STALL' : 'CRASH';
-    const report = e instanceof RigStallError ? e.reportPath : undefined;
+    const report = e.reportPath;
     const line = `RIG ${what} (${kernel}): ${e.reason}; retrying once from a fresh boot.${report ? ` Report: ${report}` : ''}`;
     process.stderr.write(`\n!!! ${line}\n${e.message}\n\n`);
     process.stdout.write(`# !!! ${line.split('\n')[0]}\n`);
