@@ -40,6 +40,8 @@ export interface Caps {
   updateVaddr: boolean;
   maxEntries: number | null;
   pgsizeBitmap: bigint;
+  /** How the path DMA-maps a BAR for peer-to-peer: by its mmap's address (type1), as a dma-buf file (iommufd), or not (compat). */
+  p2p: 'vaddr' | 'dma-buf' | 'none';
 }
 
 export type AccountingMode = 'per-user' | 'per-process';

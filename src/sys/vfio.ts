@@ -15,6 +15,9 @@ export const layout = {
   vfio_region_sparse_mmap_area: { sizeof: 16, offset: 0, size: 8 },
   vfio_irq_info: { sizeof: 16, argsz: 0, flags: 4, index: 8, count: 12 },
   vfio_irq_set: { sizeof: 20, argsz: 0, flags: 4, index: 8, start: 12, count: 16, data: 20 },
+  vfio_device_feature: { sizeof: 8, argsz: 0, flags: 4, data: 8 },
+  vfio_device_feature_dma_buf: { sizeof: 16, region_index: 0, open_flags: 4, flags: 8, nr_ranges: 12, dma_ranges: 16 },
+  vfio_region_dma_range: { sizeof: 16, offset: 0, length: 8 },
 } as const satisfies Record<string, Offsets>;
 const L = layout;
 
@@ -160,6 +163,44 @@ export function vfio_irq_set(flags: number, index: number, start: number, fds: n
   b.writeUInt32LE(start, S.start);
   b.writeUInt32LE(fds.length, S.count);
   fds.forEach((fd, i) => b.writeInt32LE(fd, S.data + i * 4));
+  return b;
+}
+
+export const VFIO_DEVICE_FEATURE = IO(VFIO_TYPE, VFIO_BASE + 17);
+export const VFIO_DEVICE_FEATURE_MASK = 0xffff;
+export const VFIO_DEVICE_FEATURE_GET = 1 << 16;
+export const VFIO_DEVICE_FEATURE_SET = 1 << 17;
+export const VFIO_DEVICE_FEATURE_PROBE = 1 << 18;
+export const VFIO_DEVICE_FEATURE_DMA_BUF = 11;
+
+/** struct vfio_device_feature with no data: a probe of `feature` (GET and/or SET in `flags` asks for those too). */
+export function vfio_device_feature_probe(feature: number, flags = 0): Buffer {
+  const b = withArgsz(L.vfio_device_feature.sizeof);
+  b.writeUInt32LE(VFIO_DEVICE_FEATURE_PROBE | flags | feature, L.vfio_device_feature.flags);
+  return b;
+}
+
+/**
+ * struct vfio_device_feature (GET of VFIO_DEVICE_FEATURE_DMA_BUF) holding a struct vfio_device_feature_dma_buf
+ * for region `region_index` with its vfio_region_dma_range list; the ioctl returns the dma-buf's fd.
+ */
+export function vfio_device_feature_dma_buf(
+  region_index: number,
+  open_flags: number,
+  ranges: { offset: bigint; length: bigint }[],
+): Buffer {
+  const F = L.vfio_device_feature;
+  const D = L.vfio_device_feature_dma_buf;
+  const R = L.vfio_region_dma_range;
+  const b = withArgsz(F.data + D.dma_ranges + ranges.length * R.sizeof);
+  b.writeUInt32LE(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, F.flags);
+  b.writeUInt32LE(region_index, F.data + D.region_index);
+  b.writeUInt32LE(open_flags, F.data + D.open_flags);
+  b.writeUInt32LE(ranges.length, F.data + D.nr_ranges);
+  ranges.forEach((r, i) => {
+    b.writeBigUInt64LE(r.offset, F.data + D.dma_ranges + i * R.sizeof + R.offset);
+    b.writeBigUInt64LE(r.length, F.data + D.dma_ranges + i * R.sizeof + R.length);
+  });
   return b;
 }
 

@@ -11,10 +11,16 @@ import { processCharge } from '../../src/memlock/status.js';
 import { DmaMapper } from '../../src/memory/dma-mapper.js';
 import { VfioGroup } from '../../src/devices/vfio/group.js';
 import { VfioCdev } from '../../src/devices/vfio/cdev.js';
-import { closeFd, ioctl, openPath } from '../../src/sys/libc.js';
+import { dmaBufExport, dmaBufProbe } from '../../src/devices/vfio/dma-buf.js';
+import { regionInfo, regionRead, regionWrite } from '../../src/devices/vfio/region.js';
+import { closeFd, ioctl, MAP_SHARED, mmapFd, openPath } from '../../src/sys/libc.js';
+import { PCI_COMMAND, PCI_COMMAND_MEMORY } from '../../src/sys/pci-regs.js';
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_RESET,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_ROM_REGION_INDEX,
   vfio_device_attach_iommufd_pt,
   vfio_device_bind_iommufd,
 } from '../../src/sys/vfio.js';
@@ -36,6 +42,8 @@ interface Ctx {
   h: BackendHandle;
   mapper: DmaMapper;
   path: PathName;
+  /** The VF's device fd (group or cdev), for the peer-to-peer cases; none on the mock domain. */
+  device?: { fd: number; path: string };
   cleanup: (() => void)[];
 }
 
@@ -54,6 +62,7 @@ function open(path: PathName, dev: UserVf): Ctx {
   const cleanup: (() => void)[] = [];
   if (path === 'mock' || path === 'iommufd') {
     const h = pinCore.iommufdOpen('/dev/iommu', -1);
+    let device: Ctx['device'];
     // iommufd pins when a domain is attached: map first, attach, and watch the charge move.
     const m = anon(2n * MiB);
     pinCore.map(h, IOVA, 2n * MiB, { vaddr: m.vaddr }, rw);
@@ -93,6 +102,7 @@ function open(path: PathName, dev: UserVf): Ctx {
       );
       cdev.attach(pinCore.iommufdIoasId(h));
       cleanup.push(() => cdev.close());
+      device = { fd: cdev.fd, path: dev.cdev };
     }
     const after = processCharge();
     record('charge at attach', {
@@ -100,7 +110,7 @@ function open(path: PathName, dev: UserVf): Ctx {
       value: { vmLckKiB: after.vmLckKiB - before.vmLckKiB, vmPinKiB: after.vmPinKiB - before.vmPinKiB },
     });
     pinCore.unmap(h, IOVA, 2n * MiB);
-    return { h, mapper: DmaMapper.fromHandle(h), path, cleanup };
+    return { h, mapper: DmaMapper.fromHandle(h), path, device, cleanup };
   }
   const h = pinCore.type1Open('/dev/vfio/vfio', -1);
   const group = VfioGroup.open(dev.group);
@@ -133,7 +143,7 @@ function open(path: PathName, dev: UserVf): Ctx {
     () => closeFd(devFd),
     () => group.close(),
   );
-  return { h, mapper: DmaMapper.fromHandle(h), path, cleanup };
+  return { h, mapper: DmaMapper.fromHandle(h), path, device: { fd: devFd, path: dev.group }, cleanup };
 }
 
 const results: Record<string, Answer | Record<string, unknown>> = {};
@@ -366,6 +376,137 @@ function runCases(c: Ctx): void {
   record('sync leaves the table exact', syncCases.table);
   record('sync to nothing', syncCases.empty);
   pinCore.unmapAll(h);
+  if (c.device) p2pCases(c, c.device);
+}
+
+/**
+ * Peer-to-peer: the VF's BAR 0 DMA-mapped by its mmap's address and as a dma-buf, on each path, with
+ * what the kernel charges; a dma-buf's export checks, and what a reset and memory decoding off do to it.
+ */
+function p2pCases(c: Ctx, device: NonNullable<Ctx['device']>): void {
+  const { h } = c;
+  const { fd, path } = device;
+  const charge = () => {
+    const p = processCharge();
+    return p.vmLckKiB + p.vmPinKiB;
+  };
+  const bar = regionInfo(fd, 0, path);
+  record('P2P: BAR 0', { ok: true, value: { size: `0x${bar.size.toString(16)}`, mmap: bar.mmapAreas.length > 0 } });
+  const size = bar.size;
+  const mem = mmapFd(Number(size), MAP_SHARED, fd, bar.offset, path);
+  // A map that answers, with the charge it added while held and the bytes its unmap reports.
+  const held = (map: () => void, during: () => void = () => {}) => {
+    const c0 = charge();
+    map();
+    const chargedKiB = charge() - c0;
+    during();
+    return { chargedKiB, unmapped: pinCore.unmap(h, IOVA, size) };
+  };
+  try {
+    record(
+      'P2P: map BAR by vaddr',
+      answer(() => held(() => pinCore.map(h, IOVA, size, { vaddr: mem.vaddr }, rw))),
+    );
+    record(
+      'P2P: map BAR by vaddr, device reset while mapped',
+      answer(() =>
+        held(
+          () => pinCore.map(h, IOVA, size, { vaddr: mem.vaddr }, rw),
+          () => ioctl(fd, VFIO_DEVICE_RESET, 0, 'VFIO_DEVICE_RESET', { path }),
+        ),
+      ),
+    );
+  } finally {
+    mem.unmap();
+  }
+  record(
+    'P2P: dma-buf probe',
+    answer(() => dmaBufProbe(fd, path)),
+  );
+  const exported = (bar: number, ranges: { offset: bigint; length: bigint }[]) =>
+    answer(() => closeFd(dmaBufExport(fd, bar, ranges, path)));
+  record('P2P: dma-buf export, part of the BAR', exported(0, [{ offset: 0x1000n, length: 0x1000n }]));
+  record('P2P: dma-buf export, unaligned range', exported(0, [{ offset: 0x800n, length: 0x1000n }]));
+  record('P2P: dma-buf export, past the BAR', exported(0, [{ offset: 0n, length: size + 0x1000n }]));
+  record('P2P: dma-buf export, the ROM', exported(VFIO_PCI_ROM_REGION_INDEX, [{ offset: 0n, length: 0x1000n }]));
+  record('P2P: dma-buf export, no range', exported(0, []));
+  let buf = -1;
+  record(
+    'P2P: dma-buf export',
+    answer(() => void (buf = dmaBufExport(fd, 0, [{ offset: 0n, length: size }], path))),
+  );
+  if (buf < 0) return;
+  const byBuf = (offset: bigint) => ({ fd: buf, offset });
+  try {
+    record(
+      'P2P: map dma-buf',
+      answer(() => held(() => pinCore.map(h, IOVA, size, byBuf(0n), rw))),
+    );
+    record(
+      'P2P: map part of a dma-buf',
+      answer(() => {
+        pinCore.map(h, IOVA, 0x1000n, byBuf(0x1000n), rw);
+        return pinCore.unmap(h, IOVA, 0x1000n);
+      }),
+    );
+    record(
+      'P2P: map dma-buf past its end',
+      answer(() => pinCore.map(h, IOVA, size + 0x1000n, byBuf(0n), rw)),
+    );
+    record(
+      'P2P: map dma-buf of two ranges',
+      answer(() => {
+        const two = dmaBufExport(
+          fd,
+          0,
+          [
+            { offset: 0n, length: 0x1000n },
+            { offset: 0x2000n, length: 0x1000n },
+          ],
+          path,
+        );
+        try {
+          pinCore.map(h, IOVA, 0x2000n, { fd: two, offset: 0n }, rw);
+          return pinCore.unmap(h, IOVA, 0x2000n);
+        } finally {
+          closeFd(two);
+        }
+      }),
+    );
+    // A reset revokes every dma-buf of the device while it runs; iommufd then unmaps the dma-buf's
+    // pages from its domains for good (iopt_revoke_notify), and the IOAS keeps the area until unmapped.
+    record(
+      'P2P: map dma-buf, device reset while mapped',
+      answer(() =>
+        held(
+          () => pinCore.map(h, IOVA, size, byBuf(0n), rw),
+          () => ioctl(fd, VFIO_DEVICE_RESET, 0, 'VFIO_DEVICE_RESET', { path }),
+        ),
+      ),
+    );
+    record(
+      'P2P: map dma-buf after a reset',
+      answer(() => held(() => pinCore.map(h, IOVA, size, byBuf(0n), rw))),
+    );
+    // Memory decoding off revokes a dma-buf until it is back on; but a VF has no memory-enable bit
+    // (no_command_memory), so vfio-pci never revokes for a command write to one, and the map goes through.
+    const cfg = regionInfo(fd, VFIO_PCI_CONFIG_REGION_INDEX, path);
+    const cmd = new Uint8Array(2);
+    regionRead(fd, cfg, PCI_COMMAND, cmd, path);
+    const command = cmd[0]! | (cmd[1]! << 8);
+    const setCommand = (v: number) => regionWrite(fd, cfg, PCI_COMMAND, new Uint8Array([v & 0xff, v >> 8]), path);
+    setCommand(command & ~PCI_COMMAND_MEMORY);
+    try {
+      record(
+        'P2P: map dma-buf, VF memory bit cleared',
+        answer(() => held(() => pinCore.map(h, IOVA, size, byBuf(0n), rw))),
+      );
+    } finally {
+      setCommand(command);
+    }
+  } finally {
+    closeFd(buf);
+  }
 }
 
 function prepare(): UserVf {

@@ -381,7 +381,7 @@ export_fns! {
             ("path", napi::string(env, c.path.name())?), ("containerType", container_type),
             ("canCopy", napi::boolean(env, c.can_copy)?), ("canMapFile", napi::boolean(env, c.can_map_file)?),
             ("unmapAll", napi::boolean(env, c.unmap_all)?), ("updateVaddr", napi::boolean(env, c.update_vaddr)?),
-            ("maxEntries", max), ("pgsizeBitmap", napi::bigint(env, c.pgsize_bitmap)?),
+            ("maxEntries", max), ("pgsizeBitmap", napi::bigint(env, c.pgsize_bitmap)?), ("p2p", napi::string(env, c.path.p2p().name())?),
         ])
     };
     "iovaRanges" => iova_ranges(1) |env, a: [Value; 1]| {

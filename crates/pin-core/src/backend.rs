@@ -38,6 +38,39 @@ impl IommuPath {
     pub fn parse(s: &str) -> Option<IommuPath> {
         IommuPath::ALL.into_iter().find(|p| p.name() == s)
     }
+
+    /// How this path DMA-maps another device's BAR (peer-to-peer).
+    pub fn p2p(self) -> P2pMap {
+        match self {
+            // type1 follows a PFNMAP VMA's pfns (vaddr_get_pfns) and charges none of them.
+            IommuPath::Type1 => P2pMap::Vaddr,
+            // iommufd pins user pages only (EFAULT on a PFNMAP VMA); the type1 API it serves maps no files.
+            IommuPath::Compat => P2pMap::None,
+            // The BAR as a dma-buf from vfio-pci, by IOMMU_IOAS_MAP_FILE; not charged either.
+            IommuPath::Iommufd => P2pMap::DmaBuf,
+        }
+    }
+}
+
+/// How a path maps MMIO for peer-to-peer DMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum P2pMap {
+    /// By the user address of the BAR's mmap.
+    Vaddr,
+    /// By a dma-buf of the BAR, as a file backing.
+    DmaBuf,
+    /// Not at all.
+    None,
+}
+
+impl P2pMap {
+    pub fn name(self) -> &'static str {
+        match self {
+            P2pMap::Vaddr => "vaddr",
+            P2pMap::DmaBuf => "dma-buf",
+            P2pMap::None => "none",
+        }
+    }
 }
 
 /// The IOMMU type VFIO_SET_IOMMU gave a legacy container (type1 or compat).
