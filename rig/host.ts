@@ -1,6 +1,7 @@
 // The host side of the rig: QEMU >= 8 with igb, installed from Debian's
 // backports by install-host.sh when missing.
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RigError, rigSourceDir } from './paths.js';
 
@@ -36,4 +37,9 @@ export function hostTscKhz(cpuinfo: string, hasCpufreq: boolean): number | undef
   if (!flags.includes('constant_tsc') || !(mhz > 0)) return undefined;
   if (!flags.includes('tsc_known_freq') && hasCpufreq) return undefined;
   return Math.round(mhz * 1000);
+}
+
+/** hostTscKhz of this machine. */
+export function thisHostTscKhz(): number | undefined {
+  return hostTscKhz(readFileSync('/proc/cpuinfo', 'utf8'), existsSync('/sys/devices/system/cpu/cpu0/cpufreq'));
 }

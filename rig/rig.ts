@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSyn
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ensureHost, hostTscKhz, QEMU } from './host.js';
+import { ensureHost, thisHostTscKhz, QEMU } from './host.js';
 import { ensureInitramfs } from './initramfs.js';
 import { ensureKernel, type KernelVariant } from './kernel.js';
 import { cacheDir, RigError } from './paths.js';
@@ -209,7 +209,7 @@ export async function runInRig(o: RigOptions): Promise<RigResult> {
     iommu: o.iommu ?? true,
     accel: o.singleThreadTcg ? 'tcg,thread=single' : undefined,
     append: o.append,
-    tscKhz: hostTscKhz(readFileSync('/proc/cpuinfo', 'utf8'), existsSync('/sys/devices/system/cpu/cpu0/cpufreq')),
+    tscKhz: thisHostTscKhz(),
   });
   const qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let qemuStderr = '';

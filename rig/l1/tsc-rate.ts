@@ -4,7 +4,8 @@
 // leaves the rate alone (QEMU without tsc-frequency) gets vCPUs whose TSC
 // multiplier stays 0 on a CPU without TSC scaling, and its guests' clocks stop.
 // Pinion sets the current rate itself (src/vmm/vm.ts); a side-by-side run in
-// such an L1 would time QEMU's guests stopping, so it refuses to start.
+// such an L1 would time QEMU's guests stopping, so the benchmarks and the
+// demo refuse one.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
