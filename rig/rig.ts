@@ -124,16 +124,22 @@ function readConsole(runDir: string): string | undefined {
   }
 }
 
+/** A report kept past the run in the cache's `folder`, named by when and on which kernel; returns its path. */
+function keepReport(folder: 'stalls' | 'crashes', at: number, kernel: string, text: string): string {
+  const dir = join(cacheDir(), folder);
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${new Date(at).toISOString().replace(/[:.]/g, '-')}-${kernel}.log`);
+  writeFileSync(path, text);
+  return path;
+}
+
 /**
  * A crashed L1's whole console, kept in the cache's crashes/ folder (the run directory goes with the run),
  * and the oops's first lines, which the last console lines of a panic have scrolled past.
  */
 function keepConsole(o: RigOptions, runDir: string): { path: string; oops: string } {
   const consoleLog = readConsole(runDir) ?? '';
-  const dir = join(cacheDir(), 'crashes');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${o.kernel}.log`);
-  writeFileSync(path, consoleLog);
+  const path = keepReport('crashes', Date.now(), o.kernel, consoleLog);
   const lines = consoleLog.split('\n');
   const at = lines.findIndex((l) => /BUG: |Oops: |general protection fault|stack guard page|kernel stack overflow|double fault/.test(l));
   return { path, oops: at < 0 ? '' : `\nthe oops:\n${lines.slice(at, at + 14).join('\n')}` };
@@ -403,10 +409,7 @@ async function stallReport(
     '== L1 console (kernel log; the sysrq dump follows the stall)',
     consoleLog,
   ].join('\n');
-  const dir = join(cacheDir(), 'stalls');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${new Date(caughtAt).toISOString().replace(/[:.]/g, '-')}-${o.kernel}.log`);
-  writeFileSync(path, full);
+  const path = keepReport('stalls', caughtAt, o.kernel, full);
   const kernelLines = before
     .split('\n')
     .filter((l) => /hung|blocked for more than|soft lockup|rcu.*stall|BUG|WARNING|Workqueue|watchdog/i.test(l))
